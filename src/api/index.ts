@@ -1,0 +1,2 @@
+export { type HttpServerOptions, createHttpServer } from './http-server.ts';
+export { TIMEOUT_HEADER } from './timeout.ts';

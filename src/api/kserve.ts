@@ -1,0 +1,121 @@
+/**
+ * KServe v2 / Open Inference Protocol REST routes: server and model metadata, health,
+ * readiness, and inference with JSON tensors.
+ */
+
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Coordinator } from '../coordinator/index.ts';
+import type { InfergridConfig } from '../config/index.ts';
+import { InfergridError } from '../errors.ts';
+import { type ModelEntry, validateInputs } from '../registry/index.ts';
+import { isDatatype, tensorFromJson } from '../tensor/index.ts';
+import { sendError } from './errors.ts';
+import { buildInferResponse, parseInferBody } from './infer-body.ts';
+import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
+
+export const SERVER_NAME = 'infergrid';
+
+interface ModelParams {
+  model: string;
+  version?: string;
+}
+
+export interface KserveRouteOptions {
+  coordinator: Coordinator;
+  config: Readonly<InfergridConfig>;
+  serverVersion: string;
+}
+
+function modelMetadata(coordinator: Coordinator, entry: ModelEntry) {
+  const spec = coordinator.registry.specOf(entry);
+  return {
+    name: entry.name,
+    versions: [...coordinator.registry.versions(entry.name)],
+    platform: spec.platform,
+    inputs: spec.inputs,
+    outputs: spec.outputs,
+  };
+}
+
+export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteOptions): void {
+  const { coordinator, config } = options;
+  const { registry } = coordinator;
+
+  app.get('/v2', async () => ({ name: SERVER_NAME, version: options.serverVersion, extensions: [] }));
+
+  app.get('/v2/health/live', async () => ({ live: true }));
+
+  app.get('/v2/health/ready', async (_req, reply) => {
+    const ready = registry.allReady();
+    return reply.code(ready ? 200 : 503).send({ ready });
+  });
+
+  const metadata = async (req: FastifyRequest<{ Params: ModelParams }>) => {
+    const entry = registry.resolve(req.params.model, req.params.version);
+    return modelMetadata(coordinator, entry);
+  };
+  app.get('/v2/models/:model', metadata);
+  app.get('/v2/models/:model/versions/:version', metadata);
+
+  const ready = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const entry = registry.resolve(req.params.model, req.params.version);
+    const isReady = registry.isReady(entry);
+    return reply.code(isReady ? 200 : 503).send({ name: entry.name, version: entry.version, ready: isReady });
+  };
+  app.get('/v2/models/:model/ready', ready);
+  app.get('/v2/models/:model/versions/:version/ready', ready);
+
+  const infer = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const body = parseInferBody(req.body);
+    const { entry, spec } = coordinator.resolve(req.params.model, req.params.version);
+    for (const input of body.inputs) {
+      if (!isDatatype(input.datatype)) {
+        throw new InfergridError(
+          'INVALID_ARGUMENT',
+          `input "${input.name}": unknown datatype "${input.datatype}"`,
+        );
+      }
+    }
+    validateInputs(spec, body.inputs, body.outputs);
+    const inputs = body.inputs.map((i) => tensorFromJson(i.name, i.datatype as never, i.shape, i.data));
+    const timeoutMs = requestTimeoutMs(
+      req.headers[TIMEOUT_HEADER],
+      body.parameters,
+      config.coordinator.requestTimeoutMs,
+      config.coordinator.maxRequestTimeoutMs,
+    );
+    // a client that goes away cancels its request all the way to the worker
+    const controller = new AbortController();
+    const onClose = (): void => {
+      if (!reply.raw.writableFinished)
+        controller.abort(new InfergridError('CANCELLED', 'client disconnected'));
+    };
+    reply.raw.once('close', onClose);
+    try {
+      const result = await coordinator.dispatch({
+        entry,
+        inputs,
+        outputs: body.outputs,
+        parameters: Object.keys(body.parameters).length ? body.parameters : undefined,
+        id: body.id,
+        timeoutMs,
+        signal: controller.signal,
+      });
+      return buildInferResponse(result.meta, result.outputs, body.id);
+    } catch (err) {
+      if (err instanceof InfergridError && err.code === 'DEADLINE_EXCEEDED') {
+        return sendError(
+          reply,
+          new InfergridError(
+            'DEADLINE_EXCEEDED',
+            `request did not complete within its deadline of ${timeoutMs} ms`,
+            { details: { timeoutMs } },
+          ),
+        );
+      }
+      throw err;
+    }
+  };
+  app.post('/v2/models/:model/infer', infer);
+  app.post('/v2/models/:model/versions/:version/infer', infer);
+}

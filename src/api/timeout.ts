@@ -1,0 +1,37 @@
+import { InfergridError } from '../errors.ts';
+import type { Parameters } from '../protocol/index.ts';
+
+/** Header a client may set to give a request its own deadline, in ms. */
+export const TIMEOUT_HEADER = 'infergrid-timeout-ms';
+
+/**
+ * A request's time budget in ms, from (first found) the `infergrid-timeout-ms` header, the
+ * `timeout_ms` parameter, or Triton's `timeout` parameter (microseconds); else the default.
+ * Capped at `maxMs`.
+ */
+export function requestTimeoutMs(
+  header: string | string[] | undefined,
+  parameters: Parameters,
+  defaultMs: number,
+  maxMs: number,
+): number {
+  const pick = (): [unknown, string, number] | undefined => {
+    if (header !== undefined)
+      return [Array.isArray(header) ? header[0] : header, `header ${TIMEOUT_HEADER}`, 1];
+    if (parameters.timeout_ms !== undefined) return [parameters.timeout_ms, 'parameters.timeout_ms', 1];
+    if (parameters.timeout !== undefined)
+      return [parameters.timeout, 'parameters.timeout (microseconds)', 1 / 1000];
+    return undefined;
+  };
+  const found = pick();
+  if (!found) return defaultMs;
+  const [raw, where, scale] = found;
+  const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n <= 0) {
+    throw new InfergridError(
+      'INVALID_ARGUMENT',
+      `${where} must be a positive number, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return Math.min(Math.max(1, Math.round(n * scale)), maxMs);
+}

@@ -1,0 +1,17 @@
+import type { Backend } from './types.ts';
+import { createJsBackend } from './js.ts';
+import { createOnnxBackend } from './onnx.ts';
+import { createSimBackend } from './sim.ts';
+
+export { type JsModel, type JsModelLoader, createJsBackend } from './js.ts';
+export { createOnnxBackend } from './onnx.ts';
+export { reconcileSpecs, selectOutputs } from './schema-check.ts';
+export { createSimBackend, seededRandom } from './sim.ts';
+export type { Backend, InferContext, LoadContext, LoadedModel, ModelInfo } from './types.ts';
+
+/** Every built-in backend, by name. */
+export function createBackends(): ReadonlyMap<string, Backend> {
+  return new Map<string, Backend>(
+    [createOnnxBackend(), createSimBackend(), createJsBackend()].map((b) => [b.name, b]),
+  );
+}

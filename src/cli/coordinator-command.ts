@@ -1,0 +1,59 @@
+import { loadConfig } from '../config/index.ts';
+import { createLogger } from '../telemetry/index.ts';
+import { parseCommandArgs, portFlag } from './args.ts';
+import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
+import { startCoordinator } from './start-coordinator.ts';
+
+export const COORDINATOR_HELP = `Usage: infergrid coordinator [options]
+
+Runs the HTTP front door (KServe v2) and takes workers on its RPC port.
+
+Options:
+  -c, --config <file>      YAML config (models, limits, auth); optional
+      --host <addr>        HTTP listen address            (default 127.0.0.1)
+  -p, --port <port>        HTTP port, 0 for any free one  (default 8000)
+      --rpc-host <addr>    RPC listen address for workers (default 127.0.0.1)
+      --rpc-port <port>    RPC port, 0 for any free one   (default 9000)
+  -w, --worker <host:port> dial a static worker; repeatable
+      --log-level <level>  fatal|error|warn|info|debug|trace|silent
+  -h, --help               show this help
+
+Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_PORT, INFERGRID_RPC_PORT,
+INFERGRID_HOST, INFERGRID_LOG_LEVEL.`;
+
+export async function runCoordinatorCommand(argv: string[]): Promise<void> {
+  const { values } = parseCommandArgs('coordinator', argv, {
+    config: { type: 'string', short: 'c' },
+    host: { type: 'string' },
+    port: { type: 'string', short: 'p' },
+    'rpc-host': { type: 'string' },
+    'rpc-port': { type: 'string' },
+    worker: { type: 'string', short: 'w', multiple: true },
+    'log-level': { type: 'string' },
+  });
+  if (values.help) {
+    console.log(COORDINATOR_HELP);
+    return;
+  }
+  const { config } = loadConfig({
+    file: values.config as string | undefined,
+    env: process.env,
+    overrides: {
+      host: values.host as string | undefined,
+      port: portFlag(values.port, '--port'),
+      rpcHost: values['rpc-host'] as string | undefined,
+      rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
+      workers: values.worker as string[] | undefined,
+      logLevel: values['log-level'] as string | undefined,
+    },
+  });
+  const logger = createLogger({ level: config.logging.level, name: 'coordinator' });
+  exitOnFatal((err, what) => logger.fatal({ err }, what));
+  const running = await startCoordinator(config, logger);
+  notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
+  onShutdownSignal(async (signal) => {
+    logger.info({ signal }, 'coordinator stopping');
+    await running.close();
+    return 0;
+  });
+}

@@ -1,0 +1,53 @@
+import { InfergridError } from '../errors.ts';
+import { INFERGRID_VERSION } from '../version.ts';
+import { COORDINATOR_HELP, runCoordinatorCommand } from './coordinator-command.ts';
+import { SERVE_HELP, runServeCommand } from './serve-command.ts';
+import { WORKER_HELP, runWorkerCommand } from './worker-command.ts';
+
+export const MAIN_HELP = `infergrid ${INFERGRID_VERSION} — a distributed inference engine
+
+Usage: infergrid <command> [options]
+
+Commands:
+  serve        coordinator + local worker processes from one config (the embedded default)
+  coordinator  the HTTP front door (KServe v2) that routes requests to workers
+  worker       a process that loads models and serves them over RPC
+  help <cmd>   help for a command
+
+Run 'infergrid <command> --help' for a command's options.`;
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: string }> = {
+  serve: { run: runServeCommand, help: SERVE_HELP },
+  coordinator: { run: runCoordinatorCommand, help: COORDINATOR_HELP },
+  worker: { run: runWorkerCommand, help: WORKER_HELP },
+};
+
+export async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h') {
+    console.log(MAIN_HELP);
+    return;
+  }
+  if (command === '--version' || command === '-v') {
+    console.log(INFERGRID_VERSION);
+    return;
+  }
+  if (command === 'help') {
+    console.log(COMMANDS[rest[0] ?? '']?.help ?? MAIN_HELP);
+    return;
+  }
+  const entry = COMMANDS[command];
+  if (!entry) {
+    console.error(`infergrid: unknown command "${command}"\n\n${MAIN_HELP}`);
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    await entry.run(rest);
+  } catch (err) {
+    // start-up errors (bad config, port in use) are the user's to fix: say what, not a stack
+    if (err instanceof InfergridError) console.error(`infergrid ${command}: ${err.message}`);
+    else console.error(`infergrid ${command}:`, err);
+    process.exit(1);
+  }
+}

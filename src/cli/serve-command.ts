@@ -1,0 +1,129 @@
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { loadConfig } from '../config/index.ts';
+import { InfergridError } from '../errors.ts';
+import { Supervisor } from '../serve/index.ts';
+import { createLogger } from '../telemetry/index.ts';
+import { parseCommandArgs, portFlag } from './args.ts';
+import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
+import { startCoordinator } from './start-coordinator.ts';
+
+export const SERVE_HELP = `Usage: infergrid serve --config <file> [options]
+
+The embedded default: a coordinator in this process plus the config's local workers
+(config.workers) as child processes, started, supervised (a crashed worker is restarted with
+backoff) and stopped together. Workers get a fresh random RPC token unless one is configured.
+
+Options:
+  -c, --config <file>      YAML config                      (required)
+      --host <addr>        HTTP listen address              (default 127.0.0.1)
+  -p, --port <port>        HTTP port, 0 for any free one    (default 8000)
+      --rpc-port <port>    RPC port, 0 for any free one     (default 9000)
+      --log-level <level>  fatal|error|warn|info|debug|trace|silent
+  -h, --help               show this help`;
+
+const BIN = fileURLToPath(new URL('../../bin/infergrid.js', import.meta.url));
+
+function banner(httpUrl: string, models: string[], ready: boolean): string {
+  const first = models[0] ?? 'MODEL';
+  return [
+    '',
+    `infergrid is serving at ${httpUrl}${ready ? '' : ' (some models are still loading)'}`,
+    `  models: ${models.join(', ') || '(none)'}`,
+    '',
+    'Try:',
+    `  curl ${httpUrl}/v2/models/${first}`,
+    `  npm run client -- examples/images/hello-world.png --url ${httpUrl}`,
+    '',
+  ].join('\n');
+}
+
+export async function runServeCommand(argv: string[]): Promise<void> {
+  const { values } = parseCommandArgs('serve', argv, {
+    config: { type: 'string', short: 'c' },
+    host: { type: 'string' },
+    port: { type: 'string', short: 'p' },
+    'rpc-port': { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  if (values.help) {
+    console.log(SERVE_HELP);
+    return;
+  }
+  if (!values.config)
+    throw new InfergridError('CONFIG_INVALID', 'infergrid serve: --config <file> is required; see --help');
+  const loaded = loadConfig({
+    file: values.config as string,
+    env: process.env,
+    overrides: {
+      host: values.host as string | undefined,
+      port: portFlag(values.port, '--port'),
+      rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
+      logLevel: values['log-level'] as string | undefined,
+    },
+  });
+  const token = loaded.config.auth.token ?? randomBytes(24).toString('hex');
+  const config = { ...loaded.config, auth: { token } };
+  const logger = createLogger({ level: config.logging.level, name: 'serve' });
+  exitOnFatal((err, what) => logger.fatal({ err }, what));
+
+  const running = await startCoordinator(config, logger);
+  const rpcHost = ['0.0.0.0', '::', ''].includes(config.coordinator.rpcHost)
+    ? '127.0.0.1'
+    : config.coordinator.rpcHost;
+  const supervisor = new Supervisor({ ...config.serve, logger });
+  const workers =
+    config.workers.length > 0 ? config.workers : [{ id: 'worker-1', host: '127.0.0.1', port: 0 }];
+  for (const w of workers) {
+    supervisor.start({
+      id: w.id,
+      command: process.execPath,
+      args: [
+        BIN,
+        'worker',
+        '--config',
+        loaded.file!,
+        '--id',
+        w.id,
+        '--coordinator',
+        `${rpcHost}:${running.rpcPort}`,
+        '--log-level',
+        config.logging.level,
+      ],
+      env: { ...process.env, INFERGRID_TOKEN: token },
+    });
+  }
+
+  let stopping = false;
+  onShutdownSignal(async (signal) => {
+    stopping = true;
+    logger.info({ signal }, 'stopping workers and coordinator');
+    await supervisor.stop(config.serve.stopTimeoutMs);
+    await running.close();
+    return 0;
+  });
+
+  const { registry } = running.coordinator;
+  const ready = registry.allReady()
+    ? true
+    : await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          registry.off('changed', check);
+          resolve(false);
+        }, config.serve.readyTimeoutMs);
+        function check(): void {
+          if (!registry.allReady()) return;
+          clearTimeout(timer);
+          registry.off('changed', check);
+          resolve(true);
+        }
+        registry.on('changed', check);
+      });
+  if (stopping) return;
+  const host = ['0.0.0.0', '::', ''].includes(config.coordinator.host)
+    ? '127.0.0.1'
+    : config.coordinator.host;
+  const models = [...new Set([...registry.entries()].map((e) => e.name))];
+  console.log(banner(`http://${host}:${running.httpPort}`, models, ready));
+  notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
+}

@@ -1,0 +1,44 @@
+import type { FastifyInstance } from 'fastify';
+import { createHttpServer } from '../api/index.ts';
+import type { InfergridConfig } from '../config/index.ts';
+import { Coordinator } from '../coordinator/index.ts';
+import type { Logger } from '../telemetry/index.ts';
+import { INFERGRID_VERSION } from '../version.ts';
+
+export interface RunningCoordinator {
+  coordinator: Coordinator;
+  app: FastifyInstance;
+  httpPort: number;
+  rpcPort: number;
+  /** Stops taking HTTP requests, closes worker connections and the RPC port. */
+  close(): Promise<void>;
+}
+
+/** Starts a coordinator's RPC side and HTTP side from a loaded config. */
+export async function startCoordinator(
+  config: Readonly<InfergridConfig>,
+  logger: Logger,
+): Promise<RunningCoordinator> {
+  const coordinator = new Coordinator({ config, logger });
+  await coordinator.start();
+  const app = createHttpServer({ coordinator, config, logger, serverVersion: INFERGRID_VERSION });
+  try {
+    await app.listen({ host: config.coordinator.host, port: config.coordinator.port });
+  } catch (err) {
+    await coordinator.stop();
+    throw err;
+  }
+  const address = app.server.address();
+  const httpPort = typeof address === 'object' && address ? address.port : config.coordinator.port;
+  logger.info({ address: `http://${config.coordinator.host}:${httpPort}` }, 'coordinator HTTP listening');
+  return {
+    coordinator,
+    app,
+    httpPort,
+    rpcPort: coordinator.rpcPort!,
+    async close() {
+      await app.close();
+      await coordinator.stop();
+    },
+  };
+}

@@ -1,0 +1,131 @@
+import { createBackends } from '../backends/index.ts';
+import { type ModelConfig, loadConfig } from '../config/index.ts';
+import { InfergridError } from '../errors.ts';
+import { createLogger } from '../telemetry/index.ts';
+import { type HostPort, parseHostPort } from '../util/address.ts';
+import { ModelHost, Worker } from '../worker/index.ts';
+import { parseCommandArgs, portFlag } from './args.ts';
+import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
+
+export const WORKER_HELP = `Usage: infergrid worker --config <file> [options]
+
+Loads models and serves them to coordinators over RPC. The worker dials the coordinators
+given with --coordinator (and redials them when they restart), and listens on --port for
+coordinators that dial it (coordinator --worker host:port). SIGTERM drains: in-flight
+requests finish, then the process exits 0.
+
+Options:
+  -c, --config <file>            YAML config holding the models             (required)
+      --id <id>                  worker id; its entry in config.workers places models on it
+                                 (default <hostname>-<pid>)
+      --models <a,b>             host exactly these models (default: the models placed on --id,
+                                 or every model with no placement)
+      --host <addr>              listen address for coordinators (default 127.0.0.1)
+  -p, --port <port>              listen port, 0 for any free one (default: the config entry's
+                                 port; none when only dialing)
+      --coordinator <host:port>  coordinator RPC address to dial; repeatable
+      --log-level <level>        fatal|error|warn|info|debug|trace|silent
+  -h, --help                     show this help
+
+Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_LOG_LEVEL.`;
+
+/** The models a worker hosts: --models, else those placed on its id, else those placed nowhere. */
+export function modelsForWorker(
+  models: readonly ModelConfig[],
+  id: string | undefined,
+  only: string[] | undefined,
+): ModelConfig[] {
+  if (only?.length) {
+    const unknown = only.filter((name) => !models.some((m) => m.name === name));
+    if (unknown.length) {
+      throw new InfergridError(
+        'CONFIG_INVALID',
+        `--models names models the config does not define: ${unknown.join(', ')}`,
+      );
+    }
+    return models.filter((m) => only.includes(m.name));
+  }
+  return models.filter((m) => !m.workers || (id !== undefined && m.workers.includes(id)));
+}
+
+export async function runWorkerCommand(argv: string[]): Promise<void> {
+  const { values } = parseCommandArgs('worker', argv, {
+    config: { type: 'string', short: 'c' },
+    id: { type: 'string' },
+    models: { type: 'string' },
+    host: { type: 'string' },
+    port: { type: 'string', short: 'p' },
+    coordinator: { type: 'string', multiple: true },
+    'log-level': { type: 'string' },
+  });
+  if (values.help) {
+    console.log(WORKER_HELP);
+    return;
+  }
+  if (!values.config)
+    throw new InfergridError('CONFIG_INVALID', 'infergrid worker: --config <file> is required; see --help');
+  const { config } = loadConfig({
+    file: values.config as string,
+    env: process.env,
+    overrides: { logLevel: values['log-level'] as string | undefined },
+  });
+  const id = values.id as string | undefined;
+  const entry = id === undefined ? undefined : config.workers.find((w) => w.id === id);
+  const models = modelsForWorker(
+    config.models,
+    id,
+    (values.models as string | undefined)
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
+  const coordinators: HostPort[] = ((values.coordinator as string[] | undefined) ?? []).map((c) =>
+    parseHostPort(c, '--coordinator'),
+  );
+  const flagPort = portFlag(values.port, '--port');
+  const port = flagPort ?? entry?.port ?? (coordinators.length === 0 ? 0 : undefined);
+  const host = (values.host as string | undefined) ?? entry?.host ?? '127.0.0.1';
+
+  const logger = createLogger({ level: config.logging.level, name: `worker${id ? `:${id}` : ''}` });
+  exitOnFatal((err, what) => logger.fatal({ err }, what));
+  let worker: Worker | undefined;
+  const modelHost = new ModelHost(createBackends(), logger, () => {
+    worker?.modelsChanged();
+    notifyParent({
+      type: 'models',
+      id: worker?.id ?? '',
+      models: modelHost
+        .statuses()
+        .map((m) => ({
+          name: m.name,
+          version: m.version,
+          state: m.state,
+          ...(m.error ? { error: m.error } : {}),
+        })),
+    });
+  });
+  worker = new Worker({
+    ...(id !== undefined ? { id } : {}),
+    host: modelHost,
+    ...(port !== undefined ? { listen: { host, port } } : {}),
+    coordinators,
+    token: config.auth.token,
+    rpc: config.rpc,
+    logger,
+  });
+  const running = worker;
+  onShutdownSignal(async (signal) => {
+    await running.drain(`received ${signal}`);
+    await modelHost.unloadAll();
+    logger.info({ worker: running.id, served: running.stats.requests }, 'worker stopped');
+    return 0;
+  });
+  running.on('drain-requested', (reason) => {
+    logger.info({ reason }, 'a coordinator asked this worker to drain');
+    process.kill(process.pid, 'SIGTERM');
+  });
+  await running.start();
+  notifyParent({ type: 'ready', role: 'worker', id: running.id, port: running.port ?? null });
+  if (models.length === 0) logger.warn({ worker: running.id }, 'no models placed on this worker');
+  for (const m of models) await modelHost.load(m);
+}

@@ -1,0 +1,186 @@
+/**
+ * The one configuration schema, with every default and its unit. `serve`, `coordinator` and
+ * `worker` all read the same file; each uses the sections it needs.
+ */
+
+import { z } from 'zod';
+import { DATATYPES } from '../tensor/index.ts';
+
+const MIB = 1024 * 1024;
+
+export const DEFAULT_HTTP_PORT = 8000;
+export const DEFAULT_RPC_PORT = 9000;
+export const DEFAULT_BODY_LIMIT_BYTES = 64 * MIB;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_FRAME_BYTES = 256 * MIB;
+
+const port = z.number().int().min(0).max(65535);
+const positiveMs = z.number().int().positive();
+const hostPort = z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$/, 'expected host:port');
+const name = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_.-]*$/,
+    'letters, digits, "_", "." and "-", starting with a letter or digit',
+  );
+
+const tensorSpec = z
+  .object({
+    name: z.string().min(1),
+    datatype: z.enum(DATATYPES),
+    shape: z.array(z.number().int().min(-1)),
+  })
+  .strict();
+
+export const coordinatorSchema = z
+  .object({
+    /** HTTP listen address. */
+    host: z.string().default('127.0.0.1'),
+    /** HTTP port; 0 picks a free one. */
+    port: port.default(DEFAULT_HTTP_PORT),
+    /** Where workers dial in (RPC). */
+    rpcHost: z.string().default('127.0.0.1'),
+    /** RPC port; 0 picks a free one. */
+    rpcPort: port.default(DEFAULT_RPC_PORT),
+    /** Largest accepted HTTP body, bytes; bigger gets 413. */
+    bodyLimitBytes: z.number().int().positive().default(DEFAULT_BODY_LIMIT_BYTES),
+    /** Deadline of a request that names none, ms. */
+    requestTimeoutMs: positiveMs.default(DEFAULT_REQUEST_TIMEOUT_MS),
+    /** Longest deadline a request may ask for, ms. */
+    maxRequestTimeoutMs: positiveMs.default(10 * 60_000),
+    /** Static workers to dial (host:port), reconnected with backoff. */
+    workers: z.array(hostPort).default([]),
+  })
+  .strict();
+
+export const rpcSchema = z
+  .object({
+    /** Hard limit on one RPC frame, bytes. */
+    maxFrameBytes: z.number().int().min(1024).default(DEFAULT_MAX_FRAME_BYTES),
+    /** Heartbeat period on every connection, ms. */
+    heartbeatIntervalMs: positiveMs.default(1000),
+    /** A connection that hears nothing for this long is closed, ms. */
+    peerTimeoutMs: positiveMs.default(5000),
+    /** Time allowed for HELLO/REGISTER after connecting, ms. */
+    handshakeTimeoutMs: positiveMs.default(5000),
+    /** Time allowed for a TCP connect, ms. */
+    connectTimeoutMs: positiveMs.default(3000),
+    /** First reconnect delay, ms (doubles up to reconnectMaxDelayMs, with jitter). */
+    reconnectInitialDelayMs: positiveMs.default(100),
+    reconnectMaxDelayMs: positiveMs.default(5000),
+  })
+  .strict();
+
+export const workerSchema = z
+  .object({
+    /** Unique id; models name it in `workers:` to be placed on it. */
+    id: name,
+    /** Address the worker listens on for coordinators that dial it. */
+    host: z.string().default('127.0.0.1'),
+    /** 0 picks a free port. */
+    port: port.default(0),
+  })
+  .strict();
+
+export const serveSchema = z
+  .object({
+    /** First restart delay of a crashed worker, ms (doubles up to restartMaxDelayMs). */
+    restartInitialDelayMs: positiveMs.default(250),
+    restartMaxDelayMs: positiveMs.default(10_000),
+    /** A worker that stays up this long has its restart backoff reset, ms. */
+    restartResetAfterMs: positiveMs.default(30_000),
+    /** How long `serve` waits for every model to be ready before printing anyway, ms. */
+    readyTimeoutMs: positiveMs.default(120_000),
+    /** How long a worker gets to finish in-flight work after SIGTERM before SIGKILL, ms. */
+    stopTimeoutMs: positiveMs.default(10_000),
+  })
+  .strict();
+
+export const onnxOptionsSchema = z
+  .object({
+    /** Threads inside one operator. Default 1: two processes share two cores here. */
+    intraOpThreads: z.number().int().min(1).default(1),
+    /** Threads across independent operators. */
+    interOpThreads: z.number().int().min(1).default(1),
+    graphOptimizationLevel: z.enum(['disabled', 'basic', 'extended', 'all']).default('all'),
+  })
+  .strict();
+
+export const simOptionsSchema = z
+  .object({
+    /** Fixed latency of one call, ms. 0 answers without a timer. */
+    latencyMs: z.number().min(0).default(0),
+    /** Extra latency per batch item (first dimension of the first input), ms. */
+    perItemMs: z.number().min(0).default(0),
+    /** Uniform random extra latency in [0, jitterMs), ms. */
+    jitterMs: z.number().min(0).default(0),
+    /** Probability in [0, 1] that a call fails with BACKEND_ERROR. */
+    failureRate: z.number().min(0).max(1).default(0),
+    /** Seed for jitter and failures; random when absent. */
+    seed: z.number().int().optional(),
+  })
+  .strict();
+
+export const modelSchema = z
+  .object({
+    name,
+    /** Version label (KServe versions are strings). */
+    version: z
+      .union([z.string().min(1), z.number().int().nonnegative()])
+      .transform(String)
+      .default('1'),
+    backend: z.enum(['onnx', 'sim', 'js']),
+    /**
+     * Model file (onnx) or module (js). Relative paths are resolved against the config file's
+     * folder; `pkg:<package>/<file>` finds a file inside an installed npm package.
+     */
+    path: z.string().min(1).optional(),
+    /** Worker ids that host this model; every worker when absent. */
+    workers: z.array(name).min(1).optional(),
+    /** Whether requests may carry several items in the first dimension. */
+    batchable: z.boolean().default(true),
+    /** Largest first dimension accepted; 0 means no limit. */
+    maxBatchSize: z.number().int().min(0).default(0),
+    /** Whether the weights are quantized (informational, shown in metadata). */
+    quantized: z.boolean().default(false),
+    /** Declared schema; checked against what the backend reports. Required for `sim`. */
+    inputs: z.array(tensorSpec).optional(),
+    outputs: z.array(tensorSpec).optional(),
+    onnx: onnxOptionsSchema.default(onnxOptionsSchema.parse({})),
+    sim: simOptionsSchema.default(simOptionsSchema.parse({})),
+    /** Passed as-is to a js model's `load(options)`. */
+    options: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    coordinator: coordinatorSchema.default(coordinatorSchema.parse({})),
+    rpc: rpcSchema.default(rpcSchema.parse({})),
+    auth: z
+      .object({
+        /** Shared secret every RPC peer must present; INFERGRID_TOKEN overrides it. */
+        token: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    logging: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .default({ level: 'info' }),
+    /** Local worker processes that `infergrid serve` starts and supervises. */
+    workers: z.array(workerSchema).default([]),
+    serve: serveSchema.default(serveSchema.parse({})),
+    models: z.array(modelSchema).default([]),
+  })
+  .strict();
+
+export type InfergridConfig = z.infer<typeof configSchema>;
+export type ModelConfig = z.infer<typeof modelSchema>;
+export type WorkerConfig = z.infer<typeof workerSchema>;
+export type RpcConfig = z.infer<typeof rpcSchema>;
+export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
+export type SimOptions = z.infer<typeof simOptionsSchema>;
+export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;

@@ -1,0 +1,209 @@
+/**
+ * Membership: the workers this coordinator can send requests to, whether they dialed in or
+ * were dialed as static workers. A worker joins when it has completed the handshake and sent
+ * REGISTER, updates its models with later REGISTERs, reports load in heartbeats, and leaves
+ * when its connection closes (a lost peer is detected by the connection's own watchdog).
+ */
+
+import { EventEmitter } from 'node:events';
+import { InfergridError } from '../errors.ts';
+import {
+  type Frame,
+  type InferRequestMeta,
+  type InferResponseMeta,
+  KIND_NAME,
+  MESSAGE_KIND,
+  type RegisterMeta,
+  checkHeartbeat,
+  checkInferResponse,
+  checkRegister,
+  tensorsFromWire,
+} from '../protocol/index.ts';
+import type { ModelRegistry } from '../registry/index.ts';
+import type { RequestOptions, RpcConnection } from '../rpc/index.ts';
+import type { Tensor } from '../tensor/index.ts';
+import type { Logger } from '../telemetry/index.ts';
+
+export type WorkerState = 'ready' | 'draining';
+
+export interface InferReply {
+  meta: InferResponseMeta;
+  outputs: Tensor[];
+}
+
+/** The coordinator's view of one connected worker. */
+export class WorkerHandle {
+  readonly id: string;
+  readonly conn: RpcConnection;
+  /** 'inbound': the worker dialed us; 'static': we dialed it. */
+  readonly origin: 'inbound' | 'static';
+  readonly connectedAt = Date.now();
+  pid: number;
+  /** Where the worker listens, if it does. */
+  address: string | undefined;
+  state: WorkerState;
+  /** Requests this coordinator has sent and not yet seen settle. */
+  inFlight = 0;
+  /** In-flight count the worker last reported (all coordinators). */
+  reportedInFlight = 0;
+  lastHeartbeatAt = Date.now();
+  /** Requests sent / of which failed, by this coordinator. */
+  requests = 0;
+  failures = 0;
+
+  constructor(conn: RpcConnection, register: RegisterMeta, origin: 'inbound' | 'static') {
+    this.id = register.workerId;
+    this.conn = conn;
+    this.origin = origin;
+    this.pid = register.pid;
+    this.address =
+      register.host !== undefined && register.port !== undefined
+        ? `${register.host}:${register.port}`
+        : undefined;
+    this.state = register.draining ? 'draining' : 'ready';
+  }
+
+  /**
+   * Sends one inference request. In-flight is counted here and released in `finally`, so it
+   * is released on success, error, deadline and cancel alike.
+   */
+  async infer(
+    meta: InferRequestMeta,
+    attachments: Uint8Array[],
+    options: RequestOptions,
+  ): Promise<InferReply> {
+    this.inFlight++;
+    this.requests++;
+    try {
+      const frame = await this.conn.request(MESSAGE_KIND.INFER_REQUEST, meta, attachments, options);
+      const responseMeta = checkInferResponse(frame.meta);
+      return { meta: responseMeta, outputs: tensorsFromWire(responseMeta.outputs, frame.attachments) };
+    } catch (err) {
+      this.failures++;
+      throw err;
+    } finally {
+      this.inFlight--;
+    }
+  }
+}
+
+export interface WorkerPoolEvents {
+  joined: [WorkerHandle];
+  left: [WorkerHandle, InfergridError | undefined];
+}
+
+export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
+  readonly #workers = new Map<string, WorkerHandle>();
+  readonly #registry: ModelRegistry;
+  readonly #logger: Logger;
+
+  constructor(registry: ModelRegistry, logger: Logger) {
+    super();
+    this.#registry = registry;
+    this.#logger = logger;
+  }
+
+  get size(): number {
+    return this.#workers.size;
+  }
+
+  get(id: string): WorkerHandle | undefined {
+    return this.#workers.get(id);
+  }
+
+  list(): WorkerHandle[] {
+    return [...this.#workers.values()];
+  }
+
+  /**
+   * Waits for a handshaken connection's REGISTER, then adds the worker. Rejects (and closes
+   * the connection) when REGISTER does not come in time or is malformed.
+   */
+  async admit(conn: RpcConnection, origin: 'inbound' | 'static', timeoutMs: number): Promise<WorkerHandle> {
+    const frame = await conn.receive(timeoutMs, 'REGISTER');
+    if (frame.kind !== MESSAGE_KIND.REGISTER) {
+      const err = new InfergridError('PROTOCOL_ERROR', `expected REGISTER, got ${KIND_NAME[frame.kind]}`);
+      conn.close(err, true);
+      throw err;
+    }
+    let register: RegisterMeta;
+    try {
+      register = checkRegister(frame.meta);
+    } catch (err) {
+      conn.close(err as InfergridError, true);
+      throw err;
+    }
+    return this.#add(new WorkerHandle(conn, register, origin), register);
+  }
+
+  #add(handle: WorkerHandle, register: RegisterMeta): WorkerHandle {
+    const previous = this.#workers.get(handle.id);
+    if (previous) {
+      this.#logger.warn(
+        { worker: handle.id },
+        'a worker registered with the id of a connected one; replacing the old connection',
+      );
+      this.#workers.delete(handle.id);
+      previous.conn.close(
+        new InfergridError('CONNECTION_LOST', 'replaced by a newer connection with the same worker id'),
+      );
+    }
+    this.#workers.set(handle.id, handle);
+    this.#registry.setWorkerModels(handle.id, register.models);
+    handle.conn.setMessageHandler((frame) => this.#onMessage(handle, frame));
+    handle.conn.on('close', (err) => {
+      if (this.#workers.get(handle.id) !== handle) return;
+      this.#workers.delete(handle.id);
+      this.#registry.removeWorker(handle.id);
+      this.#logger.info({ worker: handle.id, reason: err?.message }, 'worker left');
+      this.emit('left', handle, err);
+    });
+    this.#logger.info(
+      {
+        worker: handle.id,
+        origin: handle.origin,
+        models: register.models.map((m) => `${m.name}@${m.version}:${m.state}`),
+      },
+      'worker joined',
+    );
+    this.emit('joined', handle);
+    return handle;
+  }
+
+  #onMessage(handle: WorkerHandle, frame: Frame): void {
+    try {
+      switch (frame.kind) {
+        case MESSAGE_KIND.HEARTBEAT: {
+          const hb = checkHeartbeat(frame.meta);
+          handle.lastHeartbeatAt = Date.now();
+          if (typeof hb.inFlight === 'number') handle.reportedInFlight = hb.inFlight;
+          if (hb.draining) handle.state = 'draining';
+          for (const m of hb.models ?? [])
+            this.#registry.setReplicaState(handle.id, m.name, m.version, m.state);
+          break;
+        }
+        case MESSAGE_KIND.REGISTER: {
+          const register = checkRegister(frame.meta);
+          if (register.draining) handle.state = 'draining';
+          this.#registry.setWorkerModels(handle.id, register.models);
+          break;
+        }
+        case MESSAGE_KIND.DRAIN:
+          handle.state = 'draining';
+          this.#logger.info({ worker: handle.id }, 'worker is draining');
+          break;
+        case MESSAGE_KIND.ERROR:
+          this.#logger.warn({ worker: handle.id, error: frame.meta }, 'worker reported a connection error');
+          break;
+        default:
+          this.#logger.debug({ worker: handle.id, kind: KIND_NAME[frame.kind] }, 'ignored message');
+      }
+    } catch (err) {
+      handle.conn.close(err as InfergridError, true);
+    }
+  }
+
+  closeAll(): void {
+    for (const handle of this.#workers.values()) handle.conn.close();
+  }
+}

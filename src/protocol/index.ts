@@ -1,0 +1,38 @@
+export { FrameDecoder, type FrameDecoderOptions } from './decoder.ts';
+export {
+  DEFAULT_MAX_FRAME_BYTES,
+  FRAME_HEADER_BYTES,
+  type Frame,
+  createPackr,
+  encodeFrame,
+  encodeFrameToBuffer,
+} from './frame.ts';
+export { FRAME_FLAG, KIND_NAME, MESSAGE_KIND, type MessageKind, isMessageKind } from './kinds.ts';
+export {
+  type CancelMeta,
+  type DrainMeta,
+  type ErrorMeta,
+  type HeartbeatMeta,
+  type HelloAckMeta,
+  type HelloMeta,
+  type InferRequestMeta,
+  type InferResponseMeta,
+  type ModelState,
+  type ModelStatus,
+  PROTOCOL_MAGIC,
+  PROTOCOL_VERSION,
+  type ParameterValue,
+  type Parameters,
+  type PeerRole,
+  type PingMeta,
+  type RegisterMeta,
+  type TensorHeader,
+  checkHeartbeat,
+  checkHello,
+  checkHelloAck,
+  checkInferRequest,
+  checkInferResponse,
+  checkRegister,
+  tensorsFromWire,
+  tensorsToWire,
+} from './messages.ts';

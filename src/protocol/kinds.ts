@@ -1,0 +1,45 @@
+/**
+ * Every message kind that crosses a coordinator <-> worker connection, with its wire code.
+ * Codes are append-only: never renumber or reuse one.
+ */
+export const MESSAGE_KIND = {
+  /** Dialer -> listener, first frame on a connection: magic, protocol version, role, id, auth token. */
+  HELLO: 1,
+  /** Listener -> dialer: handshake accepted (a refusal is an ERROR frame, then close). */
+  HELLO_ACK: 2,
+  /** Worker -> coordinator, after the handshake: id, address, the models it hosts with their schemas. */
+  REGISTER: 3,
+  /** Either way, every heartbeat interval; the worker's carries its load and model states. */
+  HEARTBEAT: 4,
+  /** Coordinator -> worker: run a model on tensors. */
+  INFER_REQUEST: 5,
+  /** Worker -> coordinator: outputs; a request may get several, the last has the FINAL flag. */
+  INFER_RESPONSE: 6,
+  /** A request failed (request id set) or the connection is being closed (request id 0). Always final. */
+  ERROR: 7,
+  /** Coordinator -> worker: stop working on a request; no response is expected. */
+  CANCEL: 8,
+  /** Worker -> coordinator: I am shutting down, send me nothing new. Coordinator -> worker: please drain. */
+  DRAIN: 9,
+  /** Liveness probe with a nonce; the peer answers PONG with the same request id. */
+  PING: 10,
+  PONG: 11,
+} as const;
+
+export type MessageKind = (typeof MESSAGE_KIND)[keyof typeof MESSAGE_KIND];
+
+const KNOWN_KINDS: ReadonlySet<number> = new Set(Object.values(MESSAGE_KIND));
+
+export function isMessageKind(kind: number): kind is MessageKind {
+  return KNOWN_KINDS.has(kind);
+}
+
+export const KIND_NAME: Readonly<Record<number, string>> = Object.fromEntries(
+  Object.entries(MESSAGE_KIND).map(([name, code]) => [code, name]),
+);
+
+/** Frame flag bits. */
+export const FRAME_FLAG = {
+  /** The last frame of a response stream. INFER_RESPONSE frames without it are partial (streamed). */
+  FINAL: 0x01,
+} as const;

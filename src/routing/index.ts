@@ -1,0 +1,1 @@
+export { RoundRobinRouter, pickRoundRobin } from './round-robin.ts';

@@ -1,0 +1,505 @@
+/**
+ * One multiplexed RPC connection over a socket: many requests in flight at once, matched by
+ * request id (the dialer numbers its requests odd, the listener even, so both sides may
+ * ask); per-request deadlines and cancellation; heartbeats both ways and a watchdog that
+ * closes a silent connection.
+ *
+ * Contract: every promise returned by `request` settles exactly once. When the connection is
+ * lost, every pending request fails with CONNECTION_LOST (retryable) and every incoming
+ * request's signal is aborted — nothing waits forever on a dead peer.
+ *
+ * Frames written in the same tick are corked into one writev, so a burst of responses costs
+ * one syscall without waiting for a timer.
+ */
+
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import type { Packr } from 'msgpackr';
+import { InfergridError, errorFromWire, toInfergridError } from '../errors.ts';
+import {
+  FRAME_FLAG,
+  type Frame,
+  FrameDecoder,
+  type HeartbeatMeta,
+  KIND_NAME,
+  MESSAGE_KIND,
+  createPackr,
+  encodeFrame,
+} from '../protocol/index.ts';
+
+export interface RpcConnectionOptions {
+  /** Hard limit on one frame in either direction, bytes. */
+  maxFrameBytes: number;
+  /** How often to send a heartbeat, ms; 0 sends none. */
+  heartbeatIntervalMs: number;
+  /** Close the connection when nothing at all has arrived for this long, ms; 0 never. */
+  peerTimeoutMs: number;
+  /** Who opened the connection; decides the parity of this side's request ids. */
+  side: 'dialer' | 'listener';
+  /** The payload of this side's heartbeats. Default: just the time. */
+  heartbeat?: () => HeartbeatMeta;
+  /** Shared msgpack codec; one is made when absent. */
+  packr?: Packr;
+  /** Wall clock in ms, injectable for tests. */
+  now?: () => number;
+}
+
+export interface RequestOptions {
+  /** Fail with DEADLINE_EXCEEDED (and cancel at the peer) after this many ms. */
+  timeoutMs?: number;
+  /** Aborting fails the request with CANCELLED and cancels it at the peer. */
+  signal?: AbortSignal;
+  /** Called with each non-final response frame of a streamed response. */
+  onPartial?: (frame: Frame) => void;
+}
+
+/** A request the peer sent us. Answer it exactly once with `reply(..., final=true)` or `fail`. */
+export interface IncomingRequest {
+  readonly requestId: number;
+  readonly kind: number;
+  readonly meta: unknown;
+  readonly attachments: Uint8Array[];
+  /** Aborted when the peer cancels or the connection closes. */
+  readonly signal: AbortSignal;
+  reply(kind: number, meta: unknown, attachments?: Uint8Array[], final?: boolean): void;
+  fail(error: InfergridError): void;
+}
+
+interface Pending {
+  resolve: (frame: Frame) => void;
+  reject: (err: InfergridError) => void;
+  timer: NodeJS.Timeout | undefined;
+  onPartial: ((frame: Frame) => void) | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Kinds that start a request the peer must answer. */
+const REQUEST_KINDS: ReadonlySet<number> = new Set([MESSAGE_KIND.INFER_REQUEST, MESSAGE_KIND.PING]);
+/** Kinds that answer one of our requests. */
+const RESPONSE_KINDS: ReadonlySet<number> = new Set([MESSAGE_KIND.INFER_RESPONSE, MESSAGE_KIND.PONG]);
+/** Kinds allowed before the handshake completes. */
+const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([
+  MESSAGE_KIND.HELLO,
+  MESSAGE_KIND.HELLO_ACK,
+  MESSAGE_KIND.ERROR,
+]);
+
+export interface RpcConnectionEvents {
+  /** A request from the peer (only after `markReady`). */
+  request: [IncomingRequest];
+  /** The connection is closed; `error` says why when it was not a clean close by this side. */
+  close: [InfergridError | undefined];
+}
+
+/** Connection-level messages kept while nobody is receiving them yet; more is a misbehaving peer. */
+const MAX_INBOX = 64;
+
+export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
+  readonly socket: Socket;
+  readonly #options: RpcConnectionOptions;
+  readonly #packr: Packr;
+  readonly #decoder: FrameDecoder;
+  readonly #now: () => number;
+  readonly #pending = new Map<number, Pending>();
+  readonly #incoming = new Map<number, AbortController>();
+  #nextId: number;
+  #ready = false;
+  #closed = false;
+  #corked = false;
+  #lastHeardAt: number;
+  #timer: NodeJS.Timeout | undefined;
+  /**
+   * Connection-level messages (HELLO, HELLO_ACK, REGISTER, HEARTBEAT, DRAIN, ERROR with id 0)
+   * go to a waiting `receive`, else to the message handler, else wait here: frames that
+   * arrive in one chunk are dispatched before any awaiting code runs, so none may be dropped
+   * for want of a listener.
+   */
+  #inbox: Frame[] = [];
+  #waiter: ((frame: Frame | InfergridError) => void) | undefined;
+  #messageHandler: ((frame: Frame) => void) | undefined;
+
+  constructor(socket: Socket, options: RpcConnectionOptions) {
+    super();
+    if (!(options.heartbeatIntervalMs >= 0)) throw new RangeError('heartbeatIntervalMs must be >= 0');
+    if (!(options.peerTimeoutMs >= 0)) throw new RangeError('peerTimeoutMs must be >= 0');
+    this.socket = socket;
+    this.#options = options;
+    this.#packr = options.packr ?? createPackr();
+    this.#decoder = new FrameDecoder({ maxFrameBytes: options.maxFrameBytes, packr: this.#packr });
+    this.#now = options.now ?? Date.now;
+    this.#nextId = options.side === 'dialer' ? 1 : 2;
+    this.#lastHeardAt = this.#now();
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (err) =>
+      this.close(new InfergridError('CONNECTION_LOST', `connection error: ${err.message}`, { cause: err })),
+    );
+    socket.on('close', () => this.close(new InfergridError('CONNECTION_LOST', 'connection closed by peer')));
+    const tick = Math.min(
+      options.heartbeatIntervalMs || Number.POSITIVE_INFINITY,
+      options.peerTimeoutMs ? Math.max(1, Math.floor(options.peerTimeoutMs / 4)) : Number.POSITIVE_INFINITY,
+    );
+    if (Number.isFinite(tick)) {
+      this.#timer = setInterval(() => this.#onTick(), tick);
+      this.#timer.unref();
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /** Requests this side has sent and not yet seen answered. */
+  get pendingCount(): number {
+    return this.#pending.size;
+  }
+
+  /** Requests the peer sent that have not been answered yet. */
+  get incomingCount(): number {
+    return this.#incoming.size;
+  }
+
+  get remoteAddress(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+  }
+
+  /** Ends the handshake phase: requests and other messages are accepted from now on. */
+  markReady(): void {
+    this.#ready = true;
+  }
+
+  /**
+   * The next connection-level message, for the handshake and registration phases. Rejects
+   * when the connection closes; on timeout closes it (telling the peer) and rejects.
+   */
+  receive(timeoutMs: number, what: string): Promise<Frame> {
+    const queued = this.#inbox.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.#closed)
+      return Promise.reject(
+        new InfergridError('CONNECTION_LOST', `connection closed while waiting for ${what}`),
+      );
+    if (this.#waiter) return Promise.reject(new InfergridError('INTERNAL', 'receive() is already waiting'));
+    return new Promise<Frame>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiter = undefined;
+        const err = new InfergridError(
+          'DEADLINE_EXCEEDED',
+          `no ${what} from ${this.remoteAddress} within ${timeoutMs} ms`,
+        );
+        this.close(err, true);
+        reject(err);
+      }, timeoutMs);
+      this.#waiter = (frame) => {
+        clearTimeout(timer);
+        this.#waiter = undefined;
+        if (frame instanceof InfergridError) reject(frame);
+        else resolve(frame);
+      };
+    });
+  }
+
+  /** Hands every later connection-level message (and any still queued) to `handler`. */
+  setMessageHandler(handler: (frame: Frame) => void): void {
+    this.#messageHandler = handler;
+    const queued = this.#inbox;
+    this.#inbox = [];
+    for (const frame of queued) handler(frame);
+  }
+
+  /** Sends a one-way message (no request id unless given). */
+  send(kind: number, meta: unknown, attachments: Uint8Array[] = [], requestId = 0, flags = 0): void {
+    if (this.#closed) return;
+    this.#write(
+      encodeFrame(this.#packr, { kind, flags, requestId, meta, attachments }, this.#options.maxFrameBytes),
+    );
+  }
+
+  /** Sends a request and resolves with the peer's final response frame. */
+  request(
+    kind: number,
+    meta: unknown,
+    attachments: Uint8Array[] = [],
+    options: RequestOptions = {},
+  ): Promise<Frame> {
+    if (this.#closed) {
+      return Promise.reject(new InfergridError('CONNECTION_LOST', 'connection is closed'));
+    }
+    if (options.signal?.aborted) {
+      return Promise.reject(new InfergridError('CANCELLED', 'request was cancelled before it was sent'));
+    }
+    const requestId = this.#allocateId();
+    let frameChunks: Uint8Array[];
+    try {
+      frameChunks = encodeFrame(
+        this.#packr,
+        { kind, flags: 0, requestId, meta, attachments },
+        this.#options.maxFrameBytes,
+      );
+    } catch (err) {
+      return Promise.reject(toInfergridError(err));
+    }
+    return new Promise<Frame>((resolve, reject) => {
+      const pending: Pending = {
+        resolve,
+        reject,
+        timer: undefined,
+        onPartial: options.onPartial,
+        signal: options.signal,
+        onAbort: undefined,
+      };
+      if (options.timeoutMs !== undefined) {
+        const timeoutMs = options.timeoutMs;
+        pending.timer = setTimeout(
+          () =>
+            this.#abandon(
+              requestId,
+              new InfergridError('DEADLINE_EXCEEDED', `no response within ${timeoutMs} ms`, {
+                details: { timeoutMs },
+              }),
+            ),
+          Math.max(0, timeoutMs),
+        );
+      }
+      if (options.signal) {
+        pending.onAbort = () =>
+          this.#abandon(requestId, new InfergridError('CANCELLED', 'request was cancelled'));
+        options.signal.addEventListener('abort', pending.onAbort, { once: true });
+      }
+      this.#pending.set(requestId, pending);
+      this.#write(frameChunks);
+    });
+  }
+
+  /** Sends PING and resolves with the round-trip time in ms. */
+  async ping(timeoutMs: number): Promise<number> {
+    const start = this.#now();
+    await this.request(MESSAGE_KIND.PING, { sentAtMs: start }, [], { timeoutMs });
+    return this.#now() - start;
+  }
+
+  /**
+   * Closes the connection. Pending requests fail with CONNECTION_LOST; incoming requests'
+   * signals abort. With an `error` whose code is connection-level (protocol, auth), the peer
+   * is told why in an ERROR frame first.
+   */
+  close(error?: InfergridError, tellPeer = false): void {
+    if (this.#closed) return;
+    if (tellPeer && error && !this.socket.destroyed) {
+      try {
+        this.#write(
+          encodeFrame(
+            this.#packr,
+            {
+              kind: MESSAGE_KIND.ERROR,
+              flags: FRAME_FLAG.FINAL,
+              requestId: 0,
+              meta: error.toWire(),
+              attachments: [],
+            },
+            this.#options.maxFrameBytes,
+          ),
+        );
+      } catch {
+        // the error frame is a courtesy; the close goes ahead regardless
+      }
+    }
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    const lost = new InfergridError(
+      'CONNECTION_LOST',
+      error ? `connection lost: ${error.message}` : 'connection closed',
+      {
+        cause: error,
+      },
+    );
+    for (const [id, p] of this.#pending) {
+      this.#pending.delete(id);
+      this.#cleanup(p);
+      p.reject(lost);
+    }
+    for (const [id, controller] of this.#incoming) {
+      this.#incoming.delete(id);
+      controller.abort(lost);
+    }
+    this.#waiter?.(lost);
+    if (this.#corked) {
+      this.#corked = false;
+      this.socket.uncork();
+    }
+    if (tellPeer) {
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else {
+      this.socket.destroy();
+    }
+    this.emit('close', error);
+  }
+
+  #allocateId(): number {
+    const id = this.#nextId;
+    this.#nextId += 2;
+    if (this.#nextId > 0xffffffff) this.#nextId = this.#options.side === 'dialer' ? 1 : 2;
+    return id;
+  }
+
+  #write(chunks: Uint8Array[]): void {
+    if (this.socket.destroyed) return;
+    if (!this.#corked) {
+      this.#corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        if (!this.#corked) return;
+        this.#corked = false;
+        this.socket.uncork();
+      });
+    }
+    for (const c of chunks) this.socket.write(c);
+  }
+
+  #cleanup(p: Pending): void {
+    if (p.timer) clearTimeout(p.timer);
+    if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
+  }
+
+  /** Gives up on one of our requests (deadline or cancel) and tells the peer to stop. */
+  #abandon(requestId: number, error: InfergridError): void {
+    const p = this.#pending.get(requestId);
+    if (!p) return;
+    this.#pending.delete(requestId);
+    this.#cleanup(p);
+    this.send(MESSAGE_KIND.CANCEL, { reason: error.code }, [], requestId);
+    p.reject(error);
+  }
+
+  #onTick(): void {
+    const now = this.#now();
+    if (this.#options.peerTimeoutMs && now - this.#lastHeardAt > this.#options.peerTimeoutMs) {
+      this.close(
+        new InfergridError(
+          'CONNECTION_LOST',
+          `peer sent nothing for ${now - this.#lastHeardAt} ms (limit ${this.#options.peerTimeoutMs} ms)`,
+        ),
+      );
+      return;
+    }
+    if (this.#options.heartbeatIntervalMs && this.#ready) {
+      this.send(
+        MESSAGE_KIND.HEARTBEAT,
+        this.#options.heartbeat ? this.#options.heartbeat() : { sentAtMs: now },
+      );
+    }
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closed) return;
+    this.#lastHeardAt = this.#now();
+    let frames: Frame[];
+    try {
+      frames = this.#decoder.push(chunk);
+    } catch (err) {
+      this.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
+      return;
+    }
+    for (const frame of frames) {
+      if (this.#closed) return;
+      try {
+        this.#dispatch(frame);
+      } catch (err) {
+        this.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
+        return;
+      }
+    }
+  }
+
+  #dispatch(frame: Frame): void {
+    const { kind, requestId } = frame;
+    if (!this.#ready && !HANDSHAKE_KINDS.has(kind)) {
+      throw new InfergridError('PROTOCOL_ERROR', `${KIND_NAME[kind]} before the handshake completed`);
+    }
+    if (RESPONSE_KINDS.has(kind) || (kind === MESSAGE_KIND.ERROR && requestId !== 0)) {
+      const p = this.#pending.get(requestId);
+      if (!p) return; // answer to a request we already gave up on (deadline, cancel)
+      if (kind === MESSAGE_KIND.ERROR) {
+        this.#pending.delete(requestId);
+        this.#cleanup(p);
+        p.reject(errorFromWire(frame.meta));
+      } else if (frame.flags & FRAME_FLAG.FINAL) {
+        this.#pending.delete(requestId);
+        this.#cleanup(p);
+        p.resolve(frame);
+      } else {
+        p.onPartial?.(frame);
+      }
+      return;
+    }
+    if (REQUEST_KINDS.has(kind)) {
+      if (requestId === 0)
+        throw new InfergridError('PROTOCOL_ERROR', `${KIND_NAME[kind]} without a request id`);
+      if (kind === MESSAGE_KIND.PING) {
+        this.send(MESSAGE_KIND.PONG, frame.meta, [], requestId, FRAME_FLAG.FINAL);
+        return;
+      }
+      if (this.#incoming.has(requestId)) {
+        throw new InfergridError('PROTOCOL_ERROR', `request id ${requestId} is already in use`);
+      }
+      this.emit('request', this.#makeIncoming(frame));
+      return;
+    }
+    if (kind === MESSAGE_KIND.CANCEL) {
+      const controller = this.#incoming.get(requestId);
+      if (controller) {
+        this.#incoming.delete(requestId);
+        controller.abort(new InfergridError('CANCELLED', 'cancelled by the coordinator'));
+      }
+      return;
+    }
+    if (this.#waiter) this.#waiter(frame);
+    else if (this.#messageHandler) this.#messageHandler(frame);
+    else if (this.#inbox.length < MAX_INBOX) this.#inbox.push(frame);
+    else
+      throw new InfergridError(
+        'PROTOCOL_ERROR',
+        `peer sent more than ${MAX_INBOX} messages before it was set up`,
+      );
+  }
+
+  #makeIncoming(frame: Frame): IncomingRequest {
+    const { requestId } = frame;
+    const controller = new AbortController();
+    this.#incoming.set(requestId, controller);
+    let settled = false;
+    const settle = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      // a request the peer cancelled is already gone from the map; its answer is not wanted
+      return this.#incoming.delete(requestId);
+    };
+    return {
+      requestId,
+      kind: frame.kind,
+      meta: frame.meta,
+      attachments: frame.attachments,
+      signal: controller.signal,
+      reply: (kind, meta, attachments = [], final = true) => {
+        if (settled) return;
+        if (final ? !settle() : !this.#incoming.has(requestId)) return;
+        try {
+          this.send(kind, meta, attachments, requestId, final ? FRAME_FLAG.FINAL : 0);
+        } catch (err) {
+          // the answer could not be encoded (too large): the peer still gets an answer
+          this.send(MESSAGE_KIND.ERROR, toInfergridError(err).toWire(), [], requestId, FRAME_FLAG.FINAL);
+        }
+      },
+      fail: (error) => {
+        if (!settle()) return;
+        this.send(MESSAGE_KIND.ERROR, error.toWire(), [], requestId, FRAME_FLAG.FINAL);
+      },
+    };
+  }
+}

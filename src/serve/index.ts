@@ -1,0 +1,1 @@
+export { type ChildSpec, Supervisor, type SupervisorEvents, type SupervisorOptions } from './supervisor.ts';

@@ -1,0 +1,307 @@
+/**
+ * A worker: serves the models of its ModelHost to any number of coordinators, over
+ * connections it accepts (coordinators given `--worker host:port`) or dials (workers given
+ * `--coordinator host:port`). Either way, after the handshake the worker sends REGISTER with
+ * its models, then answers INFER_REQUESTs and heartbeats its load.
+ *
+ * Drain (SIGTERM): new requests are refused with WORKER_DRAINING (retryable), coordinators are
+ * told with a DRAIN message, requests already running finish and are answered, then every
+ * connection closes.
+ */
+
+import { EventEmitter } from 'node:events';
+import { type Server, type Socket, createServer } from 'node:net';
+import { hostname } from 'node:os';
+import type { RpcConfig } from '../config/index.ts';
+import { InfergridError, toInfergridError } from '../errors.ts';
+import {
+  type HeartbeatMeta,
+  type InferRequestMeta,
+  MESSAGE_KIND,
+  type RegisterMeta,
+  checkInferRequest,
+  createPackr,
+  tensorsFromWire,
+  tensorsToWire,
+} from '../protocol/index.ts';
+import { validateInputs } from '../registry/index.ts';
+import { type Tensor, isDatatype } from '../tensor/index.ts';
+import {
+  type IncomingRequest,
+  Redialer,
+  RpcConnection,
+  acceptHandshake,
+  dial,
+  dialHandshake,
+} from '../rpc/index.ts';
+import type { Logger } from '../telemetry/index.ts';
+import { type HostPort, formatHostPort } from '../util/address.ts';
+import { withDeadline } from '../util/deadline.ts';
+import { type Deferred, deferred } from '../util/deferred.ts';
+import type { ModelHost } from './model-host.ts';
+
+export interface WorkerOptions {
+  /** Unique worker id; default `<hostname>-<pid>`. */
+  id?: string;
+  host: ModelHost;
+  /** Where to accept coordinator connections; none when absent. */
+  listen?: HostPort;
+  /** Coordinators to dial and keep dialing. */
+  coordinators?: HostPort[];
+  /** Shared secret for RPC peers. */
+  token?: string | undefined;
+  rpc: RpcConfig;
+  logger: Logger;
+}
+
+export interface WorkerStats {
+  /** Requests accepted for execution. */
+  requests: number;
+  /** Of those, how many failed. */
+  failures: number;
+  /** Requests refused before execution (bad input, not ready, draining). */
+  rejected: number;
+}
+
+export interface WorkerEvents {
+  /** A coordinator asked this worker to drain. */
+  'drain-requested': [string];
+}
+
+/** A js model can return anything; make sure it is tensors before they reach the encoder. */
+function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
+  const ok =
+    Array.isArray(outputs) &&
+    outputs.every(
+      (t) =>
+        typeof t === 'object' &&
+        t !== null &&
+        typeof t.name === 'string' &&
+        isDatatype(t.datatype) &&
+        Array.isArray(t.shape) &&
+        t.data instanceof Uint8Array,
+    );
+  if (!ok)
+    throw new InfergridError(
+      'BACKEND_ERROR',
+      'the model returned something other than a list of { name, datatype, shape, data: Uint8Array } tensors',
+    );
+}
+
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly id: string;
+  readonly #options: WorkerOptions;
+  readonly #packr = createPackr();
+  readonly #connections = new Set<RpcConnection>();
+  readonly #links: Redialer[] = [];
+  readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
+  #server: Server | undefined;
+  #port: number | undefined;
+  #inFlight = 0;
+  #draining = false;
+  #idle: Deferred<void> | undefined;
+
+  constructor(options: WorkerOptions) {
+    super();
+    this.id = options.id ?? `${hostname()}-${process.pid}`;
+    this.#options = options;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  get port(): number | undefined {
+    return this.#port;
+  }
+
+  /** Starts listening (if configured) and dialing coordinators; resolves once listening. */
+  async start(): Promise<void> {
+    const { listen, coordinators = [], rpc, logger } = this.#options;
+    if (listen) {
+      const server = createServer((socket) => this.#accept(socket));
+      this.#server = server;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(listen.port, listen.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const address = server.address();
+      this.#port = typeof address === 'object' && address ? address.port : listen.port;
+      logger.info(
+        { worker: this.id, address: formatHostPort({ host: listen.host, port: this.#port }) },
+        'worker listening',
+      );
+    }
+    for (const address of coordinators) {
+      const link = new Redialer({
+        label: formatHostPort(address),
+        dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs),
+        setup: async (conn) => {
+          await dialHandshake(
+            conn,
+            { role: 'worker', id: this.id, token: this.#options.token },
+            rpc.handshakeTimeoutMs,
+          );
+          this.#adopt(conn);
+        },
+        backoff: { initialDelayMs: rpc.reconnectInitialDelayMs, maxDelayMs: rpc.reconnectMaxDelayMs },
+        logger,
+      });
+      this.#links.push(link);
+      link.start();
+    }
+  }
+
+  /** Tells every coordinator the current model list (after a load, unload or state change). */
+  modelsChanged(): void {
+    const register = this.#registerMeta();
+    for (const conn of this.#connections) conn.send(MESSAGE_KIND.REGISTER, register);
+  }
+
+  /**
+   * Stops taking work and waits for what is running to finish, then closes every
+   * connection. Safe to call more than once.
+   */
+  async drain(reason = 'shutting down'): Promise<void> {
+    if (!this.#draining) {
+      this.#draining = true;
+      this.#options.logger.info({ worker: this.id, inFlight: this.#inFlight, reason }, 'draining');
+      for (const conn of this.#connections) conn.send(MESSAGE_KIND.DRAIN, { reason });
+      this.#server?.close();
+      for (const link of this.#links) link.stop(true);
+    }
+    if (this.#inFlight > 0) {
+      this.#idle ??= deferred<void>();
+      await this.#idle.promise;
+    }
+    for (const conn of this.#connections) conn.close();
+    for (const link of this.#links) link.stop();
+  }
+
+  /** Closes everything at once; running requests are abandoned (their peers see CONNECTION_LOST). */
+  close(): void {
+    this.#draining = true;
+    this.#server?.close();
+    for (const link of this.#links) link.stop();
+    for (const conn of this.#connections) conn.close();
+  }
+
+  #connectionOptions() {
+    const heartbeat = (): HeartbeatMeta => ({
+      sentAtMs: Date.now(),
+      inFlight: this.#inFlight,
+      draining: this.#draining,
+    });
+    return {
+      maxFrameBytes: this.#options.rpc.maxFrameBytes,
+      heartbeatIntervalMs: this.#options.rpc.heartbeatIntervalMs,
+      peerTimeoutMs: this.#options.rpc.peerTimeoutMs,
+      heartbeat,
+      packr: this.#packr,
+    };
+  }
+
+  #accept(socket: Socket): void {
+    const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
+    if (this.#draining) {
+      conn.close(new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`), true);
+      return;
+    }
+    acceptHandshake(
+      conn,
+      { role: 'worker', id: this.id, token: this.#options.token },
+      this.#options.rpc.handshakeTimeoutMs,
+    )
+      .then(() => this.#adopt(conn))
+      .catch((err: InfergridError) => {
+        this.#options.logger.warn({ peer: conn.remoteAddress, err: err.message }, 'refused a connection');
+      });
+  }
+
+  #registerMeta(): RegisterMeta {
+    const listen = this.#options.listen;
+    return {
+      workerId: this.id,
+      pid: process.pid,
+      ...(listen && this.#port !== undefined ? { host: listen.host, port: this.#port } : {}),
+      models: this.#options.host.statuses(),
+      draining: this.#draining,
+    };
+  }
+
+  #adopt(conn: RpcConnection): void {
+    this.#connections.add(conn);
+    conn.on('close', () => this.#connections.delete(conn));
+    conn.on('request', (req) => void this.#onRequest(req));
+    conn.setMessageHandler((frame) => {
+      if (frame.kind === MESSAGE_KIND.DRAIN) {
+        const reason = (frame.meta as { reason?: string } | undefined)?.reason ?? 'coordinator asked';
+        this.emit('drain-requested', reason);
+      }
+    });
+    conn.send(MESSAGE_KIND.REGISTER, this.#registerMeta());
+  }
+
+  async #onRequest(req: IncomingRequest): Promise<void> {
+    if (req.kind !== MESSAGE_KIND.INFER_REQUEST) {
+      req.fail(new InfergridError('UNKNOWN_MESSAGE', `a worker does not answer message kind ${req.kind}`));
+      return;
+    }
+    if (this.#draining) {
+      this.stats.rejected++;
+      req.fail(new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`));
+      return;
+    }
+    let meta: InferRequestMeta;
+    let hosted: ReturnType<ModelHost['get']>;
+    let inputs: Tensor[];
+    try {
+      meta = checkInferRequest(req.meta);
+      hosted = this.#options.host.get(meta.model, meta.version);
+      inputs = tensorsFromWire(meta.inputs, req.attachments);
+      validateInputs(hosted.schema, inputs, meta.outputs);
+    } catch (err) {
+      this.stats.rejected++;
+      req.fail(toInfergridError(err));
+      return;
+    }
+    this.#inFlight++;
+    this.stats.requests++;
+    const { signal, dispose } = withDeadline(req.signal, meta.timeoutMs);
+    try {
+      const outputs = await hosted.model.infer(inputs, {
+        signal,
+        parameters: meta.parameters ?? {},
+        outputs: meta.outputs,
+      });
+      if (signal.aborted) throw signal.reason;
+      checkOutputs(outputs);
+      const { headers, attachments } = tensorsToWire(outputs);
+      req.reply(
+        MESSAGE_KIND.INFER_RESPONSE,
+        {
+          model: hosted.config.name,
+          version: hosted.config.version,
+          ...(meta.id ? { id: meta.id } : {}),
+          outputs: headers,
+        },
+        attachments,
+      );
+    } catch (err) {
+      this.stats.failures++;
+      const reason = signal.aborted && signal.reason instanceof InfergridError ? signal.reason : undefined;
+      req.fail(reason ?? toInfergridError(err, 'BACKEND_ERROR'));
+    } finally {
+      dispose();
+      this.#inFlight--;
+      if (this.#inFlight === 0 && this.#idle) this.#idle.resolve();
+    }
+  }
+}
