@@ -78,7 +78,7 @@ interface Pending {
 const REQUEST_KINDS: ReadonlySet<number> = new Set([MESSAGE_KIND.INFER_REQUEST, MESSAGE_KIND.PING]);
 /** Kinds that answer one of our requests. */
 const RESPONSE_KINDS: ReadonlySet<number> = new Set([MESSAGE_KIND.INFER_RESPONSE, MESSAGE_KIND.PONG]);
-/** Kinds allowed before the handshake completes. */
+/** Kinds of the handshake itself. */
 const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.HELLO,
   MESSAGE_KIND.HELLO_ACK,
@@ -86,8 +86,6 @@ const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([
 ]);
 
 export interface RpcConnectionEvents {
-  /** A request from the peer (only after `markReady`). */
-  request: [IncomingRequest];
   /** The connection is closed; `error` says why when it was not a clean close by this side. */
   close: [InfergridError | undefined];
 }
@@ -118,6 +116,16 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   #inbox: Frame[] = [];
   #waiter: ((frame: Frame | InfergridError) => void) | undefined;
   #messageHandler: ((frame: Frame) => void) | undefined;
+  /** Requests from the peer wait here until a request handler is set. */
+  #requestQueue: IncomingRequest[] = [];
+  #requestHandler: ((request: IncomingRequest) => void) | undefined;
+  /**
+   * Frames that follow the peer's handshake frame in the same chunk, before this side's
+   * handshake code has run: replayed by markReady. (Before any handshake frame, anything
+   * else is a protocol error.)
+   */
+  #early: Frame[] = [];
+  #handshakeSeen = false;
 
   constructor(socket: Socket, options: RpcConnectionOptions) {
     super();
@@ -170,7 +178,27 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
 
   /** Ends the handshake phase: requests and other messages are accepted from now on. */
   markReady(): void {
+    if (this.#ready) return;
     this.#ready = true;
+    const early = this.#early;
+    this.#early = [];
+    for (const frame of early) {
+      if (this.#closed) return;
+      try {
+        this.#dispatch(frame);
+      } catch (err) {
+        this.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
+        return;
+      }
+    }
+  }
+
+  /** Hands every request from the peer (and any already queued) to `handler`. Answer each exactly once. */
+  setRequestHandler(handler: (request: IncomingRequest) => void): void {
+    this.#requestHandler = handler;
+    const queued = this.#requestQueue;
+    this.#requestQueue = [];
+    for (const request of queued) handler(request);
   }
 
   /**
@@ -419,8 +447,23 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
 
   #dispatch(frame: Frame): void {
     const { kind, requestId } = frame;
-    if (!this.#ready && !HANDSHAKE_KINDS.has(kind)) {
-      throw new InfergridError('PROTOCOL_ERROR', `${KIND_NAME[kind]} before the handshake completed`);
+    if (!this.#ready) {
+      if (HANDSHAKE_KINDS.has(kind)) {
+        if (kind !== MESSAGE_KIND.ERROR) this.#handshakeSeen = true;
+        this.#deliverMessage(frame);
+        return;
+      }
+      if (!this.#handshakeSeen) {
+        throw new InfergridError('PROTOCOL_ERROR', `${KIND_NAME[kind]} before the handshake`);
+      }
+      if (this.#early.length >= MAX_INBOX) {
+        throw new InfergridError(
+          'PROTOCOL_ERROR',
+          `peer sent more than ${MAX_INBOX} messages during the handshake`,
+        );
+      }
+      this.#early.push(frame);
+      return;
     }
     if (RESPONSE_KINDS.has(kind) || (kind === MESSAGE_KIND.ERROR && requestId !== 0)) {
       const p = this.#pending.get(requestId);
@@ -448,7 +491,14 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       if (this.#incoming.has(requestId)) {
         throw new InfergridError('PROTOCOL_ERROR', `request id ${requestId} is already in use`);
       }
-      this.emit('request', this.#makeIncoming(frame));
+      const request = this.#makeIncoming(frame);
+      if (this.#requestHandler) this.#requestHandler(request);
+      else if (this.#requestQueue.length < MAX_INBOX) this.#requestQueue.push(request);
+      else
+        throw new InfergridError(
+          'PROTOCOL_ERROR',
+          `peer sent more than ${MAX_INBOX} requests before this side was set up`,
+        );
       return;
     }
     if (kind === MESSAGE_KIND.CANCEL) {
@@ -459,13 +509,17 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       }
       return;
     }
+    this.#deliverMessage(frame);
+  }
+
+  #deliverMessage(frame: Frame): void {
     if (this.#waiter) this.#waiter(frame);
     else if (this.#messageHandler) this.#messageHandler(frame);
     else if (this.#inbox.length < MAX_INBOX) this.#inbox.push(frame);
     else
       throw new InfergridError(
         'PROTOCOL_ERROR',
-        `peer sent more than ${MAX_INBOX} messages before it was set up`,
+        `peer sent more than ${MAX_INBOX} messages before this side was set up`,
       );
   }
 

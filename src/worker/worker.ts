@@ -239,7 +239,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #adopt(conn: RpcConnection): void {
     this.#connections.add(conn);
     conn.on('close', () => this.#connections.delete(conn));
-    conn.on('request', (req) => void this.#onRequest(req));
+    conn.setRequestHandler((req) => void this.#onRequest(req));
     conn.setMessageHandler((frame) => {
       if (frame.kind === MESSAGE_KIND.DRAIN) {
         const reason = (frame.meta as { reason?: string } | undefined)?.reason ?? 'coordinator asked';
