@@ -94,14 +94,12 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     notifyParent({
       type: 'models',
       id: worker?.id ?? '',
-      models: modelHost
-        .statuses()
-        .map((m) => ({
-          name: m.name,
-          version: m.version,
-          state: m.state,
-          ...(m.error ? { error: m.error } : {}),
-        })),
+      models: modelHost.statuses().map((m) => ({
+        name: m.name,
+        version: m.version,
+        state: m.state,
+        ...(m.error ? { error: m.error } : {}),
+      })),
     });
   });
   worker = new Worker({

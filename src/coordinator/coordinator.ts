@@ -156,9 +156,11 @@ export class Coordinator {
     }
     const worker = this.#router.pick(modelKey(entry.name, entry.version), candidates);
     if (worker) return worker;
-    const states = [...entry.replicas].map(
-      ([id, state]) => `${id}: ${this.pool.get(id)?.state === 'draining' ? 'draining' : state}`,
-    );
+    const states = [...entry.replicas].map(([id, state]) => {
+      if (this.pool.get(id)?.state === 'draining') return `${id}: draining`;
+      const error = entry.replicaErrors.get(id);
+      return `${id}: ${state}${error ? ` (${error})` : ''}`;
+    });
     throw new InfergridError(
       'UNAVAILABLE',
       `no worker has model "${entry.name}" version "${entry.version}" ready${states.length ? ` (${states.join(', ')})` : ' (no worker hosts it)'}; retry later`,

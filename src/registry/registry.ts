@@ -27,6 +27,8 @@ export interface ModelEntry {
   specFromWorker: boolean;
   /** workerId -> the state that worker reports. */
   readonly replicas: Map<string, ModelState>;
+  /** workerId -> why the model is unavailable there, when a worker says so. */
+  readonly replicaErrors: Map<string, string>;
 }
 
 export function modelKey(name: string, version: string): string {
@@ -81,6 +83,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
         spec: config ? specFromConfig(config) : undefined,
         specFromWorker: false,
         replicas: new Map(),
+        replicaErrors: new Map(),
       };
       this.#entries.set(key, entry);
       const versions = this.#versions.get(name) ?? [];
@@ -97,6 +100,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     for (const m of models) {
       const entry = this.#entry(m.name, m.version);
       entry.replicas.set(workerId, m.state);
+      if (m.error) entry.replicaErrors.set(workerId, m.error);
       // the backend's own schema wins over the config's once a replica has loaded the model
       if (m.state === 'ready' && !entry.specFromWorker) {
         entry.specFromWorker = true;
@@ -130,7 +134,10 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   }
 
   #removeReplicas(workerId: string): void {
-    for (const entry of this.#entries.values()) entry.replicas.delete(workerId);
+    for (const entry of this.#entries.values()) {
+      entry.replicas.delete(workerId);
+      entry.replicaErrors.delete(workerId);
+    }
   }
 
   /** Whether every model known has at least one ready replica (and there is at least one model). */
