@@ -1,0 +1,116 @@
+/**
+ * A closed-loop HTTP load generator with microsecond latencies (autocannon records whole
+ * milliseconds, too coarse for an engine whose overhead is a fraction of one). `concurrency`
+ * loops each keep one request in flight on their own keep-alive connection.
+ */
+
+import { Agent, request } from 'node:http';
+
+export interface LoadOptions {
+  url: string;
+  method?: 'GET' | 'POST';
+  body?: Buffer;
+  headers?: Record<string, string>;
+  concurrency: number;
+  durationMs: number;
+  /** Status that counts as success. Default 200. */
+  okStatus?: number;
+}
+
+export interface LatencySummary {
+  mean: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+export interface LoadResult {
+  requests: number;
+  errors: number;
+  /** Errors by HTTP status or error code. */
+  errorKinds: Record<string, number>;
+  durationS: number;
+  rps: number;
+  latencyMs: LatencySummary;
+}
+
+export function summarize(samplesMs: number[]): LatencySummary {
+  if (samplesMs.length === 0) return { mean: 0, p50: 0, p90: 0, p99: 0, max: 0 };
+  const sorted = Float64Array.from(samplesMs).sort();
+  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  const round = (v: number): number => Math.round(v * 1000) / 1000;
+  let sum = 0;
+  for (const v of sorted) sum += v;
+  return {
+    mean: round(sum / sorted.length),
+    p50: round(at(0.5)),
+    p90: round(at(0.9)),
+    p99: round(at(0.99)),
+    max: round(sorted[sorted.length - 1]!),
+  };
+}
+
+function once(agent: Agent, url: URL, options: LoadOptions): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      url,
+      {
+        agent,
+        method: options.method ?? (options.body ? 'POST' : 'GET'),
+        headers: {
+          ...(options.body
+            ? { 'content-type': 'application/json', 'content-length': String(options.body.length) }
+            : {}),
+          ...options.headers,
+        },
+      },
+      (res) => {
+        res.on('data', () => {});
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const url = new URL(options.url);
+  const agent = new Agent({ keepAlive: true, maxSockets: options.concurrency });
+  const okStatus = options.okStatus ?? 200;
+  const samples: number[] = [];
+  const errorKinds: Record<string, number> = {};
+  let errors = 0;
+  const start = performance.now();
+  const end = start + options.durationMs;
+  const loop = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      try {
+        const status = await once(agent, url, options);
+        if (status === okStatus) samples.push(performance.now() - t0);
+        else {
+          errors++;
+          errorKinds[String(status)] = (errorKinds[String(status)] ?? 0) + 1;
+        }
+      } catch (err) {
+        errors++;
+        const kind = (err as NodeJS.ErrnoException).code ?? 'error';
+        errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency }, loop));
+  const durationS = (performance.now() - start) / 1000;
+  agent.destroy();
+  return {
+    requests: samples.length,
+    errors,
+    errorKinds,
+    durationS: Math.round(durationS * 1000) / 1000,
+    rps: Math.round(samples.length / durationS),
+    latencyMs: summarize(samples),
+  };
+}
