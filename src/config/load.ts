@@ -8,7 +8,14 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { InfergridError } from '../errors.ts';
-import { type InfergridConfig, configSchema } from './schema.ts';
+import {
+  type InfergridConfig,
+  type ModelConfig,
+  type WorkerConfig,
+  configSchema,
+  modelSchema,
+  workerSchema,
+} from './schema.ts';
 
 /** Settings given on the command line; they win over the file and the environment. */
 export interface ConfigOverrides {
@@ -100,15 +107,40 @@ export function resolvePackagePath(spec: string, from: string): string | undefin
   return undefined;
 }
 
-function crossCheck(config: InfergridConfig, baseDir: string, issues: string[]): void {
-  const workerIds = new Set<string>();
-  config.workers.forEach((w, i) => {
-    if (workerIds.has(w.id)) issues.push(`workers[${i}].id: "${w.id}" is used twice`);
-    workerIds.add(w.id);
+interface Indexed<T> {
+  index: number;
+  value: T;
+}
+
+/** The elements of a raw list that parse on their own, so cross-checks can run even when others do not. */
+function parseEach<T>(
+  raw: unknown,
+  schema: { safeParse(v: unknown): { success: boolean; data?: T } },
+): Indexed<T>[] {
+  if (!Array.isArray(raw)) return [];
+  const out: Indexed<T>[] = [];
+  raw.forEach((item, index) => {
+    const parsed = schema.safeParse(item);
+    if (parsed.success) out.push({ index, value: parsed.data as T });
   });
+  return out;
+}
+
+/** Checks that span fields: uniqueness, per-backend requirements, paths on disk, worker references. */
+function crossCheck(
+  models: Indexed<ModelConfig>[],
+  workers: Indexed<WorkerConfig>[],
+  baseDir: string,
+  issues: string[],
+): void {
+  const workerIds = new Set<string>();
+  for (const { index, value: w } of workers) {
+    if (workerIds.has(w.id)) issues.push(`workers[${index}].id: "${w.id}" is used twice`);
+    workerIds.add(w.id);
+  }
   const modelKeys = new Set<string>();
-  config.models.forEach((m, i) => {
-    const where = `models[${i}]`;
+  for (const { index, value: m } of models) {
+    const where = `models[${index}]`;
     const key = `${m.name}@${m.version}`;
     if (modelKeys.has(key))
       issues.push(`${where}: model "${m.name}" version "${m.version}" is defined twice`);
@@ -126,13 +158,13 @@ function crossCheck(config: InfergridConfig, baseDir: string, issues: string[]):
       else if (!existsSync(resolved)) issues.push(`${where}.path: ${resolved} does not exist`);
       else m.path = resolved;
     }
-    if (m.workers && config.workers.length > 0) {
+    if (m.workers && workerIds.size > 0) {
       for (const id of m.workers) {
         if (!workerIds.has(id))
           issues.push(`${where}.workers: no worker "${id}" in workers (have: ${[...workerIds].join(', ')})`);
       }
     }
-  });
+  }
 }
 
 function resolveModelPath(path: string, baseDir: string): string | undefined {
@@ -186,8 +218,14 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   applyOverrides(raw, options.overrides ?? {});
   const baseDir = file ? dirname(file) : process.cwd();
   const result = configSchema.safeParse(raw);
-  if (result.success) crossCheck(result.data, baseDir, issues);
-  else for (const issue of result.error.issues) issues.push(`${formatPath(issue.path)}: ${issue.message}`);
+  if (result.success) {
+    const { models, workers } = result.data;
+    const index = <T>(list: T[]): Indexed<T>[] => list.map((value, i) => ({ index: i, value }));
+    crossCheck(index(models), index(workers), baseDir, issues);
+  } else {
+    for (const issue of result.error.issues) issues.push(`${formatPath(issue.path)}: ${issue.message}`);
+    crossCheck(parseEach(raw.models, modelSchema), parseEach(raw.workers, workerSchema), baseDir, issues);
+  }
   if (issues.length > 0) {
     const where = file ? `config file ${file}` : 'configuration';
     throw new InfergridError(
