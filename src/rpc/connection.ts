@@ -106,6 +106,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   #closed = false;
   #corked = false;
   #lastHeardAt: number;
+  #lastHeartbeatSentAt = Number.NEGATIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
   /**
    * Connection-level messages (HELLO, HELLO_ACK, REGISTER, HEARTBEAT, DRAIN, ERROR with id 0)
@@ -416,7 +417,10 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       );
       return;
     }
-    if (this.#options.heartbeatIntervalMs && this.#ready) {
+    // the timer may tick faster than the heartbeat interval (to serve the watchdog)
+    const { heartbeatIntervalMs } = this.#options;
+    if (heartbeatIntervalMs && this.#ready && now - this.#lastHeartbeatSentAt >= heartbeatIntervalMs) {
+      this.#lastHeartbeatSentAt = now;
       this.send(
         MESSAGE_KIND.HEARTBEAT,
         this.#options.heartbeat ? this.#options.heartbeat() : { sentAtMs: now },
@@ -477,7 +481,12 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
         this.#cleanup(p);
         p.resolve(frame);
       } else {
-        p.onPartial?.(frame);
+        try {
+          p.onPartial?.(frame);
+        } catch (err) {
+          // the caller's own callback failed: that request ends, the connection is fine
+          this.#abandon(requestId, toInfergridError(err));
+        }
       }
       return;
     }
@@ -513,6 +522,11 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   }
 
   #deliverMessage(frame: Frame): void {
+    // liveness is already recorded; a heartbeat nobody is listening for is not worth keeping
+    if (frame.kind === MESSAGE_KIND.HEARTBEAT) {
+      this.#messageHandler?.(frame);
+      return;
+    }
     if (this.#waiter) this.#waiter(frame);
     else if (this.#messageHandler) this.#messageHandler(frame);
     else if (this.#inbox.length < MAX_INBOX) this.#inbox.push(frame);

@@ -57,7 +57,13 @@ export async function dialHandshake(
     conn.close(err, true);
     throw err;
   }
-  const ack = checkHelloAck(frame.meta);
+  let ack: HelloAckMeta;
+  try {
+    ack = checkHelloAck(frame.meta);
+  } catch (err) {
+    conn.close(err as InfergridError, true);
+    throw err;
+  }
   conn.markReady();
   return ack;
 }

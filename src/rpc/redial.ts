@@ -63,6 +63,11 @@ export class Redialer {
           conn.close();
           throw err;
         }
+        if (signal.aborted) {
+          // stopped while the connection was being set up: it must not go into service
+          conn.close();
+          break;
+        }
         this.#connection = conn;
         if (this.#failures > 0) logger.info({ peer: label }, 'reconnected');
         this.#failures = 0;
