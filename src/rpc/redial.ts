@@ -40,10 +40,14 @@ export class Redialer {
     this.#loop ??= this.#run();
   }
 
-  /** Stops redialing; closes the live connection too unless `keepOpen` (to let answers drain first). */
-  stop(keepOpen = false): void {
+  /**
+   * Stops redialing; closes the live connection too unless `keepOpen` (to let answers drain
+   * first). Resolves once the dial loop has exited: no dial starts after that.
+   */
+  stop(keepOpen = false): Promise<void> {
     this.#stop.abort();
     if (!keepOpen) this.#connection?.close();
+    return this.#loop ?? Promise.resolve();
   }
 
   async #run(): Promise<void> {

@@ -528,12 +528,12 @@ test(
     assert.equal(second.ready, true);
 
     const closedAtServer = nextClose(secondAtServer);
-    redialer.stop();
+    const stopped = redialer.stop();
     assertCode(await closedAtServer, 'CONNECTION_LOST');
     assert.equal(second.closed, true);
 
-    // Absence of a redial cannot be awaited as an event: give it 20 times the largest backoff.
-    await sleep(400);
+    // stop() resolves when the dial loop has exited, so no dial can follow
+    await stopped;
     assert.equal(dials, 2);
     assert.equal(setups, 2);
     assert.equal(server.ready.length, 2);
