@@ -7,7 +7,7 @@
  * InfergridError and leaves the decoder failed: the caller closes that connection only.
  */
 
-import type { Packr } from 'msgpackr';
+import { C1, type Packr } from 'msgpackr';
 import { InfergridError } from '../errors.ts';
 import { type Frame, FRAME_HEADER_BYTES } from './frame.ts';
 import { KIND_NAME, isMessageKind } from './kinds.ts';
@@ -148,6 +148,8 @@ export class FrameDecoder {
     let meta: unknown;
     try {
       meta = metaLength === 0 ? undefined : this.#packr.unpack(bytes.subarray(offset, offset + metaLength));
+      // 0xc1 is never valid msgpack, but msgpackr returns a marker for it instead of throwing
+      if (meta === C1) throw new Error('0xc1 is not a msgpack value');
     } catch (err) {
       throw new InfergridError('PROTOCOL_ERROR', `${KIND_NAME[kind]} frame has a corrupt msgpack body`, {
         cause: err,

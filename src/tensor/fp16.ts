@@ -1,32 +1,36 @@
 /** IEEE 754 half precision <-> number, for FP16 tensors sent as JSON numbers. */
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
+/** Rounds x >= 0 to an integer, ties to even. Exact for the x this file passes (x < 2^12). */
+function roundHalfEven(x: number): number {
+  const floor = Math.floor(x);
+  const rest = x - floor;
+  if (rest > 0.5) return floor + 1;
+  if (rest < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
 
-/** Rounds to nearest even, saturating to ±Infinity, keeping NaN. */
+/**
+ * The half-precision bit pattern nearest to `value`: rounded once, straight from the double
+ * (going through float32 first would round twice), ties to even, overflow to ±Infinity,
+ * NaN kept.
+ */
 export function toHalfBits(value: number): number {
-  f32[0] = value;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && half & 1)) half++;
-    return sign | half;
+  if (Number.isNaN(value)) return 0x7e00;
+  const sign = value < 0 || Object.is(value, -0) ? 0x8000 : 0;
+  const v = Math.abs(value);
+  // 65520 is half-way between the largest half (65504) and the next power: it rounds to even, Infinity
+  if (v >= 65520) return sign | 0x7c00;
+  if (v < 2 ** -14) return sign | roundHalfEven(v * 2 ** 24); // subnormal (1024 becomes the smallest normal)
+  let exp = Math.floor(Math.log2(v));
+  if (2 ** exp > v) exp--;
+  else if (2 ** (exp + 1) <= v) exp++;
+  let mant = roundHalfEven((v / 2 ** exp - 1) * 1024);
+  let e = exp + 15;
+  if (mant === 1024) {
+    mant = 0;
+    e++;
   }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
-  return sign | half;
+  return e >= 31 ? sign | 0x7c00 : sign | (e << 10) | mant;
 }
 
 export function fromHalfBits(bits: number): number {
