@@ -183,15 +183,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     this.#ready = true;
     const early = this.#early;
     this.#early = [];
-    for (const frame of early) {
-      if (this.#closed) return;
-      try {
-        this.#dispatch(frame);
-      } catch (err) {
-        this.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
-        return;
-      }
-    }
+    this.#dispatchAll(early);
   }
 
   /** Hands every request from the peer (and any already queued) to `handler`. Answer each exactly once. */
@@ -438,6 +430,11 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       this.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
       return;
     }
+    this.#dispatchAll(frames);
+  }
+
+  /** Dispatches frames in order; the first one that breaks the protocol closes the connection. */
+  #dispatchAll(frames: Frame[]): void {
     for (const frame of frames) {
       if (this.#closed) return;
       try {
