@@ -67,6 +67,8 @@ export function createJsBackend(): Backend {
       return {
         info: { platform: js.platform ?? 'infergrid_js', inputs, outputs },
         async infer(tensors: Tensor[], ctx: InferContext): Promise<Tensor[]> {
+          // user code may ignore the signal; at least never start work nobody wants
+          if (ctx.signal.aborted) throw ctx.signal.reason;
           return await js.infer(tensors, ctx);
         },
         async dispose(): Promise<void> {
