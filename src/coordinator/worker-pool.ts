@@ -138,14 +138,25 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
 
   #add(handle: WorkerHandle, register: RegisterMeta): WorkerHandle {
     const previous = this.#workers.get(handle.id);
+    if (previous && !previous.conn.closed && previous.pid === handle.pid) {
+      // the same process twice (it dials us and we dial it): keep the first, or the two
+      // connections would replace each other forever
+      const err = new InfergridError(
+        'PROTOCOL_ERROR',
+        `worker "${handle.id}" (pid ${handle.pid}) is already connected to this coordinator`,
+      );
+      handle.conn.close(err, true);
+      throw err;
+    }
     if (previous) {
+      // a restarted worker whose old connection is not yet known to be dead
       this.#logger.warn(
         { worker: handle.id },
-        'a worker registered with the id of a connected one; replacing the old connection',
+        'a new process registered with the id of a connected worker; replacing it',
       );
       this.#workers.delete(handle.id);
       previous.conn.close(
-        new InfergridError('CONNECTION_LOST', 'replaced by a newer connection with the same worker id'),
+        new InfergridError('CONNECTION_LOST', 'replaced by a newer process with the same worker id'),
       );
     }
     this.#workers.set(handle.id, handle);

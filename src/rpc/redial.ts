@@ -26,6 +26,7 @@ export class Redialer {
   #connection: RpcConnection | undefined;
   #loop: Promise<void> | undefined;
   #failures = 0;
+  #lastError: string | undefined;
 
   constructor(options: RedialerOptions) {
     this.#options = options;
@@ -75,14 +76,18 @@ export class Redialer {
         this.#connection = conn;
         if (this.#failures > 0) logger.info({ peer: label }, 'reconnected');
         this.#failures = 0;
+        this.#lastError = undefined;
         this.#backoff.reset();
         await closed;
         this.#connection = undefined;
         if (!signal.aborted) logger.warn({ peer: label }, 'connection lost; redialing');
       } catch (err) {
         this.#failures++;
-        const log = this.#failures === 1 ? logger.warn.bind(logger) : logger.debug.bind(logger);
-        log({ peer: label, attempt: this.#failures, err: (err as Error).message }, 'could not connect');
+        // say it once per reason at warn; repeats of the same reason go to debug
+        const message = (err as Error).message;
+        const log = message !== this.#lastError ? logger.warn.bind(logger) : logger.debug.bind(logger);
+        this.#lastError = message;
+        log({ peer: label, attempt: this.#failures, err: message }, 'could not connect');
       }
       if (signal.aborted) break;
       await delay(this.#backoff.next(), signal).catch(() => {});

@@ -119,3 +119,26 @@ test('topology - workers rejoin a restarted coordinator, and a coordinator redia
   const rejoined = await waitForWorkers(thirdUrl, 1, ['echo']);
   assert.equal(rejoined[0]!.id, 'static');
 });
+
+test('topology - a worker that dials the coordinator and is dialed by it stays connected once', {
+  timeout: 60_000,
+}, async (t) => {
+  const config = writeConfig(t, CONFIG);
+  const workerPort = await freePort();
+  const coordinator = await startCoordinator(t, config, ['--worker', `127.0.0.1:${workerPort}`]);
+  await startWorker(t, config, 'both', { port: workerPort, coordinator: coordinator.rpcAddress });
+  await waitFor('the second connection to be refused', () =>
+    coordinator.output().includes('is already connected to this coordinator'),
+  );
+  const [first] = await waitForWorkers(coordinator.url, 1, ['echo']);
+  for (let i = 0; i < 5; i++)
+    assert.deepEqual((await coordinator.client.infer('echo', x)).outputs[0]!.data, [5, 6]);
+  const after = await adminWorkers(coordinator.url);
+  assert.equal(after.length, 1);
+  assert.equal(
+    (after[0] as unknown as { connectedAt: string }).connectedAt,
+    (first as unknown as { connectedAt: string }).connectedAt,
+    'the first connection was never replaced',
+  );
+  assert.equal(after[0]!.requests, 5);
+});
