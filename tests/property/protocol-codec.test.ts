@@ -23,6 +23,7 @@ import {
   elementCount,
   encodeBytesElements,
 } from '../../src/tensor/index.ts';
+import { caught } from '../fixtures/assert.ts';
 
 /** Decoder limit for the tests: far above any generated frame, far below the default. */
 const MAX = 1 << 20;
@@ -132,17 +133,6 @@ function pushAll(d: FrameDecoder, chunks: readonly Uint8Array[]): Frame[] {
   const frames: Frame[] = [];
   for (const c of chunks) frames.push(...d.push(c));
   return frames;
-}
-
-/** Runs fn and returns the InfergridError it throws, failing on anything else. */
-function caught(fn: () => unknown): InfergridError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof InfergridError, `expected an InfergridError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected an error');
 }
 
 // ---------------------------------------------------------------- round trip

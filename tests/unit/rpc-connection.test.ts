@@ -9,13 +9,12 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, connect, createServer, Socket } from 'node:net';
-import { type TestContext, test } from 'node:test';
+import { Socket } from 'node:net';
+import { test } from 'node:test';
 import { InfergridError } from '../../src/errors.ts';
 import {
   FRAME_FLAG,
   type Frame,
-  FrameDecoder,
   MESSAGE_KIND,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
@@ -23,37 +22,24 @@ import {
   createPackr,
   encodeFrameToBuffer,
 } from '../../src/protocol/index.ts';
+import { type IncomingRequest, RpcConnection, acceptHandshake } from '../../src/rpc/index.ts';
+import { deferred } from '../../src/util/deferred.ts';
+import { assertCode, isCode } from '../fixtures/assert.ts';
 import {
-  type IncomingRequest,
-  RpcConnection,
-  type RpcConnectionOptions,
-  acceptHandshake,
-  dial,
-} from '../../src/rpc/index.ts';
+  MAX_FRAME_BYTES,
+  QUIET,
+  TIMEOUT,
+  connectPair,
+  connectReadyPair,
+  nextClose,
+  rawClient,
+  startServer,
+} from '../fixtures/rpc.ts';
 
-const TIMEOUT = { timeout: 10_000 };
-const MAX_FRAME_BYTES = 1024 * 1024;
-/** No heartbeats, no watchdog: tests that need them turn them on. */
-const QUIET: ConnOptions = { maxFrameBytes: MAX_FRAME_BYTES, heartbeatIntervalMs: 0, peerTimeoutMs: 0 };
 const packr = createPackr();
-
-type ConnOptions = Omit<RpcConnectionOptions, 'side'>;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-}
-
-function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
 
 /** Collects values and resolves once `n` have arrived. */
 function collector<T>(n: number): { items: T[]; push: (item: T) => void; full: Promise<T[]> } {
@@ -69,88 +55,10 @@ function collector<T>(n: number): { items: T[]; push: (item: T) => void; full: P
   };
 }
 
-interface Loopback {
-  port: number;
-  /** The next accepted socket (in accept order). */
-  nextSocket: () => Promise<Socket>;
-}
-
-/** A TCP server on 127.0.0.1:0; it and every socket it accepted are destroyed after the test. */
-async function startServer(t: TestContext): Promise<Loopback> {
-  const sockets = new Set<Socket>();
-  const queue: Socket[] = [];
-  const waiting: ((socket: Socket) => void)[] = [];
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    const waiter = waiting.shift();
-    if (waiter) waiter(socket);
-    else queue.push(socket);
-  });
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    server.close();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  return {
-    port,
-    nextSocket: () => {
-      const queued = queue.shift();
-      return queued ? Promise.resolve(queued) : new Promise<Socket>((resolve) => waiting.push(resolve));
-    },
-  };
-}
-
-interface Pair {
-  dialer: RpcConnection;
-  listener: RpcConnection;
-  server: Loopback;
-}
-
-/** A dialer and a listener connected over loopback, ready (handshake skipped) unless `ready: false`. */
-async function connectPair(
-  t: TestContext,
-  options: { dialer?: Partial<ConnOptions>; listener?: Partial<ConnOptions>; ready?: boolean } = {},
-  existing?: Loopback,
-): Promise<Pair> {
-  const server = existing ?? (await startServer(t));
-  const accepted = server.nextSocket();
-  const dialer = await dial({ host: '127.0.0.1', port: server.port }, { ...QUIET, ...options.dialer }, 5000);
-  t.after(() => dialer.close());
-  const listener = new RpcConnection(await accepted, { ...QUIET, ...options.listener, side: 'listener' });
-  t.after(() => listener.close());
-  if (options.ready !== false) {
-    dialer.markReady();
-    listener.markReady();
-  }
-  return { dialer, listener, server };
-}
-
-/** Resolves with the reason given to the next 'close' event. */
-function nextClose(conn: RpcConnection): Promise<InfergridError | undefined> {
-  return once(conn, 'close').then(([err]) => err as InfergridError | undefined);
-}
-
 /** Resolves with the signal's reason once it is aborted (at once if it already is). */
 function whenAborted(signal: AbortSignal): Promise<unknown> {
   if (signal.aborted) return Promise.resolve(signal.reason);
   return once(signal, 'abort').then(() => signal.reason);
-}
-
-/** An assert.rejects validator: an InfergridError with this code (and message, when given). */
-function isCode(code: string, message?: RegExp) {
-  return (err: unknown): boolean => {
-    assert.ok(err instanceof InfergridError, `expected an InfergridError, got ${String(err)}`);
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (message) assert.match(err.message, message);
-    return true;
-  };
-}
-
-function assertCode(err: unknown, code: string, message?: RegExp): asserts err is InfergridError {
-  isCode(code, message)(err);
 }
 
 const text = (bytes: Uint8Array | undefined): string => Buffer.from(bytes ?? []).toString('utf8');
@@ -198,7 +106,7 @@ for (const order of ['reverse', 'shuffled'] as const) {
     TIMEOUT,
     async (t) => {
       const N = 200;
-      const { dialer, listener } = await connectPair(t);
+      const { dialer, listener } = await connectReadyPair(t);
       const arrived = collector<IncomingRequest>(N);
       listener.setRequestHandler(arrived.push);
 
@@ -246,7 +154,7 @@ test(
   TIMEOUT,
   async (t) => {
     const N = 100;
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const idsSeenByListener: number[] = [];
     const idsSeenByDialer: number[] = [];
     listener.setRequestHandler((req) => {
@@ -290,7 +198,7 @@ test(
 );
 
 test('rpc - ping is answered by the peer with PONG', TIMEOUT, async (t) => {
-  const { dialer, listener } = await connectPair(t);
+  const { dialer, listener } = await connectReadyPair(t);
   const rttFromDialer = await dialer.ping(5000);
   const rttFromListener = await listener.ping(5000);
   assert.ok(rttFromDialer >= 0);
@@ -305,7 +213,7 @@ test(
   'rpc - a request past its deadline fails with DEADLINE_EXCEEDED and is cancelled at the peer',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const got = deferred<IncomingRequest>();
     listener.setRequestHandler((req) => got.resolve(req)); // never answered
 
@@ -349,7 +257,7 @@ test(
   'rpc - aborting the signal fails the request with CANCELLED and aborts it at the peer',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const got = deferred<IncomingRequest>();
     listener.setRequestHandler((req) => got.resolve(req));
 
@@ -371,7 +279,7 @@ test(
   'rpc - a request whose signal is already aborted fails with CANCELLED and is never sent',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const seen: number[] = [];
     listener.setRequestHandler((req) => {
       seen.push(req.requestId);
@@ -392,7 +300,7 @@ test(
   'rpc - a response that arrives in time is not affected by the deadline or the signal',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     listener.setRequestHandler(echo);
     const controller = new AbortController();
     const frame = await dialer.request(MESSAGE_KIND.INFER_REQUEST, { n: 1 }, [], {
@@ -413,7 +321,7 @@ test(
   'rpc - non-final responses reach onPartial in order and the final one resolves the request',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const incoming = collector<IncomingRequest>(2);
     listener.setRequestHandler(incoming.push);
 
@@ -450,7 +358,7 @@ test(
 );
 
 test('rpc - an ERROR frame rejects that request with the rebuilt InfergridError', TIMEOUT, async (t) => {
-  const { dialer, listener } = await connectPair(t);
+  const { dialer, listener } = await connectReadyPair(t);
   listener.setRequestHandler((req) => {
     const { n } = req.meta as { n: number };
     if (n === 0) {
@@ -504,7 +412,7 @@ test('rpc - an ERROR frame rejects that request with the rebuilt InfergridError'
 });
 
 test('rpc - an IncomingRequest answers once: a second reply or fail is dropped', TIMEOUT, async (t) => {
-  const { dialer, listener } = await connectPair(t);
+  const { dialer, listener } = await connectReadyPair(t);
   const partials: unknown[] = [];
   listener.setRequestHandler((req) => {
     req.reply(MESSAGE_KIND.INFER_RESPONSE, { answer: 1 });
@@ -525,7 +433,7 @@ test(
   'rpc - a request over maxFrameBytes fails with FRAME_TOO_LARGE and the connection stays up',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t, { dialer: { maxFrameBytes: 1024 } });
+    const { dialer, listener } = await connectReadyPair(t, { dialer: { maxFrameBytes: 1024 } });
     await assert.rejects(
       dialer.request(MESSAGE_KIND.INFER_REQUEST, { n: 0 }, [Buffer.alloc(2048)]),
       isCode('FRAME_TOO_LARGE', /exceeds the limit of 1024 bytes/),
@@ -539,7 +447,7 @@ test(
   'rpc - an answer over maxFrameBytes reaches the caller as a FRAME_TOO_LARGE error',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t, { listener: { maxFrameBytes: 1024 } });
+    const { dialer, listener } = await connectReadyPair(t, { listener: { maxFrameBytes: 1024 } });
     listener.setRequestHandler((req) =>
       req.reply(MESSAGE_KIND.INFER_RESPONSE, { big: true }, [Buffer.alloc(4096)]),
     );
@@ -556,7 +464,7 @@ test(
   'rpc - a peer socket destroyed mid-flight fails every pending request with retryable CONNECTION_LOST',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const N = 10;
     const atListener = collector<IncomingRequest>(N);
     const atDialer = collector<IncomingRequest>(3);
@@ -603,7 +511,7 @@ test(
   'rpc - closing one side fails its pending requests and aborts the requests the other side was serving',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const atListener = collector<IncomingRequest>(5);
     listener.setRequestHandler(atListener.push);
     const outgoing = Promise.allSettled(
@@ -631,7 +539,7 @@ test(
 
 test('rpc - heartbeats carry the heartbeat() payload to the peer message handler', TIMEOUT, async (t) => {
   let calls = 0;
-  const { listener } = await connectPair(t, {
+  const { listener } = await connectReadyPair(t, {
     dialer: {
       heartbeatIntervalMs: 10,
       heartbeat: () => ({
@@ -659,7 +567,7 @@ test('rpc - heartbeats carry the heartbeat() payload to the peer message handler
 
 test('rpc - without a heartbeat() option a heartbeat carries the time it was sent', TIMEOUT, async (t) => {
   const clock = 1_234_567;
-  const { dialer } = await connectPair(t, { listener: { heartbeatIntervalMs: 10, now: () => clock } });
+  const { dialer } = await connectReadyPair(t, { listener: { heartbeatIntervalMs: 10, now: () => clock } });
   const got = deferred<Frame>();
   dialer.setMessageHandler(got.resolve);
   const frame = await got.promise;
@@ -668,7 +576,7 @@ test('rpc - without a heartbeat() option a heartbeat carries the time it was sen
 });
 
 test('rpc - a peer that heartbeats keeps the watchdog quiet', TIMEOUT, async (t) => {
-  const { listener } = await connectPair(t, {
+  const { listener } = await connectReadyPair(t, {
     dialer: { heartbeatIntervalMs: 10 },
     listener: { peerTimeoutMs: 300 },
   });
@@ -683,7 +591,7 @@ test(
   'rpc - a peer with heartbeats disabled is closed by the watchdog with CONNECTION_LOST',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t, { listener: { peerTimeoutMs: 100 } });
+    const { dialer, listener } = await connectReadyPair(t, { listener: { peerTimeoutMs: 100 } });
     const listenerClosed = nextClose(listener);
     const dialerClosed = nextClose(dialer);
     const atDialer = deferred<IncomingRequest>();
@@ -708,16 +616,8 @@ test(
   TIMEOUT,
   async (t) => {
     const server = await startServer(t);
-    const raw = connect(server.port, '127.0.0.1');
-    const rawErrors: Error[] = [];
-    raw.on('error', (err) => rawErrors.push(err));
-    t.after(() => raw.destroy());
-    const rawClosed = once(raw, 'close');
-    const decoder = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES, packr });
     const received = collector<Frame>(1);
-    raw.on('data', (chunk: Buffer) => {
-      for (const frame of decoder.push(chunk)) received.push(frame);
-    });
+    const { socket: raw, errors: rawErrors, closed: rawClosed } = rawClient(t, server.port, received.push);
 
     // the listener heartbeats itself: sending keeps nothing alive, only hearing does
     const listener = new RpcConnection(await server.nextSocket(), {
@@ -760,7 +660,7 @@ test('rpc - heartbeats go out every heartbeatIntervalMs even when the watchdog t
   ...TIMEOUT,
 }, async (t) => {
   // subject: heartbeat every 1000 ms, watchdog tick 100 ms; its peer feeds the watchdog every 20 ms
-  const subject = await connectPair(t, {
+  const subject = await connectReadyPair(t, {
     dialer: { heartbeatIntervalMs: 1000, peerTimeoutMs: 400 },
     listener: { heartbeatIntervalMs: 20 },
   });
@@ -768,7 +668,7 @@ test('rpc - heartbeats go out every heartbeatIntervalMs even when the watchdog t
   const fromSubject: Frame[] = [];
   subject.listener.setMessageHandler((frame) => fromSubject.push(frame));
   // control: the same heartbeat interval with no watchdog
-  const control = await connectPair(t, { dialer: { heartbeatIntervalMs: 1000 } });
+  const control = await connectReadyPair(t, { dialer: { heartbeatIntervalMs: 1000 } });
   const controlBeat = deferred<Frame>();
   control.listener.setMessageHandler(controlBeat.resolve);
 
@@ -852,8 +752,8 @@ const GARBAGE: { name: string; bytes: () => Buffer; code: string; message: RegEx
 
 for (const garbage of GARBAGE) {
   test(`rpc - ${garbage.name} closes that connection only with ${garbage.code}`, TIMEOUT, async (t) => {
-    const victim = await connectPair(t);
-    const bystander = await connectPair(t, {}, victim.server);
+    const victim = await connectReadyPair(t);
+    const bystander = await connectReadyPair(t, {}, victim.server);
     bystander.listener.setRequestHandler(echo);
     const held: IncomingRequest[] = [];
     victim.listener.setRequestHandler((req) => held.push(req)); // never answered
@@ -904,7 +804,7 @@ for (const early of EARLY) {
     `rpc - ${early.kind} before the handshake closes the connection with PROTOCOL_ERROR`,
     TIMEOUT,
     async (t) => {
-      const { dialer, listener } = await connectPair(t, { ready: false });
+      const { dialer, listener } = await connectPair(t);
       let requests = 0;
       listener.setRequestHandler(() => requests++);
       const listenerClosed = nextClose(listener);
@@ -925,7 +825,7 @@ for (const early of EARLY) {
 }
 
 test('rpc - a dialer that is not ready yet refuses a request from the listener', TIMEOUT, async (t) => {
-  const { dialer, listener } = await connectPair(t, { ready: false });
+  const { dialer, listener } = await connectPair(t);
   listener.markReady();
   const dialerClosed = nextClose(dialer);
   const call = listener.request(MESSAGE_KIND.INFER_REQUEST, {}).then(
@@ -943,7 +843,7 @@ test(
   'rpc - receive() and setMessageHandler get messages that arrived before anyone asked, in order',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const burst: [number, unknown][] = [
       [MESSAGE_KIND.REGISTER, { workerId: 'w1', models: [] }],
       [MESSAGE_KIND.HEARTBEAT, { sentAtMs: 1 }],
@@ -954,7 +854,7 @@ test(
     const totalBytes = burst.reduce((sum, [kind, meta]) => sum + validFrame(kind, 0, meta).byteLength, 0);
     // this listener runs after the connection's own, so once it has counted every byte all five
     // messages have been dispatched with no receiver and no handler
-    const allIn = deferred();
+    const allIn = deferred<void>();
     let bytes = 0;
     listener.socket.on('data', (chunk: Buffer) => {
       bytes += chunk.byteLength;
@@ -971,7 +871,7 @@ test(
     assert.deepEqual(second.meta, { reason: 'zero' });
 
     const handled: Frame[] = [];
-    const third = deferred();
+    const third = deferred<void>();
     listener.setMessageHandler((frame) => {
       handled.push(frame);
       if (handled.length === 3) third.resolve();
@@ -992,7 +892,7 @@ test(
   'rpc - a waiting receive() gets the next message before the message handler does',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const handled: Frame[] = [];
     listener.setMessageHandler((frame) => handled.push(frame));
     const waiting = listener.receive(5000, 'REGISTER');
@@ -1008,7 +908,7 @@ test(
   'rpc - more than 64 unclaimed connection-level messages close the connection with PROTOCOL_ERROR',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const closed = nextClose(listener);
     for (let i = 0; i < 65; i++) dialer.send(MESSAGE_KIND.DRAIN, { reason: String(i) });
     assertCode(await closed, 'PROTOCOL_ERROR', /more than 64 messages/);
@@ -1019,7 +919,7 @@ test(
   'rpc - requests that arrive before setRequestHandler wait for it and are handed over in order',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const calls = Array.from({ length: 5 }, (_, i) => dialer.request(MESSAGE_KIND.INFER_REQUEST, { n: i }));
     // nobody serves yet: a round trip the other way proves the five requests have arrived
     await listener.ping(5000);
@@ -1044,7 +944,7 @@ test(
   'rpc - more than 64 requests with no request handler close the connection with PROTOCOL_ERROR',
   TIMEOUT,
   async (t) => {
-    const { dialer, listener } = await connectPair(t);
+    const { dialer, listener } = await connectReadyPair(t);
     const closed = nextClose(listener);
     const calls = Promise.allSettled(
       Array.from({ length: 65 }, (_, i) => dialer.request(MESSAGE_KIND.INFER_REQUEST, { n: i })),

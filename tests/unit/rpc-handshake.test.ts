@@ -6,104 +6,20 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { type TestContext, test } from 'node:test';
 import { InfergridError } from '../../src/errors.ts';
-import {
-  type Frame,
-  FrameDecoder,
-  MESSAGE_KIND,
-  PROTOCOL_MAGIC,
-  PROTOCOL_VERSION,
-  createPackr,
-} from '../../src/protocol/index.ts';
-import {
-  Redialer,
-  RpcConnection,
-  type RpcConnectionOptions,
-  acceptHandshake,
-  dial,
-  dialHandshake,
-} from '../../src/rpc/index.ts';
+import { type Frame, MESSAGE_KIND, PROTOCOL_MAGIC, PROTOCOL_VERSION } from '../../src/protocol/index.ts';
+import { Redialer, RpcConnection, acceptHandshake, dial, dialHandshake } from '../../src/rpc/index.ts';
 import { silentLogger } from '../../src/telemetry/index.ts';
+import { type Deferred, deferred } from '../../src/util/deferred.ts';
+import { assertCode, isCode } from '../fixtures/assert.ts';
+import { QUIET, TIMEOUT, connectPair, nextClose, rawClient, startServer } from '../fixtures/rpc.ts';
 
-const TIMEOUT = { timeout: 10_000 };
-const MAX_FRAME_BYTES = 1024 * 1024;
-const QUIET: ConnOptions = { maxFrameBytes: MAX_FRAME_BYTES, heartbeatIntervalMs: 0, peerTimeoutMs: 0 };
 const HANDSHAKE_MS = 5000;
-
-type ConnOptions = Omit<RpcConnectionOptions, 'side'>;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve: (value: T) => void;
-}
-
-function deferred<T = void>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
-
-interface Loopback {
-  port: number;
-  nextSocket: () => Promise<Socket>;
-}
-
-/**
- * A TCP server on 127.0.0.1:0. Accepted sockets go to `onSocket` when given, else queue for
- * nextSocket(). The server and every socket it accepted are destroyed after the test.
- */
-async function startServer(t: TestContext, onSocket?: (socket: Socket) => void): Promise<Loopback> {
-  const sockets = new Set<Socket>();
-  const queue: Socket[] = [];
-  const waiting: ((socket: Socket) => void)[] = [];
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    if (onSocket) return onSocket(socket);
-    const waiter = waiting.shift();
-    if (waiter) waiter(socket);
-    else queue.push(socket);
-  });
-  t.after(() => {
-    for (const socket of sockets) socket.destroy();
-    server.close();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  return {
-    port,
-    nextSocket: () => {
-      const queued = queue.shift();
-      return queued ? Promise.resolve(queued) : new Promise<Socket>((resolve) => waiting.push(resolve));
-    },
-  };
-}
-
-/** A dialer and a listener connected over loopback, neither handshaken yet. */
-async function connectPair(
-  t: TestContext,
-  options: { dialer?: Partial<ConnOptions>; listener?: Partial<ConnOptions> } = {},
-): Promise<{ dialer: RpcConnection; listener: RpcConnection }> {
-  const server = await startServer(t);
-  const accepted = server.nextSocket();
-  const dialer = await dial({ host: '127.0.0.1', port: server.port }, { ...QUIET, ...options.dialer }, 5000);
-  t.after(() => dialer.close());
-  const listener = new RpcConnection(await accepted, { ...QUIET, ...options.listener, side: 'listener' });
-  t.after(() => listener.close());
-  return { dialer, listener };
-}
-
-function nextClose(conn: RpcConnection): Promise<InfergridError | undefined> {
-  return once(conn, 'close').then(([err]) => err as InfergridError | undefined);
-}
 
 /** Settles to the rejection reason (or undefined), so a promise can be awaited later unhandled-free. */
 function outcome(promise: Promise<unknown>): Promise<unknown> {
@@ -111,19 +27,6 @@ function outcome(promise: Promise<unknown>): Promise<unknown> {
     () => undefined,
     (err: unknown) => err,
   );
-}
-
-function assertCode(err: unknown, code: string, message?: RegExp): asserts err is InfergridError {
-  assert.ok(err instanceof InfergridError, `expected an InfergridError, got ${String(err)}`);
-  assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-  if (message) assert.match(err.message, message);
-}
-
-function isCode(code: string, message?: RegExp) {
-  return (err: unknown): boolean => {
-    assertCode(err, code, message);
-    return true;
-  };
 }
 
 /** Asserts `frame` is an ERROR frame for the connection (request id 0) with this code. */
@@ -297,14 +200,8 @@ test(
   async (t) => {
     const server = await startServer(t);
     // a raw TCP client that connects and never says anything
-    const raw = connect(server.port, '127.0.0.1');
-    const rawErrors: Error[] = [];
-    raw.on('error', (err) => rawErrors.push(err));
-    t.after(() => raw.destroy());
-    const rawClosed = once(raw, 'close');
-    const decoder = new FrameDecoder({ maxFrameBytes: MAX_FRAME_BYTES, packr: createPackr() });
     const frames: Frame[] = [];
-    raw.on('data', (chunk: Buffer) => frames.push(...decoder.push(chunk)));
+    const { errors: rawErrors, closed: rawClosed } = rawClient(t, server.port, (frame) => frames.push(frame));
 
     const listener = new RpcConnection(await server.nextSocket(), { ...QUIET, side: 'listener' });
     t.after(() => listener.close());
@@ -587,7 +484,7 @@ test('rpc - a Redialer stopped while a connection is being set up closes that co
 }, async (t) => {
   const server = await startServer(t); // accepts and holds sockets; setup here needs no peer
   const entered = deferred<RpcConnection>();
-  const release = deferred();
+  const release = deferred<void>();
   const redialer = new Redialer({
     label: 'slow-setup',
     dial: () => dial({ host: '127.0.0.1', port: server.port }, QUIET, 5000),

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { InfergridError } from '../../src/errors.ts';
 import {
   DATATYPES,
   type Datatype,
@@ -14,20 +13,10 @@ import {
   toHalfBits,
   typedView,
 } from '../../src/tensor/index.ts';
+import { caught } from '../fixtures/assert.ts';
 
 function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
-}
-
-/** Runs fn and returns the InfergridError it throws, failing on anything else. */
-function caught(fn: () => unknown): InfergridError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof InfergridError, `expected an InfergridError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected an error');
 }
 
 /** For each datatype: JSON values that survive exactly, and their little-endian bytes. */

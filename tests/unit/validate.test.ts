@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type ModelConfig, configSchema } from '../../src/config/index.ts';
-import { InfergridError } from '../../src/errors.ts';
 import type { ModelStatus } from '../../src/protocol/index.ts';
 import {
   type ModelSchema,
@@ -10,17 +9,7 @@ import {
   compareVersionsDesc,
   validateInputs,
 } from '../../src/registry/index.ts';
-
-/** Runs fn and returns the InfergridError it throws, failing on anything else. */
-function caught(fn: () => unknown): InfergridError {
-  try {
-    fn();
-  } catch (err) {
-    assert.ok(err instanceof InfergridError, `expected an InfergridError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected an error');
-}
+import { caught } from '../fixtures/assert.ts';
 
 function invalid(model: ModelSchema, inputs: TensorDescriptor[], outputs?: string[]): string {
   const err = caught(() => validateInputs(model, inputs, outputs));
