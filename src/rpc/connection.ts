@@ -8,8 +8,8 @@
  * lost, every pending request fails with CONNECTION_LOST (retryable) and every incoming
  * request's signal is aborted — nothing waits forever on a dead peer.
  *
- * Frames written in the same tick are corked into one writev, so a burst of responses costs
- * one syscall without waiting for a timer.
+ * Frames written in the same event-loop turn are corked into one writev, so a burst of
+ * requests or responses costs one syscall without waiting for a timer.
  */
 
 import { EventEmitter } from 'node:events';
@@ -374,7 +374,9 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     if (!this.#corked) {
       this.#corked = true;
       this.socket.cork();
-      process.nextTick(() => {
+      // flush after this poll phase: frames for every request read in the same loop turn
+      // leave in one writev, and nothing waits on a timer
+      setImmediate(() => {
         if (!this.#corked) return;
         this.#corked = false;
         this.socket.uncork();
