@@ -101,7 +101,16 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         timeoutMs,
         signal: controller.signal,
       });
-      return buildInferResponse(result.meta, result.outputs, body.id);
+      try {
+        return buildInferResponse(result.meta, result.outputs, body.id);
+      } catch (err) {
+        // bad output bytes are the worker's fault, never the client's
+        throw new InfergridError(
+          'BACKEND_ERROR',
+          `worker ${result.workerId} returned a malformed output: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
     } catch (err) {
       if (err instanceof InfergridError && err.code === 'DEADLINE_EXCEEDED') {
         return sendError(

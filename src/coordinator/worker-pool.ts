@@ -6,7 +6,7 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { InfergridError } from '../errors.ts';
+import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type Frame,
   type InferRequestMeta,
@@ -47,7 +47,7 @@ export class WorkerHandle {
   /** In-flight count the worker last reported (all coordinators). */
   reportedInFlight = 0;
   lastHeartbeatAt = Date.now();
-  /** Requests sent / of which failed, by this coordinator. */
+  /** Requests sent by this coordinator / of which failed by the worker's fault (connection lost, backend error). */
   requests = 0;
   failures = 0;
 
@@ -79,7 +79,8 @@ export class WorkerHandle {
       const responseMeta = checkInferResponse(frame.meta);
       return { meta: responseMeta, outputs: tensorsFromWire(responseMeta.outputs, frame.attachments) };
     } catch (err) {
-      this.failures++;
+      // only what says something about the worker: not a cancel, a deadline or bad input
+      if (toInfergridError(err).isWorkerFault) this.failures++;
       throw err;
     } finally {
       this.inFlight--;
@@ -130,7 +131,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     try {
       register = checkRegister(frame.meta);
     } catch (err) {
-      conn.close(err as InfergridError, true);
+      conn.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
       throw err;
     }
     return this.#add(new WorkerHandle(conn, register, origin), register);
@@ -210,7 +211,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
           this.#logger.debug({ worker: handle.id, kind: KIND_NAME[frame.kind] }, 'ignored message');
       }
     } catch (err) {
-      handle.conn.close(err as InfergridError, true);
+      handle.conn.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
     }
   }
 

@@ -195,6 +195,20 @@ export function checkRegister(meta: unknown): RegisterMeta {
 
 export function checkHeartbeat(meta: unknown): HeartbeatMeta {
   if (!isRecord(meta) || typeof meta.sentAtMs !== 'number') fail('HEARTBEAT: missing sentAtMs');
+  if (meta.inFlight !== undefined && typeof meta.inFlight !== 'number')
+    fail('HEARTBEAT: inFlight must be a number');
+  if (meta.models !== undefined) {
+    if (!Array.isArray(meta.models)) fail('HEARTBEAT: models must be a list');
+    for (const [i, m] of meta.models.entries()) {
+      const ok =
+        isRecord(m) &&
+        typeof m.name === 'string' &&
+        typeof m.version === 'string' &&
+        typeof m.state === 'string' &&
+        MODEL_STATES.has(m.state);
+      if (!ok) fail(`HEARTBEAT models[${i}]: expected { name, version, state }`);
+    }
+  }
   return meta as unknown as HeartbeatMeta;
 }
 

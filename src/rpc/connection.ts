@@ -402,17 +402,8 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
 
   #onTick(): void {
     const now = this.#now();
-    if (this.#options.peerTimeoutMs && now - this.#lastHeardAt > this.#options.peerTimeoutMs) {
-      this.close(
-        new InfergridError(
-          'CONNECTION_LOST',
-          `peer sent nothing for ${now - this.#lastHeardAt} ms (limit ${this.#options.peerTimeoutMs} ms)`,
-        ),
-      );
-      return;
-    }
     // the timer may tick faster than the heartbeat interval (to serve the watchdog)
-    const { heartbeatIntervalMs } = this.#options;
+    const { heartbeatIntervalMs, peerTimeoutMs } = this.#options;
     if (heartbeatIntervalMs && this.#ready && now - this.#lastHeartbeatSentAt >= heartbeatIntervalMs) {
       this.#lastHeartbeatSentAt = now;
       this.send(
@@ -420,6 +411,21 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
         this.#options.heartbeat ? this.#options.heartbeat() : { sentAtMs: now },
       );
     }
+    // Judge silence only after this loop turn's I/O has been read: when this process was
+    // blocked (a long model run), the peer's heartbeats are waiting in the socket, and a timer
+    // that fires first must not blame the peer for our own stall.
+    if (peerTimeoutMs && now - this.#lastHeardAt > peerTimeoutMs) setImmediate(() => this.#checkSilence());
+  }
+
+  #checkSilence(): void {
+    const silentMs = this.#now() - this.#lastHeardAt;
+    if (this.#closed || silentMs <= this.#options.peerTimeoutMs) return;
+    this.close(
+      new InfergridError(
+        'CONNECTION_LOST',
+        `peer sent nothing for ${silentMs} ms (limit ${this.#options.peerTimeoutMs} ms)`,
+      ),
+    );
   }
 
   #onData(chunk: Buffer): void {
@@ -559,8 +565,14 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
         try {
           this.send(kind, meta, attachments, requestId, final ? FRAME_FLAG.FINAL : 0);
         } catch (err) {
-          // the answer could not be encoded (too large): the peer still gets an answer
-          this.send(MESSAGE_KIND.ERROR, toInfergridError(err).toWire(), [], requestId, FRAME_FLAG.FINAL);
+          // the answer could not be encoded (e.g. over maxFrameBytes): the peer still gets an
+          // answer, as this side's failure — not the FRAME_TOO_LARGE a request body would be
+          const error = new InfergridError(
+            'INTERNAL',
+            `the response could not be sent: ${(err as Error).message}`,
+            { cause: err },
+          );
+          this.send(MESSAGE_KIND.ERROR, error.toWire(), [], requestId, FRAME_FLAG.FINAL);
         }
       },
       fail: (error) => {

@@ -5,7 +5,7 @@
  */
 
 import { timingSafeEqual } from 'node:crypto';
-import { InfergridError, errorFromWire } from '../errors.ts';
+import { InfergridError, errorFromWire, toInfergridError } from '../errors.ts';
 import {
   type HelloAckMeta,
   type HelloMeta,
@@ -61,7 +61,7 @@ export async function dialHandshake(
   try {
     ack = checkHelloAck(frame.meta);
   } catch (err) {
-    conn.close(err as InfergridError, true);
+    conn.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
     throw err;
   }
   conn.markReady();
@@ -86,7 +86,7 @@ export async function acceptHandshake(
   try {
     hello = checkHello(frame.meta);
   } catch (err) {
-    return refuse(err as InfergridError);
+    return refuse(toInfergridError(err, 'PROTOCOL_ERROR'));
   }
   if (hello.protocolVersion !== PROTOCOL_VERSION) {
     refuse(

@@ -25,7 +25,14 @@ import {
   tensorsToWire,
 } from '../protocol/index.ts';
 import { validateInputs } from '../registry/index.ts';
-import { type Tensor, isDatatype } from '../tensor/index.ts';
+import {
+  ELEMENT_BYTES,
+  type Tensor,
+  decodeBytesElements,
+  describeTensor,
+  elementCount,
+  isDatatype,
+} from '../tensor/index.ts';
 import {
   type IncomingRequest,
   Redialer,
@@ -68,24 +75,38 @@ export interface WorkerEvents {
   'drain-requested': [string];
 }
 
-/** A js model can return anything; make sure it is tensors before they reach the encoder. */
+/**
+ * A js model can return anything; make sure it is well-formed tensors (bytes matching shape and
+ * datatype) before they reach the encoder, so a model's bug is a BACKEND_ERROR here and never
+ * looks like a client's bad input downstream.
+ */
 function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
-  const ok =
-    Array.isArray(outputs) &&
-    outputs.every(
-      (t) =>
-        typeof t === 'object' &&
-        t !== null &&
-        typeof t.name === 'string' &&
-        isDatatype(t.datatype) &&
-        Array.isArray(t.shape) &&
-        t.data instanceof Uint8Array,
-    );
-  if (!ok)
-    throw new InfergridError(
-      'BACKEND_ERROR',
-      'the model returned something other than a list of { name, datatype, shape, data: Uint8Array } tensors',
-    );
+  const bad = (why: string): never => {
+    throw new InfergridError('BACKEND_ERROR', `the model returned a malformed output: ${why}`);
+  };
+  if (!Array.isArray(outputs)) bad('expected a list of { name, datatype, shape, data: Uint8Array } tensors');
+  for (const t of outputs as unknown[]) {
+    const o = t as Partial<Tensor> | null;
+    if (typeof o !== 'object' || o === null || typeof o.name !== 'string') bad('a tensor without a name');
+    const { name, datatype, shape, data } = o as Tensor;
+    if (!isDatatype(datatype)) bad(`"${name}" has datatype ${String(datatype)}`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
+      bad(`"${name}" has shape ${JSON.stringify(shape)}`);
+    if (!(data instanceof Uint8Array)) bad(`"${name}" data is not a Uint8Array`);
+    if (datatype === 'BYTES') {
+      try {
+        if (decodeBytesElements(data, `"${name}"`).length !== elementCount(shape))
+          bad(`"${name}" BYTES element count does not match its shape`);
+      } catch (err) {
+        if (err instanceof InfergridError && err.code === 'BACKEND_ERROR') throw err;
+        bad((err as Error).message);
+      }
+    } else if (data.byteLength !== ELEMENT_BYTES[datatype] * elementCount(shape)) {
+      bad(
+        `"${name}" ${describeTensor(datatype, shape)} needs ${ELEMENT_BYTES[datatype] * elementCount(shape)} bytes, got ${data.byteLength}`,
+      );
+    }
+  }
 }
 
 export class Worker extends EventEmitter<WorkerEvents> {

@@ -53,6 +53,10 @@ models:
     backend: js
     path: ${fixture('crash-on-infer.ts')}
     workers: [crasher]
+  - name: garbled
+    backend: js
+    path: ${fixture('bad-output.ts')}
+    workers: [w1]
   - name: broken
     backend: js
     path: ${fixture('bad-init.ts')}
@@ -100,7 +104,7 @@ test('faults - bad input and dead workers get typed errors, never hangs or crash
   await waitForWorkers(url, 1, ['echo']);
   await waitFor('every model but orphan and broken ready', async () => {
     const ready = await Promise.all(
-      ['echo', 'slow', 'doomed', 'medium', 'crash'].map((m) => client.modelReady(m)),
+      ['echo', 'slow', 'doomed', 'medium', 'crash', 'garbled'].map((m) => client.modelReady(m)),
     );
     return ready.every(Boolean);
   });
@@ -274,6 +278,21 @@ test('faults - bad input and dead workers get typed errors, never hangs or crash
       },
       10_000,
     );
+  });
+
+  await t.test("a model's malformed output -> 500 BACKEND_ERROR, never a client error", async () => {
+    await expectError(
+      client.infer('garbled', [{ name: 'x', datatype: 'FP32', shape: [1], data: [1] }]),
+      500,
+      'BACKEND_ERROR',
+      /malformed output: .*"text"/,
+    );
+  });
+
+  await t.test('only worker faults count against a worker: not bad input, deadlines or cancels', async () => {
+    const w1Stats = (await adminWorkers(url)).find((w) => w.id === 'w1')!;
+    assert.ok(w1Stats.requests >= 5, 'w1 saw deadlines, a cancel and a backend error');
+    assert.equal(w1Stats.failures, 1, "only the malformed output was the worker's fault");
   });
 
   await t.test('a worker that dies mid-request -> 503 for that request, coordinator unharmed', async () => {
