@@ -90,6 +90,9 @@ export interface RpcConnectionEvents {
   close: [InfergridError | undefined];
 }
 
+/** How long an ended socket may take to flush and close before it is destroyed, ms. */
+const DEFAULT_LINGER_MS = 5000;
+
 /** Connection-level messages kept while nobody is receiving them yet; more is a misbehaving peer. */
 const MAX_INBOX = 64;
 
@@ -310,6 +313,11 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
    * is told why in an ERROR frame first.
    */
   close(error?: InfergridError, tellPeer = false): void {
+    this.#shutdown(error, tellPeer, tellPeer ? DEFAULT_LINGER_MS : undefined);
+  }
+
+  /** Fails what is pending, then ends the socket (lingering up to lingerMs) or destroys it. */
+  #shutdown(error: InfergridError | undefined, tellPeer: boolean, lingerMs: number | undefined): void {
     if (this.#closed) return;
     if (tellPeer && error && !this.socket.destroyed) {
       try {
@@ -353,13 +361,27 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       this.#corked = false;
       this.socket.uncork();
     }
-    if (tellPeer) {
+    if (lingerMs === undefined) this.socket.destroy();
+    else {
       this.socket.end();
-      setTimeout(() => this.socket.destroy(), 1000).unref();
-    } else {
-      this.socket.destroy();
+      setTimeout(() => this.socket.destroy(), lingerMs).unref();
     }
     this.emit('close', error);
+  }
+
+  /**
+   * Closes after everything already written has reached the peer: the socket is ended (not
+   * destroyed) and the promise resolves when the peer has closed its side too, or after
+   * `lingerMs`, when the socket is destroyed. For drains: the last answers are not cut off.
+   */
+  closeGracefully(lingerMs = DEFAULT_LINGER_MS): Promise<void> {
+    if (this.socket.destroyed) {
+      this.close();
+      return Promise.resolve();
+    }
+    const closed = new Promise<void>((resolve) => this.socket.once('close', () => resolve()));
+    this.#shutdown(undefined, false, lingerMs);
+    return closed;
   }
 
   #allocateId(): number {

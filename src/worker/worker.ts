@@ -202,8 +202,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#idle ??= deferred<void>();
       await this.#idle.promise;
     }
-    for (const conn of this.#connections) conn.close();
-    for (const link of this.#links) link.stop();
+    // end, not destroy: the last answers may still be on their way out
+    await Promise.all([...this.#connections].map((conn) => conn.closeGracefully()));
+    await Promise.all(this.#links.map((link) => link.stop()));
   }
 
   /** Closes everything at once; running requests are abandoned (their peers see CONNECTION_LOST). */
