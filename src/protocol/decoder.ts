@@ -19,7 +19,9 @@ export interface FrameDecoderOptions {
 }
 
 export class FrameDecoder {
-  readonly #maxFrameBytes: number;
+  #maxFrameBytes: number;
+  /** What the limit is called in error messages. */
+  #limitName = 'rpc.maxFrameBytes';
   readonly #packr: Packr;
   #chunks: Buffer[] = [];
   #buffered = 0;
@@ -33,6 +35,18 @@ export class FrameDecoder {
     }
     this.#maxFrameBytes = options.maxFrameBytes;
     this.#packr = options.packr;
+  }
+
+  /**
+   * Changes the frame limit from the next frame on (a connection starts with a small one
+   * until its peer has authenticated).
+   */
+  setMaxFrameBytes(maxFrameBytes: number, limitName = 'rpc.maxFrameBytes'): void {
+    if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < FRAME_HEADER_BYTES) {
+      throw new RangeError(`maxFrameBytes must be an integer >= ${FRAME_HEADER_BYTES}`);
+    }
+    this.#maxFrameBytes = maxFrameBytes;
+    this.#limitName = limitName;
   }
 
   /** Bytes received but not yet part of a returned frame. */
@@ -57,7 +71,7 @@ export class FrameDecoder {
           if (length > this.#maxFrameBytes) {
             throw new InfergridError(
               'FRAME_TOO_LARGE',
-              `peer announced a frame of ${length} bytes, over the limit of ${this.#maxFrameBytes} (rpc.maxFrameBytes)`,
+              `peer announced a frame of ${length} bytes, over the limit of ${this.#maxFrameBytes} (${this.#limitName})`,
               { details: { frameBytes: length, maxFrameBytes: this.#maxFrameBytes } },
             );
           }

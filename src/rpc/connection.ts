@@ -90,6 +90,12 @@ export interface RpcConnectionEvents {
   close: [InfergridError | undefined];
 }
 
+/**
+ * Largest frame accepted before the handshake completes. HELLO, HELLO_ACK and a REGISTER
+ * listing many models fit easily; a stranger cannot make this process hold 256 MiB.
+ */
+export const PRE_HANDSHAKE_MAX_FRAME_BYTES = 1024 * 1024;
+
 /** How long an ended socket may take to flush and close before it is destroyed, ms. */
 const DEFAULT_LINGER_MS = 5000;
 
@@ -139,6 +145,11 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     this.#options = options;
     this.#packr = options.packr ?? createPackr();
     this.#decoder = new FrameDecoder({ maxFrameBytes: options.maxFrameBytes, packr: this.#packr });
+    // an unauthenticated peer may not make us buffer hundreds of megabytes
+    this.#decoder.setMaxFrameBytes(
+      Math.min(options.maxFrameBytes, PRE_HANDSHAKE_MAX_FRAME_BYTES),
+      'the limit before the handshake',
+    );
     this.#now = options.now ?? Date.now;
     this.#nextId = options.side === 'dialer' ? 1 : 2;
     this.#lastHeardAt = this.#now();
@@ -184,6 +195,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   markReady(): void {
     if (this.#ready) return;
     this.#ready = true;
+    this.#decoder.setMaxFrameBytes(this.#options.maxFrameBytes);
     const early = this.#early;
     this.#early = [];
     this.#dispatchAll(early);

@@ -1,5 +1,6 @@
 export {
   type IncomingRequest,
+  PRE_HANDSHAKE_MAX_FRAME_BYTES,
   RpcConnection,
   type RpcConnectionEvents,
   type RpcConnectionOptions,

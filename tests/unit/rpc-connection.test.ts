@@ -975,3 +975,35 @@ test('rpc - the constructor rejects negative heartbeat and peer timeouts', () =>
     socket.destroy();
   }
 });
+
+test(
+  'rpc - before the handshake a peer may not announce a frame over 1 MiB; after it, maxFrameBytes applies',
+  TIMEOUT,
+  async (t) => {
+    const big = 8 * 1024 * 1024;
+    const { dialer, listener } = await connectPair(t, {
+      dialer: { maxFrameBytes: big * 2 },
+      listener: { maxFrameBytes: big * 2 },
+    });
+    const closed = nextClose(listener);
+    // just the 4-byte prefix of a 2 MiB frame: refused before a byte of its body is buffered
+    const prefix = Buffer.alloc(4);
+    prefix.writeUInt32LE(2 * 1024 * 1024);
+    dialer.socket.write(prefix);
+    assertCode(
+      await closed,
+      'FRAME_TOO_LARGE',
+      /over the limit of 1048576 \(the limit before the handshake\)/,
+    );
+
+    const ready = await connectReadyPair(t, {
+      dialer: { maxFrameBytes: big * 2 },
+      listener: { maxFrameBytes: big * 2 },
+    });
+    ready.listener.setRequestHandler((req) =>
+      req.reply(MESSAGE_KIND.INFER_RESPONSE, { n: req.attachments[0]!.byteLength }),
+    );
+    const answer = await ready.dialer.request(MESSAGE_KIND.INFER_REQUEST, {}, [Buffer.alloc(big)]);
+    assert.deepEqual(answer.meta, { n: big });
+  },
+);
