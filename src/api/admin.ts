@@ -20,7 +20,7 @@ export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinat
         lastHeartbeatAt: new Date(w.lastHeartbeatAt).toISOString(),
         models: models
           .filter((e) => e.replicas.has(w.id))
-          .map((e) => ({ name: e.name, version: e.version, state: e.replicas.get(w.id) })),
+          .map((e) => ({ name: e.name, version: e.version, state: e.replicas.get(w.id)!.state })),
       })),
     };
   });

@@ -156,10 +156,10 @@ export class Coordinator {
     }
     const worker = this.#router.pick(modelKey(entry.name, entry.version), candidates);
     if (worker) return worker;
-    const states = [...entry.replicas].map(([id, state]) => {
+    const states = [...entry.replicas].map(([id, r]) => {
       if (this.pool.get(id)?.state === 'draining') return `${id}: draining`;
-      const error = entry.replicaErrors.get(id);
-      return `${id}: ${state}${error ? ` (${error})` : ''}`;
+      if (r.state === 'ready' && r.schemaKey !== entry.specKey) return `${id}: ready with a different schema`;
+      return `${id}: ${r.state}${r.error ? ` (${r.error})` : ''}`;
     });
     throw new InfergridError(
       'UNAVAILABLE',

@@ -17,18 +17,31 @@ export interface ModelSpec extends ModelSchema {
   quantized: boolean;
 }
 
-/** One name@version: its config (if declared), its schema (once known) and its replicas. */
+/** One worker's copy of a model, as that worker last reported it. */
+export interface Replica {
+  readonly state: ModelState;
+  /** Why the model is unavailable there, when the worker says so. */
+  readonly error: string | undefined;
+  /** The schema this replica's backend reports. */
+  readonly spec: ModelSpec;
+  /** Identity of that schema, to tell replicas that agree from those that do not. */
+  readonly schemaKey: string;
+}
+
+/** One name@version: its config (if declared), its current schema and its replicas. */
 export interface ModelEntry {
   readonly name: string;
   readonly version: string;
   readonly config: ModelConfig | undefined;
+  /**
+   * The schema requests are checked against: that of the longest-registered ready replica,
+   * else the config's, else unknown.
+   */
   spec: ModelSpec | undefined;
-  /** Whether `spec` came from a worker's backend (it then wins over the config's). */
-  specFromWorker: boolean;
-  /** workerId -> the state that worker reports. */
-  readonly replicas: Map<string, ModelState>;
-  /** workerId -> why the model is unavailable there, when a worker says so. */
-  readonly replicaErrors: Map<string, string>;
+  /** schemaKey of `spec` when it came from a replica; requests go only to replicas with it. */
+  specKey: string | undefined;
+  /** workerId -> its replica, in registration order. */
+  readonly replicas: Map<string, Replica>;
 }
 
 export function modelKey(name: string, version: string): string {
@@ -47,6 +60,10 @@ export function compareVersionsDesc(a: string, b: string): number {
   if (aNumeric && bNumeric) return nb - na || b.localeCompare(a);
   if (aNumeric !== bNumeric) return aNumeric ? -1 : 1;
   return b.localeCompare(a);
+}
+
+function schemaKeyOf(spec: ModelSpec): string {
+  return JSON.stringify([spec.inputs, spec.outputs, spec.batchable, spec.maxBatchSize]);
 }
 
 function specFromConfig(m: ModelConfig): ModelSpec | undefined {
@@ -82,15 +99,8 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     const key = modelKey(name, version);
     let entry = this.#entries.get(key);
     if (!entry) {
-      entry = {
-        name,
-        version,
-        config,
-        spec: config ? specFromConfig(config) : undefined,
-        specFromWorker: false,
-        replicas: new Map(),
-        replicaErrors: new Map(),
-      };
+      const spec = config ? specFromConfig(config) : undefined;
+      entry = { name, version, config, spec, specKey: undefined, replicas: new Map() };
       this.#entries.set(key, entry);
       const versions = this.#versions.get(name) ?? [];
       versions.push(version);
@@ -100,50 +110,63 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     return entry;
   }
 
-  /** Records what a worker hosts, replacing what it reported before. */
-  setWorkerModels(workerId: string, models: readonly ModelStatus[]): void {
-    this.#removeReplicas(workerId);
-    for (const m of models) {
-      const entry = this.#entry(m.name, m.version);
-      entry.replicas.set(workerId, m.state);
-      if (m.error) entry.replicaErrors.set(workerId, m.error);
-      // the backend's own schema wins over the config's once a replica has loaded the model
-      if (m.state === 'ready' && !entry.specFromWorker) {
-        entry.specFromWorker = true;
-        entry.spec = {
-          name: m.name,
-          version: m.version,
-          platform: m.platform,
-          inputs: m.inputs,
-          outputs: m.outputs,
-          batchable: m.batchable,
-          maxBatchSize: m.maxBatchSize,
-          quantized: entry.config?.quantized ?? false,
-        };
+  /** Recomputes an entry's schema from its replicas; forgets an undeclared entry nobody hosts. */
+  #refresh(entry: ModelEntry): void {
+    if (!entry.config && entry.replicas.size === 0) {
+      this.#entries.delete(modelKey(entry.name, entry.version));
+      const versions = (this.#versions.get(entry.name) ?? []).filter((v) => v !== entry.version);
+      if (versions.length > 0) this.#versions.set(entry.name, versions);
+      else this.#versions.delete(entry.name);
+      return;
+    }
+    for (const replica of entry.replicas.values()) {
+      if (replica.state === 'ready') {
+        entry.spec = replica.spec;
+        entry.specKey = replica.schemaKey;
+        return;
       }
     }
+    entry.spec = entry.config ? specFromConfig(entry.config) : undefined;
+    entry.specKey = undefined;
+  }
+
+  /** Records what a worker hosts, replacing what it reported before. */
+  setWorkerModels(workerId: string, models: readonly ModelStatus[]): void {
+    const touched = new Set<ModelEntry>();
+    for (const entry of this.#entries.values()) {
+      if (entry.replicas.delete(workerId)) touched.add(entry);
+    }
+    for (const m of models) {
+      const entry = this.#entry(m.name, m.version);
+      const spec: ModelSpec = {
+        name: m.name,
+        version: m.version,
+        platform: m.platform,
+        inputs: m.inputs,
+        outputs: m.outputs,
+        batchable: m.batchable,
+        maxBatchSize: m.maxBatchSize,
+        quantized: entry.config?.quantized ?? false,
+      };
+      entry.replicas.set(workerId, { state: m.state, error: m.error, spec, schemaKey: schemaKeyOf(spec) });
+      touched.add(entry);
+    }
+    for (const entry of touched) this.#refresh(entry);
     this.emit('changed');
   }
 
   /** Updates one replica's state (from a heartbeat). */
   setReplicaState(workerId: string, name: string, version: string, state: ModelState): void {
     const entry = this.#entries.get(modelKey(name, version));
-    if (entry?.replicas.has(workerId) && entry.replicas.get(workerId) !== state) {
-      entry.replicas.set(workerId, state);
-      this.emit('changed');
-    }
-  }
-
-  removeWorker(workerId: string): void {
-    this.#removeReplicas(workerId);
+    const replica = entry?.replicas.get(workerId);
+    if (!entry || !replica || replica.state === state) return;
+    entry.replicas.set(workerId, { ...replica, state });
+    this.#refresh(entry);
     this.emit('changed');
   }
 
-  #removeReplicas(workerId: string): void {
-    for (const entry of this.#entries.values()) {
-      entry.replicas.delete(workerId);
-      entry.replicaErrors.delete(workerId);
-    }
+  removeWorker(workerId: string): void {
+    this.setWorkerModels(workerId, []);
   }
 
   /** Whether every model known has at least one ready replica (and there is at least one model). */
@@ -194,15 +217,19 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     );
   }
 
-  /** Ids of the workers that report the model ready. */
+  /**
+   * Ids of the workers that have the model ready with the schema requests are validated
+   * against (a replica that reports another schema gets no traffic it would refuse).
+   */
   readyReplicas(entry: ModelEntry): string[] {
     const ids: string[] = [];
-    for (const [id, state] of entry.replicas) if (state === 'ready') ids.push(id);
+    for (const [id, r] of entry.replicas)
+      if (r.state === 'ready' && r.schemaKey === entry.specKey) ids.push(id);
     return ids;
   }
 
   isReady(entry: ModelEntry): boolean {
-    for (const state of entry.replicas.values()) if (state === 'ready') return true;
+    for (const r of entry.replicas.values()) if (r.state === 'ready') return true;
     return false;
   }
 

@@ -227,7 +227,7 @@ test('registry - replicas follow what each worker reports, and removeWorker forg
   r.setWorkerModels('w1', [status('m', '1', 'ready')]);
   r.setWorkerModels('w2', [status('m', '1', 'loading')]);
   assert.deepStrictEqual(r.readyReplicas(entry), ['w1']);
-  assert.equal(entry.replicas.get('w2'), 'loading');
+  assert.equal(entry.replicas.get('w2')?.state, 'loading');
 
   r.setReplicaState('w2', 'm', '1', 'ready');
   assert.deepStrictEqual(r.readyReplicas(entry).sort(), ['w1', 'w2']);
@@ -267,7 +267,7 @@ test('registry - a ready replica’s schema replaces the declared one; a model n
   const spec = r.specOf(entry);
   assert.equal(spec.inputs[0]?.name, 'in');
   assert.equal(spec.platform, 'onnxruntime');
-  assert.equal(entry.specFromWorker, true);
+  assert.notEqual(entry.specKey, undefined, 'the schema came from a replica');
 
   // a model only a worker knows about is served under its name, schema from the worker
   r.setWorkerModels('w2', [status('extra', '5', 'loading')]);
@@ -277,4 +277,44 @@ test('registry - a ready replica’s schema replaces the declared one; a model n
   assert.equal(err.code, 'UNAVAILABLE');
   r.setWorkerModels('w2', [status('extra', '5', 'ready')]);
   assert.equal(r.specOf(extra).inputs[0]?.datatype, 'UINT8');
+});
+
+test('registry - a model only workers reported is forgotten when its last replica leaves', () => {
+  const r = new ModelRegistry([]);
+  r.setWorkerModels('w1', [status('a', '1', 'ready')]);
+  r.setWorkerModels('w2', [status('a', '2', 'ready')]);
+  assert.equal(r.resolve('a').version, '2');
+  r.removeWorker('w1');
+  assert.equal(caught(() => r.resolve('a', '1')).code, 'MODEL_NOT_FOUND');
+  assert.deepEqual(r.versions('a'), ['2']);
+  assert.equal(r.allReady(), true, 'a version nobody serves any more does not keep the server unready');
+  r.removeWorker('w2');
+  assert.equal(caught(() => r.resolve('a')).message, 'model "a" is not served here');
+});
+
+test('registry - the schema follows the ready replicas, and traffic goes only to replicas that share it', () => {
+  const r = new ModelRegistry(models([{ name: 'm', version: '1', ...SIM_SCHEMA }]));
+  const entry = r.resolve('m');
+  const other = {
+    ...status('m', '1', 'ready'),
+    inputs: [{ name: 'in', datatype: 'UINT8' as const, shape: [-1, 9] }],
+  };
+  r.setWorkerModels('w1', [status('m', '1', 'ready')]);
+  r.setWorkerModels('w2', [other]);
+  assert.deepEqual(
+    r.specOf(entry).inputs[0]?.shape,
+    [-1, 7],
+    'the longest-registered ready replica sets the schema',
+  );
+  assert.deepEqual(r.readyReplicas(entry), ['w1'], 'w2 would refuse what the coordinator accepts');
+  r.removeWorker('w1');
+  assert.deepEqual(r.specOf(entry).inputs[0]?.shape, [-1, 9]);
+  assert.deepEqual(r.readyReplicas(entry), ['w2']);
+  // a re-registration with a new schema is followed
+  r.setWorkerModels('w2', [status('m', '1', 'ready')]);
+  assert.deepEqual(r.specOf(entry).inputs[0]?.shape, [-1, 7]);
+  // with no replica left, the declared schema is what is known
+  r.removeWorker('w2');
+  assert.equal(r.specOf(entry).inputs[0]?.name, 'x');
+  assert.deepEqual(r.readyReplicas(entry), []);
 });
