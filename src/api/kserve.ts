@@ -8,7 +8,7 @@ import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { type ModelEntry, validateInputs } from '../registry/index.ts';
-import { isDatatype, tensorFromJson } from '../tensor/index.ts';
+import { type Datatype, isDatatype, tensorFromJson } from '../tensor/index.ts';
 import { sendError } from './errors.ts';
 import { buildInferResponse, parseInferBody } from './infer-body.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
@@ -66,7 +66,16 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   app.get('/v2/models/:model/versions/:version/ready', ready);
 
   const infer = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const startedAt = performance.now();
     const body = parseInferBody(req.body);
+    // the deadline is known before any work, so a bad one costs nothing and the budget
+    // counts the coordinator's own time too
+    const timeoutMs = requestTimeoutMs(
+      req.headers[TIMEOUT_HEADER],
+      body.parameters,
+      config.coordinator.requestTimeoutMs,
+      config.coordinator.maxRequestTimeoutMs,
+    );
     const { entry, spec } = coordinator.resolve(req.params.model, req.params.version);
     for (const input of body.inputs) {
       if (!isDatatype(input.datatype)) {
@@ -77,13 +86,12 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       }
     }
     validateInputs(spec, body.inputs, body.outputs);
-    const inputs = body.inputs.map((i) => tensorFromJson(i.name, i.datatype as never, i.shape, i.data));
-    const timeoutMs = requestTimeoutMs(
-      req.headers[TIMEOUT_HEADER],
-      body.parameters,
-      config.coordinator.requestTimeoutMs,
-      config.coordinator.maxRequestTimeoutMs,
-    );
+    const inputs = body.inputs.map((i) => tensorFromJson(i.name, i.datatype as Datatype, i.shape, i.data));
+    // the parsed JSON arrays are several times the tensor's size: let them go before the
+    // request waits on a worker
+    for (const input of body.inputs) input.data = undefined;
+    (req as { body: unknown }).body = undefined;
+    const remainingMs = Math.max(1, Math.round(timeoutMs - (performance.now() - startedAt)));
     // a client that goes away cancels its request all the way to the worker
     const controller = new AbortController();
     const onClose = (): void => {
@@ -98,7 +106,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         outputs: body.outputs,
         parameters: Object.keys(body.parameters).length ? body.parameters : undefined,
         id: body.id,
-        timeoutMs,
+        timeoutMs: remainingMs,
         signal: controller.signal,
       });
       try {

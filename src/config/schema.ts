@@ -15,7 +15,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_FRAME_BYTES = 256 * MIB;
 
 const port = z.number().int().min(0).max(65535);
-const positiveMs = z.number().int().positive();
+/** Timers take at most 2^31−1 ms; a longer one would fire at once. */
+const positiveMs = z.number().int().positive().max(2_147_483_647, 'at most 2147483647 ms (about 24.8 days)');
 const hostPort = z.string().regex(/^(\[[^\]]+\]|[^:\s]*):\d{1,5}$/, 'expected host:port');
 const name = z
   .string()

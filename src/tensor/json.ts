@@ -27,13 +27,22 @@ const INT_RANGE: Partial<Record<Datatype, readonly [number, number]>> = {
   INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
 };
 
-/** Flattens nested arrays in row-major order into `out`; returns false on a non-array leaf mismatch. */
-function flatten(data: unknown, out: unknown[]): void {
-  if (Array.isArray(data)) {
-    for (const item of data) flatten(item, out);
-  } else {
-    out.push(data);
-  }
+/** Number of leaves (non-array values) in nested arrays; 1 for a scalar. */
+function countLeaves(node: unknown): number {
+  if (!Array.isArray(node)) return 1;
+  let n = 0;
+  for (const item of node) n += Array.isArray(item) ? countLeaves(item) : 1;
+  return n;
+}
+
+/** Calls visit(leaf, index) for every leaf in row-major order, without building a flat copy. */
+function forEachLeaf(node: unknown, visit: (value: unknown, index: number) => void): void {
+  let index = 0;
+  const walk = (n: unknown): void => {
+    if (Array.isArray(n)) for (const item of n) walk(item);
+    else visit(n, index++);
+  };
+  walk(node);
 }
 
 function badElement(
@@ -56,51 +65,48 @@ function badElement(
  * every element's type and range.
  */
 export function tensorFromJson(name: string, datatype: Datatype, shape: number[], data: unknown): Tensor {
-  const flat: unknown[] = [];
-  flatten(data, flat);
   const expected = elementCount(shape);
-  if (flat.length !== expected) {
+  const given = countLeaves(data);
+  if (given !== expected) {
     throw new InfergridError(
       'INVALID_ARGUMENT',
-      `input "${name}": shape [${shape.join(',')}] needs ${expected} elements, got ${flat.length}`,
+      `input "${name}": shape [${shape.join(',')}] needs ${expected} elements, got ${given}`,
     );
   }
   if (datatype === 'BYTES') {
-    const elements = flat.map((v, i) => {
+    const elements: Uint8Array[] = [];
+    forEachLeaf(data, (v, i) => {
       if (typeof v !== 'string') badElement(name, i, v, 'a string', datatype);
-      return Buffer.from(v, 'utf8');
+      elements.push(Buffer.from(v, 'utf8'));
     });
     return { name, datatype, shape, data: encodeBytesElements(elements) };
   }
+  // elements go straight into the typed array: no intermediate flat copy of a big tensor
   const array = new TYPED_ARRAY[datatype](expected);
   if (datatype === 'BOOL') {
-    for (let i = 0; i < expected; i++) {
-      const v = flat[i];
+    forEachLeaf(data, (v, i) => {
       if (typeof v !== 'boolean') badElement(name, i, v, 'true or false', datatype);
       array[i] = v ? 1 : 0;
-    }
+    });
   } else if (datatype === 'FP16') {
-    for (let i = 0; i < expected; i++) {
-      const v = flat[i];
+    forEachLeaf(data, (v, i) => {
       if (typeof v !== 'number') badElement(name, i, v, 'a number', datatype);
       array[i] = toHalfBits(v);
-    }
+    });
   } else if (datatype === 'FP32' || datatype === 'FP64') {
-    for (let i = 0; i < expected; i++) {
-      const v = flat[i];
+    forEachLeaf(data, (v, i) => {
       if (typeof v !== 'number') badElement(name, i, v, 'a number', datatype);
       array[i] = v;
-    }
+    });
   } else {
     const [min, max] = INT_RANGE[datatype]!;
     const big = datatype === 'INT64' || datatype === 'UINT64';
-    for (let i = 0; i < expected; i++) {
-      const v = flat[i];
+    forEachLeaf(data, (v, i) => {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
         badElement(name, i, v, `an integer in [${min}, ${max}]`, datatype);
       }
       array[i] = big ? BigInt(v) : v;
-    }
+    });
   }
   return { name, datatype, shape, data: bytesOf(array) };
 }
