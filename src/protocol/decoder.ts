@@ -9,7 +9,7 @@
 
 import { C1, type Packr } from 'msgpackr';
 import { InfergridError } from '../errors.ts';
-import { type Frame, FRAME_HEADER_BYTES } from './frame.ts';
+import { type Frame, FRAME_HEADER_BYTES, alignFrameOffset } from './frame.ts';
 import { KIND_NAME, isMessageKind } from './kinds.ts';
 
 export interface FrameDecoderOptions {
@@ -139,19 +139,19 @@ export class FrameDecoder {
     const count = bytes.readUInt16LE(6);
     const requestId = bytes.readUInt32LE(8);
     const metaLength = bytes.readUInt32LE(12);
-    let offset = FRAME_HEADER_BYTES + 4 * count;
-    if (offset > bytes.byteLength) {
+    const lengthsEnd = FRAME_HEADER_BYTES + 4 * count;
+    if (lengthsEnd > bytes.byteLength) {
       throw new InfergridError(
         'PROTOCOL_ERROR',
         `${KIND_NAME[kind]} frame announces ${count} attachments that do not fit`,
       );
     }
     const lengths: number[] = [];
-    let sum = offset + metaLength;
+    let sum = alignFrameOffset(lengthsEnd + metaLength);
     for (let i = 0; i < count; i++) {
       const l = bytes.readUInt32LE(FRAME_HEADER_BYTES + 4 * i);
       lengths.push(l);
-      sum += l;
+      sum += alignFrameOffset(l);
     }
     if (sum !== bytes.byteLength) {
       throw new InfergridError(
@@ -159,6 +159,7 @@ export class FrameDecoder {
         `${KIND_NAME[kind]} frame lengths are inconsistent: header says ${sum} bytes, frame has ${bytes.byteLength}`,
       );
     }
+    let offset = lengthsEnd;
     let meta: unknown;
     try {
       meta = metaLength === 0 ? undefined : this.#packr.unpack(bytes.subarray(offset, offset + metaLength));
@@ -169,11 +170,11 @@ export class FrameDecoder {
         cause: err,
       });
     }
-    offset += metaLength;
+    offset = alignFrameOffset(offset + metaLength);
     const attachments: Uint8Array[] = [];
     for (const l of lengths) {
       attachments.push(bytes.subarray(offset, offset + l));
-      offset += l;
+      offset += alignFrameOffset(l);
     }
     return { kind, flags, requestId, meta, attachments };
   }

@@ -10,12 +10,16 @@
  *   12      4     metaLength    u32 LE
  *   16      4×n   attachment byte lengths, u32 LE each
  *   ..            meta          msgpack
- *   ..            attachments   raw bytes, concatenated (tensor data)
+ *   ..            zero padding to a multiple of 8 (from the frame's first byte)
+ *   ..            attachments   raw bytes, each followed by zero padding to a multiple of 8
  *
  * Tensor bytes ride as attachments rather than inside the msgpack so that they are written
  * with writev straight from the caller's buffers and read back as views of the received
- * chunk, never re-encoded. The lengths in the header must add up to frameLength exactly,
- * which catches most corruption before msgpack sees it.
+ * chunk, never re-encoded. Every attachment starts 8-byte aligned relative to the frame, so
+ * a frame that starts aligned in memory (always, when it was assembled from several chunks)
+ * gives typed-array views of FP64/INT64/FP32 tensors without a copy. The lengths in the header,
+ * padded, must add up to frameLength exactly, which catches most corruption before msgpack
+ * sees it.
  */
 
 import { Packr } from 'msgpackr';
@@ -25,6 +29,14 @@ export const FRAME_HEADER_BYTES = 16;
 /** Default hard limit on one frame, prefix included. */
 export const DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024;
 export const MAX_ATTACHMENTS = 0xffff;
+/** Attachments start at multiples of this, counted from the frame's first byte. */
+export const FRAME_ALIGN_BYTES = 8;
+const ZEROS = new Uint8Array(FRAME_ALIGN_BYTES);
+
+/** n rounded up to a multiple of FRAME_ALIGN_BYTES. */
+export function alignFrameOffset(n: number): number {
+  return (n + FRAME_ALIGN_BYTES - 1) & ~(FRAME_ALIGN_BYTES - 1);
+}
 
 export interface Frame {
   kind: number;
@@ -49,9 +61,10 @@ export function encodeFrame(packr: Packr, frame: Frame, maxFrameBytes: number): 
     throw new InfergridError('FRAME_TOO_LARGE', `a frame carries at most ${MAX_ATTACHMENTS} attachments`);
   }
   const meta = packr.pack(frame.meta);
-  const headBytes = FRAME_HEADER_BYTES + 4 * attachments.length + meta.byteLength;
+  const metaEnd = FRAME_HEADER_BYTES + 4 * attachments.length + meta.byteLength;
+  const headBytes = alignFrameOffset(metaEnd);
   let total = headBytes;
-  for (const a of attachments) total += a.byteLength;
+  for (const a of attachments) total += alignFrameOffset(a.byteLength);
   if (total > maxFrameBytes) {
     throw new InfergridError(
       'FRAME_TOO_LARGE',
@@ -59,7 +72,7 @@ export function encodeFrame(packr: Packr, frame: Frame, maxFrameBytes: number): 
       { details: { frameBytes: total, maxFrameBytes } },
     );
   }
-  const head = Buffer.allocUnsafe(headBytes);
+  const head = Buffer.alloc(headBytes);
   head.writeUInt32LE(total - 4, 0);
   head.writeUInt8(frame.kind, 4);
   head.writeUInt8(frame.flags, 5);
@@ -73,7 +86,11 @@ export function encodeFrame(packr: Packr, frame: Frame, maxFrameBytes: number): 
   }
   head.set(meta, offset);
   const out: Uint8Array[] = [head];
-  for (const a of attachments) if (a.byteLength > 0) out.push(a);
+  for (const a of attachments) {
+    if (a.byteLength > 0) out.push(a);
+    const pad = alignFrameOffset(a.byteLength) - a.byteLength;
+    if (pad > 0) out.push(ZEROS.subarray(0, pad));
+  }
   return out;
 }
 

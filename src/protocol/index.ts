@@ -1,6 +1,8 @@
 export { FrameDecoder, type FrameDecoderOptions } from './decoder.ts';
 export {
   DEFAULT_MAX_FRAME_BYTES,
+  FRAME_ALIGN_BYTES,
+  alignFrameOffset,
   FRAME_HEADER_BYTES,
   type Frame,
   createPackr,

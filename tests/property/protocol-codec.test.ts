@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { InfergridError } from '../../src/errors.ts';
 import {
   FRAME_HEADER_BYTES,
+  alignFrameOffset,
   type Frame,
   FrameDecoder,
   MESSAGE_KIND,
@@ -22,6 +23,7 @@ import {
   type Tensor,
   elementCount,
   encodeBytesElements,
+  typedView,
 } from '../../src/tensor/index.ts';
 import { caught } from '../fixtures/assert.ts';
 
@@ -118,7 +120,14 @@ function rawFrame(o: {
 }): Buffer {
   const attachments = o.attachments ?? [];
   const head = Buffer.alloc(FRAME_HEADER_BYTES + 4 * attachments.length);
-  const body = Buffer.concat([head, o.meta, ...attachments]);
+  const padTo = (b: Uint8Array): Uint8Array[] => [
+    b,
+    new Uint8Array(alignFrameOffset(b.byteLength) - b.byteLength),
+  ];
+  const metaPad = new Uint8Array(
+    alignFrameOffset(head.byteLength + o.meta.byteLength) - head.byteLength - o.meta.byteLength,
+  );
+  const body = Buffer.concat([head, o.meta, metaPad, ...attachments.flatMap(padTo)]);
   body.writeUInt32LE(body.byteLength - 4, 0);
   body.writeUInt8(o.kind ?? MESSAGE_KIND.PING, 4);
   body.writeUInt8(o.flags ?? 0, 5);
@@ -149,13 +158,25 @@ test('protocol codec - any frame survives encode then decode', () => {
   );
 });
 
-test('protocol codec - encodeFrame passes non-empty attachments through uncopied, one writev buffer each', () => {
+test('protocol codec - encodeFrame passes non-empty attachments through uncopied, padded to 8 bytes', () => {
   fc.assert(
     fc.property(frameArb, (frame) => {
       const parts = encodeFrame(packr, frame, MAX);
       const nonEmpty = frame.attachments.filter((a) => a.byteLength > 0);
-      assert.equal(parts.length, 1 + nonEmpty.length);
-      for (const [i, a] of nonEmpty.entries()) assert.equal(parts[i + 1], a);
+      // the attachments themselves, in order, as given (not copies)
+      assert.deepEqual(
+        parts.filter((p) => nonEmpty.includes(p)),
+        nonEmpty,
+      );
+      // everything else after the head is zero padding shorter than 8 bytes
+      for (const p of parts.slice(1))
+        if (!nonEmpty.includes(p)) assert.ok(p.byteLength < 8 && p.every((b) => b === 0));
+      let offset = 0;
+      for (const p of parts) {
+        if (nonEmpty.includes(p)) assert.equal(offset % 8, 0, 'each attachment starts 8-byte aligned');
+        offset += p.byteLength;
+      }
+      assert.equal(offset % 8, 0, 'the frame is a multiple of 8 bytes');
       // fed as the separate buffers writev would send, they still make the frame
       assertSameFrames(pushAll(decoder(), parts), [frame]);
     }),
@@ -181,8 +202,10 @@ test('protocol codec - header fields sit at their documented offsets', () => {
   assert.equal(buf.readUInt32LE(12), meta.byteLength);
   assert.equal(buf.readUInt32LE(16), 3);
   assert.equal(buf.readUInt32LE(20), 0);
-  assert.equal(buf.byteLength, FRAME_HEADER_BYTES + 8 + meta.byteLength + 3);
-  assert.equal(hex(buf.subarray(buf.byteLength - 3)), '010203');
+  const attachmentAt = alignFrameOffset(FRAME_HEADER_BYTES + 8 + meta.byteLength);
+  assert.equal(buf.byteLength, attachmentAt + 8, 'meta padded to 8, the 3-byte attachment padded to 8');
+  assert.equal(hex(buf.subarray(attachmentAt, attachmentAt + 3)), '010203');
+  assert.equal(hex(buf.subarray(attachmentAt + 3)), '0000000000');
 });
 
 test('protocol codec - a frame inside one chunk is decoded as views of that chunk', () => {
@@ -201,7 +224,8 @@ test('protocol codec - a frame inside one chunk is decoded as views of that chun
   assert.ok(frame);
   const a = frame.attachments[0]!;
   assert.equal(a.buffer, chunk.buffer);
-  assert.equal(a.byteOffset, chunk.byteOffset + chunk.byteLength - 2);
+  assert.deepEqual([...a], [9, 8]);
+  assert.equal((a.byteOffset - chunk.byteOffset) % 8, 0, 'the attachment starts 8-byte aligned in the frame');
 });
 
 // ---------------------------------------------------------------- stream splits
@@ -495,7 +519,10 @@ test('protocol codec - a meta or attachment length that disagrees with frameLeng
         // field 0 is metaLength at offset 12, field i > 0 the length of attachment i - 1
         const field = which % (frame.attachments.length + 1);
         const offset = field === 0 ? 12 : FRAME_HEADER_BYTES + 4 * (field - 1);
-        fc.pre(buf.readUInt32LE(offset) !== value);
+        // a change that stays inside the same 8-byte padding keeps the frame's size: it is
+        // caught later, by msgpack or by the tensor's byte count against its shape
+        const base = field === 0 ? FRAME_HEADER_BYTES + 4 * frame.attachments.length : 0;
+        fc.pre(alignFrameOffset(base + buf.readUInt32LE(offset)) !== alignFrameOffset(base + value));
         buf.writeUInt32LE(value, offset);
         const err = caught(() => decoder().push(buf));
         assert.equal(err.code, 'PROTOCOL_ERROR');
@@ -602,4 +629,29 @@ test('protocol codec - frames completed before a corrupt one are still returned 
 test('protocol codec - the decoder refuses a maxFrameBytes below the header size', () => {
   assert.throws(() => new FrameDecoder({ maxFrameBytes: FRAME_HEADER_BYTES - 1, packr }), RangeError);
   assert.throws(() => new FrameDecoder({ maxFrameBytes: 100.5, packr }), RangeError);
+});
+
+test('protocol codec - a frame assembled from several chunks gives aligned tensors, viewed without a copy', () => {
+  for (const size of [12, 4096, 100_000]) {
+    const values = Float64Array.from({ length: size }, (_, i) => i / 3);
+    const buf = encodeFrameToBuffer(
+      packr,
+      {
+        kind: MESSAGE_KIND.INFER_REQUEST,
+        flags: 0,
+        requestId: 1,
+        meta: { n: size },
+        attachments: [Uint8Array.of(1), new Uint8Array(values.buffer)],
+      },
+      MAX,
+    );
+    const d = decoder();
+    d.push(buf.subarray(0, 7));
+    const [frame] = d.push(buf.subarray(7));
+    const bytes = frame!.attachments[1]!;
+    assert.equal(bytes.byteOffset % 8, 0, `FP64 attachment of ${size} elements is 8-byte aligned`);
+    const view = typedView('FP64', bytes);
+    assert.equal(view.buffer, bytes.buffer, 'a view, not a copy');
+    assert.deepEqual(view, values);
+  }
 });

@@ -731,7 +731,12 @@ const GARBAGE: { name: string; bytes: () => Buffer; code: string; message: RegEx
   },
   {
     name: 'a corrupt msgpack body',
-    bytes: () => Buffer.concat([header(14, MESSAGE_KIND.HEARTBEAT, 0, 0, 2), Buffer.from([0x92, 0x01])]),
+    // 16 header bytes + 2 meta bytes, padded to 24: frameLength 20
+    bytes: () =>
+      Buffer.concat([
+        header(20, MESSAGE_KIND.HEARTBEAT, 0, 0, 2),
+        Buffer.from([0x92, 0x01, 0, 0, 0, 0, 0, 0]),
+      ]),
     code: 'PROTOCOL_ERROR',
     message: /corrupt msgpack/,
   },
