@@ -17,10 +17,7 @@ export function parseCommandArgs(
       strict: true,
     });
   } catch (err) {
-    throw new InfergridError(
-      'CONFIG_INVALID',
-      `infergrid ${command}: ${(err as Error).message}; see infergrid ${command} --help`,
-    );
+    throw new InfergridError('CONFIG_INVALID', `${(err as Error).message}; see infergrid ${command} --help`);
   }
 }
 

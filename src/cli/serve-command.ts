@@ -51,7 +51,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     return;
   }
   if (!values.config)
-    throw new InfergridError('CONFIG_INVALID', 'infergrid serve: --config <file> is required; see --help');
+    throw new InfergridError('CONFIG_INVALID', '--config <file> is required; see infergrid serve --help');
   const loaded = loadConfig({
     file: values.config as string,
     env: process.env,

@@ -63,7 +63,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     return;
   }
   if (!values.config)
-    throw new InfergridError('CONFIG_INVALID', 'infergrid worker: --config <file> is required; see --help');
+    throw new InfergridError('CONFIG_INVALID', '--config <file> is required; see infergrid worker --help');
   const { config } = loadConfig({
     file: values.config as string,
     env: process.env,
