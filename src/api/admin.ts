@@ -1,27 +1,126 @@
+/**
+ * Operator routes:
+ *   GET    /admin/workers        every connected worker: state, health, load, and per model its
+ *                                replica state, circuit, latency and picks; plus routing totals
+ *   POST   /admin/workers        {"address": "host:port", "weight"?: n} dials a static worker;
+ *                                {"id": "w1"} re-admits a removed worker
+ *   DELETE /admin/workers/{id}   drains the worker out of this coordinator and removes it
+ *                                (?timeout_ms= how long to wait for its in-flight requests)
+ */
+
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
+import { InfergridError } from '../errors.ts';
+import { modelKey } from '../registry/index.ts';
+import { parseHostPort } from '../util/address.ts';
 
-/** Operator routes. `GET /admin/workers`: every connected worker, its state, load and models. */
+const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
+
+function iso(ms: number | undefined): string | null {
+  return ms === undefined ? null : new Date(ms).toISOString();
+}
+
 export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinator): void {
+  const { registry, pool, router, dispatcher, budget } = coordinator;
+
   app.get('/admin/workers', async () => {
-    const models = [...coordinator.registry.entries()];
+    const models = [...registry.entries()];
     return {
-      workers: coordinator.pool.list().map((w) => ({
+      workers: pool.list().map((w) => ({
         id: w.id,
         origin: w.origin,
         address: w.address ?? null,
         pid: w.pid,
-        state: w.state,
+        state: w.removing ? 'removing' : w.state,
+        health: {
+          state: w.health,
+          consecutiveFailures: w.healthCheck.consecutiveFailures,
+          lastRttMs: w.healthCheck.lastRttMs ?? null,
+          checks: w.healthCheck.checks,
+        },
+        weight: w.weight,
         inFlight: w.inFlight,
         reportedInFlight: w.reportedInFlight,
         requests: w.requests,
         failures: w.failures,
-        connectedAt: new Date(w.connectedAt).toISOString(),
-        lastHeartbeatAt: new Date(w.lastHeartbeatAt).toISOString(),
+        connectedAt: iso(w.connectedAt),
+        lastHeartbeatAt: iso(w.lastHeartbeatAt),
         models: models
           .filter((e) => e.replicas.has(w.id))
-          .map((e) => ({ name: e.name, version: e.version, state: e.replicas.get(w.id)!.state })),
+          .map((e) => {
+            const route = router.stats(modelKey(e.name, e.version), w.id);
+            return {
+              name: e.name,
+              version: e.version,
+              state: e.replicas.get(w.id)!.state,
+              circuit: route?.circuit ?? 'closed',
+              consecutiveFailures: route?.consecutiveFailures ?? 0,
+              circuitOpens: route?.circuitOpens ?? 0,
+              latencyMs: route?.latencyMs ?? null,
+              picks: route?.picks ?? 0,
+              lastPickedAt: iso(route?.lastPickedAt),
+            };
+          }),
       })),
+      routing: {
+        retries: dispatcher.retries,
+        hedges: dispatcher.hedges,
+        retryBudgetAvailable: budget.available,
+        retriesRefusedByBudget: budget.exhausted,
+        panicPicks: router.panicPicks,
+        staticWorkers: coordinator.staticWorkers,
+        removed: [...pool.blocked],
+      },
     };
   });
+
+  app.post('/admin/workers', async (req, reply) => {
+    const body = (req.body ?? {}) as { address?: unknown; weight?: unknown; id?: unknown };
+    if (typeof body.id === 'string') {
+      if (!coordinator.readmit(body.id)) {
+        throw new InfergridError('NOT_FOUND', `worker "${body.id}" was not removed; nothing to re-admit`);
+      }
+      return reply.code(200).send({ readmitted: body.id });
+    }
+    if (typeof body.address !== 'string') {
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        'body must be {"address": "host:port", "weight"?: number} or {"id": "<removed worker>"}',
+      );
+    }
+    if (
+      body.weight !== undefined &&
+      !(typeof body.weight === 'number' && body.weight > 0 && Number.isFinite(body.weight))
+    ) {
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `"weight" must be a positive number, got ${JSON.stringify(body.weight)}`,
+      );
+    }
+    let address: ReturnType<typeof parseHostPort>;
+    try {
+      address = parseHostPort(body.address, '"address"');
+    } catch (err) {
+      throw new InfergridError('INVALID_ARGUMENT', (err as Error).message);
+    }
+    const added = coordinator.addStaticWorker(address, body.weight as number | undefined);
+    // 202: the worker is being dialed; it shows in GET /admin/workers once it has registered
+    return reply.code(added ? 202 : 200).send({ address: body.address, dialing: true, alreadyKnown: !added });
+  });
+
+  app.delete<{ Params: { id: string }; Querystring: { timeout_ms?: string } }>(
+    '/admin/workers/:id',
+    async (req) => {
+      const raw = req.query.timeout_ms;
+      const timeoutMs = raw === undefined ? DEFAULT_REMOVE_TIMEOUT_MS : Number(raw);
+      if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+        throw new InfergridError(
+          'INVALID_ARGUMENT',
+          `timeout_ms must be a non-negative number of ms, got "${raw}"`,
+        );
+      }
+      const { drained } = await coordinator.removeWorker(req.params.id, timeoutMs);
+      return { removed: req.params.id, drained };
+    },
+  );
 }

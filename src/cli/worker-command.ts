@@ -24,6 +24,8 @@ Options:
   -p, --port <port>              listen port, 0 for any free one (default: the config entry's
                                  port; none when only dialing)
       --coordinator <host:port>  coordinator RPC address to dial; repeatable
+      --weight <n>               relative capacity for weighted balancing (default: the config
+                                 entry's weight, else 1)
       --log-level <level>        fatal|error|warn|info|debug|trace|silent
   -h, --help                     show this help
 
@@ -56,6 +58,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     host: { type: 'string' },
     port: { type: 'string', short: 'p' },
     coordinator: { type: 'string', multiple: true },
+    weight: { type: 'string' },
     'log-level': { type: 'string' },
   });
   if (values.help) {
@@ -85,6 +88,10 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   const flagPort = portFlag(values.port, '--port');
   const port = flagPort ?? entry?.port ?? (coordinators.length === 0 ? 0 : undefined);
   const host = (values.host as string | undefined) ?? entry?.host ?? '127.0.0.1';
+  const weight = values.weight === undefined ? (entry?.weight ?? 1) : Number(values.weight);
+  if (!(weight > 0 && Number.isFinite(weight))) {
+    throw new InfergridError('CONFIG_INVALID', `--weight must be a positive number, got "${values.weight}"`);
+  }
 
   const logger = createLogger({ level: config.logging.level, name: `worker${id ? `:${id}` : ''}` });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
@@ -108,6 +115,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     ...(port !== undefined ? { listen: { host, port } } : {}),
     coordinators,
     token: config.auth.token,
+    weight,
     rpc: config.rpc,
     logger,
   });

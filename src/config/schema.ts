@@ -4,6 +4,7 @@
  */
 
 import { z } from 'zod';
+import { STRATEGIES } from '../routing/index.ts';
 import { DATATYPES } from '../tensor/index.ts';
 
 const MIB = 1024 * 1024;
@@ -76,6 +77,8 @@ export const workerSchema = z
   .object({
     /** Unique id; models name it in `workers:` to be placed on it. */
     id: name,
+    /** Relative capacity for the `weighted` strategy (a machine twice as big: 2). */
+    weight: z.number().positive().default(1),
     /** Address the worker listens on for coordinators that dial it. */
     host: z.string().default('127.0.0.1'),
     /** 0 picks a free port. */
@@ -94,6 +97,79 @@ export const serveSchema = z
     readyTimeoutMs: positiveMs.default(120_000),
     /** How long a worker gets to finish in-flight work after SIGTERM before SIGKILL, ms. */
     stopTimeoutMs: positiveMs.default(10_000),
+  })
+  .strict();
+
+export const routingSchema = z
+  .object({
+    /** Default balancing strategy; a model may choose its own. */
+    strategy: z.enum(STRATEGIES).default('least-connections'),
+    retry: z
+      .object({
+        /** Attempts per request, the first included (1 = never retry). */
+        maxAttempts: z.number().int().min(1).max(10).default(3),
+        /** Retries may add at most this fraction of the request rate. */
+        budgetRatio: z.number().min(0).max(10).default(0.2),
+        /** Retries allowed per second whatever the request rate. */
+        minRetriesPerSecond: z.number().min(0).default(10),
+        /** Give up on one attempt after this long and try another worker, ms; unset: the whole deadline. */
+        attemptTimeoutMs: positiveMs.optional(),
+      })
+      .strict()
+      .default({ maxAttempts: 3, budgetRatio: 0.2, minRetriesPerSecond: 10 }),
+    health: z
+      .object({
+        /** How often each worker is pinged over its connection, ms. */
+        intervalMs: positiveMs.default(1000),
+        /** A ping not answered within this is a failed check, ms. */
+        timeoutMs: positiveMs.default(1000),
+        /** Consecutive failed checks that make a worker unhealthy (no traffic). */
+        failureThreshold: z.number().int().min(1).default(3),
+        /** Consecutive good checks that make it healthy again. */
+        recoveryThreshold: z.number().int().min(1).default(2),
+      })
+      .strict()
+      .default({ intervalMs: 1000, timeoutMs: 1000, failureThreshold: 3, recoveryThreshold: 2 }),
+    circuitBreaker: z
+      .object({
+        /** Consecutive worker-side failures of a model on a worker that open its circuit. */
+        failureThreshold: z.number().int().min(1).default(5),
+        /** How long an open circuit keeps traffic away before a probe, ms (doubles per failed probe). */
+        openMs: positiveMs.default(2000),
+        maxOpenMs: positiveMs.default(30_000),
+      })
+      .strict()
+      .default({ failureThreshold: 5, openMs: 2000, maxOpenMs: 30_000 }),
+    /** Half-life of a worker's observed latency while it gets no traffic (least-latency), ms. */
+    latencyHalfLifeMs: positiveMs.default(10_000),
+  })
+  .strict();
+
+export const modelRoutingSchema = z
+  .object({
+    /** This model's balancing strategy (default: routing.strategy). */
+    strategy: z.enum(STRATEGIES).optional(),
+    /**
+     * Hash this input's bytes as the request's shard key (requests with the same bytes go to the
+     * same worker). A `shard_key` request parameter always works and wins over this.
+     */
+    shardKeyInput: z.string().min(1).optional(),
+    /** Attempts per request for this model (default: routing.retry.maxAttempts). */
+    maxAttempts: z.number().int().min(1).max(10).optional(),
+    /**
+     * Hedging: when the first attempt has not answered after this model's recent latency
+     * percentile (or a fixed delay), send a copy to another worker and take the first answer.
+     */
+    hedge: z
+      .object({
+        /** Fixed delay before the copy, ms; when absent the percentile is used. */
+        afterMs: positiveMs.optional(),
+        percentile: z.number().min(50).max(99.9).default(95),
+        /** Latencies observed before a percentile is trusted. */
+        minSamples: z.number().int().min(1).default(20),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -151,6 +227,8 @@ export const modelSchema = z
     sim: simOptionsSchema.default(simOptionsSchema.parse({})),
     /** Passed as-is to a js model's `load(options)`. */
     options: z.record(z.string(), z.unknown()).default({}),
+    /** How requests for this model are routed. */
+    routing: modelRoutingSchema.default({}),
   })
   .strict();
 
@@ -174,6 +252,7 @@ export const configSchema = z
     /** Local worker processes that `infergrid serve` starts and supervises. */
     workers: z.array(workerSchema).default([]),
     serve: serveSchema.default(serveSchema.parse({})),
+    routing: routingSchema.default(routingSchema.parse({})),
     models: z.array(modelSchema).default([]),
   })
   .strict();
@@ -185,3 +264,5 @@ export type RpcConfig = z.infer<typeof rpcSchema>;
 export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
 export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
+export type RoutingConfig = z.infer<typeof routingSchema>;
+export type ModelRoutingConfig = z.infer<typeof modelRoutingSchema>;

@@ -7,9 +7,9 @@
 import { type Server, type Socket, createServer } from 'node:net';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
-import { type Parameters, createPackr, tensorsToWire } from '../protocol/index.ts';
-import { type ModelEntry, ModelRegistry, type ModelSpec, modelKey } from '../registry/index.ts';
-import { RoundRobinRouter } from '../routing/index.ts';
+import { createPackr } from '../protocol/index.ts';
+import { type ModelEntry, ModelRegistry, type ModelSpec } from '../registry/index.ts';
+import { RetryBudget, Router } from '../routing/index.ts';
 import {
   Redialer,
   RpcConnection,
@@ -18,51 +18,54 @@ import {
   dial,
   dialHandshake,
 } from '../rpc/index.ts';
-import type { Tensor } from '../tensor/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
-import { type InferReply, type WorkerHandle, WorkerPool } from './worker-pool.ts';
+import { type DispatchRequest, type DispatchResult, Dispatcher } from './dispatcher.ts';
+import { HealthMonitor } from './health-monitor.ts';
+import { WorkerPool } from './worker-pool.ts';
 
 export interface CoordinatorOptions {
   config: Readonly<InfergridConfig>;
   logger: Logger;
 }
 
-/** A request after HTTP parsing: tensors as raw bytes, already checked against the model. */
-export interface DispatchRequest {
-  entry: ModelEntry;
-  inputs: Tensor[];
-  outputs?: string[] | undefined;
-  parameters?: Parameters | undefined;
-  id?: string | undefined;
-  /** Time allowed, ms. */
-  timeoutMs: number;
-  signal?: AbortSignal | undefined;
-}
-
-export interface DispatchResult extends InferReply {
-  workerId: string;
-}
-
-/** Seconds a client is told to wait (Retry-After) when no worker can take a request. */
-export const RETRY_AFTER_SECONDS = 1;
-
 export class Coordinator {
   readonly registry: ModelRegistry;
   readonly pool: WorkerPool;
   readonly #config: Readonly<InfergridConfig>;
   readonly #logger: Logger;
-  readonly #router = new RoundRobinRouter();
+  readonly router: Router;
+  readonly dispatcher: Dispatcher;
+  readonly budget: RetryBudget;
+  readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
+  /** Worker id -> the static address it was dialed at. */
+  readonly #staticOf = new Map<string, string>();
   #rpcServer: Server | undefined;
   #rpcPort: number | undefined;
 
   constructor(options: CoordinatorOptions) {
     this.#config = options.config;
     this.#logger = options.logger;
+    const { routing } = options.config;
     this.registry = new ModelRegistry(options.config.models);
-    this.pool = new WorkerPool(this.registry, options.logger);
+    this.pool = new WorkerPool(this.registry, routing.health, options.logger);
+    this.router = new Router({ routing });
+    this.budget = new RetryBudget({
+      ratio: routing.retry.budgetRatio,
+      minPerSecond: routing.retry.minRetriesPerSecond,
+    });
+    this.dispatcher = new Dispatcher({
+      registry: this.registry,
+      pool: this.pool,
+      router: this.router,
+      budget: this.budget,
+      routing,
+    });
+    this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
+    // a worker that leaves and comes back (restart) starts with a clean record
+    this.pool.on('left', (handle) => this.router.forgetWorker(handle.id));
   }
 
   get rpcPort(): number | undefined {
@@ -88,9 +91,11 @@ export class Coordinator {
       'coordinator RPC listening',
     );
     for (const w of workers) this.addStaticWorker(parseHostPort(w, 'coordinator.workers'));
+    this.#health.start();
   }
 
   async stop(): Promise<void> {
+    this.#health.stop();
     for (const link of this.#statics.values()) link.stop();
     this.#statics.clear();
     this.pool.closeAll();
@@ -98,10 +103,13 @@ export class Coordinator {
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
-  /** Dials a worker at `address` and keeps it connected (reconnecting with backoff). */
-  addStaticWorker(address: HostPort): void {
+  /**
+   * Dials a worker at `address` and keeps it connected (reconnecting with backoff). A weight
+   * given here overrides the one the worker reports. Returns false if it is already dialed.
+   */
+  addStaticWorker(address: HostPort, weight?: number): boolean {
     const label = formatHostPort(address);
-    if (this.#statics.has(label)) return;
+    if (this.#statics.has(label)) return false;
     const rpc = this.#config.rpc;
     const link = new Redialer({
       label,
@@ -112,13 +120,57 @@ export class Coordinator {
           { role: 'coordinator', id: 'coordinator', token: this.#config.auth.token },
           rpc.handshakeTimeoutMs,
         );
-        await this.pool.admit(conn, 'static', rpc.handshakeTimeoutMs);
+        const handle = await this.pool.admit(conn, 'static', rpc.handshakeTimeoutMs);
+        if (weight !== undefined) handle.weight = weight;
+        this.#staticOf.set(handle.id, label);
       },
       backoff: { initialDelayMs: rpc.reconnectInitialDelayMs, maxDelayMs: rpc.reconnectMaxDelayMs },
       logger: this.#logger,
     });
     this.#statics.set(label, link);
     link.start();
+    return true;
+  }
+
+  /** Static worker addresses being dialed. */
+  get staticWorkers(): string[] {
+    return [...this.#statics.keys()];
+  }
+
+  /**
+   * Drains a worker out of this coordinator: no new requests, waits (up to `timeoutMs`) for
+   * what it is running, then closes the connection. A static worker is no longer redialed;
+   * a worker that dialed in is refused if it comes back, until `readmit`. The worker process
+   * itself keeps running (it may serve other coordinators).
+   */
+  async removeWorker(id: string, timeoutMs: number): Promise<{ drained: boolean }> {
+    const handle = this.pool.get(id);
+    if (!handle) throw new InfergridError('NOT_FOUND', `no worker "${id}" is connected`);
+    handle.removing = true;
+    const label = this.#staticOf.get(id);
+    if (label) {
+      this.#statics.get(label)?.stop(true);
+      this.#statics.delete(label);
+      this.#staticOf.delete(id);
+    } else {
+      this.pool.block(id);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      handle.idle().then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    await handle.conn.closeGracefully();
+    this.#logger.info({ worker: id, drained }, 'worker removed by an operator');
+    return { drained };
+  }
+
+  /** Lets a removed worker register again. */
+  readmit(id: string): boolean {
+    return this.pool.unblock(id);
   }
 
   /** Finds the model a request names and its schema (404 / 503 when it cannot). */
@@ -127,45 +179,9 @@ export class Coordinator {
     return { entry, spec: this.registry.specOf(entry) };
   }
 
-  /** Sends a validated request to one worker that has the model ready. */
-  async dispatch(request: DispatchRequest): Promise<DispatchResult> {
-    const { entry } = request;
-    const worker = this.#pick(entry);
-    const { headers, attachments } = tensorsToWire(request.inputs);
-    const meta = {
-      model: entry.name,
-      version: entry.version,
-      inputs: headers,
-      timeoutMs: request.timeoutMs,
-      ...(request.id !== undefined ? { id: request.id } : {}),
-      ...(request.outputs ? { outputs: request.outputs } : {}),
-      ...(request.parameters ? { parameters: request.parameters } : {}),
-    };
-    const reply = await worker.infer(meta, attachments, {
-      timeoutMs: request.timeoutMs,
-      signal: request.signal,
-    });
-    return { ...reply, workerId: worker.id };
-  }
-
-  #pick(entry: ModelEntry): WorkerHandle {
-    const candidates: WorkerHandle[] = [];
-    for (const id of this.registry.readyReplicas(entry)) {
-      const handle = this.pool.get(id);
-      if (handle && handle.state === 'ready' && !handle.conn.closed) candidates.push(handle);
-    }
-    const worker = this.#router.pick(modelKey(entry.name, entry.version), candidates);
-    if (worker) return worker;
-    const states = [...entry.replicas].map(([id, r]) => {
-      if (this.pool.get(id)?.state === 'draining') return `${id}: draining`;
-      if (r.state === 'ready' && r.schemaKey !== entry.specKey) return `${id}: ready with a different schema`;
-      return `${id}: ${r.state}${r.error ? ` (${r.error})` : ''}`;
-    });
-    throw new InfergridError(
-      'UNAVAILABLE',
-      `no worker has model "${entry.name}" version "${entry.version}" ready${states.length ? ` (${states.join(', ')})` : ' (no worker hosts it)'}; retry later`,
-      { details: { retryAfterSeconds: RETRY_AFTER_SECONDS } },
-    );
+  /** Routes a validated request to a worker, with retries, failover and hedging. */
+  dispatch(request: DispatchRequest): Promise<DispatchResult> {
+    return this.dispatcher.dispatch(request);
   }
 
   #connectionOptions(): Omit<RpcConnectionOptions, 'side'> {

@@ -1,10 +1,13 @@
+export { Coordinator, type CoordinatorOptions } from './coordinator.ts';
 export {
-  Coordinator,
-  type CoordinatorOptions,
   type DispatchRequest,
   type DispatchResult,
+  Dispatcher,
+  type DispatcherOptions,
   RETRY_AFTER_SECONDS,
-} from './coordinator.ts';
+  SHARD_KEY_PARAMETER,
+} from './dispatcher.ts';
+export { HealthMonitor, type HealthMonitorOptions } from './health-monitor.ts';
 export {
   type InferReply,
   WorkerHandle,

@@ -20,9 +20,16 @@ import {
   tensorsFromWire,
 } from '../protocol/index.ts';
 import type { ModelRegistry } from '../registry/index.ts';
+import {
+  HealthCheck,
+  type HealthThresholds,
+  type RoutableWorker,
+  type WorkerHealth,
+} from '../routing/index.ts';
 import type { RequestOptions, RpcConnection } from '../rpc/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { type Deferred, deferred } from '../util/deferred.ts';
 
 export type WorkerState = 'ready' | 'draining';
 
@@ -32,7 +39,7 @@ export interface InferReply {
 }
 
 /** The coordinator's view of one connected worker. */
-export class WorkerHandle {
+export class WorkerHandle implements RoutableWorker {
   readonly id: string;
   readonly conn: RpcConnection;
   /** 'inbound': the worker dialed us; 'static': we dialed it. */
@@ -50,8 +57,20 @@ export class WorkerHandle {
   /** Requests sent by this coordinator / of which failed by the worker's fault (connection lost, backend error). */
   requests = 0;
   failures = 0;
+  /** Relative capacity (weighted balancing), as the worker reports it unless overridden. */
+  weight: number;
+  /** Active checks (pings): healthy or not. */
+  readonly healthCheck: HealthCheck;
+  /** An operator asked to drain this worker out of this coordinator (DELETE /admin/workers/{id}). */
+  removing = false;
+  #idle: Deferred<void> | undefined;
 
-  constructor(conn: RpcConnection, register: RegisterMeta, origin: 'inbound' | 'static') {
+  constructor(
+    conn: RpcConnection,
+    register: RegisterMeta,
+    origin: 'inbound' | 'static',
+    health: HealthThresholds,
+  ) {
     this.id = register.workerId;
     this.conn = conn;
     this.origin = origin;
@@ -61,6 +80,27 @@ export class WorkerHandle {
         ? `${register.host}:${register.port}`
         : undefined;
     this.state = register.draining ? 'draining' : 'ready';
+    this.weight = register.weight ?? 1;
+    this.healthCheck = new HealthCheck(health);
+  }
+
+  get draining(): boolean {
+    return this.state === 'draining' || this.removing;
+  }
+
+  get connected(): boolean {
+    return !this.conn.closed;
+  }
+
+  get health(): WorkerHealth {
+    return this.healthCheck.state;
+  }
+
+  /** Resolves when nothing sent by this coordinator is in flight on the worker. */
+  idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    this.#idle ??= deferred<void>();
+    return this.#idle.promise;
   }
 
   /**
@@ -84,6 +124,10 @@ export class WorkerHandle {
       throw err;
     } finally {
       this.inFlight--;
+      if (this.inFlight === 0 && this.#idle) {
+        this.#idle.resolve();
+        this.#idle = undefined;
+      }
     }
   }
 }
@@ -98,10 +142,29 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #registry: ModelRegistry;
   readonly #logger: Logger;
 
-  constructor(registry: ModelRegistry, logger: Logger) {
+  readonly #health: HealthThresholds;
+  /** Worker ids an operator removed: their registrations are refused until re-admitted. */
+  readonly #removed = new Set<string>();
+
+  constructor(registry: ModelRegistry, health: HealthThresholds, logger: Logger) {
     super();
     this.#registry = registry;
+    this.#health = health;
     this.#logger = logger;
+  }
+
+  /** Refuses this worker id from now on (it was removed by an operator). */
+  block(id: string): void {
+    this.#removed.add(id);
+  }
+
+  /** Lets a removed worker id register again; false if it was not blocked. */
+  unblock(id: string): boolean {
+    return this.#removed.delete(id);
+  }
+
+  get blocked(): ReadonlySet<string> {
+    return this.#removed;
   }
 
   get size(): number {
@@ -134,7 +197,15 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       conn.close(toInfergridError(err, 'PROTOCOL_ERROR'), true);
       throw err;
     }
-    return this.#add(new WorkerHandle(conn, register, origin), register);
+    if (this.#removed.has(register.workerId)) {
+      const err = new InfergridError(
+        'PROTOCOL_ERROR',
+        `worker "${register.workerId}" was removed by an operator; POST /admin/workers {"id": "${register.workerId}"} re-admits it`,
+      );
+      conn.close(err, true);
+      throw err;
+    }
+    return this.#add(new WorkerHandle(conn, register, origin, this.#health), register);
   }
 
   #add(handle: WorkerHandle, register: RegisterMeta): WorkerHandle {

@@ -61,6 +61,8 @@ export interface RegisterMeta {
   port?: number;
   models: ModelStatus[];
   draining: boolean;
+  /** Relative capacity for weighted balancing (default 1). */
+  weight?: number;
 }
 
 export interface HeartbeatMeta {
@@ -190,6 +192,9 @@ export function checkRegister(meta: unknown): RegisterMeta {
     ...(typeof meta.port === 'number' ? { port: meta.port } : {}),
     models,
     draining: meta.draining === true,
+    ...(typeof meta.weight === 'number' && meta.weight > 0 && Number.isFinite(meta.weight)
+      ? { weight: meta.weight }
+      : {}),
   };
 }
 

@@ -57,6 +57,8 @@ export interface WorkerOptions {
   coordinators?: HostPort[];
   /** Shared secret for RPC peers. */
   token?: string | undefined;
+  /** Relative capacity reported to coordinators for weighted balancing. Default 1. */
+  weight?: number;
   rpc: RpcConfig;
   logger: Logger;
 }
@@ -255,6 +257,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...(listen && this.#port !== undefined ? { host: listen.host, port: this.#port } : {}),
       models: this.#options.host.statuses(),
       draining: this.#draining,
+      weight: this.#options.weight ?? 1,
     };
   }
 

@@ -1,0 +1,230 @@
+/**
+ * The router: which worker gets a request for a model. It keeps, per model, a balancer and a
+ * window of recent latencies, and per (model, worker) a circuit breaker, a decaying latency
+ * average and pick counts. It knows workers only through the narrow RoutableWorker view, so
+ * it can be tested with plain objects.
+ *
+ * Eligible: connected, not draining, healthy (active checks) and circuit letting requests
+ * through, and not already tried for this request. A request with a shard key goes to the
+ * first eligible worker in the key's rendezvous order; others go to the model's strategy.
+ * When nothing is eligible but some replica is still connected and not draining, those are
+ * used as a last resort (panic routing, as Envoy does) rather than failing every request.
+ */
+
+import type { ModelRoutingConfig, RoutingConfig } from '../config/index.ts';
+import { Balancer } from './balancer.ts';
+import { CircuitBreaker, type CircuitState } from './circuit-breaker.ts';
+import type { WorkerHealth } from './health.ts';
+import { LatencyEwma, LatencyWindow } from './latency.ts';
+import { hashString, rendezvousScore } from './rendezvous.ts';
+import type { Random, StrategyName, WorkerLoad } from './strategies.ts';
+
+/** What the router needs to know about a worker. */
+export interface RoutableWorker {
+  readonly id: string;
+  /** Requests this coordinator has in flight on it. */
+  readonly inFlight: number;
+  readonly weight: number;
+  readonly draining: boolean;
+  readonly connected: boolean;
+  readonly health: WorkerHealth;
+}
+
+/** How one request may be routed. */
+export interface RouteRequest {
+  /** 32-bit hash of the shard key, when the request has one. */
+  shardKeyHash?: number | undefined;
+  /** Workers already tried for this request. */
+  exclude?: ReadonlySet<string> | undefined;
+}
+
+export type AttemptOutcome = 'success' | 'failure' | 'neutral';
+
+/** Per (model, worker) facts, for /admin/workers. */
+export interface ReplicaRouteStats {
+  circuit: CircuitState;
+  consecutiveFailures: number;
+  circuitOpens: number;
+  latencyMs: number | undefined;
+  picks: number;
+  lastPickedAt: number | undefined;
+}
+
+interface ReplicaState {
+  readonly breaker: CircuitBreaker;
+  readonly latency: LatencyEwma;
+  picks: number;
+  lastPickedAt: number | undefined;
+}
+
+interface ModelState {
+  readonly balancer: Balancer;
+  readonly window: LatencyWindow;
+  readonly replicas: Map<string, ReplicaState>;
+}
+
+export interface RouterOptions {
+  routing: RoutingConfig;
+  now?: () => number;
+  random?: Random;
+}
+
+export class Router {
+  readonly #routing: RoutingConfig;
+  readonly #now: () => number;
+  readonly #random: Random;
+  readonly #models = new Map<string, ModelState>();
+  readonly #workerHashes = new Map<string, number>();
+  /** Picks made in panic (nothing eligible). */
+  panicPicks = 0;
+
+  constructor(options: RouterOptions) {
+    this.#routing = options.routing;
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+  }
+
+  #model(modelKey: string, strategy: StrategyName): ModelState {
+    let m = this.#models.get(modelKey);
+    if (!m || m.balancer.strategy !== strategy) {
+      m = {
+        balancer: new Balancer(strategy, this.#random),
+        window: new LatencyWindow(),
+        replicas: m?.replicas ?? new Map(),
+      };
+      this.#models.set(modelKey, m);
+    }
+    return m;
+  }
+
+  #replica(model: ModelState, workerId: string): ReplicaState {
+    let r = model.replicas.get(workerId);
+    if (!r) {
+      const { failureThreshold, openMs, maxOpenMs } = this.#routing.circuitBreaker;
+      r = {
+        breaker: new CircuitBreaker({ failureThreshold, openMs, maxOpenMs, now: this.#now }),
+        latency: new LatencyEwma({ halfLifeMs: this.#routing.latencyHalfLifeMs }),
+        picks: 0,
+        lastPickedAt: undefined,
+      };
+      model.replicas.set(workerId, r);
+    }
+    return r;
+  }
+
+  strategyFor(config: ModelRoutingConfig): StrategyName {
+    return config.strategy ?? this.#routing.strategy;
+  }
+
+  /** Picks a worker among `workers` (the replicas that have the model ready), or none. */
+  pick<W extends RoutableWorker>(
+    modelKey: string,
+    config: ModelRoutingConfig,
+    workers: readonly W[],
+    request: RouteRequest = {},
+  ): W | undefined {
+    const model = this.#model(modelKey, this.strategyFor(config));
+    const exclude = request.exclude;
+    const usable = workers.filter((w) => w.connected && !w.draining && !exclude?.has(w.id));
+    let eligible = usable.filter(
+      (w) => w.health === 'healthy' && this.#replica(model, w.id).breaker.allowsRequest,
+    );
+    if (eligible.length === 0 && usable.length > 0) {
+      this.panicPicks++;
+      eligible = usable;
+    }
+    let chosen: W | undefined;
+    if (request.shardKeyHash !== undefined) {
+      chosen = this.#byRendezvous(request.shardKeyHash, eligible);
+      if (chosen) model.balancer.recordPick(chosen.id);
+    } else {
+      const now = this.#now();
+      const loads: WorkerLoad[] = eligible.map((w) => ({
+        id: w.id,
+        inFlight: w.inFlight,
+        weight: w.weight,
+        latencyMs: this.#replica(model, w.id).latency.valueAt(now),
+      }));
+      const picked = model.balancer.pick(loads);
+      chosen = picked && eligible[loads.indexOf(picked)];
+    }
+    if (chosen) {
+      const r = this.#replica(model, chosen.id);
+      r.picks++;
+      r.lastPickedAt = this.#now();
+    }
+    return chosen;
+  }
+
+  #byRendezvous<W extends RoutableWorker>(keyHash: number, workers: readonly W[]): W | undefined {
+    let best: W | undefined;
+    let bestScore = -1;
+    for (const w of workers) {
+      let h = this.#workerHashes.get(w.id);
+      if (h === undefined) {
+        h = hashString(w.id);
+        this.#workerHashes.set(w.id, h);
+      }
+      const score = rendezvousScore(keyHash, h);
+      if (score > bestScore || (score === bestScore && best && w.id < best.id)) {
+        best = w;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+
+  /** A request is being sent to the worker (a half-open circuit's probe is now out). */
+  onSend(modelKey: string, workerId: string): void {
+    const model = this.#models.get(modelKey);
+    if (model) this.#replica(model, workerId).breaker.onSend();
+  }
+
+  /** The outcome of an attempt: feeds the circuit breaker and, on success, the latencies. */
+  onResult(modelKey: string, workerId: string, outcome: AttemptOutcome, latencyMs: number): void {
+    const model = this.#models.get(modelKey);
+    if (!model) return;
+    const r = this.#replica(model, workerId);
+    if (outcome === 'success') {
+      r.breaker.onSuccess();
+      r.latency.observe(latencyMs, this.#now());
+      model.window.observe(latencyMs);
+    } else if (outcome === 'failure') {
+      r.breaker.onFailure();
+    } else {
+      r.breaker.onNeutral();
+    }
+  }
+
+  /** How long to wait before hedging a request for this model, or undefined for no hedge. */
+  hedgeDelayMs(modelKey: string, config: ModelRoutingConfig): number | undefined {
+    const hedge = config.hedge;
+    if (!hedge) return undefined;
+    if (hedge.afterMs !== undefined) return hedge.afterMs;
+    const window = this.#models.get(modelKey)?.window;
+    if (!window || window.count < hedge.minSamples) return undefined;
+    return window.percentile(hedge.percentile);
+  }
+
+  stats(modelKey: string, workerId: string): ReplicaRouteStats | undefined {
+    const r = this.#models.get(modelKey)?.replicas.get(workerId);
+    if (!r) return undefined;
+    return {
+      circuit: r.breaker.state,
+      consecutiveFailures: r.breaker.consecutiveFailures,
+      circuitOpens: r.breaker.opens,
+      latencyMs: r.latency.valueAt(this.#now()),
+      picks: r.picks,
+      lastPickedAt: r.lastPickedAt,
+    };
+  }
+
+  /** Forgets everything about a worker that left (a restarted one starts afresh). */
+  forgetWorker(workerId: string): void {
+    for (const model of this.#models.values()) {
+      model.replicas.delete(workerId);
+      model.balancer.forget(workerId);
+    }
+    this.#workerHashes.delete(workerId);
+  }
+}
