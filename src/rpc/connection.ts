@@ -124,6 +124,8 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
    * for want of a listener.
    */
   #inbox: Frame[] = [];
+  /** Why the peer said it is closing the connection (an ERROR frame with request id 0). */
+  #peerError: InfergridError | undefined;
   #waiter: ((frame: Frame | InfergridError) => void) | undefined;
   #messageHandler: ((frame: Frame) => void) | undefined;
   /** Requests from the peer wait here until a request handler is set. */
@@ -158,7 +160,19 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     socket.on('error', (err) =>
       this.close(new InfergridError('CONNECTION_LOST', `connection error: ${err.message}`, { cause: err })),
     );
-    socket.on('close', () => this.close(new InfergridError('CONNECTION_LOST', 'connection closed by peer')));
+    socket.on('close', () =>
+      this.close(
+        this.#peerError
+          ? new InfergridError(
+              'CONNECTION_LOST',
+              `peer closed the connection: ${this.#peerError.message} (${this.#peerError.code})`,
+              {
+                cause: this.#peerError,
+              },
+            )
+          : new InfergridError('CONNECTION_LOST', 'connection closed by peer'),
+      ),
+    );
     const tick = Math.min(
       options.heartbeatIntervalMs || Number.POSITIVE_INFINITY,
       options.peerTimeoutMs ? Math.max(1, Math.floor(options.peerTimeoutMs / 4)) : Number.POSITIVE_INFINITY,
@@ -561,6 +575,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   }
 
   #deliverMessage(frame: Frame): void {
+    if (frame.kind === MESSAGE_KIND.ERROR) this.#peerError = errorFromWire(frame.meta);
     // liveness is already recorded; a heartbeat nobody is listening for is not worth keeping
     if (frame.kind === MESSAGE_KIND.HEARTBEAT) {
       this.#messageHandler?.(frame);

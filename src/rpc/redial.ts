@@ -6,8 +6,12 @@
 
 import { Backoff, type BackoffOptions } from '../util/backoff.ts';
 import { delay } from '../util/deadline.ts';
+import type { InfergridError } from '../errors.ts';
 import type { Logger } from '../telemetry/index.ts';
 import type { RpcConnection } from './connection.ts';
+
+/** A connection that stays up this long counts as in service; shorter ones count as failures, ms. */
+const STABLE_CONNECTION_MS = 1000;
 
 export interface RedialerOptions {
   /** For logs: what is being dialed. */
@@ -51,6 +55,15 @@ export class Redialer {
     return this.#loop ?? Promise.resolve();
   }
 
+  /** Counts a failed attempt; says it once per reason at warn, repeats at debug. */
+  #noteFailure(message: string): void {
+    this.#failures++;
+    const { label, logger } = this.#options;
+    const log = message !== this.#lastError ? logger.warn.bind(logger) : logger.debug.bind(logger);
+    this.#lastError = message;
+    log({ peer: label, attempt: this.#failures, err: message }, 'could not connect');
+  }
+
   async #run(): Promise<void> {
     const { label, logger } = this.#options;
     const signal = this.#stop.signal;
@@ -61,7 +74,7 @@ export class Redialer {
           conn.close();
           break;
         }
-        const closed = new Promise<void>((resolve) => conn.once('close', () => resolve()));
+        const closed = new Promise<InfergridError | undefined>((resolve) => conn.once('close', resolve));
         try {
           await this.#options.setup(conn);
         } catch (err) {
@@ -74,20 +87,23 @@ export class Redialer {
           break;
         }
         this.#connection = conn;
-        if (this.#failures > 0) logger.info({ peer: label }, 'reconnected');
-        this.#failures = 0;
-        this.#lastError = undefined;
-        this.#backoff.reset();
-        await closed;
+        if (this.#failures > 0) logger.info({ peer: label, failedAttempts: this.#failures }, 'connected');
+        const upAt = Date.now();
+        const reason = await closed;
         this.#connection = undefined;
-        if (!signal.aborted) logger.warn({ peer: label }, 'connection lost; redialing');
+        if (signal.aborted) break;
+        if (Date.now() - upAt >= STABLE_CONNECTION_MS) {
+          // it was in service: a fresh outage starts the backoff over
+          this.#failures = 0;
+          this.#lastError = undefined;
+          this.#backoff.reset();
+          logger.warn({ peer: label, err: reason?.message }, 'connection lost; redialing');
+        } else {
+          // closed right after set-up (e.g. the peer refused the registration): back off
+          this.#noteFailure(`connection closed right after set-up: ${reason?.message ?? 'no reason given'}`);
+        }
       } catch (err) {
-        this.#failures++;
-        // say it once per reason at warn; repeats of the same reason go to debug
-        const message = (err as Error).message;
-        const log = message !== this.#lastError ? logger.warn.bind(logger) : logger.debug.bind(logger);
-        this.#lastError = message;
-        log({ peer: label, attempt: this.#failures, err: message }, 'could not connect');
+        this.#noteFailure((err as Error).message);
       }
       if (signal.aborted) break;
       await delay(this.#backoff.next(), signal).catch(() => {});
