@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { InferenceClient } from '../../src/client/index.ts';
-import { adminWorkers, spawnInfergrid, waitFor, writeConfig } from '../fixtures/processes.ts';
+import { adminWorkers, spawnInfergrid, waitFor, waitForWorkers, writeConfig } from '../fixtures/processes.ts';
 
 const CONFIG = `
 coordinator: { port: 0, rpcPort: 0 }
@@ -39,7 +39,8 @@ test('serve - starts, supervises and stops a coordinator with its workers', {
   assert.ok(serve.output().includes(`infergrid is serving at ${url}`), 'prints the address');
   assert.ok(await client.serverReady());
 
-  const before = await adminWorkers(url);
+  // serve is ready once every model has a ready replica; the second worker may still be joining
+  const before = await waitForWorkers(url, 2, ['echo']);
   assert.deepEqual(before.map((w) => w.id).sort(), ['w1', 'w2']);
   const victim = before.find((w) => w.id === 'w1')!;
   process.kill(victim.pid, 'SIGKILL');
