@@ -21,4 +21,6 @@ export {
   type SimOptions,
   type WorkerConfig,
   configSchema,
+  modelRoutingSchema,
+  routingSchema,
 } from './schema.ts';

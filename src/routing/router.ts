@@ -123,21 +123,26 @@ export class Router {
     workers: readonly W[],
     request: RouteRequest = {},
   ): W | undefined {
-    const model = this.#model(modelKey, this.strategyFor(config));
+    const strategy = this.strategyFor(config);
+    const model = this.#model(modelKey, strategy);
     const exclude = request.exclude;
-    const usable = workers.filter((w) => w.connected && !w.draining && !exclude?.has(w.id));
-    let eligible = usable.filter(
-      (w) => w.health === 'healthy' && this.#replica(model, w.id).breaker.allowsRequest,
-    );
-    if (eligible.length === 0 && usable.length > 0) {
+    let eligible: W[] = [];
+    let anyUsable = false;
+    for (const w of workers) {
+      if (!w.connected || w.draining || exclude?.has(w.id)) continue;
+      anyUsable = true;
+      if (w.health === 'healthy' && this.#replica(model, w.id).breaker.allowsRequest) eligible.push(w);
+    }
+    if (eligible.length === 0 && anyUsable) {
       this.panicPicks++;
-      eligible = usable;
+      eligible = workers.filter((w) => w.connected && !w.draining && !exclude?.has(w.id));
     }
     let chosen: W | undefined;
     if (request.shardKeyHash !== undefined) {
       chosen = this.#byRendezvous(request.shardKeyHash, eligible);
       if (chosen) model.balancer.recordPick(chosen.id);
-    } else {
+    } else if (strategy === 'least-latency') {
+      // only this strategy reads latency; decaying it for every candidate costs ~35 ns each
       const now = this.#now();
       const loads: WorkerLoad[] = eligible.map((w) => ({
         id: w.id,
@@ -147,6 +152,9 @@ export class Router {
       }));
       const picked = model.balancer.pick(loads);
       chosen = picked && eligible[loads.indexOf(picked)];
+    } else {
+      // a worker is its own load snapshot: no copy per pick
+      chosen = model.balancer.pick(eligible) as W | undefined;
     }
     if (chosen) {
       const r = this.#replica(model, chosen.id);

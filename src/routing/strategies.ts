@@ -16,8 +16,8 @@ export interface WorkerLoad {
   readonly inFlight: number;
   /** Relative capacity (config `workers[].weight`, default 1). */
   readonly weight: number;
-  /** Observed latency for this model, decayed toward 0 while unobserved; undefined before any. */
-  readonly latencyMs: number | undefined;
+  /** Observed latency for this model, decayed toward 0 while unobserved; absent before any (and for strategies that do not read it). */
+  readonly latencyMs?: number | undefined;
 }
 
 export const STRATEGIES = [
