@@ -153,7 +153,8 @@ export class Dispatcher {
                 0,
               );
               if (settled) return;
-              if ((error.retryable || attemptTimedOut) && started < maxAttempts) {
+              // ask the budget before picking, so a refused retry costs no pick (no turn, no weight)
+              if ((error.retryable || attemptTimedOut) && started < maxAttempts && budget.canRetry()) {
                 const worker2 = next();
                 if (worker2 && budget.tryRetry()) {
                   this.retries++;
@@ -182,7 +183,7 @@ export class Dispatcher {
       if (hedgeMs !== undefined && !settled) {
         hedgeTimer = setTimeout(() => {
           hedgeTimer = undefined;
-          if (settled || running.size !== 1 || started >= maxAttempts) return;
+          if (settled || running.size !== 1 || started >= maxAttempts || !budget.canRetry()) return;
           const worker = next();
           if (worker && budget.tryRetry()) {
             this.hedges++;

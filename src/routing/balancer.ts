@@ -10,6 +10,7 @@ import {
   type WorkerLoad,
   advanceWeights,
   pickByStrategy,
+  resetWeightsIfChanged,
 } from './strategies.ts';
 
 export class Balancer {
@@ -29,6 +30,7 @@ export class Balancer {
   }
 
   pick(candidates: readonly WorkerLoad[]): WorkerLoad | undefined {
+    if (this.strategy === 'weighted') resetWeightsIfChanged(this.#currentWeight, candidates);
     const pick = pickByStrategy(this.strategy, candidates, this.state, this.#random);
     if (!pick) return undefined;
     if (this.strategy === 'weighted') advanceWeights(this.#currentWeight, candidates, pick);

@@ -26,4 +26,5 @@ export {
   pickRandom,
   pickRoundRobin,
   pickWeighted,
+  resetWeightsIfChanged,
 } from './strategies.ts';

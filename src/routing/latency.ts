@@ -51,14 +51,14 @@ export class LatencyWindow {
     return this.#count;
   }
 
-  /** The p-th percentile (0..100) of the window; recomputed at most every 32 observations. */
+  /** The p-th percentile (0..100, nearest rank) of the window; recomputed at most every 32 observations. */
   percentile(p: number): number | undefined {
     const n = Math.min(this.#count, this.#samples.length);
     if (n === 0) return undefined;
     if (this.#cached && this.#cached.p === p && this.#count - this.#cached.atCount < 32)
       return this.#cached.value;
     const sorted = this.#samples.slice(0, n).sort();
-    const value = sorted[Math.min(n - 1, Math.floor((p / 100) * n))]!;
+    const value = sorted[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))]!;
     this.#cached = { p, value, atCount: this.#count };
     return value;
   }

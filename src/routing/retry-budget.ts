@@ -13,10 +13,14 @@ export interface RetryBudgetOptions {
   now?: () => number;
 }
 
+/** Tokens are counted in thousandths of a retry, as integers, so ratios add up exactly. */
+const UNITS_PER_RETRY = 1000;
+
 export class RetryBudget {
   readonly #options: Required<RetryBudgetOptions>;
+  readonly #perRequest: number;
   readonly #capacity: number;
-  #tokens: number;
+  #units: number;
   #refilledAt: number;
   /** Retries refused for want of budget. */
   exhausted = 0;
@@ -25,34 +29,50 @@ export class RetryBudget {
     if (!(options.ratio >= 0)) throw new RangeError('ratio must be >= 0');
     if (!(options.minPerSecond >= 0)) throw new RangeError('minPerSecond must be >= 0');
     this.#options = { now: Date.now, ...options };
+    this.#perRequest = Math.round(options.ratio * UNITS_PER_RETRY);
     // enough to absorb a burst: ten seconds of the floor, or 100 retries' worth of requests
-    this.#capacity = Math.max(1, options.minPerSecond * 10, options.ratio * 100);
-    this.#tokens = this.#capacity;
+    this.#capacity = Math.round(
+      Math.max(1, options.minPerSecond * 10, options.ratio * 100) * UNITS_PER_RETRY,
+    );
+    this.#units = this.#capacity;
     this.#refilledAt = this.#options.now();
   }
 
   /** Every request (not retry) earns `ratio` of a retry. */
   onRequest(): void {
-    this.#tokens = Math.min(this.#capacity, this.#tokens + this.#options.ratio);
+    this.#units = Math.min(this.#capacity, this.#units + this.#perRequest);
+  }
+
+  /** Adds the floor's refill for the time since the last one. */
+  #refill(): void {
+    const now = this.#options.now();
+    // minPerSecond retries a second is minPerSecond units a millisecond
+    this.#units = Math.min(
+      this.#capacity,
+      this.#units + Math.floor((now - this.#refilledAt) * this.#options.minPerSecond),
+    );
+    this.#refilledAt = now;
+  }
+
+  /** Whether a retry would be allowed now (takes nothing). */
+  canRetry(): boolean {
+    this.#refill();
+    return this.#units >= UNITS_PER_RETRY;
   }
 
   /** Takes one retry from the budget if there is one. */
   tryRetry(): boolean {
-    const now = this.#options.now();
-    this.#tokens = Math.min(
-      this.#capacity,
-      this.#tokens + ((now - this.#refilledAt) / 1000) * this.#options.minPerSecond,
-    );
-    this.#refilledAt = now;
-    if (this.#tokens >= 1) {
-      this.#tokens -= 1;
+    if (this.canRetry()) {
+      this.#units -= UNITS_PER_RETRY;
       return true;
     }
     this.exhausted++;
     return false;
   }
 
+  /** Whole retries available now. */
   get available(): number {
-    return Math.floor(this.#tokens);
+    this.#refill();
+    return Math.floor(this.#units / UNITS_PER_RETRY);
   }
 }

@@ -92,15 +92,26 @@ export function pickRandom(
 }
 
 /**
- * Least latency: lowest decayed latency × (in-flight + 1). A worker never observed scores 0
- * and is tried first; a worker that was slow once decays toward 0 while it gets no traffic,
- * so it is tried again rather than shunned forever.
+ * Least latency: lowest decayed latency × (in-flight + 1). A worker not yet observed counts
+ * as the candidates' mean latency (0 when none is observed), so a new or restarted worker is
+ * tried at once but shares the load by its in-flight count instead of taking every request
+ * until its first answer. A worker that was slow once decays toward 0 while it gets no
+ * traffic, so it is tried again rather than shunned forever.
  */
 export function pickLeastLatency(
   candidates: readonly WorkerLoad[],
   state: PickState,
 ): WorkerLoad | undefined {
-  return minBy(candidates, state, (w) => (w.latencyMs ?? 0) * (w.inFlight + 1));
+  let sum = 0;
+  let observed = 0;
+  for (const w of candidates) {
+    if (w.latencyMs !== undefined) {
+      sum += w.latencyMs;
+      observed++;
+    }
+  }
+  const assumed = observed > 0 ? sum / observed : 0;
+  return minBy(candidates, state, (w) => (w.latencyMs ?? assumed) * (w.inFlight + 1));
 }
 
 /** Power of two choices: two distinct random workers, the one with fewer in flight. */
@@ -134,6 +145,19 @@ export function pickWeighted(candidates: readonly WorkerLoad[], state: PickState
     }
   }
   return best;
+}
+
+/**
+ * Starts the running weights over when the set of candidates changed: weights left behind by
+ * a worker that went (or missing for one that came) would skew the shares for many rounds.
+ */
+export function resetWeightsIfChanged(
+  currentWeight: Map<string, number>,
+  candidates: readonly WorkerLoad[],
+): void {
+  let known = 0;
+  for (const w of candidates) if (currentWeight.has(w.id)) known++;
+  if (known !== candidates.length || currentWeight.size !== candidates.length) currentWeight.clear();
 }
 
 /** The running-weight update that goes with pickWeighted's pick. */
