@@ -139,3 +139,52 @@ test('chaos - a killed and a drained worker under load cost no client request', 
   assert.deepEqual(final.map((w) => w.id).sort(), ['w1', 'w3', 'w4']);
   assert.ok(final.find((w) => w.id === 'w1')!.requests > 0, 'the restarted worker gets traffic');
 });
+
+test('chaos - a frozen worker (SIGSTOP) is marked unhealthy, then removed when its heartbeats stop, and rejoins when it thaws', {
+  timeout: 60_000,
+}, async (t) => {
+  const config = writeConfig(
+    t,
+    `
+rpc: { heartbeatIntervalMs: 100, peerTimeoutMs: 1500, reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 200 }
+routing:
+  health: { intervalMs: 100, timeoutMs: 100, failureThreshold: 2, recoveryThreshold: 1 }
+models:
+  - name: m
+    backend: sim
+    inputs: [{ name: x, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: y, datatype: FP32, shape: [-1] }]
+`,
+  );
+  const coordinator = await startCoordinator(t, config);
+  await startWorker(t, config, 'steady', { coordinator: coordinator.rpcAddress });
+  const frozen = await startWorker(t, config, 'frozen', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 2, ['m']);
+  const pid = frozen.child.pid!;
+  process.kill(pid, 'SIGSTOP');
+  t.after(() => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {}
+  });
+  type Health = { id: string; health: { state: string } };
+  await waitFor('the frozen worker to fail its health checks', async () => {
+    const w = ((await adminWorkers(coordinator.url)) as unknown as Health[]).find((x) => x.id === 'frozen');
+    return w?.health.state === 'unhealthy';
+  });
+  // while it is unhealthy every request goes to the other worker
+  const steadyBefore = (await adminWorkers(coordinator.url)).find((w) => w.id === 'steady')!.requests;
+  for (let i = 0; i < 10; i++)
+    await coordinator.client.infer('m', [{ name: 'x', datatype: 'FP32', shape: [1], data: [i] }]);
+  const workersNow = await adminWorkers(coordinator.url);
+  assert.equal(workersNow.find((w) => w.id === 'steady')!.requests - steadyBefore, 10);
+  assert.equal(workersNow.find((w) => w.id === 'frozen')?.requests ?? 0, 0);
+  await waitFor(
+    'the frozen worker to be dropped when its heartbeats stop',
+    async () => !(await adminWorkers(coordinator.url)).some((w) => w.id === 'frozen'),
+  );
+  process.kill(pid, 'SIGCONT');
+  const [back] = (await waitForWorkers(coordinator.url, 2, ['m'])).filter((w) => w.id === 'frozen');
+  assert.equal(back!.pid, pid, 'the same process rejoined without restarting anything');
+  assert.equal(back!.requests, 0);
+});
