@@ -11,7 +11,7 @@
  * answered or cancelled, and its outcome reaches the router (circuit breaker, latency).
  */
 
-import type { RoutingConfig } from '../config/index.ts';
+import type { ModelRoutingConfig, RoutingConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { type InferRequestMeta, type Parameters, tensorsToWire } from '../protocol/index.ts';
 import { type ModelEntry, type ModelRegistry, modelKey } from '../registry/index.ts';
@@ -71,127 +71,53 @@ export class Dispatcher {
     const key = modelKey(entry.name, entry.version);
     const routeConfig = entry.config?.routing ?? {};
     const maxAttempts = routeConfig.maxAttempts ?? routing.retry.maxAttempts;
-    const shardKeyHash = this.#shardKeyHash(request, routeConfig.shardKeyInput);
-    const deadline = this.#now() + request.timeoutMs;
     const { headers, attachments } = tensorsToWire(request.inputs);
-    const baseMeta: Omit<InferRequestMeta, 'timeoutMs'> = {
-      model: entry.name,
-      version: entry.version,
-      inputs: headers,
-      ...(request.id !== undefined ? { id: request.id } : {}),
-      ...(request.outputs ? { outputs: request.outputs } : {}),
-      ...(request.parameters ? { parameters: request.parameters } : {}),
-    };
     budget.onRequest();
-
-    return new Promise<DispatchResult>((resolve, reject) => {
-      const tried = new Set<string>();
-      const running = new Set<AbortController>();
-      let settled = false;
-      let started = 0;
-      let hedgeTimer: NodeJS.Timeout | undefined;
-
-      const finish = (settle: () => void, cancelReason: InfergridError): void => {
-        settled = true;
-        if (hedgeTimer) clearTimeout(hedgeTimer);
-        request.signal?.removeEventListener('abort', onAbort);
-        for (const controller of running) controller.abort(cancelReason);
-        running.clear();
-        settle();
-      };
-      const onAbort = (): void => {
-        const reason = toInfergridError(
-          request.signal?.reason ?? new InfergridError('CANCELLED', 'request was cancelled'),
-          'CANCELLED',
-        );
-        finish(() => reject(reason), reason);
-      };
-
-      const next = (): WorkerHandle | undefined => {
-        if (deadline - this.#now() <= 0) return undefined;
-        return router.pick(key, routeConfig, this.#replicas(entry), { shardKeyHash, exclude: tried });
-      };
-
-      const start = (worker: WorkerHandle): void => {
-        const remaining = deadline - this.#now();
-        const attemptMs = Math.max(
-          1,
-          Math.min(remaining, routing.retry.attemptTimeoutMs ?? Number.POSITIVE_INFINITY),
-        );
-        const attemptIsShorter = attemptMs < remaining;
-        tried.add(worker.id);
-        started++;
-        const controller = new AbortController();
-        running.add(controller);
-        const startedAt = this.#now();
-        router.onSend(key, worker.id);
-        worker
-          .infer({ ...baseMeta, timeoutMs: attemptMs }, attachments, {
-            timeoutMs: attemptMs,
-            signal: controller.signal,
-          })
-          .then(
-            (reply) => {
-              running.delete(controller);
-              router.onResult(key, worker.id, 'success', this.#now() - startedAt);
-              if (settled) return;
-              const lost = new InfergridError(
-                'CANCELLED',
-                `another attempt was answered first (by ${worker.id})`,
-              );
-              finish(() => resolve({ ...reply, workerId: worker.id, attempts: started }), lost);
-            },
-            (err: unknown) => {
-              running.delete(controller);
-              const error = toInfergridError(err);
-              // an attempt cut short by its own timeout, with request time left: the worker was too slow
-              const attemptTimedOut = error.code === 'DEADLINE_EXCEEDED' && attemptIsShorter;
-              router.onResult(
-                key,
-                worker.id,
-                error.isWorkerFault || attemptTimedOut ? 'failure' : 'neutral',
-                0,
-              );
-              if (settled) return;
-              // ask the budget before picking, so a refused retry costs no pick (no turn, no weight)
-              if ((error.retryable || attemptTimedOut) && started < maxAttempts && budget.canRetry()) {
-                const worker2 = next();
-                if (worker2 && budget.tryRetry()) {
-                  this.retries++;
-                  start(worker2);
-                  return;
-                }
-              }
-              if (running.size === 0) finish(() => reject(error), error);
-            },
-          );
-      };
-
-      if (request.signal?.aborted) {
-        onAbort();
-        return;
-      }
-      request.signal?.addEventListener('abort', onAbort, { once: true });
-      const first = next();
-      if (!first) {
-        const err = this.#unavailable(entry);
-        finish(() => reject(err), err);
-        return;
-      }
-      start(first);
-      const hedgeMs = maxAttempts > 1 ? router.hedgeDelayMs(key, routeConfig) : undefined;
-      if (hedgeMs !== undefined && !settled) {
-        hedgeTimer = setTimeout(() => {
-          hedgeTimer = undefined;
-          if (settled || running.size !== 1 || started >= maxAttempts || !budget.canRetry()) return;
-          const worker = next();
-          if (worker && budget.tryRetry()) {
-            this.hedges++;
-            start(worker);
-          }
-        }, hedgeMs);
-      }
+    const run = new RequestRun(this, {
+      request,
+      key,
+      routeConfig,
+      maxAttempts,
+      shardKeyHash: this.#shardKeyHash(request, routeConfig.shardKeyInput),
+      deadline: this.#now() + request.timeoutMs,
+      attachments,
+      baseMeta: {
+        model: entry.name,
+        version: entry.version,
+        inputs: headers,
+        ...(request.id !== undefined ? { id: request.id } : {}),
+        ...(request.outputs ? { outputs: request.outputs } : {}),
+        ...(request.parameters ? { parameters: request.parameters } : {}),
+      },
+      hedgeMs: maxAttempts > 1 ? router.hedgeDelayMs(key, routeConfig) : undefined,
     });
+    return run.promise;
+  }
+
+  /** The next worker for a run, or none (deadline passed, nobody eligible and untried). */
+  pickFor(run: RequestRun): WorkerHandle | undefined {
+    if (run.deadline - this.#now() <= 0) return undefined;
+    const { request, key, routeConfig, shardKeyHash, tried } = run;
+    return this.#options.router.pick(key, routeConfig, this.#replicas(request.entry), {
+      shardKeyHash,
+      exclude: tried,
+    });
+  }
+
+  get router(): Router {
+    return this.#options.router;
+  }
+
+  get budget(): RetryBudget {
+    return this.#options.budget;
+  }
+
+  get attemptTimeoutMs(): number | undefined {
+    return this.#options.routing.retry.attemptTimeoutMs;
+  }
+
+  now(): number {
+    return this.#now();
   }
 
   #replicas(entry: ModelEntry): WorkerHandle[] {
@@ -211,7 +137,8 @@ export class Dispatcher {
     return input ? hashBytes(input.data) : undefined;
   }
 
-  #unavailable(entry: ModelEntry): InfergridError {
+  /** The 503 for a model no worker can take now, naming each replica's state. */
+  unavailable(entry: ModelEntry): InfergridError {
     const { pool } = this.#options;
     const states = [...entry.replicas].map(([id, r]) => {
       const handle = pool.get(id);
@@ -224,5 +151,185 @@ export class Dispatcher {
       `no worker has model "${entry.name}" version "${entry.version}" ready${states.length ? ` (${states.join(', ')})` : ' (no worker hosts it)'}; retry later`,
       { details: { retryAfterSeconds: RETRY_AFTER_SECONDS } },
     );
+  }
+}
+
+interface RunPlan {
+  request: DispatchRequest;
+  key: string;
+  routeConfig: ModelRoutingConfig;
+  maxAttempts: number;
+  shardKeyHash: number | undefined;
+  /** When the request's time is up, ms since the epoch. */
+  deadline: number;
+  attachments: Uint8Array[];
+  baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
+  /** Delay before a hedge, ms; undefined: no hedging. */
+  hedgeMs: number | undefined;
+}
+
+/**
+ * One request's attempts. A class rather than closures: nothing is allocated per request
+ * beyond this object and one callback pair per attempt. Without hedging only one attempt runs
+ * at a time, so attempts use the request's own signal and need no controller of their own.
+ */
+class RequestRun implements RunPlan {
+  readonly request: DispatchRequest;
+  readonly key: string;
+  readonly routeConfig: ModelRoutingConfig;
+  readonly maxAttempts: number;
+  readonly shardKeyHash: number | undefined;
+  readonly deadline: number;
+  readonly attachments: Uint8Array[];
+  readonly baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
+  readonly hedgeMs: number | undefined;
+  readonly tried = new Set<string>();
+  readonly promise: Promise<DispatchResult>;
+  readonly #dispatcher: Dispatcher;
+  #resolve!: (result: DispatchResult) => void;
+  #reject!: (err: InfergridError) => void;
+  #settled = false;
+  #started = 0;
+  #running = 0;
+  /** Per-attempt controllers, only when hedging (two attempts may run; the loser is cancelled). */
+  #controllers: Set<AbortController> | undefined;
+  #hedgeTimer: NodeJS.Timeout | undefined;
+  readonly #onAbort = (): void => {
+    const signal = this.request.signal;
+    this.#fail(
+      toInfergridError(
+        signal?.reason ?? new InfergridError('CANCELLED', 'request was cancelled'),
+        'CANCELLED',
+      ),
+    );
+  };
+
+  constructor(dispatcher: Dispatcher, plan: RunPlan) {
+    this.#dispatcher = dispatcher;
+    this.request = plan.request;
+    this.key = plan.key;
+    this.routeConfig = plan.routeConfig;
+    this.maxAttempts = plan.maxAttempts;
+    this.shardKeyHash = plan.shardKeyHash;
+    this.deadline = plan.deadline;
+    this.attachments = plan.attachments;
+    this.baseMeta = plan.baseMeta;
+    this.hedgeMs = plan.hedgeMs;
+    this.promise = new Promise<DispatchResult>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    const signal = this.request.signal;
+    if (signal?.aborted) {
+      this.#onAbort();
+      return;
+    }
+    signal?.addEventListener('abort', this.#onAbort, { once: true });
+    const first = dispatcher.pickFor(this);
+    if (!first) {
+      this.#fail(dispatcher.unavailable(this.request.entry));
+      return;
+    }
+    if (this.hedgeMs !== undefined) {
+      this.#controllers = new Set();
+      this.#hedgeTimer = setTimeout(() => this.#hedge(), this.hedgeMs);
+    }
+    this.#start(first);
+  }
+
+  #start(worker: WorkerHandle): void {
+    const d = this.#dispatcher;
+    const remaining = this.deadline - d.now();
+    const attemptMs = Math.max(1, Math.min(remaining, d.attemptTimeoutMs ?? Number.POSITIVE_INFINITY));
+    const attemptIsShorter = attemptMs < remaining;
+    this.tried.add(worker.id);
+    this.#started++;
+    this.#running++;
+    let controller: AbortController | undefined;
+    if (this.#controllers) {
+      controller = new AbortController();
+      this.#controllers.add(controller);
+    }
+    const startedAt = d.now();
+    d.router.onSend(this.key, worker.id);
+    worker
+      .infer({ ...this.baseMeta, timeoutMs: attemptMs }, this.attachments, {
+        timeoutMs: attemptMs,
+        signal: controller?.signal ?? this.request.signal,
+      })
+      .then(
+        (reply) => this.#onReply(worker, controller, reply, d.now() - startedAt),
+        (err: unknown) => this.#onError(worker, controller, err, attemptIsShorter),
+      );
+  }
+
+  #onReply(
+    worker: WorkerHandle,
+    controller: AbortController | undefined,
+    reply: InferReply,
+    latencyMs: number,
+  ): void {
+    this.#running--;
+    if (controller) this.#controllers!.delete(controller);
+    this.#dispatcher.router.onResult(this.key, worker.id, 'success', latencyMs);
+    if (this.#settled) return;
+    this.#settle();
+    this.#resolve({ ...reply, workerId: worker.id, attempts: this.#started });
+  }
+
+  #onError(
+    worker: WorkerHandle,
+    controller: AbortController | undefined,
+    err: unknown,
+    attemptIsShorter: boolean,
+  ): void {
+    this.#running--;
+    if (controller) this.#controllers!.delete(controller);
+    const d = this.#dispatcher;
+    const error = toInfergridError(err);
+    // an attempt cut short by its own timeout, with request time left: the worker was too slow
+    const attemptTimedOut = error.code === 'DEADLINE_EXCEEDED' && attemptIsShorter;
+    d.router.onResult(this.key, worker.id, error.isWorkerFault || attemptTimedOut ? 'failure' : 'neutral', 0);
+    if (this.#settled) return;
+    // ask the budget before picking, so a refused retry costs no pick (no turn, no weight)
+    if ((error.retryable || attemptTimedOut) && this.#started < this.maxAttempts && d.budget.canRetry()) {
+      const next = d.pickFor(this);
+      if (next && d.budget.tryRetry()) {
+        d.retries++;
+        this.#start(next);
+        return;
+      }
+    }
+    if (this.#running === 0) this.#fail(error);
+  }
+
+  #hedge(): void {
+    this.#hedgeTimer = undefined;
+    const d = this.#dispatcher;
+    if (this.#settled || this.#running !== 1 || this.#started >= this.maxAttempts || !d.budget.canRetry())
+      return;
+    const worker = d.pickFor(this);
+    if (worker && d.budget.tryRetry()) {
+      d.hedges++;
+      this.#start(worker);
+    }
+  }
+
+  #fail(error: InfergridError): void {
+    if (this.#settled) return;
+    this.#settle(error);
+    this.#reject(error);
+  }
+
+  /** Marks the run settled and cancels whatever attempt is still running (hedging only). */
+  #settle(reason?: InfergridError): void {
+    this.#settled = true;
+    if (this.#hedgeTimer) clearTimeout(this.#hedgeTimer);
+    this.request.signal?.removeEventListener('abort', this.#onAbort);
+    if (this.#controllers?.size) {
+      const cancel = reason ?? new InfergridError('CANCELLED', 'another attempt was answered first');
+      for (const c of this.#controllers) c.abort(cancel);
+      this.#controllers.clear();
+    }
   }
 }
