@@ -6,6 +6,7 @@ export {
   resolvePackagePath,
 } from './load.ts';
 export {
+  type BatchingConfig,
   type CoordinatorConfig,
   DEFAULT_BODY_LIMIT_BYTES,
   DEFAULT_HTTP_PORT,
@@ -20,6 +21,7 @@ export {
   type RpcConfig,
   type SimOptions,
   type WorkerConfig,
+  batchingSchema,
   configSchema,
   modelRoutingSchema,
   routingSchema,

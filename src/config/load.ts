@@ -148,6 +148,20 @@ function crossCheck(
     if ((m.backend === 'onnx' || m.backend === 'js') && !m.path) {
       issues.push(`${where}.path: required for backend "${m.backend}"`);
     }
+    if (m.batching.enabled && (!m.batchable || m.maxBatchSize < 2)) {
+      issues.push(
+        `${where}.batching.enabled: needs batchable: true and maxBatchSize of 2 or more (it is ${m.batchable ? m.maxBatchSize : 'not batchable'})`,
+      );
+    }
+    if (m.batching.defaultPriorityLevel > m.batching.priorityLevels) {
+      issues.push(
+        `${where}.batching.defaultPriorityLevel: ${m.batching.defaultPriorityLevel} is above priorityLevels ${m.batching.priorityLevels}`,
+      );
+    }
+    for (const size of m.batching.preferredBatchSizes) {
+      if (m.maxBatchSize > 0 && size > m.maxBatchSize)
+        issues.push(`${where}.batching.preferredBatchSizes: ${size} is above maxBatchSize ${m.maxBatchSize}`);
+    }
     if (m.backend === 'sim' && (!m.inputs?.length || !m.outputs?.length)) {
       issues.push(`${where}: backend "sim" needs inputs and outputs declared`);
     }

@@ -173,6 +173,31 @@ export const modelRoutingSchema = z
   })
   .strict();
 
+export const batchingSchema = z
+  .object({
+    /** Combine queued requests into batches of up to the model's maxBatchSize rows. */
+    enabled: z.boolean().default(false),
+    /** How long the oldest queued request may wait for company, ms; 0 never waits. */
+    maxQueueDelayMs: z.number().min(0).max(60_000).default(0),
+    /** Batch sizes to run as soon as they can be formed. */
+    preferredBatchSizes: z.array(z.number().int().min(1)).default([]),
+    /** Requests that may wait for this model on one worker; more get OVERLOADED (429). */
+    maxQueueSize: z.number().int().min(1).default(1024),
+    /** Bytes of input tensors that may wait; more get OVERLOADED (429). */
+    maxQueueBytes: z
+      .number()
+      .int()
+      .min(1)
+      .default(256 * MIB),
+    /** Executions that may run at once on one worker. */
+    instances: z.number().int().min(1).max(64).default(1),
+    /** Priority levels (parameter "priority": 1 most urgent .. priorityLevels). */
+    priorityLevels: z.number().int().min(1).max(16).default(2),
+    /** Level of a request that names none. */
+    defaultPriorityLevel: z.number().int().min(1).default(2),
+  })
+  .strict();
+
 export const onnxOptionsSchema = z
   .object({
     /** Threads inside one operator. Default 1: two processes share two cores here. */
@@ -229,6 +254,8 @@ export const modelSchema = z
     options: z.record(z.string(), z.unknown()).default({}),
     /** How requests for this model are routed. */
     routing: modelRoutingSchema.default({}),
+    /** How the worker queues and batches this model's requests. */
+    batching: batchingSchema.default(batchingSchema.parse({})),
   })
   .strict();
 
@@ -265,4 +292,5 @@ export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
 export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
 export type RoutingConfig = z.infer<typeof routingSchema>;
+export type BatchingConfig = z.infer<typeof batchingSchema>;
 export type ModelRoutingConfig = z.infer<typeof modelRoutingSchema>;

@@ -24,6 +24,10 @@ export const MESSAGE_KIND = {
   /** Liveness probe with a nonce; the peer answers PONG with the same request id. */
   PING: 10,
   PONG: 11,
+  /** Coordinator -> worker: send your per-model statistics. */
+  STATS_REQUEST: 12,
+  /** Worker -> coordinator: `{ models: ModelStatsSnapshot[] }`. */
+  STATS_RESPONSE: 13,
 } as const;
 
 export type MessageKind = (typeof MESSAGE_KIND)[keyof typeof MESSAGE_KIND];

@@ -75,9 +75,17 @@ interface Pending {
 }
 
 /** Kinds that start a request the peer must answer. */
-const REQUEST_KINDS: ReadonlySet<number> = new Set([MESSAGE_KIND.INFER_REQUEST, MESSAGE_KIND.PING]);
+const REQUEST_KINDS: ReadonlySet<number> = new Set([
+  MESSAGE_KIND.INFER_REQUEST,
+  MESSAGE_KIND.PING,
+  MESSAGE_KIND.STATS_REQUEST,
+]);
 /** Kinds that answer one of our requests. */
-const RESPONSE_KINDS: ReadonlySet<number> = new Set([MESSAGE_KIND.INFER_RESPONSE, MESSAGE_KIND.PONG]);
+const RESPONSE_KINDS: ReadonlySet<number> = new Set([
+  MESSAGE_KIND.INFER_RESPONSE,
+  MESSAGE_KIND.PONG,
+  MESSAGE_KIND.STATS_RESPONSE,
+]);
 /** Kinds of the handshake itself. */
 const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.HELLO,

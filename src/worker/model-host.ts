@@ -5,11 +5,20 @@
  */
 
 import type { Backend, LoadedModel, ModelInfo } from '../backends/index.ts';
+import { Batcher, ModelStats, type ModelStatsSnapshot } from '../batching/index.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
 import { type ModelSchema, compareVersionsDesc, modelKey } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
+import {
+  ELEMENT_BYTES,
+  type Tensor,
+  decodeBytesElements,
+  describeTensor,
+  elementCount,
+  isDatatype,
+} from '../tensor/index.ts';
 
 export interface HostedModel {
   readonly config: ModelConfig;
@@ -17,8 +26,78 @@ export interface HostedModel {
   model: LoadedModel | undefined;
   /** Schema used to check incoming requests, once loaded. */
   schema: ModelSchema | undefined;
+  /** Queue and batcher in front of the model, once loaded. */
+  batcher: Batcher | undefined;
+  readonly stats: ModelStats;
   error: string | undefined;
 }
+
+/** A signal for batch executions: a batch, once started, runs to the end (its requests may still leave). */
+const NEVER_ABORTED = new AbortController().signal;
+
+/**
+ * A js model can return anything; make sure it is well-formed tensors (bytes matching shape and
+ * datatype) before they are split or encoded, so a model's bug is a BACKEND_ERROR here and never
+ * looks like a client's bad input downstream.
+ */
+export function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
+  const bad = (why: string): never => {
+    throw new InfergridError('BACKEND_ERROR', `the model returned a malformed output: ${why}`);
+  };
+  if (!Array.isArray(outputs)) bad('expected a list of { name, datatype, shape, data: Uint8Array } tensors');
+  for (const t of outputs as unknown[]) {
+    const o = t as Partial<Tensor> | null;
+    if (typeof o !== 'object' || o === null || typeof o.name !== 'string') bad('a tensor without a name');
+    const { name, datatype, shape, data } = o as Tensor;
+    if (!isDatatype(datatype)) bad(`"${name}" has datatype ${String(datatype)}`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      bad(`"${name}" has shape ${JSON.stringify(shape)}`);
+    }
+    if (!(data instanceof Uint8Array)) bad(`"${name}" data is not a Uint8Array`);
+    if (datatype === 'BYTES') {
+      try {
+        if (decodeBytesElements(data, `"${name}"`).length !== elementCount(shape)) {
+          bad(`"${name}" BYTES element count does not match its shape`);
+        }
+      } catch (err) {
+        if (err instanceof InfergridError && err.code === 'BACKEND_ERROR') throw err;
+        bad((err as Error).message);
+      }
+    } else if (data.byteLength !== ELEMENT_BYTES[datatype] * elementCount(shape)) {
+      bad(
+        `"${name}" ${describeTensor(datatype, shape)} needs ${ELEMENT_BYTES[datatype] * elementCount(shape)} bytes, got ${data.byteLength}`,
+      );
+    }
+  }
+}
+
+function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStats): Batcher {
+  const b = config.batching;
+  return new Batcher({
+    name: `model "${config.name}"`,
+    maxBatchSize: b.enabled ? config.maxBatchSize : 1,
+    maxQueueDelayMs: b.maxQueueDelayMs,
+    preferredBatchSizes: b.enabled ? b.preferredBatchSizes : [],
+    maxQueueSize: b.maxQueueSize,
+    maxQueueBytes: b.maxQueueBytes,
+    instances: b.instances,
+    priorityLevels: b.priorityLevels,
+    defaultPriorityLevel: b.defaultPriorityLevel,
+    stats,
+    execute: async (inputs, ctx) => {
+      const outputs = await model.infer(inputs, {
+        signal: NEVER_ABORTED,
+        parameters: ctx.parameters,
+        outputs: ctx.outputs,
+      });
+      checkOutputs(outputs);
+      return outputs;
+    },
+  });
+}
+
+/** A hosted model that can take requests. */
+export type ReadyModel = HostedModel & { model: LoadedModel; schema: ModelSchema; batcher: Batcher };
 
 export class ModelHost {
   readonly #backends: ReadonlyMap<string, Backend>;
@@ -42,6 +121,8 @@ export class ModelHost {
       state: 'loading',
       model: undefined,
       schema: undefined,
+      batcher: undefined,
+      stats: new ModelStats(config.name, config.version),
       error: undefined,
     };
     this.#models.set(key, hosted);
@@ -57,6 +138,7 @@ export class ModelHost {
         warn: (message) => this.#logger.warn({ model: config.name }, message),
       });
       hosted.model = model;
+      hosted.batcher = createBatcher(config, model, hosted.stats);
       hosted.schema = {
         name: config.name,
         inputs: model.info.inputs,
@@ -85,7 +167,7 @@ export class ModelHost {
   }
 
   /** The hosted model a request names; MODEL_NOT_FOUND or MODEL_NOT_READY otherwise. */
-  get(name: string, version: string | undefined): HostedModel & { model: LoadedModel; schema: ModelSchema } {
+  get(name: string, version: string | undefined): ReadyModel {
     const v = version || this.#latest.get(name);
     const hosted = v === undefined ? undefined : this.#models.get(modelKey(name, v));
     if (!hosted) {
@@ -94,13 +176,13 @@ export class ModelHost {
         `this worker does not host model "${name}"${version ? ` version "${version}"` : ''}`,
       );
     }
-    if (hosted.state !== 'ready' || !hosted.model || !hosted.schema) {
+    if (hosted.state !== 'ready' || !hosted.model || !hosted.schema || !hosted.batcher) {
       throw new InfergridError(
         'MODEL_NOT_READY',
         `model "${name}" is ${hosted.state} on this worker${hosted.error ? `: ${hosted.error}` : ''}`,
       );
     }
-    return hosted as HostedModel & { model: LoadedModel; schema: ModelSchema };
+    return hosted as ReadyModel;
   }
 
   statuses(): ModelStatus[] {
@@ -118,6 +200,11 @@ export class ModelHost {
         ...(h.error ? { error: h.error } : {}),
       };
     });
+  }
+
+  /** Statistics of every model this worker hosts. */
+  statsSnapshots(): ModelStatsSnapshot[] {
+    return [...this.#models.values()].map((h) => h.stats.snapshot());
   }
 
   get size(): number {

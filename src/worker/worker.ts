@@ -17,6 +17,7 @@ import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type HeartbeatMeta,
   type InferRequestMeta,
+  type ParameterValue,
   MESSAGE_KIND,
   type RegisterMeta,
   checkInferRequest,
@@ -25,14 +26,7 @@ import {
   tensorsToWire,
 } from '../protocol/index.ts';
 import { validateInputs } from '../registry/index.ts';
-import {
-  ELEMENT_BYTES,
-  type Tensor,
-  decodeBytesElements,
-  describeTensor,
-  elementCount,
-  isDatatype,
-} from '../tensor/index.ts';
+import type { Tensor } from '../tensor/index.ts';
 import {
   type IncomingRequest,
   Redialer,
@@ -77,38 +71,11 @@ export interface WorkerEvents {
   'drain-requested': [string];
 }
 
-/**
- * A js model can return anything; make sure it is well-formed tensors (bytes matching shape and
- * datatype) before they reach the encoder, so a model's bug is a BACKEND_ERROR here and never
- * looks like a client's bad input downstream.
- */
-function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
-  const bad = (why: string): never => {
-    throw new InfergridError('BACKEND_ERROR', `the model returned a malformed output: ${why}`);
-  };
-  if (!Array.isArray(outputs)) bad('expected a list of { name, datatype, shape, data: Uint8Array } tensors');
-  for (const t of outputs as unknown[]) {
-    const o = t as Partial<Tensor> | null;
-    if (typeof o !== 'object' || o === null || typeof o.name !== 'string') bad('a tensor without a name');
-    const { name, datatype, shape, data } = o as Tensor;
-    if (!isDatatype(datatype)) bad(`"${name}" has datatype ${String(datatype)}`);
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
-      bad(`"${name}" has shape ${JSON.stringify(shape)}`);
-    if (!(data instanceof Uint8Array)) bad(`"${name}" data is not a Uint8Array`);
-    if (datatype === 'BYTES') {
-      try {
-        if (decodeBytesElements(data, `"${name}"`).length !== elementCount(shape))
-          bad(`"${name}" BYTES element count does not match its shape`);
-      } catch (err) {
-        if (err instanceof InfergridError && err.code === 'BACKEND_ERROR') throw err;
-        bad((err as Error).message);
-      }
-    } else if (data.byteLength !== ELEMENT_BYTES[datatype] * elementCount(shape)) {
-      bad(
-        `"${name}" ${describeTensor(datatype, shape)} needs ${ELEMENT_BYTES[datatype] * elementCount(shape)} bytes, got ${data.byteLength}`,
-      );
-    }
-  }
+/** The `priority` parameter as a number (KServe parameters may carry it as a string). */
+function priorityOf(value: ParameterValue | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value);
+  return typeof value === 'number' ? value : Number.NaN;
 }
 
 export class Worker extends EventEmitter<WorkerEvents> {
@@ -275,6 +242,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   async #onRequest(req: IncomingRequest): Promise<void> {
+    if (req.kind === MESSAGE_KIND.STATS_REQUEST) {
+      req.reply(MESSAGE_KIND.STATS_RESPONSE, { models: this.#options.host.statsSnapshots() });
+      return;
+    }
     if (req.kind !== MESSAGE_KIND.INFER_REQUEST) {
       req.fail(new InfergridError('UNKNOWN_MESSAGE', `a worker does not answer message kind ${req.kind}`));
       return;
@@ -301,13 +272,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.stats.requests++;
     const { signal, dispose } = withDeadline(req.signal, meta.timeoutMs);
     try {
-      const outputs = await hosted.model.infer(inputs, {
-        signal,
-        parameters: meta.parameters ?? {},
+      const outputs = await hosted.batcher.submit({
+        inputs,
         outputs: meta.outputs,
+        parameters: meta.parameters,
+        priority: priorityOf(meta.parameters?.priority),
+        deadlineAt: meta.timeoutMs === undefined ? undefined : performance.now() + meta.timeoutMs,
+        signal,
       });
-      if (signal.aborted) throw signal.reason;
-      checkOutputs(outputs);
       const { headers, attachments } = tensorsToWire(outputs);
       req.reply(
         MESSAGE_KIND.INFER_RESPONSE,

@@ -1,0 +1,413 @@
+/**
+ * The scheduler in front of one model on a worker: a bounded admission queue with priority
+ * levels, and a dynamic batcher (Triton's, in spirit).
+ *
+ * When a model instance is free, the oldest request of the most urgent priority level heads
+ * the next batch, joined by queued requests that may share it (same non-batch shapes, outputs
+ * and model parameters; different shapes are bucketed, never padded) up to `maxBatchSize` rows.
+ * The batch runs at once when it is full (or a preferred size), when its oldest request has
+ * waited `maxQueueDelayMs`, or when the model is idle and that request is alone — so a lone
+ * request never waits, and under load requests that queued while the model was busy leave
+ * together. With `maxQueueDelayMs` 0 (the default) nothing ever waits for company.
+ *
+ * Contract: every submitted request is settled exactly once — with its own outputs, or
+ * OVERLOADED (queue full, at once), DEADLINE_EXCEEDED (expired before it ran; it never reaches
+ * the model), its signal's reason (cancelled: removed from the queue), or the batch's error.
+ */
+
+import { InfergridError, toInfergridError } from '../errors.ts';
+import type { Parameters } from '../protocol/index.ts';
+import type { Tensor } from '../tensor/index.ts';
+import type { ModelStats } from './stats.ts';
+import { batchSizeOf, compatibilityKey, concatInputs, splitOutputs } from './tensor-batch.ts';
+
+/** Timers the batcher uses; injectable so tests control time. */
+export interface BatcherClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const REAL_CLOCK: BatcherClock = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+/** Request parameters the engine reads itself; everything else is the model's and keeps batches apart. */
+export const ENGINE_PARAMETERS: ReadonlySet<string> = new Set([
+  'priority',
+  'timeout',
+  'timeout_ms',
+  'shard_key',
+  'cache',
+  'async',
+  'binary_data_output',
+]);
+
+export interface BatcherOptions {
+  /** For messages: "model m". */
+  name: string;
+  /** Most rows in one execution; 1 runs requests one by one. */
+  maxBatchSize: number;
+  /** How long the oldest queued request may wait for company, ms. 0: never. */
+  maxQueueDelayMs: number;
+  /** Batch sizes to run as soon as they can be formed. */
+  preferredBatchSizes: readonly number[];
+  /** Requests that may wait; one more is refused with OVERLOADED. */
+  maxQueueSize: number;
+  /** Bytes of queued tensors that may wait; more is refused with OVERLOADED. */
+  maxQueueBytes: number;
+  /** Executions that may run at once. */
+  instances: number;
+  /** Priority levels; 1 is the most urgent. */
+  priorityLevels: number;
+  /** Level of a request that names none. */
+  defaultPriorityLevel: number;
+  /** Runs one batch. The batcher never calls it with more than maxBatchSize rows. */
+  execute: (
+    inputs: Tensor[],
+    ctx: { parameters: Parameters; outputs: string[] | undefined },
+  ) => Promise<Tensor[]>;
+  stats: ModelStats;
+  clock?: BatcherClock;
+}
+
+export interface SubmitOptions {
+  inputs: Tensor[];
+  outputs?: string[] | undefined;
+  parameters?: Parameters | undefined;
+  /** 1..priorityLevels, 1 most urgent; 0 or absent: the default level. */
+  priority?: number | undefined;
+  /** In the batcher clock's time; a request still queued then is dropped with DEADLINE_EXCEEDED. */
+  deadlineAt?: number | undefined;
+  /** Aborting removes a queued request (settled with the signal's reason). */
+  signal?: AbortSignal | undefined;
+}
+
+interface Item {
+  readonly inputs: Tensor[];
+  readonly outputs: string[] | undefined;
+  readonly parameters: Parameters;
+  readonly rows: number;
+  readonly bytes: number;
+  readonly key: string;
+  readonly level: number;
+  readonly deadlineAt: number;
+  readonly enqueuedAt: number;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (outputs: Tensor[]) => void;
+  readonly reject: (err: InfergridError) => void;
+  onAbort: (() => void) | undefined;
+  queued: boolean;
+  settled: boolean;
+}
+
+export function modelParameters(parameters: Parameters | undefined): Parameters {
+  const out: Parameters = {};
+  if (!parameters) return out;
+  for (const key of Object.keys(parameters).sort())
+    if (!ENGINE_PARAMETERS.has(key)) out[key] = parameters[key]!;
+  return out;
+}
+
+export class Batcher {
+  readonly #o: Required<BatcherOptions>;
+  /** One FIFO per priority level, index 0 most urgent. */
+  readonly #levels: Item[][];
+  #queued = 0;
+  #queuedBytes = 0;
+  #running = 0;
+  #timer: unknown;
+  #timerAt = Number.POSITIVE_INFINITY;
+
+  constructor(options: BatcherOptions) {
+    const int = (v: number, min: number, what: string): void => {
+      if (!Number.isInteger(v) || v < min)
+        throw new RangeError(`${what} must be an integer >= ${min}, got ${v}`);
+    };
+    int(options.maxBatchSize, 1, 'maxBatchSize');
+    int(options.maxQueueSize, 1, 'maxQueueSize');
+    int(options.instances, 1, 'instances');
+    int(options.priorityLevels, 1, 'priorityLevels');
+    if (!(options.maxQueueDelayMs >= 0)) throw new RangeError('maxQueueDelayMs must be >= 0');
+    if (!(options.maxQueueBytes > 0)) throw new RangeError('maxQueueBytes must be > 0');
+    if (!(options.defaultPriorityLevel >= 1 && options.defaultPriorityLevel <= options.priorityLevels)) {
+      throw new RangeError('defaultPriorityLevel must be within 1..priorityLevels');
+    }
+    for (const p of options.preferredBatchSizes) int(p, 1, 'each preferred batch size');
+    this.#o = { clock: REAL_CLOCK, ...options };
+    this.#levels = Array.from({ length: options.priorityLevels }, () => []);
+  }
+
+  /** Requests waiting (not yet in a running batch). */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** Executions running now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  submit(options: SubmitOptions): Promise<Tensor[]> {
+    const o = this.#o;
+    const now = o.clock.now();
+    const fail = (err: InfergridError): Promise<Tensor[]> => Promise.reject(err);
+    if (options.signal?.aborted) {
+      o.stats.onRejected('cancelled');
+      return fail(toInfergridError(options.signal.reason, 'CANCELLED'));
+    }
+    const level = this.#level(options.priority);
+    if (level instanceof InfergridError) return fail(level);
+    const rows = batchSizeOf(options.inputs);
+    if (rows > o.maxBatchSize && o.maxBatchSize > 1) {
+      return fail(
+        new InfergridError(
+          'INVALID_ARGUMENT',
+          `${o.name}: a request of ${rows} rows is over maxBatchSize ${o.maxBatchSize}`,
+        ),
+      );
+    }
+    if (options.deadlineAt !== undefined && options.deadlineAt <= now) {
+      o.stats.onRejected('deadline');
+      return fail(
+        new InfergridError(
+          'DEADLINE_EXCEEDED',
+          `${o.name}: the request's deadline passed before it was queued`,
+        ),
+      );
+    }
+    let bytes = 0;
+    for (const t of options.inputs) bytes += t.data.byteLength;
+    if (this.#queued >= o.maxQueueSize || this.#queuedBytes + bytes > o.maxQueueBytes) {
+      o.stats.onRejected('overloaded');
+      const full = this.#queued >= o.maxQueueSize ? `${this.#queued} requests` : `${this.#queuedBytes} bytes`;
+      return fail(
+        new InfergridError(
+          'OVERLOADED',
+          `${o.name}: the queue is full (${full} waiting); retry later or on another worker`,
+          {
+            details: { retryAfterSeconds: 1, queued: this.#queued },
+          },
+        ),
+      );
+    }
+    const parameters = modelParameters(options.parameters);
+    return new Promise<Tensor[]>((resolve, reject) => {
+      const item: Item = {
+        inputs: options.inputs,
+        outputs: options.outputs,
+        parameters,
+        rows,
+        bytes,
+        key: compatibilityKey(options.inputs, options.outputs, JSON.stringify(parameters)),
+        level,
+        deadlineAt: options.deadlineAt ?? Number.POSITIVE_INFINITY,
+        enqueuedAt: now,
+        signal: options.signal,
+        resolve,
+        reject,
+        onAbort: undefined,
+        queued: true,
+        settled: false,
+      };
+      if (options.signal) {
+        item.onAbort = () => this.#abandon(item, toInfergridError(options.signal!.reason, 'CANCELLED'));
+        options.signal.addEventListener('abort', item.onAbort, { once: true });
+      }
+      this.#levels[level]!.push(item);
+      this.#queued++;
+      this.#queuedBytes += bytes;
+      o.stats.onQueueDepth(this.#queued);
+      this.#schedule();
+    });
+  }
+
+  #level(priority: number | undefined): number | InfergridError {
+    const { priorityLevels, defaultPriorityLevel, name } = this.#o;
+    if (priority === undefined || priority === 0) return defaultPriorityLevel - 1;
+    if (!Number.isInteger(priority) || priority < 1 || priority > priorityLevels) {
+      return new InfergridError(
+        'INVALID_ARGUMENT',
+        `${name}: parameter "priority" must be an integer from 1 (most urgent) to ${priorityLevels}, or 0 for the default; got ${priority}`,
+      );
+    }
+    return priority - 1;
+  }
+
+  /** Settles an item (exactly once) and takes it out of the queue if it is still there. */
+  #settle(item: Item, outcome: { outputs: Tensor[] } | { error: InfergridError }): void {
+    if (item.settled) return;
+    item.settled = true;
+    if (item.queued) this.#unqueue(item);
+    if (item.onAbort) item.signal!.removeEventListener('abort', item.onAbort);
+    const now = this.#o.clock.now();
+    if ('outputs' in outcome) {
+      this.#o.stats.onDone(true, now - item.enqueuedAt);
+      item.resolve(outcome.outputs);
+    } else {
+      this.#o.stats.onDone(false, now - item.enqueuedAt);
+      item.reject(outcome.error);
+    }
+  }
+
+  #unqueue(item: Item): void {
+    const queue = this.#levels[item.level]!;
+    const at = queue.indexOf(item);
+    if (at >= 0) queue.splice(at, 1);
+    item.queued = false;
+    this.#queued--;
+    this.#queuedBytes -= item.bytes;
+    this.#o.stats.onQueueDepth(this.#queued);
+  }
+
+  /** A cancel or deadline: a queued request leaves the queue; a running one's answer is dropped. */
+  #abandon(item: Item, reason: InfergridError): void {
+    if (item.settled) return;
+    if (item.queued) this.#o.stats.onRejected(reason.code === 'DEADLINE_EXCEEDED' ? 'deadline' : 'cancelled');
+    this.#settle(item, { error: reason });
+    this.#schedule();
+  }
+
+  /** Starts whatever batches may start now, or arms the timer for the next one that may. */
+  #schedule(): void {
+    const o = this.#o;
+    while (this.#running < o.instances && this.#queued > 0) {
+      const now = o.clock.now();
+      const head = this.#head(now);
+      if (!head) break;
+      const batch = this.#gather(head, now);
+      const rows = batch.reduce((sum, i) => sum + i.rows, 0);
+      const preferred = this.#preferredCut(batch, rows);
+      const idleAndAlone = this.#running === 0 && this.#queued === batch.length && batch.length === 1;
+      const waited = now - head.enqueuedAt >= o.maxQueueDelayMs;
+      if (rows >= o.maxBatchSize || preferred !== undefined || idleAndAlone || waited) {
+        this.#start(preferred ?? batch, now);
+        continue;
+      }
+      this.#arm(head.enqueuedAt + o.maxQueueDelayMs);
+      return;
+    }
+    if (this.#queued === 0) this.#disarm();
+  }
+
+  /** The oldest live request of the most urgent level; drops expired ones on the way. */
+  #head(now: number): Item | undefined {
+    for (const queue of this.#levels) {
+      while (queue.length > 0) {
+        const item = queue[0]!;
+        if (item.deadlineAt <= now) {
+          this.#o.stats.onRejected('deadline');
+          this.#settle(item, { error: this.#expired() });
+          continue;
+        }
+        return item;
+      }
+    }
+    return undefined;
+  }
+
+  #expired(): InfergridError {
+    return new InfergridError(
+      'DEADLINE_EXCEEDED',
+      `${this.#o.name}: the request's deadline passed while it was queued`,
+    );
+  }
+
+  /** The head and the queued requests that may share its batch, most urgent and oldest first. */
+  #gather(head: Item, now: number): Item[] {
+    const { maxBatchSize } = this.#o;
+    const batch = [head];
+    let rows = head.rows;
+    if (maxBatchSize === 1) return batch;
+    for (const queue of this.#levels) {
+      for (const item of queue) {
+        if (rows >= maxBatchSize) return batch;
+        if (item === head || item.key !== head.key || rows + item.rows > maxBatchSize) continue;
+        if (item.deadlineAt <= now) continue; // dropped when it reaches the head
+        batch.push(item);
+        rows += item.rows;
+      }
+    }
+    return batch;
+  }
+
+  /** The largest preferred size this batch can fill, cut to it; undefined when none. */
+  #preferredCut(batch: Item[], rows: number): Item[] | undefined {
+    let best = 0;
+    for (const p of this.#o.preferredBatchSizes) if (p <= rows && p > best) best = p;
+    if (best === 0) return undefined;
+    const cut: Item[] = [];
+    let n = 0;
+    for (const item of batch) {
+      if (n + item.rows > best) continue;
+      cut.push(item);
+      n += item.rows;
+    }
+    return n === best ? cut : undefined;
+  }
+
+  #arm(at: number): void {
+    if (at >= this.#timerAt) return;
+    this.#disarm();
+    const { clock } = this.#o;
+    this.#timerAt = at;
+    this.#timer = clock.setTimeout(
+      () => {
+        this.#timer = undefined;
+        this.#timerAt = Number.POSITIVE_INFINITY;
+        this.#schedule();
+      },
+      Math.max(0, at - clock.now()),
+    );
+  }
+
+  #disarm(): void {
+    if (this.#timer !== undefined) this.#o.clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+  }
+
+  #start(batch: Item[], now: number): void {
+    const o = this.#o;
+    for (const item of batch) {
+      this.#unqueue(item);
+      o.stats.onQueued(now - item.enqueuedAt);
+    }
+    this.#running++;
+    const head = batch[0]!;
+    const sizes = batch.map((i) => i.rows);
+    const rows = sizes.reduce((a, b) => a + b, 0);
+    let run: Promise<Tensor[]>;
+    try {
+      run = o.execute(concatInputs(batch.map((i) => i.inputs)), {
+        parameters: head.parameters,
+        outputs: head.outputs,
+      });
+    } catch (err) {
+      run = Promise.reject(err);
+    }
+    run
+      .then(
+        (outputs) => {
+          const perRequest = splitOutputs(outputs, sizes);
+          batch.forEach((item, i) => this.#settle(item, { outputs: perRequest[i]! }));
+        },
+        (err: unknown) => {
+          const error = toInfergridError(err, 'BACKEND_ERROR');
+          for (const item of batch) this.#settle(item, { error });
+        },
+      )
+      .catch((err: unknown) => {
+        // splitOutputs refused the model's outputs
+        const error = toInfergridError(err, 'BACKEND_ERROR');
+        for (const item of batch) this.#settle(item, { error });
+      })
+      .finally(() => {
+        o.stats.onBatch(rows, batch.length, o.clock.now() - now, Date.now());
+        this.#running--;
+        this.#schedule();
+      });
+  }
+}
