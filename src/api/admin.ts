@@ -15,6 +15,8 @@ import { modelKey } from '../registry/index.ts';
 import { parseHostPort } from '../util/address.ts';
 
 const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
+/** A timer holds at most 2^31-1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 function iso(ms: number | undefined): string | null {
   return ms === undefined ? null : new Date(ms).toISOString();
@@ -48,7 +50,7 @@ export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinat
         models: models
           .filter((e) => e.replicas.has(w.id))
           .map((e) => {
-            const route = router.stats(modelKey(e.name, e.version), w.id);
+            const route = router.stats(modelKey(e.name, e.version), w.key);
             return {
               name: e.name,
               version: e.version,

@@ -65,7 +65,7 @@ export class Coordinator {
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
     // a worker that leaves and comes back (restart) starts with a clean record
-    this.pool.on('left', (handle) => this.router.forgetWorker(handle.id));
+    this.pool.on('left', (handle) => this.router.forgetWorker(handle.id, handle.key));
   }
 
   get rpcPort(): number | undefined {
@@ -147,13 +147,13 @@ export class Coordinator {
     const handle = this.pool.get(id);
     if (!handle) throw new InfergridError('NOT_FOUND', `no worker "${id}" is connected`);
     handle.removing = true;
+    // whichever way it joined, it stays out until re-admitted
+    this.pool.block(id);
     const label = this.#staticOf.get(id);
     if (label) {
       this.#statics.get(label)?.stop(true);
       this.#statics.delete(label);
       this.#staticOf.delete(id);
-    } else {
-      this.pool.block(id);
     }
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([

@@ -41,6 +41,10 @@ export interface DispatchResult extends InferReply {
 /** Seconds a client is told to wait (Retry-After) when no worker can take a request. */
 export const RETRY_AFTER_SECONDS = 1;
 
+/** An attempt this many times the model's p99 (and at least the floor) counts as a worker failure. */
+const SLOW_ATTEMPT_FACTOR = 4;
+const SLOW_ATTEMPT_FLOOR_MS = 100;
+
 /** The request parameter whose value, hashed, picks the worker (same key, same worker). */
 export const SHARD_KEY_PARAMETER = 'shard_key';
 
@@ -101,6 +105,8 @@ export class Dispatcher {
     return this.#options.router.pick(key, routeConfig, this.#replicas(request.entry), {
       shardKeyHash,
       exclude: tried,
+      // last-resort routing to sick workers only for a first attempt, never for retries or hedges
+      allowPanic: tried.size === 0,
     });
   }
 
@@ -230,10 +236,7 @@ class RequestRun implements RunPlan {
       this.#fail(dispatcher.unavailable(this.request.entry));
       return;
     }
-    if (this.hedgeMs !== undefined) {
-      this.#controllers = new Set();
-      this.#hedgeTimer = setTimeout(() => this.#hedge(), this.hedgeMs);
-    }
+    if (this.hedgeMs !== undefined) this.#controllers = new Set();
     this.#start(first);
   }
 
@@ -250,16 +253,22 @@ class RequestRun implements RunPlan {
       controller = new AbortController();
       this.#controllers.add(controller);
     }
+    // the hedge clock runs from the start of the attempt it would back up
+    if (this.hedgeMs !== undefined && this.#running === 1) {
+      if (this.#hedgeTimer) clearTimeout(this.#hedgeTimer);
+      this.#hedgeTimer = setTimeout(() => this.#hedge(), this.hedgeMs);
+    }
     const startedAt = d.now();
-    d.router.onSend(this.key, worker.id);
+    const probe = d.router.onSend(this.key, worker.key);
     worker
       .infer({ ...this.baseMeta, timeoutMs: attemptMs }, this.attachments, {
         timeoutMs: attemptMs,
         signal: controller?.signal ?? this.request.signal,
       })
       .then(
-        (reply) => this.#onReply(worker, controller, reply, d.now() - startedAt),
-        (err: unknown) => this.#onError(worker, controller, err, attemptIsShorter),
+        (reply) => this.#onReply(worker, controller, reply, d.now() - startedAt, probe),
+        (err: unknown) =>
+          this.#onError(worker, controller, err, attemptIsShorter, d.now() - startedAt, probe),
       );
   }
 
@@ -268,10 +277,11 @@ class RequestRun implements RunPlan {
     controller: AbortController | undefined,
     reply: InferReply,
     latencyMs: number,
+    probe: boolean,
   ): void {
     this.#running--;
     if (controller) this.#controllers!.delete(controller);
-    this.#dispatcher.router.onResult(this.key, worker.id, 'success', latencyMs);
+    this.#dispatcher.router.onResult(this.key, worker.key, 'success', latencyMs, probe);
     if (this.#settled) return;
     this.#settle();
     this.#resolve({ ...reply, workerId: worker.id, attempts: this.#started });
@@ -282,6 +292,8 @@ class RequestRun implements RunPlan {
     controller: AbortController | undefined,
     err: unknown,
     attemptIsShorter: boolean,
+    elapsedMs: number,
+    probe: boolean,
   ): void {
     this.#running--;
     if (controller) this.#controllers!.delete(controller);
@@ -289,7 +301,15 @@ class RequestRun implements RunPlan {
     const error = toInfergridError(err);
     // an attempt cut short by its own timeout, with request time left: the worker was too slow
     const attemptTimedOut = error.code === 'DEADLINE_EXCEEDED' && attemptIsShorter;
-    d.router.onResult(this.key, worker.id, error.isWorkerFault || attemptTimedOut ? 'failure' : 'neutral', 0);
+    // a worker that hangs yet answers pings: an attempt that ran far past the model's usual p99
+    // counts against it even when the request's own deadline ended it
+    const p99 = d.router.latencyPercentile(this.key, 99);
+    const farTooSlow =
+      error.code === 'DEADLINE_EXCEEDED' &&
+      p99 !== undefined &&
+      elapsedMs >= Math.max(SLOW_ATTEMPT_FLOOR_MS, SLOW_ATTEMPT_FACTOR * p99);
+    const outcome = error.isWorkerFault || attemptTimedOut || farTooSlow ? 'failure' : 'neutral';
+    d.router.onResult(this.key, worker.key, outcome, 0, probe);
     if (this.#settled) return;
     // ask the budget before picking, so a refused retry costs no pick (no turn, no weight)
     if ((error.retryable || attemptTimedOut) && this.#started < this.maxAttempts && d.budget.canRetry()) {

@@ -65,13 +65,18 @@ export class WorkerHandle implements RoutableWorker {
   removing = false;
   #idle: Deferred<void> | undefined;
 
+  /** This incarnation: the id plus a number no other connection of this coordinator had. */
+  readonly key: string;
+
   constructor(
     conn: RpcConnection,
     register: RegisterMeta,
     origin: 'inbound' | 'static',
     health: HealthThresholds,
+    incarnation: number,
   ) {
     this.id = register.workerId;
+    this.key = `${register.workerId}#${incarnation}`;
     this.conn = conn;
     this.origin = origin;
     this.pid = register.pid;
@@ -145,6 +150,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #health: HealthThresholds;
   /** Worker ids an operator removed: their registrations are refused until re-admitted. */
   readonly #removed = new Set<string>();
+  #incarnations = 0;
 
   constructor(registry: ModelRegistry, health: HealthThresholds, logger: Logger) {
     super();
@@ -205,7 +211,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       conn.close(err, true);
       throw err;
     }
-    return this.#add(new WorkerHandle(conn, register, origin, this.#health), register);
+    return this.#add(new WorkerHandle(conn, register, origin, this.#health, ++this.#incarnations), register);
   }
 
   #add(handle: WorkerHandle, register: RegisterMeta): WorkerHandle {
@@ -221,15 +227,20 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       throw err;
     }
     if (previous) {
-      // a restarted worker whose old connection is not yet known to be dead
+      // a restarted worker whose old connection is not yet known to be dead: the old one
+      // leaves now (its close handler will find it already gone)
       this.#logger.warn(
         { worker: handle.id },
         'a new process registered with the id of a connected worker; replacing it',
       );
       this.#workers.delete(handle.id);
-      previous.conn.close(
-        new InfergridError('CONNECTION_LOST', 'replaced by a newer process with the same worker id'),
+      this.#registry.removeWorker(handle.id);
+      const replaced = new InfergridError(
+        'CONNECTION_LOST',
+        'replaced by a newer process with the same worker id',
       );
+      this.emit('left', previous, replaced);
+      previous.conn.close(replaced);
     }
     this.#workers.set(handle.id, handle);
     this.#registry.setWorkerModels(handle.id, register.models);

@@ -10,7 +10,6 @@ import {
   type WorkerLoad,
   advanceWeights,
   pickByStrategy,
-  resetWeightsIfChanged,
 } from './strategies.ts';
 
 export class Balancer {
@@ -29,13 +28,31 @@ export class Balancer {
     return { lastPicked: this.#lastPicked, currentWeight: this.#currentWeight };
   }
 
-  pick(candidates: readonly WorkerLoad[]): WorkerLoad | undefined {
-    if (this.strategy === 'weighted') resetWeightsIfChanged(this.#currentWeight, candidates);
+  /**
+   * Picks among `candidates`. `members` is every worker of the model, eligible or not (default:
+   * the candidates): weighted round-robin starts over only when they change, not when a retry
+   * or a sick worker narrows the candidates for a while.
+   */
+  pick(
+    candidates: readonly WorkerLoad[],
+    members: readonly { id: string }[] = candidates,
+  ): WorkerLoad | undefined {
+    if (this.strategy === 'weighted' && this.#membersChanged(members)) this.#currentWeight.clear();
     const pick = pickByStrategy(this.strategy, candidates, this.state, this.#random);
     if (!pick) return undefined;
     if (this.strategy === 'weighted') advanceWeights(this.#currentWeight, candidates, pick);
     this.recordPick(pick.id);
     return pick;
+  }
+
+  #members = new Set<string>();
+
+  #membersChanged(members: readonly { id: string }[]): boolean {
+    let same = members.length === this.#members.size;
+    if (same) for (const m of members) if (!this.#members.has(m.id)) same = false;
+    if (same) return false;
+    this.#members = new Set(members.map((m) => m.id));
+    return true;
   }
 
   /** Records a pick made elsewhere (shard affinity), so turn-taking stays fair. */

@@ -3,7 +3,9 @@
  * the circuit (the worker gets no traffic for that model); after `openMs` it is half-open and
  * lets one real request through as a probe: success closes it, failure opens it again for
  * twice as long (up to `maxOpenMs`). Outcomes that say nothing about the worker (a client's
- * bad input, a cancel) are neutral: they neither count nor reset.
+ * bad input, a cancel) are neutral: they neither count nor reset. While the circuit is open,
+ * only the probe's own outcome counts: answers to requests sent before it opened arrive late
+ * and say nothing new.
  */
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
@@ -53,34 +55,46 @@ export class CircuitBreaker {
     return state === 'closed' || (state === 'half-open' && !this.#probing);
   }
 
-  /** Call when a request is sent through; in half-open it becomes the probe. */
-  onSend(): void {
-    if (this.state === 'half-open') this.#probing = true;
+  /** Call when a request is sent through. Returns true when it is the half-open probe; pass that to its outcome. */
+  onSend(): boolean {
+    if (this.state !== 'half-open' || this.#probing) return false;
+    this.#probing = true;
+    return true;
   }
 
-  onSuccess(): void {
+  onSuccess(probe = false): void {
+    if (!this.#opened) {
+      this.#failures = 0;
+      return;
+    }
+    if (!probe) return;
     this.#failures = 0;
-    if (this.#opened) {
-      this.#opened = false;
-      this.#probing = false;
-      this.#openMs = this.#options.openMs;
-    }
+    this.#opened = false;
+    this.#probing = false;
+    this.#openMs = this.#options.openMs;
   }
 
-  onFailure(): void {
-    this.#failures++;
-    const probeFailed = this.#opened && this.#probing;
-    if (probeFailed) this.#openMs = Math.min(this.#options.maxOpenMs, this.#openMs * 2);
-    if (probeFailed || (!this.#opened && this.#failures >= this.#options.failureThreshold)) {
-      this.#opened = true;
-      this.#probing = false;
-      this.#openUntil = this.#options.now() + this.#openMs;
-      this.opens++;
+  onFailure(probe = false): void {
+    if (this.#opened) {
+      if (!probe) return;
+      this.#failures++;
+      this.#openMs = Math.min(this.#options.maxOpenMs, this.#openMs * 2);
+      this.#open();
+      return;
     }
+    this.#failures++;
+    if (this.#failures >= this.#options.failureThreshold) this.#open();
   }
 
   /** An outcome that says nothing about the worker: a probe that ended so is simply released. */
-  onNeutral(): void {
+  onNeutral(probe = false): void {
+    if (probe) this.#probing = false;
+  }
+
+  #open(): void {
+    this.#opened = true;
     this.#probing = false;
+    this.#openUntil = this.#options.now() + this.#openMs;
+    this.opens++;
   }
 }

@@ -26,5 +26,4 @@ export {
   pickRandom,
   pickRoundRobin,
   pickWeighted,
-  resetWeightsIfChanged,
 } from './strategies.ts';

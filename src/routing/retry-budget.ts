@@ -46,28 +46,31 @@ export class RetryBudget {
   /** Adds the floor's refill for the time since the last one. */
   #refill(): void {
     const now = this.#options.now();
-    // minPerSecond retries a second is minPerSecond units a millisecond
-    this.#units = Math.min(
-      this.#capacity,
-      this.#units + Math.floor((now - this.#refilledAt) * this.#options.minPerSecond),
-    );
-    this.#refilledAt = now;
+    const { minPerSecond } = this.#options;
+    // minPerSecond retries a second is minPerSecond units a millisecond; the clock moves on only
+    // by the time turned into whole units, so a fractional rate still adds up
+    const units = Math.floor((now - this.#refilledAt) * minPerSecond);
+    if (units > 0) {
+      this.#units = Math.min(this.#capacity, this.#units + units);
+      this.#refilledAt += units / minPerSecond;
+    }
+    // a full bucket or no floor at all: nothing to carry over
+    if (this.#units >= this.#capacity || minPerSecond === 0) this.#refilledAt = now;
   }
 
-  /** Whether a retry would be allowed now (takes nothing). */
+  /** Whether a retry would be allowed now (takes nothing; a no is counted in `exhausted`). */
   canRetry(): boolean {
     this.#refill();
-    return this.#units >= UNITS_PER_RETRY;
+    if (this.#units >= UNITS_PER_RETRY) return true;
+    this.exhausted++;
+    return false;
   }
 
   /** Takes one retry from the budget if there is one. */
   tryRetry(): boolean {
-    if (this.canRetry()) {
-      this.#units -= UNITS_PER_RETRY;
-      return true;
-    }
-    this.exhausted++;
-    return false;
+    if (!this.canRetry()) return false;
+    this.#units -= UNITS_PER_RETRY;
+    return true;
   }
 
   /** Whole retries available now. */

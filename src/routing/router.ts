@@ -22,6 +22,11 @@ import type { Random, StrategyName, WorkerLoad } from './strategies.ts';
 /** What the router needs to know about a worker. */
 export interface RoutableWorker {
   readonly id: string;
+  /**
+   * This incarnation of the worker (a restarted worker keeps its id but gets a new key), so
+   * late outcomes from a dead connection never land on its successor. Defaults to the id.
+   */
+  readonly key?: string;
   /** Requests this coordinator has in flight on it. */
   readonly inFlight: number;
   readonly weight: number;
@@ -36,6 +41,12 @@ export interface RouteRequest {
   shardKeyHash?: number | undefined;
   /** Workers already tried for this request. */
   exclude?: ReadonlySet<string> | undefined;
+  /**
+   * Whether to fall back on ineligible workers when none is eligible (default true). Retries
+   * and hedges pass false: after the healthy workers have failed, sending the request to one
+   * known to be sick only turns a quick error into a slow one.
+   */
+  allowPanic?: boolean | undefined;
 }
 
 export type AttemptOutcome = 'success' | 'failure' | 'neutral';
@@ -131,9 +142,10 @@ export class Router {
     for (const w of workers) {
       if (!w.connected || w.draining || exclude?.has(w.id)) continue;
       anyUsable = true;
-      if (w.health === 'healthy' && this.#replica(model, w.id).breaker.allowsRequest) eligible.push(w);
+      if (w.health === 'healthy' && this.#replica(model, w.key ?? w.id).breaker.allowsRequest)
+        eligible.push(w);
     }
-    if (eligible.length === 0 && anyUsable) {
+    if (eligible.length === 0 && anyUsable && request.allowPanic !== false) {
       this.panicPicks++;
       eligible = workers.filter((w) => w.connected && !w.draining && !exclude?.has(w.id));
     }
@@ -148,16 +160,16 @@ export class Router {
         id: w.id,
         inFlight: w.inFlight,
         weight: w.weight,
-        latencyMs: this.#replica(model, w.id).latency.valueAt(now),
+        latencyMs: this.#replica(model, w.key ?? w.id).latency.valueAt(now),
       }));
-      const picked = model.balancer.pick(loads);
+      const picked = model.balancer.pick(loads, workers);
       chosen = picked && eligible[loads.indexOf(picked)];
     } else {
       // a worker is its own load snapshot: no copy per pick
-      chosen = model.balancer.pick(eligible) as W | undefined;
+      chosen = model.balancer.pick(eligible, workers) as W | undefined;
     }
     if (chosen) {
-      const r = this.#replica(model, chosen.id);
+      const r = this.#replica(model, chosen.key ?? chosen.id);
       r.picks++;
       r.lastPickedAt = this.#now();
     }
@@ -182,26 +194,36 @@ export class Router {
     return best;
   }
 
-  /** A request is being sent to the worker (a half-open circuit's probe is now out). */
-  onSend(modelKey: string, workerId: string): void {
-    const model = this.#models.get(modelKey);
-    if (model) this.#replica(model, workerId).breaker.onSend();
+  /**
+   * A request is being sent to the worker incarnation `key`. Returns true when it is its
+   * circuit's half-open probe; pass that to onResult.
+   */
+  onSend(modelKey: string, key: string): boolean {
+    return this.#models.get(modelKey)?.replicas.get(key)?.breaker.onSend() ?? false;
   }
 
-  /** The outcome of an attempt: feeds the circuit breaker and, on success, the latencies. */
-  onResult(modelKey: string, workerId: string, outcome: AttemptOutcome, latencyMs: number): void {
+  /**
+   * The outcome of an attempt: feeds the circuit breaker and, on success, the latencies.
+   * Outcomes for an incarnation the router has forgotten (its connection closed) are dropped.
+   */
+  onResult(modelKey: string, key: string, outcome: AttemptOutcome, latencyMs: number, probe = false): void {
     const model = this.#models.get(modelKey);
-    if (!model) return;
-    const r = this.#replica(model, workerId);
+    const r = model?.replicas.get(key);
+    if (!model || !r) return;
     if (outcome === 'success') {
-      r.breaker.onSuccess();
+      r.breaker.onSuccess(probe);
       r.latency.observe(latencyMs, this.#now());
       model.window.observe(latencyMs);
     } else if (outcome === 'failure') {
-      r.breaker.onFailure();
+      r.breaker.onFailure(probe);
     } else {
-      r.breaker.onNeutral();
+      r.breaker.onNeutral(probe);
     }
+  }
+
+  /** The p-th percentile of the model's recent successful latencies, once there are any. */
+  latencyPercentile(modelKey: string, p: number): number | undefined {
+    return this.#models.get(modelKey)?.window.percentile(p);
   }
 
   /** How long to wait before hedging a request for this model, or undefined for no hedge. */
@@ -214,8 +236,8 @@ export class Router {
     return window.percentile(hedge.percentile);
   }
 
-  stats(modelKey: string, workerId: string): ReplicaRouteStats | undefined {
-    const r = this.#models.get(modelKey)?.replicas.get(workerId);
+  stats(modelKey: string, key: string): ReplicaRouteStats | undefined {
+    const r = this.#models.get(modelKey)?.replicas.get(key);
     if (!r) return undefined;
     return {
       circuit: r.breaker.state,
@@ -227,10 +249,10 @@ export class Router {
     };
   }
 
-  /** Forgets everything about a worker that left (a restarted one starts afresh). */
-  forgetWorker(workerId: string): void {
+  /** Forgets everything about a worker incarnation that left (a restarted one starts afresh). */
+  forgetWorker(workerId: string, key = workerId): void {
     for (const model of this.#models.values()) {
-      model.replicas.delete(workerId);
+      model.replicas.delete(key);
       model.balancer.forget(workerId);
     }
     this.#workerHashes.delete(workerId);

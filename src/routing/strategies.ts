@@ -139,25 +139,16 @@ export function pickWeighted(candidates: readonly WorkerLoad[], state: PickState
   let bestWeight = Number.NEGATIVE_INFINITY;
   for (const w of candidates) {
     const current = (state.currentWeight.get(w.id) ?? 0) + Math.max(0, w.weight);
-    if (current > bestWeight) {
+    const tieGoesHere =
+      current === bestWeight &&
+      best !== undefined &&
+      lastPickedOf(state, w.id) < lastPickedOf(state, best.id);
+    if (current > bestWeight || tieGoesHere) {
       best = w;
       bestWeight = current;
     }
   }
   return best;
-}
-
-/**
- * Starts the running weights over when the set of candidates changed: weights left behind by
- * a worker that went (or missing for one that came) would skew the shares for many rounds.
- */
-export function resetWeightsIfChanged(
-  currentWeight: Map<string, number>,
-  candidates: readonly WorkerLoad[],
-): void {
-  let known = 0;
-  for (const w of candidates) if (currentWeight.has(w.id)) known++;
-  if (known !== candidates.length || currentWeight.size !== candidates.length) currentWeight.clear();
 }
 
 /** The running-weight update that goes with pickWeighted's pick. */

@@ -267,14 +267,16 @@ function run(options: RunOptions): void {
       case 'connected':
         w.connected = op.value;
         break;
-      case 'failure':
-        router.onSend(MODEL, w.id);
-        router.onResult(MODEL, w.id, 'failure', 0);
+      case 'failure': {
+        const probe = router.onSend(MODEL, w.id);
+        router.onResult(MODEL, w.id, 'failure', 0, probe);
         break;
-      case 'success':
-        router.onSend(MODEL, w.id);
-        router.onResult(MODEL, w.id, 'success', op.latencyMs);
+      }
+      case 'success': {
+        const probe = router.onSend(MODEL, w.id);
+        router.onResult(MODEL, w.id, 'success', op.latencyMs, probe);
         break;
+      }
     }
   }
 }
@@ -918,9 +920,10 @@ test("routing - a shard key's worker going draining, unhealthy or circuit-open s
       fc.integer({ min: 0, max: 2 ** 32 - 1 }),
       fc.constantFrom('draining', 'unhealthy', 'circuit', 'disconnected'),
       (n, key, how) => {
+        let now = 0;
         const router = new Router({
           routing: routingSchema.parse({ circuitBreaker: CIRCUIT }),
-          now: () => 0,
+          now: () => now,
         });
         const workers = Array.from({ length: n }, (_, i) => testWorker(`w${i}`));
         const order = rendezvousOrder(
@@ -941,7 +944,12 @@ test("routing - a shard key's worker going draining, unhealthy or circuit-open s
         first.draining = false;
         first.health = 'healthy';
         first.connected = true;
-        router.onResult(MODEL, first.id, 'success', 1);
+        if (how === 'circuit') {
+          // an open circuit recovers through its half-open probe
+          now += CIRCUIT.maxOpenMs;
+          assert.equal(router.pick(MODEL, MODEL_CONFIG, workers, { shardKeyHash: key }), first);
+          router.onResult(MODEL, first.id, 'success', 1, router.onSend(MODEL, first.id));
+        }
         assert.equal(router.pick(MODEL, MODEL_CONFIG, workers, { shardKeyHash: key }), first);
       },
     ),

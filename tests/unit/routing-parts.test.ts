@@ -6,8 +6,9 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { modelRoutingSchema, routingSchema } from '../../src/config/schema.ts';
+import { modelRoutingSchema, routingSchema } from '../../src/config/index.ts';
 import {
+  Balancer,
   CircuitBreaker,
   type CircuitBreakerOptions,
   HealthCheck,
@@ -118,12 +119,16 @@ test('circuit breaker - half-open lets exactly one probe out; its success closes
   b.onFailure();
   clock.set(100);
   assert.equal(b.allowsRequest, true);
-  b.onSend();
+  const probe = b.onSend();
+  assert.equal(probe, true);
   assert.equal(b.state, 'half-open');
   assert.equal(b.allowsRequest, false, 'a second request was let through while the probe is out');
+  assert.equal(b.onSend(), false, 'only one probe');
+  b.onSuccess(false);
+  assert.equal(b.state, 'half-open', 'a late answer to a request sent before it opened closed the circuit');
   clock.set(10_000);
   assert.equal(b.allowsRequest, false, 'the probe is still out, however long it takes');
-  b.onSuccess();
+  b.onSuccess(probe);
   assert.equal(b.state, 'closed');
   assert.equal(b.allowsRequest, true);
   assert.equal(b.consecutiveFailures, 0);
@@ -143,18 +148,14 @@ test('circuit breaker - a failed probe reopens for twice as long, capped at maxO
     assert.equal(b.state, 'half-open', `not half-open at ${until}`);
   };
   expectOpenUntil(100);
-  b.onSend();
-  b.onFailure(); // 2 × 100
+  b.onFailure(b.onSend()); // 2 × 100
   expectOpenUntil(300);
-  b.onSend();
-  b.onFailure(); // 2 × 200 = 400, capped at 300
+  b.onFailure(b.onSend()); // 2 × 200 = 400, capped at 300
   expectOpenUntil(600);
-  b.onSend();
-  b.onFailure(); // stays at the cap
+  b.onFailure(b.onSend()); // stays at the cap
   expectOpenUntil(900);
   assert.equal(b.opens, 4);
-  b.onSend();
-  b.onSuccess();
+  b.onSuccess(b.onSend());
   assert.equal(b.state, 'closed');
   b.onFailure(); // the first period again
   expectOpenUntil(1000);
@@ -165,9 +166,11 @@ test('circuit breaker - a neutral outcome releases the probe', () => {
   const b = breaker({ failureThreshold: 1, now: clock.now });
   b.onFailure();
   clock.set(100);
-  b.onSend();
+  const probe = b.onSend();
   assert.equal(b.allowsRequest, false);
-  b.onNeutral();
+  b.onNeutral(false);
+  assert.equal(b.allowsRequest, false, 'a neutral outcome of another request released the probe');
+  b.onNeutral(probe);
   assert.equal(b.state, 'half-open');
   assert.equal(b.allowsRequest, true, 'a cancelled probe kept the circuit shut');
   assert.equal(b.opens, 1);
@@ -178,8 +181,9 @@ test('circuit breaker - a neutral outcome releases the probe', () => {
 test('circuit breaker - sending while closed is not a probe', () => {
   const clock = manualClock();
   const b = breaker({ failureThreshold: 2, now: clock.now });
-  b.onSend();
-  b.onFailure();
+  const probe = b.onSend();
+  assert.equal(probe, false);
+  b.onFailure(probe);
   assert.equal(b.state, 'closed', 'one failure of a closed circuit counted as a failed probe');
 });
 
@@ -509,9 +513,16 @@ test('router - the configured failures open a worker circuit, which keeps it out
   clock.advance(1000);
   assert.equal(r.stats(MODEL, 'a')?.circuit, 'half-open');
   assert.deepEqual(picks(r, workers, 1), ['a']);
-  r.onSend(MODEL, 'a');
+  const probe = r.onSend(MODEL, 'a');
+  assert.equal(probe, true, 'the request sent through a half-open circuit is its probe');
   assert.deepEqual(picks(r, workers, 3), ['b', 'b', 'b']);
-  r.onResult(MODEL, 'a', 'success', 42);
+  r.onResult(MODEL, 'a', 'failure', 0, false);
+  assert.equal(
+    r.stats(MODEL, 'a')?.circuit,
+    'half-open',
+    'a late failure of an older request reopened the circuit',
+  );
+  r.onResult(MODEL, 'a', 'success', 42, probe);
   assert.equal(r.stats(MODEL, 'a')?.circuit, 'closed');
   assert.equal(r.stats(MODEL, 'a')?.consecutiveFailures, 0);
   assert.deepEqual(picks(r, workers, 2).sort(), ['a', 'b']);
@@ -615,4 +626,74 @@ test("router - a model's own strategy overrides routing.strategy", () => {
   for (let i = 0; i < 3; i++) assert.equal(r.pick(MODEL, leastConnections, workers)?.id, 'b');
   const others = Array.from({ length: 3 }, () => r.pick('other:1', NO_HEDGE, workers)?.id);
   assert.deepEqual(others, ['a', 'b', 'c'], 'round-robin by default');
+});
+
+test('router - outcomes that arrive after a worker incarnation was forgotten never reach its successor', () => {
+  const clock = manualClock();
+  const r = router(clock);
+  const old = worker('w', { key: 'w#1' });
+  assert.equal(r.pick(MODEL, NO_HEDGE, [old])?.id, 'w');
+  const probes = Array.from({ length: 5 }, () => r.onSend(MODEL, 'w#1'));
+  r.forgetWorker('w', 'w#1'); // its connection closed
+  for (const probe of probes) r.onResult(MODEL, 'w#1', 'failure', 0, probe); // CONNECTION_LOST, late
+  const restarted = worker('w', { key: 'w#2' });
+  assert.equal(r.pick(MODEL, NO_HEDGE, [restarted])?.id, 'w');
+  assert.deepEqual(
+    { circuit: r.stats(MODEL, 'w#2')?.circuit, failures: r.stats(MODEL, 'w#2')?.consecutiveFailures },
+    { circuit: 'closed', failures: 0 },
+  );
+  assert.equal(r.stats(MODEL, 'w#1'), undefined, 'the dead incarnation was not brought back');
+});
+
+test('router - retries and hedges never fall back on sick workers (no panic routing for them)', () => {
+  const r = router(manualClock());
+  const workers = [worker('ok'), worker('sick', { health: 'unhealthy' })];
+  assert.equal(r.pick(MODEL, NO_HEDGE, workers, { exclude: new Set(['ok']), allowPanic: false }), undefined);
+  assert.equal(r.panicPicks, 0);
+  assert.equal(
+    r.pick(MODEL, NO_HEDGE, workers, { exclude: new Set(['ok']) })?.id,
+    'sick',
+    'a first attempt may',
+  );
+  assert.equal(r.panicPicks, 1);
+});
+
+test('balancer - weighted keeps its running weights when a retry narrows the candidates, and breaks ties by turn', () => {
+  const b = new Balancer('weighted');
+  const [a, c, d] = ['a', 'c', 'd'].map((id) => ({ id, inFlight: 0, weight: 1 }));
+  const members = [a!, c!, d!];
+  const counts: Record<string, number> = { a: 0, c: 0, d: 0 };
+  for (let i = 0; i < 300; i++) {
+    const first = b.pick(members, members)!;
+    counts[first.id]!++;
+    // every other request is retried on the others (the tried one excluded)
+    if (i % 2 === 0)
+      counts[
+        b.pick(
+          members.filter((m) => m !== first),
+          members,
+        )!.id
+      ]!++;
+  }
+  // the load each worker takes (first attempts and retries) stays in proportion to its weight
+  for (const n of Object.values(counts))
+    assert.ok(Math.abs(n - 150) <= 2, `unfair under retries: ${JSON.stringify(counts)}`);
+  // a membership change does start over
+  const e = { id: 'e', inFlight: 0, weight: 1 };
+  const after = Array.from({ length: 4 }, () => b.pick([...members, e], [...members, e])!.id).sort();
+  assert.deepEqual(after, ['a', 'c', 'd', 'e']);
+});
+
+test('retry budget - a refused retry is counted, and a fractional floor still refills', () => {
+  const clock = manualClock();
+  const b = new RetryBudget({ ratio: 0, minPerSecond: 0.5, now: clock.now });
+  while (b.tryRetry());
+  const refusedAfterDrain = b.exhausted;
+  assert.equal(b.canRetry(), false);
+  assert.equal(b.exhausted, refusedAfterDrain + 1, 'canRetry saying no counts as a refusal');
+  for (let ms = 1; ms <= 2000; ms++) {
+    clock.set(ms);
+    b.canRetry(); // checked every millisecond, as under steady failing traffic
+  }
+  assert.equal(b.available, 1, 'half a retry a second for two seconds is one retry');
 });
