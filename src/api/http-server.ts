@@ -12,6 +12,7 @@ import type { Logger } from '../telemetry/index.ts';
 import { registerAdminRoutes } from './admin.ts';
 import { fromFastifyError, sendError } from './errors.ts';
 import { registerKserveRoutes } from './kserve.ts';
+import { registerStatsRoutes } from './stats.ts';
 
 export interface HttpServerOptions {
   coordinator: Coordinator;
@@ -69,6 +70,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     config,
     serverVersion: options.serverVersion,
   });
+  registerStatsRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator);
   return app;
 }

@@ -41,7 +41,11 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   const { coordinator, config } = options;
   const { registry } = coordinator;
 
-  app.get('/v2', async () => ({ name: SERVER_NAME, version: options.serverVersion, extensions: [] }));
+  app.get('/v2', async () => ({
+    name: SERVER_NAME,
+    version: options.serverVersion,
+    extensions: ['statistics'],
+  }));
 
   app.get('/v2/health/live', async () => ({ live: true }));
 

@@ -22,6 +22,8 @@ export interface ModelStatsSnapshot {
   success: CountNs;
   fail: CountNs;
   queue: CountNs;
+  /** The longest any request waited in the queue, ns. */
+  queueMaxNs: number;
   computeInfer: CountNs;
   /** Per executed batch size: how many batches of that size, and their compute time. */
   batchStats: { batchSize: number; computeInfer: CountNs }[];
@@ -41,6 +43,7 @@ export class ModelStats {
   readonly success = cn();
   readonly fail = cn();
   readonly queue = cn();
+  queueMaxNs = 0;
   readonly computeInfer = cn();
   readonly #batches = new Map<number, CountNs>();
   queueDepth = 0;
@@ -75,8 +78,10 @@ export class ModelStats {
   }
 
   onQueued(waitMs: number): void {
+    const ns = Math.round(waitMs * 1e6);
     this.queue.count++;
-    this.queue.ns += Math.round(waitMs * 1e6);
+    this.queue.ns += ns;
+    if (ns > this.queueMaxNs) this.queueMaxNs = ns;
   }
 
   onDone(ok: boolean, totalMs: number): void {
@@ -99,6 +104,7 @@ export class ModelStats {
       success: { ...this.success },
       fail: { ...this.fail },
       queue: { ...this.queue },
+      queueMaxNs: this.queueMaxNs,
       computeInfer: { ...this.computeInfer },
       batchStats: [...this.#batches]
         .sort((a, b) => a[0] - b[0])
@@ -125,6 +131,7 @@ export function mergeStats(snapshots: readonly ModelStatsSnapshot[]): ModelStats
     merged.success = add(merged.success, s.success);
     merged.fail = add(merged.fail, s.fail);
     merged.queue = add(merged.queue, s.queue);
+    merged.queueMaxNs = Math.max(merged.queueMaxNs, s.queueMaxNs);
     merged.computeInfer = add(merged.computeInfer, s.computeInfer);
     merged.queueDepth += s.queueDepth;
     merged.maxQueueDepth += s.maxQueueDepth;

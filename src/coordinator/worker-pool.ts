@@ -6,6 +6,7 @@
  */
 
 import { EventEmitter } from 'node:events';
+import type { ModelStatsSnapshot } from '../batching/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type Frame,
@@ -99,6 +100,15 @@ export class WorkerHandle implements RoutableWorker {
 
   get health(): WorkerHealth {
     return this.healthCheck.state;
+  }
+
+  /** The worker's per-model statistics (queue, batches, compute), fetched over its connection. */
+  async stats(timeoutMs: number): Promise<ModelStatsSnapshot[]> {
+    const frame = await this.conn.request(MESSAGE_KIND.STATS_REQUEST, {}, [], { timeoutMs });
+    const models = (frame.meta as { models?: unknown } | undefined)?.models;
+    if (!Array.isArray(models))
+      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent malformed statistics`);
+    return models as ModelStatsSnapshot[];
   }
 
   /** Resolves when nothing sent by this coordinator is in flight on the worker. */
