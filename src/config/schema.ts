@@ -181,6 +181,11 @@ export const batchingSchema = z
     maxQueueDelayMs: z.number().min(0).max(60_000).default(0),
     /** Batch sizes to run as soon as they can be formed. */
     preferredBatchSizes: z.array(z.number().int().min(1)).default([]),
+    /**
+     * Right after a batch of several requests, hold a smaller batch (at most half that batch's
+     * compute time) until as many have queued: its clients are about to come back.
+     */
+    refillWait: z.boolean().default(true),
     /** Requests that may wait for this model on one worker; more get OVERLOADED (429). */
     maxQueueSize: z.number().int().min(1).default(1024),
     /** Bytes of input tensors that may wait; more get OVERLOADED (429). */

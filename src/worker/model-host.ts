@@ -78,6 +78,7 @@ function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStat
     maxBatchSize: b.enabled ? config.maxBatchSize : 1,
     maxQueueDelayMs: b.maxQueueDelayMs,
     preferredBatchSizes: b.enabled ? b.preferredBatchSizes : [],
+    refillWait: b.enabled && b.refillWait,
     maxQueueSize: b.maxQueueSize,
     maxQueueBytes: b.maxQueueBytes,
     instances: b.instances,
