@@ -37,7 +37,6 @@ import {
 } from '../rpc/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort } from '../util/address.ts';
-import { withDeadline } from '../util/deadline.ts';
 import { type Deferred, deferred } from '../util/deferred.ts';
 import type { ModelHost } from './model-host.ts';
 
@@ -270,15 +269,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     this.#inFlight++;
     this.stats.requests++;
-    const { signal, dispose } = withDeadline(req.signal, meta.timeoutMs);
     try {
+      // the batcher keeps the deadline (queued or running); the signal carries cancels and a lost connection
       const outputs = await hosted.batcher.submit({
         inputs,
         outputs: meta.outputs,
         parameters: meta.parameters,
         priority: priorityOf(meta.parameters?.priority),
         deadlineAt: meta.timeoutMs === undefined ? undefined : performance.now() + meta.timeoutMs,
-        signal,
+        signal: req.signal,
       });
       const { headers, attachments } = tensorsToWire(outputs);
       req.reply(
@@ -293,10 +292,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       );
     } catch (err) {
       this.stats.failures++;
-      const reason = signal.aborted && signal.reason instanceof InfergridError ? signal.reason : undefined;
-      req.fail(reason ?? toInfergridError(err, 'BACKEND_ERROR'));
+      req.fail(toInfergridError(err, 'BACKEND_ERROR'));
     } finally {
-      dispose();
       this.#inFlight--;
       if (this.#inFlight === 0 && this.#idle) this.#idle.resolve();
     }
