@@ -115,10 +115,10 @@ export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinat
     async (req) => {
       const raw = req.query.timeout_ms;
       const timeoutMs = raw === undefined ? DEFAULT_REMOVE_TIMEOUT_MS : Number(raw);
-      if (!(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+      if (!(Number.isInteger(timeoutMs) && timeoutMs >= 0 && timeoutMs <= MAX_TIMER_MS)) {
         throw new InfergridError(
           'INVALID_ARGUMENT',
-          `timeout_ms must be a non-negative number of ms, got "${raw}"`,
+          `timeout_ms must be a whole number of ms from 0 to ${MAX_TIMER_MS}, got "${raw}"`,
         );
       }
       const { drained } = await coordinator.removeWorker(req.params.id, timeoutMs);

@@ -456,7 +456,7 @@ export class Batcher {
       .then(
         (outputs) => {
           const perRequest = splitOutputs(outputs, sizes);
-          batch.forEach((item, i) => this.#settle(item, { outputs: perRequest[i]! }));
+          for (const [i, item] of batch.entries()) this.#settle(item, { outputs: perRequest[i]! });
         },
         (err: unknown) => {
           const error = toInfergridError(err, 'BACKEND_ERROR');

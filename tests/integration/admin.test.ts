@@ -129,9 +129,20 @@ test('admin - add a static worker with a weight, drain and remove workers, re-ad
     const removal = await fetch(`${url}/admin/workers/static`, { method: 'DELETE' });
     assert.deepEqual(await removal.json(), { removed: 'static', drained: true });
     const body = (await (await fetch(`${url}/admin/workers`)).json()) as {
-      routing: { staticWorkers: string[] };
+      routing: { staticWorkers: string[]; removed: string[] };
     };
     assert.deepEqual(body.routing.staticWorkers, []);
+    assert.deepEqual(
+      body.routing.removed,
+      ['static'],
+      'a removed static worker is kept out too, should it dial in',
+    );
+    const bad = await fetch(`${url}/admin/workers/inbound?timeout_ms=9999999999999`, { method: 'DELETE' });
+    assert.equal(bad.status, 400);
+    assert.match(
+      ((await bad.json()) as { error: string }).error,
+      /timeout_ms must be a whole number of ms from 0 to 2147483647/,
+    );
     assert.deepEqual(
       (await adminWorkers(url)).map((w) => w.id),
       ['inbound'],
