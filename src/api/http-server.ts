@@ -10,6 +10,7 @@ import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { registerAdminRoutes } from './admin.ts';
+import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { fromFastifyError, sendError } from './errors.ts';
 import { registerKserveRoutes } from './kserve.ts';
 import { registerStatsRoutes } from './stats.ts';
@@ -71,6 +72,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     serverVersion: options.serverVersion,
   });
   registerStatsRoutes(app, options.coordinator);
+  registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator);
   return app;
 }

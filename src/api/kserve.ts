@@ -4,16 +4,30 @@
  */
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { CacheMode } from '../cache/index.ts';
 import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { type ModelEntry, validateInputs } from '../registry/index.ts';
 import { type Datatype, isDatatype, tensorFromJson } from '../tensor/index.ts';
 import { sendError } from './errors.ts';
-import { buildInferResponse, parseInferBody } from './infer-body.ts';
+import { type InferResponseBody, buildInferResponse, parseInferBody } from './infer-body.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
 
 export const SERVER_NAME = 'infergrid';
+/** Response header and parameter saying how a request met the cache: hit, miss, joined, bypass, refresh. */
+export const CACHE_HEADER = 'infergrid-cache';
+export const CACHE_PARAMETER = 'infergrid_cache';
+
+/** The `cache` request parameter: "bypass" (neither read nor write) or "refresh" (recompute, then store). */
+function cacheModeOf(value: unknown): CacheMode {
+  if (value === undefined) return 'normal';
+  if (value === 'bypass' || value === 'refresh') return value;
+  throw new InfergridError(
+    'INVALID_ARGUMENT',
+    `parameter "cache" must be "bypass" or "refresh", got ${JSON.stringify(value)}`,
+  );
+}
 
 interface ModelParams {
   model: string;
@@ -81,6 +95,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       config.coordinator.maxRequestTimeoutMs,
     );
     const { entry, spec } = coordinator.resolve(req.params.model, req.params.version);
+    const cacheMode = cacheModeOf(body.parameters.cache);
     for (const input of body.inputs) {
       if (!isDatatype(input.datatype)) {
         throw new InfergridError(
@@ -104,25 +119,35 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     };
     reply.raw.once('close', onClose);
     try {
-      const result = await coordinator.dispatch({
-        entry,
-        inputs,
-        outputs: body.outputs,
-        parameters: Object.keys(body.parameters).length ? body.parameters : undefined,
-        id: body.id,
-        timeoutMs: remainingMs,
-        signal: controller.signal,
-      });
+      const result = await coordinator.infer(
+        {
+          entry,
+          inputs,
+          outputs: body.outputs,
+          parameters: Object.keys(body.parameters).length ? body.parameters : undefined,
+          id: body.id,
+          timeoutMs: remainingMs,
+          signal: controller.signal,
+        },
+        cacheMode,
+      );
+      let response: InferResponseBody;
       try {
-        return buildInferResponse(result.meta, result.outputs, body.id);
+        response = buildInferResponse(result.meta, result.outputs, body.id);
       } catch (err) {
         // bad output bytes are the worker's fault, never the client's
         throw new InfergridError(
           'BACKEND_ERROR',
-          `worker ${result.workerId} returned a malformed output: ${(err as Error).message}`,
+          `worker ${result.workerId ?? '(cache)'} returned a malformed output: ${(err as Error).message}`,
           { cause: err },
         );
       }
+      if (result.cache) {
+        // whether the answer came from the cache: a header and a response parameter
+        reply.header(CACHE_HEADER, result.cache);
+        response.parameters = { ...response.parameters, [CACHE_PARAMETER]: result.cache };
+      }
+      return response;
     } catch (err) {
       if (err instanceof InfergridError && err.code === 'DEADLINE_EXCEEDED') {
         return sendError(

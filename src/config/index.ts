@@ -7,6 +7,7 @@ export {
 } from './load.ts';
 export {
   type BatchingConfig,
+  type CacheConfig,
   type CoordinatorConfig,
   DEFAULT_BODY_LIMIT_BYTES,
   DEFAULT_HTTP_PORT,
@@ -22,6 +23,7 @@ export {
   type SimOptions,
   type WorkerConfig,
   batchingSchema,
+  cacheSchema,
   configSchema,
   modelRoutingSchema,
   routingSchema,

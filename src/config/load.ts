@@ -232,6 +232,9 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   applyOverrides(raw, options.overrides ?? {});
   const baseDir = file ? dirname(file) : process.cwd();
   const result = configSchema.safeParse(raw);
+  if (result.success && result.data.cache.sqlite && !isAbsolute(result.data.cache.sqlite.path)) {
+    result.data.cache.sqlite.path = resolve(baseDir, result.data.cache.sqlite.path);
+  }
   if (result.success) {
     const { models, workers } = result.data;
     const index = <T>(list: T[]): Indexed<T>[] => list.map((value, i) => ({ index: i, value }));

@@ -203,6 +203,66 @@ export const batchingSchema = z
   })
   .strict();
 
+export const cacheSchema = z
+  .object({
+    /** Lifetime of a cached response when the model sets none, ms. */
+    defaultTtlMs: positiveMs.default(300_000),
+    memory: z
+      .object({
+        /** Bytes of cached responses held in memory (keys included). */
+        maxBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(256 * MIB),
+        maxEntries: z.number().int().min(1).default(100_000),
+      })
+      .strict()
+      .default({ maxBytes: 256 * MIB, maxEntries: 100_000 }),
+    /** A persistent tier under memory; on when `path` is set. */
+    sqlite: z
+      .object({
+        /** Database file, relative to the config file's folder. */
+        path: z.string().min(1),
+        maxBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(1024 * MIB),
+        maxRows: z.number().int().min(1).default(1_000_000),
+        /** How often expired rows are deleted, ms. */
+        sweepIntervalMs: positiveMs.default(60_000),
+        /** false: a file that cannot be used is a warning and the tier is skipped, not a start-up error. */
+        required: z.boolean().default(true),
+      })
+      .strict()
+      .optional(),
+    /** A tier shared by several coordinators; on when `url` is set. */
+    redis: z
+      .object({
+        url: z.string().min(1),
+        /** Prefix before ig:v1:cache: (keep tenants or test runs apart). */
+        namespace: z.string().default(''),
+        connectTimeoutMs: positiveMs.default(2000),
+        /** A command slower than this counts as a miss, ms. */
+        commandTimeoutMs: positiveMs.default(250),
+        /** false: an unreachable Redis at start-up is a warning and the tier is skipped. */
+        required: z.boolean().default(true),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export const modelCacheSchema = z
+  .object({
+    /** Cache this model's responses. Off by default: only for models whose output is a pure function of the input. */
+    enabled: z.boolean().default(false),
+    /** Lifetime of a cached response, ms (default: cache.defaultTtlMs). */
+    ttlMs: positiveMs.optional(),
+  })
+  .strict();
+
 export const onnxOptionsSchema = z
   .object({
     /** Threads inside one operator. Default 1: two processes share two cores here. */
@@ -261,6 +321,8 @@ export const modelSchema = z
     routing: modelRoutingSchema.default({}),
     /** How the worker queues and batches this model's requests. */
     batching: batchingSchema.default(batchingSchema.parse({})),
+    /** Whether the coordinator caches this model's responses. */
+    cache: modelCacheSchema.default({ enabled: false }),
   })
   .strict();
 
@@ -285,6 +347,8 @@ export const configSchema = z
     workers: z.array(workerSchema).default([]),
     serve: serveSchema.default(serveSchema.parse({})),
     routing: routingSchema.default(routingSchema.parse({})),
+    /** The coordinator's response cache (tiers: memory, then SQLite and/or Redis when configured). */
+    cache: cacheSchema.default(cacheSchema.parse({})),
     models: z.array(modelSchema).default([]),
   })
   .strict();
@@ -298,4 +362,5 @@ export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
 export type RoutingConfig = z.infer<typeof routingSchema>;
 export type BatchingConfig = z.infer<typeof batchingSchema>;
+export type CacheConfig = z.infer<typeof cacheSchema>;
 export type ModelRoutingConfig = z.infer<typeof modelRoutingSchema>;

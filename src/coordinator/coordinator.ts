@@ -20,13 +20,27 @@ import {
 } from '../rpc/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
+import {
+  type CacheMode,
+  type CacheOutcome,
+  ResponseCache,
+  cacheKey,
+  createCacheStore,
+} from '../cache/index.ts';
 import { type DispatchRequest, type DispatchResult, Dispatcher } from './dispatcher.ts';
 import { HealthMonitor } from './health-monitor.ts';
-import { WorkerPool } from './worker-pool.ts';
+import { type InferReply, WorkerPool } from './worker-pool.ts';
 
 export interface CoordinatorOptions {
   config: Readonly<InfergridConfig>;
   logger: Logger;
+}
+
+/** What answered a request: a worker (workerId), or the cache (cache: 'hit'). */
+export interface InferResult extends InferReply {
+  workerId: string | undefined;
+  /** How the request met the cache, when the model caches. */
+  cache?: CacheOutcome;
 }
 
 export class Coordinator {
@@ -43,6 +57,7 @@ export class Coordinator {
   /** Worker id -> the static address it was dialed at. */
   readonly #staticOf = new Map<string, string>();
   #rpcServer: Server | undefined;
+  #cache: ResponseCache | undefined;
   #rpcPort: number | undefined;
 
   constructor(options: CoordinatorOptions) {
@@ -74,6 +89,8 @@ export class Coordinator {
 
   /** Opens the RPC port for workers and starts dialing the static workers. */
   async start(): Promise<void> {
+    // the cache first: a store that cannot be opened stops the start before any port is taken
+    this.#cache = new ResponseCache(await createCacheStore(this.#config.cache, this.#logger), this.#logger);
     const { rpcHost, rpcPort, workers } = this.#config.coordinator;
     const server = createServer((socket) => this.#accept(socket));
     this.#rpcServer = server;
@@ -101,6 +118,12 @@ export class Coordinator {
     this.pool.closeAll();
     const server = this.#rpcServer;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.#cache?.store.close();
+  }
+
+  /** The response cache (once started). */
+  get cache(): ResponseCache | undefined {
+    return this.#cache;
   }
 
   /**
@@ -182,6 +205,35 @@ export class Coordinator {
   /** Routes a validated request to a worker, with retries, failover and hedging. */
   dispatch(request: DispatchRequest): Promise<DispatchResult> {
     return this.dispatcher.dispatch(request);
+  }
+
+  /**
+   * Answers a validated request: from the response cache when the model caches and the request
+   * allows it (joining an identical request in flight), else from a worker.
+   */
+  async infer(request: DispatchRequest, cacheMode: CacheMode = 'normal'): Promise<InferResult> {
+    const { entry } = request;
+    const policy = entry.config?.cache;
+    const cache = this.#cache;
+    if (!cache || !policy?.enabled) return this.dispatcher.dispatch(request);
+    const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
+    let workerId: string | undefined;
+    const { response, outcome } = await cache.run(
+      {
+        model: entry.name,
+        key,
+        ttlMs: policy.ttlMs ?? this.#config.cache.defaultTtlMs,
+        mode: cacheMode,
+        signal: request.signal,
+        timeoutMs: request.timeoutMs,
+      },
+      async (signal) => {
+        const result = await this.dispatcher.dispatch({ ...request, signal });
+        workerId = result.workerId;
+        return { meta: result.meta, outputs: result.outputs };
+      },
+    );
+    return { ...response, workerId, cache: outcome };
   }
 
   #connectionOptions(): Omit<RpcConnectionOptions, 'side'> {

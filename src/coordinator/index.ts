@@ -1,4 +1,4 @@
-export { Coordinator, type CoordinatorOptions } from './coordinator.ts';
+export { Coordinator, type CoordinatorOptions, type InferResult } from './coordinator.ts';
 export {
   type DispatchRequest,
   type DispatchResult,

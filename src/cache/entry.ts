@@ -1,0 +1,48 @@
+/**
+ * A cached response as bytes: the key material's digest, the response meta, and the output
+ * tensors' raw bytes — what the coordinator needs to answer as if a worker had.
+ */
+
+import { type Packr, Unpackr } from 'msgpackr';
+import { createPackr, type InferResponseMeta, tensorsFromWire, tensorsToWire } from '../protocol/index.ts';
+import type { Tensor } from '../tensor/index.ts';
+
+export interface CachedResponse {
+  meta: InferResponseMeta;
+  outputs: Tensor[];
+}
+
+interface Stored {
+  v: 1;
+  d: Uint8Array;
+  m: InferResponseMeta;
+  b: Uint8Array[];
+}
+
+export class EntryCodec {
+  readonly #packr: Packr = createPackr();
+  readonly #unpackr = new Unpackr({ moreTypes: true, useRecords: false, mapsAsObjects: true });
+
+  encode(digest: Uint8Array, response: CachedResponse): Uint8Array {
+    const { headers, attachments } = tensorsToWire(response.outputs);
+    const stored: Stored = { v: 1, d: digest, m: { ...response.meta, outputs: headers }, b: attachments };
+    return this.#packr.pack(stored);
+  }
+
+  /** The response, or undefined when the bytes are not an entry for this digest (collision, old format, damage). */
+  decode(bytes: Uint8Array, digest: Uint8Array): CachedResponse | undefined {
+    let stored: Stored;
+    try {
+      stored = this.#unpackr.unpack(bytes) as Stored;
+    } catch {
+      return undefined;
+    }
+    if (stored?.v !== 1 || !(stored.d instanceof Uint8Array) || !Buffer.from(stored.d).equals(digest))
+      return undefined;
+    try {
+      return { meta: stored.m, outputs: tensorsFromWire(stored.m.outputs, stored.b) };
+    } catch {
+      return undefined;
+    }
+  }
+}

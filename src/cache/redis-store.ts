@@ -1,0 +1,116 @@
+/**
+ * The shared tier: Redis through ioredis, so several coordinators share one cache. Entries live
+ * under a versioned prefix (`ig:v1:cache:`), expire by Redis's own TTL and are stored as raw
+ * bytes. Memory is bounded by the Redis server (its maxmemory and eviction policy), not here.
+ *
+ * At start-up an unreachable Redis is an error naming the URL (or, when `required` is false, a
+ * warning and no Redis tier). At run time every failure counts as a miss: a cache that is down
+ * must never fail a request.
+ */
+
+import { Redis } from 'ioredis';
+import { InfergridError } from '../errors.ts';
+import type { CacheStore, StoreStats } from './store.ts';
+
+export const REDIS_PREFIX = 'ig:v1:cache:';
+
+export interface RedisStoreOptions {
+  url: string;
+  /** Prepended to REDIS_PREFIX, e.g. to keep tests or tenants apart. */
+  namespace?: string;
+  connectTimeoutMs: number;
+  /** Per-command timeout, ms: a slow Redis is treated like a gone one. */
+  commandTimeoutMs: number;
+}
+
+export class RedisStore implements CacheStore {
+  readonly name = 'redis';
+  readonly url: string;
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  #errors = 0;
+
+  private constructor(redis: Redis, options: RedisStoreOptions) {
+    this.#redis = redis;
+    this.url = options.url;
+    this.#prefix = `${options.namespace ?? ''}${REDIS_PREFIX}`;
+  }
+
+  /** Connects (within connectTimeoutMs) or throws an error naming the URL. */
+  static async connect(options: RedisStoreOptions): Promise<RedisStore> {
+    const redis = new Redis(options.url, {
+      lazyConnect: true,
+      connectTimeout: options.connectTimeoutMs,
+      commandTimeout: options.commandTimeoutMs,
+      // fail commands fast while disconnected instead of queueing them: a miss is better than a wait
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(2000, 50 * 2 ** attempt),
+    });
+    redis.on('error', () => {}); // reported through the commands that fail
+    try {
+      await redis.connect();
+      await redis.ping();
+    } catch (err) {
+      redis.disconnect();
+      throw new InfergridError(
+        'CONFIG_INVALID',
+        `cache store redis: cannot reach ${options.url}: ${(err as Error).message} (start Redis, fix cache.redis.url, or set cache.redis.required: false)`,
+        { cause: err },
+      );
+    }
+    return new RedisStore(redis, options);
+  }
+
+  async #try<T>(op: () => Promise<T>, fallback: T): Promise<T> {
+    try {
+      return await op();
+    } catch {
+      this.#errors++;
+      return fallback;
+    }
+  }
+
+  get(key: string): Promise<Uint8Array | undefined> {
+    return this.#try(async () => (await this.#redis.getBuffer(this.#prefix + key)) ?? undefined, undefined);
+  }
+
+  async set(key: string, value: Uint8Array, ttlMs?: number): Promise<void> {
+    const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    await this.#try(async () => {
+      if (ttlMs === undefined) await this.#redis.set(this.#prefix + key, bytes);
+      else await this.#redis.set(this.#prefix + key, bytes, 'PX', Math.max(1, Math.round(ttlMs)));
+    }, undefined);
+  }
+
+  delete(key: string): Promise<boolean> {
+    return this.#try(async () => (await this.#redis.del(this.#prefix + key)) > 0, false);
+  }
+
+  has(key: string): Promise<boolean> {
+    return this.#try(async () => (await this.#redis.exists(this.#prefix + key)) > 0, false);
+  }
+
+  async clear(prefix = ''): Promise<number> {
+    return this.#try(async () => {
+      let removed = 0;
+      let cursor = '0';
+      const pattern = `${this.#prefix}${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+      do {
+        const [next, keys] = await this.#redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+        cursor = next;
+        if (keys.length > 0) removed += await this.#redis.unlink(...keys);
+      } while (cursor !== '0');
+      return removed;
+    }, 0);
+  }
+
+  stats(): StoreStats {
+    // entries and bytes live in the Redis server, shared with other coordinators
+    return { entries: -1, bytes: -1, evictions: 0, errors: this.#errors };
+  }
+
+  async close(): Promise<void> {
+    this.#redis.disconnect();
+  }
+}
