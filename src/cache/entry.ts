@@ -17,20 +17,31 @@ interface Stored {
   d: Uint8Array;
   m: InferResponseMeta;
   b: Uint8Array[];
+  /** Expiry, ms since the epoch: kept in the entry so it holds in every tier it is copied to. */
+  x?: number;
 }
 
 export class EntryCodec {
   readonly #packr: Packr = createPackr();
   readonly #unpackr = new Unpackr({ moreTypes: true, useRecords: false, mapsAsObjects: true });
 
-  encode(digest: Uint8Array, response: CachedResponse): Uint8Array {
+  encode(digest: Uint8Array, response: CachedResponse, expiresAtMs?: number): Uint8Array {
     const { headers, attachments } = tensorsToWire(response.outputs);
-    const stored: Stored = { v: 1, d: digest, m: { ...response.meta, outputs: headers }, b: attachments };
+    const stored: Stored = {
+      v: 1,
+      d: digest,
+      m: { ...response.meta, outputs: headers },
+      b: attachments,
+      ...(expiresAtMs === undefined ? {} : { x: expiresAtMs }),
+    };
     return this.#packr.pack(stored);
   }
 
-  /** The response, or undefined when the bytes are not an entry for this digest (collision, old format, damage). */
-  decode(bytes: Uint8Array, digest: Uint8Array): CachedResponse | undefined {
+  /**
+   * The response, or undefined when the bytes are not an entry for this digest (collision, old
+   * format, damage) or the entry has expired (a tier may have kept a copy longer than its TTL).
+   */
+  decode(bytes: Uint8Array, digest: Uint8Array, nowMs = Date.now()): CachedResponse | undefined {
     let stored: Stored;
     try {
       stored = this.#unpackr.unpack(bytes) as Stored;
@@ -39,6 +50,7 @@ export class EntryCodec {
     }
     if (stored?.v !== 1 || !(stored.d instanceof Uint8Array) || !Buffer.from(stored.d).equals(digest))
       return undefined;
+    if (typeof stored.x === 'number' && stored.x <= nowMs) return undefined;
     try {
       return { meta: stored.m, outputs: tensorsFromWire(stored.m.outputs, stored.b) };
     } catch {

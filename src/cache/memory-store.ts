@@ -6,6 +6,9 @@
 import { LRUCache } from 'lru-cache';
 import type { CacheStore, StoreStats } from './store.ts';
 
+/** How often a full store may scan for expired entries, ms. */
+const PURGE_INTERVAL_MS = 1000;
+
 export interface MemoryStoreOptions {
   /** Most bytes held (values plus keys). */
   maxBytes: number;
@@ -18,18 +21,28 @@ export interface MemoryStoreOptions {
 export class MemoryStore implements CacheStore {
   readonly name = 'memory';
   readonly #lru: LRUCache<string, Uint8Array>;
+  readonly #now: () => number;
+  readonly #maxEntries: number;
+  readonly #maxBytes: number;
   #evictions = 0;
+  #purgedAt = Number.NEGATIVE_INFINITY;
 
   constructor(options: MemoryStoreOptions) {
     if (!(Number.isInteger(options.maxBytes) && options.maxBytes > 0))
       throw new RangeError('maxBytes must be a positive integer');
     if (!(Number.isInteger(options.maxEntries) && options.maxEntries > 0))
       throw new RangeError('maxEntries must be a positive integer');
+    const now = options.now;
+    this.#now = now ?? (() => performance.now());
+    this.#maxEntries = options.maxEntries;
+    this.#maxBytes = options.maxBytes;
     this.#lru = new LRUCache<string, Uint8Array>({
       max: options.maxEntries,
       maxSize: options.maxBytes,
       sizeCalculation: (value, key) => Math.max(1, value.byteLength + key.length),
-      ...(options.now ? { perf: { now: options.now } } : {}),
+      // an injected clock is read as it is (no 1 ms debounce), shifted by one because
+      // lru-cache takes a start time of 0 to mean "no TTL"
+      ...(now ? { perf: { now: () => now() + 1 }, ttlResolution: 0 } : {}),
       dispose: (_value, _key, reason) => {
         if (reason === 'evict') this.#evictions++;
       },
@@ -41,12 +54,24 @@ export class MemoryStore implements CacheStore {
   }
 
   async set(key: string, value: Uint8Array, ttlMs?: number): Promise<void> {
+    // when full, drop what has expired (at most once a second: it is a scan) before evicting live entries
+    const full =
+      this.#lru.size >= this.#maxEntries ||
+      this.#lru.calculatedSize + value.byteLength + key.length > this.#maxBytes;
+    const now = this.#now();
+    if (full && now - this.#purgedAt >= PURGE_INTERVAL_MS) {
+      this.#purgedAt = now;
+      this.#lru.purgeStale();
+    }
     // an entry bigger than the whole budget is simply not kept
     this.#lru.set(key, value, ttlMs === undefined ? {} : { ttl: Math.max(1, Math.round(ttlMs)) });
   }
 
   async delete(key: string): Promise<boolean> {
-    return this.#lru.delete(key);
+    // an expired entry not yet dropped is not there
+    const present = this.#lru.has(key);
+    this.#lru.delete(key);
+    return present;
   }
 
   async has(key: string): Promise<boolean> {
@@ -54,6 +79,8 @@ export class MemoryStore implements CacheStore {
   }
 
   async clear(prefix?: string): Promise<number> {
+    // expired entries go first, uncounted: they were not there any more
+    this.#lru.purgeStale();
     if (prefix === undefined) {
       const n = this.#lru.size;
       this.#lru.clear();

@@ -75,6 +75,21 @@ export class RedisStore implements CacheStore {
     return this.#try(async () => (await this.#redis.getBuffer(this.#prefix + key)) ?? undefined, undefined);
   }
 
+  getEntry(key: string): Promise<{ value: Uint8Array; ttlMs: number | undefined } | undefined> {
+    return this.#try(async () => {
+      // one round trip for the value and what its TTL has left
+      const results = await this.#redis
+        .multi()
+        .getBuffer(this.#prefix + key)
+        .pttl(this.#prefix + key)
+        .exec();
+      const value = results?.[0]?.[1] as Buffer | null | undefined;
+      const pttl = results?.[1]?.[1] as number | undefined;
+      if (!value) return undefined;
+      return { value, ttlMs: typeof pttl === 'number' && pttl > 0 ? pttl : undefined };
+    }, undefined);
+  }
+
   async set(key: string, value: Uint8Array, ttlMs?: number): Promise<void> {
     const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
     await this.#try(async () => {

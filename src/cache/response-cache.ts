@@ -149,28 +149,37 @@ export class ResponseCache {
     const controller = new AbortController();
     // the slot to clear when done; assigned before the computation can finish
     let self: Flight | undefined;
+    const release = (): void => {
+      if (this.#flights.get(request.key.key) === self) this.#flights.delete(request.key.key);
+    };
     const promise = (async () => {
       await undefined; // let the flight be registered before anything can settle it
+      let response: CachedResponse;
       try {
-        const response = await compute(controller.signal);
-        try {
-          await this.store.set(
-            request.key.key,
-            this.#codec.encode(request.key.digest, response),
-            request.ttlMs,
-          );
+        response = await compute(controller.signal);
+      } catch (err) {
+        release();
+        throw err;
+      }
+      // answer at once; the store write goes on behind (a slow Redis must not delay the answer),
+      // and the flight stays joinable until it is done, so nobody recomputes meanwhile
+      const expiresAt = request.ttlMs === undefined ? undefined : Date.now() + request.ttlMs;
+      const entry = this.#codec.encode(request.key.digest, response, expiresAt);
+      this.store.set(request.key.key, entry, request.ttlMs).then(
+        () => {
           stats.stores++;
-        } catch (err) {
+          release();
+        },
+        (err: unknown) => {
           stats.storeErrors++;
+          release();
           this.#logger.warn(
             { err: (err as Error).message, store: this.store.name },
             'cache write failed; answered without storing',
           );
-        }
-        return response;
-      } finally {
-        if (this.#flights.get(request.key.key) === self) this.#flights.delete(request.key.key);
-      }
+        },
+      );
+      return response;
     })();
     // the flight's own rejection is handled by its waiters; never an unhandled rejection
     promise.catch(() => {});
@@ -192,8 +201,11 @@ export class ResponseCache {
         request.signal?.removeEventListener('abort', onAbort);
         flight.waiters--;
         if (err) {
-          // the last one out cancels the shared computation
-          if (flight.waiters === 0) flight.controller.abort(err);
+          // the last one out cancels the shared computation, which nobody may join any more
+          if (flight.waiters === 0) {
+            if (this.#flights.get(request.key.key) === flight) this.#flights.delete(request.key.key);
+            flight.controller.abort(err);
+          }
           reject(err);
         }
       };

@@ -2,8 +2,8 @@
  * The persistent tier: SQLite through better-sqlite3, so a restarted coordinator comes back
  * warm. WAL journal; one table whose name carries the format version (`cache_v1`); a TTL kept
  * per row and honoured on read; expired rows swept on open and every `sweepIntervalMs`; row and
- * byte caps kept by evicting the least recently used rows ("LRU-ish": the access time is
- * written on every hit).
+ * byte caps kept by evicting the least recently used rows ("LRU-ish": a hit rewrites the row's
+ * access time at most once a second).
  *
  * Trade-off: better-sqlite3 is synchronous, so each operation runs on the coordinator's event
  * loop; on a local disk with WAL these are tens of microseconds, and the memory tier in front
@@ -15,6 +15,8 @@ import { InfergridError } from '../errors.ts';
 import type { CacheStore, StoreStats } from './store.ts';
 
 export const SQLITE_TABLE = 'cache_v1';
+/** A row's access time is rewritten at most this often, ms. */
+const TOUCH_GRANULARITY_MS = 1000;
 
 export interface SqliteStoreOptions {
   /** Database file; created if missing. */
@@ -32,14 +34,17 @@ export class SqliteStore implements CacheStore {
   readonly #db: Database.Database;
   readonly #options: Required<SqliteStoreOptions>;
   readonly #stmt: {
-    get: Database.Statement<[string], { value: Buffer; expires_at: number | null; size: number }>;
+    get: Database.Statement<
+      [string],
+      { value: Buffer; expires_at: number | null; accessed_at: number; size: number }
+    >;
     touch: Database.Statement<[number, string]>;
     upsert: Database.Statement<[string, Buffer, number | null, number, number]>;
     sizeOf: Database.Statement<[string], { size: number }>;
     delete: Database.Statement<[string]>;
     has: Database.Statement<[string, number], { one: number }>;
     clearAll: Database.Statement<[]>;
-    clearPrefix: Database.Statement<[string]>;
+    clearPrefix: Database.Statement<[string, string]>;
     oldest: Database.Statement<[number], { key: string; size: number }>;
     sweep: Database.Statement<[number]>;
     totals: Database.Statement<[], { rows: number; bytes: number | null }>;
@@ -68,7 +73,7 @@ export class SqliteStore implements CacheStore {
       );
       const t = SQLITE_TABLE;
       this.#stmt = {
-        get: this.#db.prepare(`SELECT value, expires_at, size FROM ${t} WHERE key = ?`),
+        get: this.#db.prepare(`SELECT value, expires_at, accessed_at, size FROM ${t} WHERE key = ?`),
         touch: this.#db.prepare(`UPDATE ${t} SET accessed_at = ? WHERE key = ?`),
         upsert: this.#db.prepare(
           `INSERT INTO ${t} (key, value, expires_at, accessed_at, size) VALUES (?, ?, ?, ?, ?)
@@ -81,7 +86,7 @@ export class SqliteStore implements CacheStore {
           `SELECT 1 AS one FROM ${t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)`,
         ),
         clearAll: this.#db.prepare(`DELETE FROM ${t}`),
-        clearPrefix: this.#db.prepare(`DELETE FROM ${t} WHERE substr(key, 1, length(?1)) = ?1`),
+        clearPrefix: this.#db.prepare(`DELETE FROM ${t} WHERE substr(key, 1, length(?)) = ?`),
         oldest: this.#db.prepare(`SELECT key, size FROM ${t} ORDER BY accessed_at ASC LIMIT ?`),
         sweep: this.#db.prepare(`DELETE FROM ${t} WHERE expires_at IS NOT NULL AND expires_at <= ?`),
         totals: this.#db.prepare(`SELECT count(*) AS rows, sum(size) AS bytes FROM ${t}`),
@@ -106,6 +111,10 @@ export class SqliteStore implements CacheStore {
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {
+    return (await this.getEntry(key))?.value;
+  }
+
+  async getEntry(key: string): Promise<{ value: Uint8Array; ttlMs: number | undefined } | undefined> {
     const row = this.#stmt.get.get(key);
     if (!row) return undefined;
     const now = this.#options.now();
@@ -113,13 +122,18 @@ export class SqliteStore implements CacheStore {
       this.#remove(key, row.size);
       return undefined;
     }
-    this.#stmt.touch.run(now, key);
-    return row.value;
+    // LRU-ish: the access time moves on at most once a second per row, so a hot key is not a write per hit
+    if (now - row.accessed_at >= TOUCH_GRANULARITY_MS) this.#stmt.touch.run(now, key);
+    return { value: row.value, ttlMs: row.expires_at === null ? undefined : row.expires_at - now };
   }
 
   async set(key: string, value: Uint8Array, ttlMs?: number): Promise<void> {
     const size = value.byteLength + key.length;
-    if (size > this.#options.maxBytes) return; // bigger than the whole budget: not kept
+    if (size > this.#options.maxBytes) {
+      // bigger than the whole budget: not kept, and an older value under the key must not survive it
+      await this.delete(key);
+      return;
+    }
     const now = this.#options.now();
     const previous = this.#stmt.sizeOf.get(key);
     this.#stmt.upsert.run(
@@ -155,10 +169,11 @@ export class SqliteStore implements CacheStore {
   }
 
   async delete(key: string): Promise<boolean> {
-    const row = this.#stmt.sizeOf.get(key);
+    const row = this.#stmt.get.get(key);
     if (!row) return false;
     this.#remove(key, row.size);
-    return true;
+    // an expired row not yet swept was not there
+    return row.expires_at === null || row.expires_at > this.#options.now();
   }
 
   async has(key: string): Promise<boolean> {
@@ -166,8 +181,12 @@ export class SqliteStore implements CacheStore {
   }
 
   async clear(prefix?: string): Promise<number> {
+    // expired rows first, so the count is of entries that were really there
+    this.#sweep();
     const changes =
-      prefix === undefined ? this.#stmt.clearAll.run().changes : this.#stmt.clearPrefix.run(prefix).changes;
+      prefix === undefined
+        ? this.#stmt.clearAll.run().changes
+        : this.#stmt.clearPrefix.run(prefix, prefix).changes;
     this.#sweep();
     return changes;
   }

@@ -19,6 +19,8 @@ export interface CacheStore {
   /** "memory", "sqlite", "redis", or a tier list such as "memory+sqlite". */
   readonly name: string;
   get(key: string): Promise<Uint8Array | undefined>;
+  /** Like get, with the time the entry has left (undefined: no TTL); lets a tier above keep a copy no longer. */
+  getEntry?(key: string): Promise<{ value: Uint8Array; ttlMs: number | undefined } | undefined>;
   /** `ttlMs` undefined: the store's default (memory and SQLite: none; Redis: none). */
   set(key: string, value: Uint8Array, ttlMs?: number): Promise<void>;
   /** True when the key was there. */

@@ -1,6 +1,10 @@
 /**
  * Tiers in front of one another (memory → SQLite or Redis): a read tries each in order and
  * copies a lower tier's hit into the tiers above it; a write goes to every tier.
+ *
+ * A promoted copy lives as long as the lower tier's entry has left (SQLite and Redis say);
+ * from a tier that cannot say, `promoteTtlMs`. The response cache's entries also carry their
+ * expiry inside them, so no copy anywhere is ever served past it.
  */
 
 import type { CacheStore, StoreStats } from './store.ts';
@@ -23,10 +27,13 @@ export class TieredStore implements CacheStore {
 
   async get(key: string): Promise<Uint8Array | undefined> {
     for (const [i, tier] of this.tiers.entries()) {
-      const value = await tier.get(key);
+      // below the top, ask what the entry has left, so the copy above expires with it
+      const entry = i > 0 && tier.getEntry ? await tier.getEntry(key) : undefined;
+      const value = entry ? entry.value : i > 0 && tier.getEntry ? undefined : await tier.get(key);
       if (value === undefined) continue;
       this.hitsByTier[tier.name]!++;
-      for (const upper of this.tiers.slice(0, i)) await upper.set(key, value, this.#promoteTtlMs);
+      const ttlMs = entry ? (entry.ttlMs ?? this.#promoteTtlMs) : this.#promoteTtlMs;
+      for (const upper of this.tiers.slice(0, i)) await upper.set(key, value, ttlMs);
       return value;
     }
     return undefined;
