@@ -10,6 +10,8 @@
  * absorbs the hot keys.
  */
 
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { InfergridError } from '../errors.ts';
 import type { CacheStore, StoreStats } from './store.ts';
@@ -58,6 +60,7 @@ export class SqliteStore implements CacheStore {
     this.#options = { now: Date.now, ...options };
     this.path = options.path;
     try {
+      mkdirSync(dirname(options.path), { recursive: true });
       this.#db = new Database(options.path);
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma('synchronous = NORMAL');
