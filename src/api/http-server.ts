@@ -13,6 +13,7 @@ import { registerAdminRoutes } from './admin.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { fromFastifyError, sendError } from './errors.ts';
 import { registerKserveRoutes } from './kserve.ts';
+import { registerRepositoryRoutes } from './repository.ts';
 import { registerStatsRoutes } from './stats.ts';
 
 export interface HttpServerOptions {
@@ -74,5 +75,6 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   registerStatsRoutes(app, options.coordinator);
   registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator);
+  registerRepositoryRoutes(app, options.coordinator);
   return app;
 }

@@ -10,6 +10,8 @@ import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { type ModelEntry, validateInputs } from '../registry/index.ts';
 import { type Datatype, isDatatype, tensorFromJson } from '../tensor/index.ts';
+import { SHARD_KEY_PARAMETER } from '../coordinator/index.ts';
+import { hashString } from '../routing/index.ts';
 import { sendError } from './errors.ts';
 import { type InferResponseBody, buildInferResponse, parseInferBody } from './infer-body.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
@@ -58,7 +60,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   app.get('/v2', async () => ({
     name: SERVER_NAME,
     version: options.serverVersion,
-    extensions: ['statistics'],
+    extensions: ['model_repository', 'statistics', 'binary_tensor_data'],
   }));
 
   app.get('/v2/health/live', async () => ({ live: true }));
@@ -94,7 +96,12 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       config.coordinator.requestTimeoutMs,
       config.coordinator.maxRequestTimeoutMs,
     );
-    const { entry, spec } = coordinator.resolve(req.params.model, req.params.version);
+    const shardKey = body.parameters[SHARD_KEY_PARAMETER];
+    const { entry, spec } = coordinator.route(
+      req.params.model,
+      req.params.version,
+      shardKey === undefined ? undefined : hashString(String(shardKey)) / 2 ** 32,
+    );
     const cacheMode = cacheModeOf(body.parameters.cache);
     for (const input of body.inputs) {
       if (!isDatatype(input.datatype)) {

@@ -1,5 +1,7 @@
 import { createBackends } from '../backends/index.ts';
-import { type ModelConfig, loadConfig } from '../config/index.ts';
+import { existsSync } from 'node:fs';
+import { type ModelConfig, loadConfig, resolveModelPath } from '../config/index.ts';
+import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
 import { createLogger } from '../telemetry/index.ts';
 import { type HostPort, parseHostPort } from '../util/address.ts';
@@ -31,14 +33,19 @@ Options:
 
 Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_LOG_LEVEL.`;
 
-/** The models a worker hosts: --models, else those placed on its id, else those placed nowhere. */
+/**
+ * The models a worker hosts: --models, else those placed on its id, else those placed
+ * nowhere; only versions their version policy serves, and never a pipeline (the coordinator
+ * runs those).
+ */
 export function modelsForWorker(
-  models: readonly ModelConfig[],
+  all: readonly ModelConfig[],
   id: string | undefined,
   only: string[] | undefined,
 ): ModelConfig[] {
+  const models = servedModels(all).filter((m) => m.backend !== 'pipeline');
   if (only?.length) {
-    const unknown = only.filter((name) => !models.some((m) => m.name === name));
+    const unknown = only.filter((name) => !all.some((m) => m.name === name));
     if (unknown.length) {
       throw new InfergridError(
         'CONFIG_INVALID',
@@ -67,7 +74,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   }
   if (!values.config)
     throw new InfergridError('CONFIG_INVALID', '--config <file> is required; see infergrid worker --help');
-  const { config } = loadConfig({
+  const { config, baseDir } = loadConfig({
     file: values.config as string,
     env: process.env,
     overrides: { logLevel: values['log-level'] as string | undefined },
@@ -116,6 +123,11 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     coordinators,
     token: config.auth.token,
     weight,
+    pool: entry?.pool,
+    resolveModelPath: (path) => {
+      const local = resolveModelPath(path, baseDir);
+      return local !== undefined && existsSync(local) ? local : undefined;
+    },
     rpc: config.rpc,
     logger,
   });

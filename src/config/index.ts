@@ -3,6 +3,7 @@ export {
   type LoadConfigOptions,
   type LoadedConfig,
   loadConfig,
+  resolveModelPath,
   resolvePackagePath,
 } from './load.ts';
 export {
@@ -18,6 +19,10 @@ export {
   type ModelConfig,
   type ModelRoutingConfig,
   type OnnxOptions,
+  type PipelineConfig,
+  type PipelineStepConfig,
+  type PoolConfig,
+  type VersionPolicy,
   type RoutingConfig,
   type RpcConfig,
   type SimOptions,
@@ -26,5 +31,7 @@ export {
   cacheSchema,
   configSchema,
   modelRoutingSchema,
+  modelSchema,
   routingSchema,
 } from './schema.ts';
+export { type PipelineSource, checkPipeline, parseSource } from './pipeline.ts';

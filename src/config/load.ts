@@ -8,6 +8,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { InfergridError } from '../errors.ts';
+import { checkPipeline } from './pipeline.ts';
 import {
   type InfergridConfig,
   type ModelConfig,
@@ -145,6 +146,30 @@ function crossCheck(
     if (modelKeys.has(key))
       issues.push(`${where}: model "${m.name}" version "${m.version}" is defined twice`);
     modelKeys.add(key);
+    if (m.backend === 'pipeline') {
+      issues.push(
+        ...checkPipeline(
+          where,
+          m,
+          models.map((x) => x.value),
+        ),
+      );
+    } else if (m.pipeline) {
+      issues.push(`${where}.pipeline: only for backend "pipeline"`);
+    }
+    if (m.versionPolicy !== undefined) {
+      const first = models.find((x) => x.value.name === m.name && x.value.versionPolicy !== undefined)!;
+      if (JSON.stringify(first.value.versionPolicy) !== JSON.stringify(m.versionPolicy))
+        issues.push(
+          `${where}.versionPolicy: differs from models[${first.index}]'s for "${m.name}"; state it once per name`,
+        );
+      if (typeof m.versionPolicy === 'object' && 'specific' in m.versionPolicy) {
+        for (const v of m.versionPolicy.specific) {
+          if (!models.some((x) => x.value.name === m.name && x.value.version === v))
+            issues.push(`${where}.versionPolicy.specific: model "${m.name}" has no version "${v}"`);
+        }
+      }
+    }
     if ((m.backend === 'onnx' || m.backend === 'js') && !m.path) {
       issues.push(`${where}.path: required for backend "${m.backend}"`);
     }
@@ -181,7 +206,39 @@ function crossCheck(
   }
 }
 
-function resolveModelPath(path: string, baseDir: string): string | undefined {
+/**
+ * Turns `pools` into workers (`<pool>-1` .. `<pool>-<processes>`) and a model's `pool` into
+ * worker ids, so everything downstream places models by worker id alone.
+ */
+function expandPools(config: InfergridConfig, issues: string[]): void {
+  const names = new Set<string>();
+  config.pools.forEach((pool, i) => {
+    if (names.has(pool.name)) issues.push(`pools[${i}].name: pool "${pool.name}" is defined twice`);
+    names.add(pool.name);
+    for (let n = 1; n <= pool.processes; n++) {
+      const id = `${pool.name}-${n}`;
+      if (config.workers.some((w) => w.id === id)) {
+        issues.push(`pools[${i}]: pool "${pool.name}" makes worker "${id}", which workers already defines`);
+        continue;
+      }
+      config.workers.push({ id, weight: pool.weight, host: pool.host, port: 0, pool: pool.name });
+    }
+  });
+  config.models.forEach((m, i) => {
+    if (m.pool === undefined) return;
+    const ids = config.workers.filter((w) => w.pool === m.pool).map((w) => w.id);
+    if (ids.length === 0) {
+      issues.push(
+        `models[${i}].pool: no pool "${m.pool}" (pools: ${config.pools.map((p) => p.name).join(', ') || 'none'})`,
+      );
+      return;
+    }
+    m.workers = [...new Set([...(m.workers ?? []), ...ids])];
+  });
+}
+
+/** A model path as a file: `pkg:` found in node_modules, relative ones against `baseDir`. */
+export function resolveModelPath(path: string, baseDir: string): string | undefined {
   if (path.startsWith('pkg:')) return resolvePackagePath(path.slice(4), baseDir);
   return isAbsolute(path) ? path : resolve(baseDir, path);
 }
@@ -236,6 +293,7 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     result.data.cache.sqlite.path = resolve(baseDir, result.data.cache.sqlite.path);
   }
   if (result.success) {
+    expandPools(result.data, issues);
     const { models, workers } = result.data;
     const index = <T>(list: T[]): Indexed<T>[] => list.map((value, i) => ({ index: i, value }));
     crossCheck(index(models), index(workers), baseDir, issues);

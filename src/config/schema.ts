@@ -83,6 +83,24 @@ export const workerSchema = z
     host: z.string().default('127.0.0.1'),
     /** 0 picks a free port. */
     port: port.default(0),
+    /** The processor pool this worker belongs to (set for the workers a `pools` entry makes). */
+    pool: name.optional(),
+  })
+  .strict();
+
+/**
+ * A pool of identical worker processes, e.g. for CPU-bound pre- and postprocessing kept apart
+ * from the processes running models. `serve` starts `processes` workers with ids
+ * `<name>-1` .. `<name>-<processes>`; a model with `pool: <name>` is placed on all of them.
+ */
+export const poolSchema = z
+  .object({
+    name,
+    /** Worker processes in the pool. */
+    processes: z.number().int().min(1).max(64).default(1),
+    /** Relative capacity of each process for the `weighted` strategy. */
+    weight: z.number().positive().default(1),
+    host: z.string().default('127.0.0.1'),
   })
   .strict();
 
@@ -288,6 +306,56 @@ export const simOptionsSchema = z
   })
   .strict();
 
+/** A pipeline step's name: no "." (sources are written `<step>.<output>`). */
+const stepName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, 'letters, digits, "_" and "-", starting with a letter or digit');
+
+const parameterValue = z.union([z.string(), z.number(), z.boolean()]);
+
+export const pipelineStepSchema = z
+  .object({
+    /** Names the step; later steps read its outputs as `<name>.<output>`. */
+    name: stepName,
+    /** The model (or processor) this step runs. */
+    model: name,
+    /** A fixed version; when absent the model's version policy (and traffic split) decides. */
+    version: z
+      .union([z.string().min(1), z.number().int().nonnegative()])
+      .transform(String)
+      .optional(),
+    /**
+     * Each input of the step's model -> where its tensor comes from: `$<input>` for one of the
+     * pipeline's inputs, `<step>.<output>` for an output of an earlier step.
+     */
+    inputs: z.record(z.string().min(1), z.string().min(1)),
+    /** Request parameters for this step (merged over the request's own). */
+    parameters: z.record(z.string(), parameterValue).optional(),
+  })
+  .strict();
+
+export const pipelineSchema = z
+  .object({
+    /** Steps in an order where every step reads only pipeline inputs and earlier steps. */
+    steps: z.array(pipelineStepSchema).min(1),
+    /** Each pipeline output -> the step output it is: `<step>.<output>`. */
+    outputs: z.record(z.string().min(1), z.string().min(1)),
+  })
+  .strict();
+
+/** Which versions of a model are served: all declared ones, the newest N, or a list. */
+export const versionPolicySchema = z.union([
+  z.literal('all'),
+  z.object({ latest: z.number().int().min(1) }).strict(),
+  z
+    .object({
+      specific: z
+        .array(z.union([z.string().min(1), z.number().int().nonnegative()]).transform(String))
+        .min(1),
+    })
+    .strict(),
+]);
+
 export const modelSchema = z
   .object({
     name,
@@ -296,14 +364,29 @@ export const modelSchema = z
       .union([z.string().min(1), z.number().int().nonnegative()])
       .transform(String)
       .default('1'),
-    backend: z.enum(['onnx', 'sim', 'js']),
+    /** `pipeline`: no weights; the coordinator runs `pipeline.steps`, each a model of its own. */
+    backend: z.enum(['onnx', 'sim', 'js', 'pipeline']),
     /**
      * Model file (onnx) or module (js). Relative paths are resolved against the config file's
      * folder; `pkg:<package>/<file>` finds a file inside an installed npm package.
      */
     path: z.string().min(1).optional(),
-    /** Worker ids that host this model; every worker when absent. */
+    /** Worker ids that host this model; every worker when absent (and no pool is named). */
     workers: z.array(name).min(1).optional(),
+    /** A pool whose workers host this model (added to `workers`). */
+    pool: name.optional(),
+    /**
+     * Which versions of this model name are served (versions are separate entries with the same
+     * name). Default "all". Set it on one entry of the name, or the same on all.
+     */
+    versionPolicy: versionPolicySchema.optional(),
+    /**
+     * Share of unversioned requests this version gets, in percent, when several versions of the
+     * name set one (a canary: 90 and 10). Absent everywhere: the newest served version takes all.
+     */
+    traffic: z.number().min(0).max(100).optional(),
+    /** For backend `pipeline`: the steps and where the outputs come from. */
+    pipeline: pipelineSchema.optional(),
     /** Whether requests may carry several items in the first dimension. */
     batchable: z.boolean().default(true),
     /** Largest first dimension accepted; 0 means no limit. */
@@ -349,6 +432,18 @@ export const configSchema = z
     routing: routingSchema.default(routingSchema.parse({})),
     /** The coordinator's response cache (tiers: memory, then SQLite and/or Redis when configured). */
     cache: cacheSchema.default(cacheSchema.parse({})),
+    /** Pools of worker processes `serve` starts (models name them with `pool:`). */
+    pools: z.array(poolSchema).default([]),
+    /** Asynchronous requests (`parameters.async` or `Prefer: respond-async`). */
+    async: z
+      .object({
+        /** How long a finished request's result can be fetched, ms. */
+        resultTtlMs: positiveMs.default(600_000),
+        /** Requests that may be running asynchronously at once; more get OVERLOADED (429). */
+        maxPending: z.number().int().min(1).default(10_000),
+      })
+      .strict()
+      .default({ resultTtlMs: 600_000, maxPending: 10_000 }),
     models: z.array(modelSchema).default([]),
   })
   .strict();
@@ -364,3 +459,7 @@ export type RoutingConfig = z.infer<typeof routingSchema>;
 export type BatchingConfig = z.infer<typeof batchingSchema>;
 export type CacheConfig = z.infer<typeof cacheSchema>;
 export type ModelRoutingConfig = z.infer<typeof modelRoutingSchema>;
+export type PoolConfig = z.infer<typeof poolSchema>;
+export type PipelineConfig = z.infer<typeof pipelineSchema>;
+export type PipelineStepConfig = z.infer<typeof pipelineStepSchema>;
+export type VersionPolicy = z.infer<typeof versionPolicySchema>;

@@ -27,7 +27,9 @@ import {
   cacheKey,
   createCacheStore,
 } from '../cache/index.ts';
+import { PipelineRunner, type StepTrace } from '../pipeline/index.ts';
 import { type DispatchRequest, type DispatchResult, Dispatcher } from './dispatcher.ts';
+import { ModelRepository } from './repository.ts';
 import { HealthMonitor } from './health-monitor.ts';
 import { type InferReply, WorkerPool } from './worker-pool.ts';
 
@@ -41,6 +43,8 @@ export interface InferResult extends InferReply {
   workerId: string | undefined;
   /** How the request met the cache, when the model caches. */
   cache?: CacheOutcome;
+  /** For a pipeline: what each step did. */
+  steps?: StepTrace[];
 }
 
 export class Coordinator {
@@ -51,6 +55,8 @@ export class Coordinator {
   readonly router: Router;
   readonly dispatcher: Dispatcher;
   readonly budget: RetryBudget;
+  readonly pipelines: PipelineRunner;
+  readonly repository: ModelRepository;
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
@@ -77,6 +83,16 @@ export class Coordinator {
       router: this.router,
       budget: this.budget,
       routing,
+    });
+    this.pipelines = new PipelineRunner({
+      registry: this.registry,
+      runStep: (step) => this.infer(step, step.cacheMode),
+    });
+    this.repository = new ModelRepository({
+      registry: this.registry,
+      pool: this.pool,
+      logger: options.logger,
+      loadTimeoutMs: options.config.serve.readyTimeoutMs,
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
     // a worker that leaves and comes back (restart) starts with a clean record
@@ -202,6 +218,15 @@ export class Coordinator {
     return { entry, spec: this.registry.specOf(entry) };
   }
 
+  /**
+   * Finds the model version an inference request goes to (the one named, else by the traffic
+   * split, else the newest served) and its schema.
+   */
+  route(name: string, version?: string, key?: number): { entry: ModelEntry; spec: ModelSpec } {
+    const entry = this.registry.route(name, version, key);
+    return { entry, spec: this.registry.specOf(entry) };
+  }
+
   /** Routes a validated request to a worker, with retries, failover and hedging. */
   dispatch(request: DispatchRequest): Promise<DispatchResult> {
     return this.dispatcher.dispatch(request);
@@ -215,7 +240,14 @@ export class Coordinator {
     const { entry } = request;
     const policy = entry.config?.cache;
     const cache = this.#cache;
-    if (!cache || !policy?.enabled) return this.dispatcher.dispatch(request);
+    const execute =
+      entry.config?.backend === 'pipeline'
+        ? async (req: DispatchRequest): Promise<InferResult> => {
+            const result = await this.pipelines.run({ ...req, cacheMode });
+            return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
+          }
+        : (req: DispatchRequest): Promise<InferResult> => this.dispatcher.dispatch(req);
+    if (!cache || !policy?.enabled) return execute(request);
     const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
     let workerId: string | undefined;
     const { response, outcome } = await cache.run(
@@ -228,7 +260,7 @@ export class Coordinator {
         timeoutMs: request.timeoutMs,
       },
       async (signal) => {
-        const result = await this.dispatcher.dispatch({ ...request, signal });
+        const result = await execute({ ...request, signal });
         workerId = result.workerId;
         return { meta: result.meta, outputs: result.outputs };
       },

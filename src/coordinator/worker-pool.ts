@@ -13,6 +13,8 @@ import {
   type InferRequestMeta,
   type InferResponseMeta,
   KIND_NAME,
+  type ModelControlMeta,
+  type ModelStatus,
   MESSAGE_KIND,
   type RegisterMeta,
   checkHeartbeat,
@@ -49,6 +51,8 @@ export class WorkerHandle implements RoutableWorker {
   pid: number;
   /** Where the worker listens, if it does. */
   address: string | undefined;
+  /** The processor pool it belongs to, if any. */
+  pool: string | undefined;
   state: WorkerState;
   /** Requests this coordinator has sent and not yet seen settle. */
   inFlight = 0;
@@ -85,6 +89,7 @@ export class WorkerHandle implements RoutableWorker {
       register.host !== undefined && register.port !== undefined
         ? `${register.host}:${register.port}`
         : undefined;
+    this.pool = register.pool;
     this.state = register.draining ? 'draining' : 'ready';
     this.weight = register.weight ?? 1;
     this.healthCheck = new HealthCheck(health);
@@ -109,6 +114,15 @@ export class WorkerHandle implements RoutableWorker {
     if (!Array.isArray(models))
       throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent malformed statistics`);
     return models as ModelStatsSnapshot[];
+  }
+
+  /** Asks the worker to load or unload models; resolves with its statuses once done. */
+  async control(meta: ModelControlMeta, timeoutMs: number): Promise<ModelStatus[]> {
+    const frame = await this.conn.request(MESSAGE_KIND.MODEL_CONTROL_REQUEST, meta, [], { timeoutMs });
+    const models = (frame.meta as { models?: unknown } | undefined)?.models;
+    if (!Array.isArray(models))
+      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent a malformed model-control reply`);
+    return models as ModelStatus[];
   }
 
   /** Resolves when nothing sent by this coordinator is in flight on the worker. */

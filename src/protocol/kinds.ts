@@ -28,6 +28,10 @@ export const MESSAGE_KIND = {
   STATS_REQUEST: 12,
   /** Worker -> coordinator: `{ models: ModelStatsSnapshot[] }`. */
   STATS_RESPONSE: 13,
+  /** Coordinator -> worker: load models (`{ action: 'load', models: ModelConfig[] }`) or unload (`{ action: 'unload', name, versions? }`). */
+  MODEL_CONTROL_REQUEST: 14,
+  /** Worker -> coordinator, once the load or unload has finished: `{ models: ModelStatus[] }`. */
+  MODEL_CONTROL_RESPONSE: 15,
 } as const;
 
 export type MessageKind = (typeof MESSAGE_KIND)[keyof typeof MESSAGE_KIND];

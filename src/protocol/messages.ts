@@ -56,6 +56,8 @@ export interface ModelStatus {
 export interface RegisterMeta {
   workerId: string;
   pid: number;
+  /** The processor pool the worker belongs to, when it does. */
+  pool?: string;
   /** Where the worker listens for coordinators, when it does. */
   host?: string;
   port?: number;
@@ -105,6 +107,36 @@ export interface InferResponseMeta {
 }
 
 export type ErrorMeta = WireError;
+
+/**
+ * Coordinator -> worker model management (the repository API). `models` are model configs
+ * (the config file's schema) the worker validates itself; paths are resolved on the worker.
+ */
+export type ModelControlMeta =
+  | { action: 'load'; models: unknown[] }
+  | { action: 'unload'; name: string; versions?: string[] };
+
+export interface ModelControlResponseMeta {
+  models: ModelStatus[];
+}
+
+export function checkModelControl(meta: unknown): ModelControlMeta {
+  if (!isRecord(meta)) fail('MODEL_CONTROL_REQUEST: expected an object');
+  if (meta.action === 'load' && Array.isArray(meta.models)) return { action: 'load', models: meta.models };
+  if (
+    meta.action === 'unload' &&
+    typeof meta.name === 'string' &&
+    (meta.versions === undefined ||
+      (Array.isArray(meta.versions) && meta.versions.every((v) => typeof v === 'string')))
+  ) {
+    return {
+      action: 'unload',
+      name: meta.name,
+      ...(meta.versions ? { versions: meta.versions as string[] } : {}),
+    };
+  }
+  fail('MODEL_CONTROL_REQUEST: expected { action: "load", models } or { action: "unload", name, versions? }');
+}
 
 export interface CancelMeta {
   reason?: string;
@@ -190,6 +222,7 @@ export function checkRegister(meta: unknown): RegisterMeta {
     pid: typeof meta.pid === 'number' ? meta.pid : 0,
     ...(typeof meta.host === 'string' ? { host: meta.host } : {}),
     ...(typeof meta.port === 'number' ? { port: meta.port } : {}),
+    ...(typeof meta.pool === 'string' ? { pool: meta.pool } : {}),
     models,
     draining: meta.draining === true,
     ...(typeof meta.weight === 'number' && meta.weight > 0 && Number.isFinite(meta.weight)

@@ -5,10 +5,14 @@
  */
 
 import { EventEmitter } from 'node:events';
-import type { ModelConfig } from '../config/index.ts';
+import type { ModelConfig, VersionPolicy } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
+import { describePolicy, policyOf, selectVersions } from './policy.ts';
 import type { ModelSchema } from './validate.ts';
+import { compareVersionsDesc, modelKey } from './versions.ts';
+
+export { compareVersionsDesc, modelKey };
 
 /** A model version's schema and facts, as served. */
 export interface ModelSpec extends ModelSchema {
@@ -44,24 +48,6 @@ export interface ModelEntry {
   readonly replicas: Map<string, Replica>;
 }
 
-export function modelKey(name: string, version: string): string {
-  return `${name}@${version}`;
-}
-
-/**
- * Orders versions newest first: numeric labels by number, before any other label; other
- * labels in descending string order. (A total order, whatever order versions are declared in.)
- */
-export function compareVersionsDesc(a: string, b: string): number {
-  const na = Number(a);
-  const nb = Number(b);
-  const aNumeric = a.trim() !== '' && Number.isFinite(na);
-  const bNumeric = b.trim() !== '' && Number.isFinite(nb);
-  if (aNumeric && bNumeric) return nb - na || b.localeCompare(a);
-  if (aNumeric !== bNumeric) return aNumeric ? -1 : 1;
-  return b.localeCompare(a);
-}
-
 function schemaKeyOf(spec: ModelSpec): string {
   return JSON.stringify([spec.inputs, spec.outputs, spec.batchable, spec.maxBatchSize]);
 }
@@ -85,14 +71,66 @@ export interface ModelRegistryEvents {
   changed: [];
 }
 
+/** A model version's state as the repository index shows it (Triton's names). */
+export type RepositoryState = 'READY' | 'LOADING' | 'UNAVAILABLE' | 'UNLOADING';
+
+export interface RepositoryIndexEntry {
+  name: string;
+  version: string;
+  state: RepositoryState;
+  reason: string;
+}
+
 export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   readonly #entries = new Map<string, ModelEntry>();
-  /** name -> versions, newest first. */
+  /** name -> served versions, newest first. */
   readonly #versions = new Map<string, string[]>();
+  /** Every declared model config (config file and run-time loads), served or not. */
+  readonly #declared: ModelConfig[] = [];
+  /** Names an operator unloaded (repository API): not served until loaded again. */
+  readonly #unloaded = new Set<string>();
+  /** name -> version -> share of unversioned requests (a canary split). */
+  readonly #traffic = new Map<string, Map<string, number>>();
+  readonly #random: () => number;
 
-  constructor(models: readonly ModelConfig[]) {
+  constructor(models: readonly ModelConfig[], options: { random?: () => number } = {}) {
     super();
-    for (const m of models) this.#entry(m.name, m.version, m);
+    this.#random = options.random ?? Math.random;
+    for (const m of models) this.#declared.push(m);
+    for (const name of new Set(models.map((m) => m.name))) this.#serve(name);
+  }
+
+  /** (Re)creates the entries of a name's served versions from its declared configs and policy. */
+  #serve(name: string): void {
+    const declared = this.#declared.filter((m) => m.name === name);
+    const served = new Set(
+      selectVersions(
+        declared.map((m) => m.version),
+        policyOf(declared, name),
+      ),
+    );
+    for (const m of declared) {
+      if (!served.has(m.version)) {
+        // no longer served (a newer version arrived under "latest N"): forgotten once no worker hosts it
+        const stale = this.#entries.get(modelKey(m.name, m.version));
+        if (stale) {
+          (stale as { config: ModelConfig | undefined }).config = undefined;
+          this.#refresh(stale);
+        }
+        continue;
+      }
+      const entry = this.#entry(m.name, m.version, m);
+      if (entry.config !== m) {
+        // a run-time load replaced the config: its schema is the new one until replicas report
+        (entry as { config: ModelConfig }).config = m;
+        this.#refresh(entry);
+      }
+    }
+    const split = new Map<string, number>();
+    for (const m of declared)
+      if (m.traffic !== undefined && served.has(m.version)) split.set(m.version, m.traffic);
+    if (split.size > 0) this.#traffic.set(name, split);
+    else this.#traffic.delete(name);
   }
 
   #entry(name: string, version: string, config?: ModelConfig): ModelEntry {
@@ -190,6 +228,12 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
    */
   resolve(name: string, version?: string): ModelEntry {
     const versions = this.#versions.get(name);
+    if (this.#unloaded.has(name)) {
+      throw new InfergridError(
+        'MODEL_NOT_FOUND',
+        `model "${name}" is unloaded; POST /v2/repository/models/${name}/load to serve it again`,
+      );
+    }
     if (!versions?.length) {
       const known = [...this.#versions.keys()].sort();
       throw new InfergridError(
@@ -199,6 +243,12 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     }
     const chosen = version ?? versions[0]!;
     const entry = this.#entries.get(modelKey(name, chosen));
+    if (!entry && this.#declared.some((m) => m.name === name && m.version === chosen)) {
+      throw new InfergridError(
+        'MODEL_NOT_FOUND',
+        `model "${name}" version "${chosen}" is not served: its version policy serves ${describePolicy(this.policy(name))} (served: ${versions.join(', ')})`,
+      );
+    }
     if (!entry) {
       throw new InfergridError(
         'MODEL_NOT_FOUND',
@@ -206,6 +256,145 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
       );
     }
     return entry;
+  }
+
+  /**
+   * The entry an inference request goes to: the version it names, else one drawn from the
+   * name's traffic split (versions that are ready first; `key` in [0, 1) instead of a random
+   * draw keeps a client on one version), else the newest served version.
+   */
+  route(name: string, version?: string, key?: number): ModelEntry {
+    const split = version === undefined ? this.#traffic.get(name) : undefined;
+    if (!split || this.#unloaded.has(name)) return this.resolve(name, version);
+    let candidates = [...split].filter(([, w]) => w > 0);
+    const ready = candidates.filter(([v]) => {
+      const e = this.#entries.get(modelKey(name, v));
+      return e !== undefined && this.isReady(e);
+    });
+    if (ready.length > 0) candidates = ready;
+    if (candidates.length === 0) return this.resolve(name);
+    const total = candidates.reduce((sum, [, w]) => sum + w, 0);
+    let point = (key ?? this.#random()) * total;
+    for (const [v, w] of candidates) {
+      point -= w;
+      if (point < 0) return this.resolve(name, v);
+    }
+    return this.resolve(name, candidates[candidates.length - 1]![0]);
+  }
+
+  /** The version policy of a name. */
+  policy(name: string): VersionPolicy {
+    return policyOf(this.#declared, name);
+  }
+
+  /** The traffic split of a name (version -> share), empty when none is set. */
+  traffic(name: string): Record<string, number> {
+    return Object.fromEntries(this.#traffic.get(name) ?? []);
+  }
+
+  /**
+   * Sets (or with an empty object, clears) a name's traffic split. Every version must be
+   * served and the shares must add up to more than 0.
+   */
+  setTraffic(name: string, split: Record<string, number>): void {
+    const versions = this.versions(name);
+    if (versions.length === 0) this.resolve(name); // MODEL_NOT_FOUND naming what exists
+    const entries = Object.entries(split);
+    for (const [v, w] of entries) {
+      if (!versions.includes(v))
+        throw new InfergridError(
+          'INVALID_ARGUMENT',
+          `model "${name}" has no served version "${v}" (served: ${versions.join(', ')})`,
+        );
+      if (typeof w !== 'number' || !Number.isFinite(w) || w < 0 || w > 100)
+        throw new InfergridError(
+          'INVALID_ARGUMENT',
+          `the share of version "${v}" must be a number from 0 to 100, got ${JSON.stringify(w)}`,
+        );
+    }
+    if (entries.length > 0 && entries.every(([, w]) => w === 0))
+      throw new InfergridError('INVALID_ARGUMENT', 'at least one version needs a share above 0');
+    if (entries.length === 0) this.#traffic.delete(name);
+    else this.#traffic.set(name, new Map(entries));
+    this.emit('changed');
+  }
+
+  /** Every declared config, served or not (run-time loads included). */
+  declared(): readonly ModelConfig[] {
+    return this.#declared;
+  }
+
+  /** Whether an operator unloaded this name. */
+  isUnloaded(name: string): boolean {
+    return this.#unloaded.has(name);
+  }
+
+  /**
+   * Declares a model at run time (repository load), replacing a declared config of the same
+   * name@version, and serves the name again if it was unloaded. Returns the served configs of
+   * that name (what workers should load).
+   */
+  declare(configs: readonly ModelConfig[], name: string): ModelConfig[] {
+    for (const config of configs) {
+      const i = this.#declared.findIndex((m) => m.name === config.name && m.version === config.version);
+      if (i >= 0) this.#declared[i] = config;
+      else this.#declared.push(config);
+    }
+    this.#unloaded.delete(name);
+    this.#serve(name);
+    this.emit('changed');
+    return this.servedConfigs(name);
+  }
+
+  /** The configs of a name's served versions. */
+  servedConfigs(name: string): ModelConfig[] {
+    const versions = this.versions(name);
+    return this.#declared.filter((m) => m.name === name && versions.includes(m.version));
+  }
+
+  /** Stops serving a name (repository unload); requests for it get MODEL_NOT_FOUND saying so. */
+  markUnloaded(name: string): void {
+    if (!this.#declared.some((m) => m.name === name) && !this.#versions.has(name)) this.resolve(name);
+    this.#unloaded.add(name);
+    this.emit('changed');
+  }
+
+  /** The repository index: every declared or reported name@version with its state. */
+  index(): RepositoryIndexEntry[] {
+    const out: RepositoryIndexEntry[] = [];
+    const seen = new Set<string>();
+    const add = (name: string, version: string): void => {
+      const key = modelKey(name, version);
+      if (seen.has(key)) return;
+      seen.add(key);
+      const entry = this.#entries.get(key);
+      const unloaded = this.#unloaded.has(name);
+      const replicas = entry ? [...entry.replicas.values()] : [];
+      let state: RepositoryState;
+      let reason = '';
+      if (unloaded) {
+        state = replicas.length > 0 ? 'UNLOADING' : 'UNAVAILABLE';
+        reason = 'unloaded';
+      } else if (!entry) {
+        state = 'UNAVAILABLE';
+        reason = `not served: the version policy serves ${describePolicy(this.policy(name))}`;
+      } else if (this.isReady(entry)) {
+        state = 'READY';
+      } else if (replicas.some((r) => r.state === 'loading')) {
+        state = 'LOADING';
+      } else {
+        state = 'UNAVAILABLE';
+        reason =
+          entry.config?.backend === 'pipeline'
+            ? 'a step model has no ready replica'
+            : (replicas.find((r) => r.error)?.error ??
+              (replicas.length ? 'no replica is ready' : 'no worker hosts it'));
+      }
+      out.push({ name, version, state, reason });
+    };
+    for (const m of this.#declared) add(m.name, m.version);
+    for (const e of this.#entries.values()) add(e.name, e.version);
+    return out.sort((a, b) => a.name.localeCompare(b.name) || compareVersionsDesc(a.version, b.version));
   }
 
   /** The entry's schema, or UNAVAILABLE when no replica has reported it and config declares none. */
@@ -228,12 +417,38 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     return ids;
   }
 
+  /**
+   * Whether a request can be served: a model with a ready replica; a pipeline whose every
+   * step has a ready version it may go to. An unloaded name is never ready.
+   */
   isReady(entry: ModelEntry): boolean {
+    if (this.#unloaded.has(entry.name)) return false;
+    const pipeline = entry.config?.pipeline;
+    if (entry.config?.backend === 'pipeline' && pipeline) {
+      return pipeline.steps.every((step) => {
+        if (this.#unloaded.has(step.model)) return false;
+        const versions = step.version !== undefined ? [step.version] : this.versions(step.model);
+        return versions.some((v) => {
+          const e = this.#entries.get(modelKey(step.model, v));
+          return e !== undefined && this.#hasReadyReplica(e);
+        });
+      });
+    }
+    return this.#hasReadyReplica(entry);
+  }
+
+  #hasReadyReplica(entry: ModelEntry): boolean {
     for (const r of entry.replicas.values()) if (r.state === 'ready') return true;
     return false;
   }
 
-  entries(): IterableIterator<ModelEntry> {
+  /** Every entry, an unloaded name's included (they keep replicas until workers let go). */
+  allEntries(): IterableIterator<ModelEntry> {
     return this.#entries.values();
+  }
+
+  /** The served entries (an unloaded name's are left out). */
+  *entries(): IterableIterator<ModelEntry> {
+    for (const e of this.#entries.values()) if (!this.#unloaded.has(e.name)) yield e;
   }
 }

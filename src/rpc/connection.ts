@@ -79,12 +79,14 @@ const REQUEST_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.INFER_REQUEST,
   MESSAGE_KIND.PING,
   MESSAGE_KIND.STATS_REQUEST,
+  MESSAGE_KIND.MODEL_CONTROL_REQUEST,
 ]);
 /** Kinds that answer one of our requests. */
 const RESPONSE_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.INFER_RESPONSE,
   MESSAGE_KIND.PONG,
   MESSAGE_KIND.STATS_RESPONSE,
+  MESSAGE_KIND.MODEL_CONTROL_RESPONSE,
 ]);
 /** Kinds of the handshake itself. */
 const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([

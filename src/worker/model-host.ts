@@ -11,6 +11,8 @@ import { InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
 import { type ModelSchema, compareVersionsDesc, modelKey } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { type Deferred, deferred } from '../util/deferred.ts';
+import type { SubmitOptions } from '../batching/index.ts';
 import {
   ELEMENT_BYTES,
   type Tensor,
@@ -30,6 +32,9 @@ export interface HostedModel {
   batcher: Batcher | undefined;
   readonly stats: ModelStats;
   error: string | undefined;
+  /** Requests submitted and not yet settled (an unload waits for them). */
+  active: number;
+  idle: Deferred<void> | undefined;
 }
 
 /** A signal for batch executions: a batch, once started, runs to the end (its requests may still leave). */
@@ -114,9 +119,18 @@ export class ModelHost {
     this.#onChange = onChange;
   }
 
-  /** Loads a model; never throws: a failure leaves it 'unavailable' with the error recorded. */
+  /**
+   * Loads a model; never throws: a failure leaves it 'unavailable' with the error recorded.
+   * Loading a model that is already ready with the same config does nothing; with another
+   * config, the old one keeps serving until the new one is ready, then is retired (its
+   * requests finish first). A reload that fails leaves the old one serving.
+   */
   async load(config: ModelConfig): Promise<HostedModel> {
     const key = modelKey(config.name, config.version);
+    const existing = this.#models.get(key);
+    if (existing?.state === 'ready' && JSON.stringify(existing.config) === JSON.stringify(config))
+      return existing;
+    const replacing = existing?.state === 'ready' ? existing : undefined;
     const hosted: HostedModel = {
       config,
       state: 'loading',
@@ -125,11 +139,11 @@ export class ModelHost {
       batcher: undefined,
       stats: new ModelStats(config.name, config.version),
       error: undefined,
+      active: 0,
+      idle: undefined,
     };
-    this.#models.set(key, hosted);
-    const latest = this.#latest.get(config.name);
-    if (latest === undefined || compareVersionsDesc(config.version, latest) < 0)
-      this.#latest.set(config.name, config.version);
+    if (!replacing) this.#models.set(key, hosted);
+    this.#updateLatest(config.name);
     this.#onChange();
     const started = performance.now();
     try {
@@ -148,6 +162,10 @@ export class ModelHost {
         maxBatchSize: config.maxBatchSize,
       };
       hosted.state = 'ready';
+      if (replacing) {
+        this.#models.set(key, hosted);
+        void this.#retire(replacing);
+      }
       this.#logger.info(
         {
           model: config.name,
@@ -165,6 +183,82 @@ export class ModelHost {
     }
     this.#onChange();
     return hosted;
+  }
+
+  /** Newest version per name, from what is hosted. */
+  #updateLatest(name: string): void {
+    let latest: string | undefined;
+    for (const h of this.#models.values()) {
+      if (
+        h.config.name === name &&
+        (latest === undefined || compareVersionsDesc(h.config.version, latest) < 0)
+      )
+        latest = h.config.version;
+    }
+    if (latest === undefined) this.#latest.delete(name);
+    else this.#latest.set(name, latest);
+  }
+
+  /** Waits for a model's running requests, then releases it. */
+  async #retire(hosted: HostedModel): Promise<void> {
+    hosted.state = 'unloading';
+    if (hosted.active > 0) {
+      hosted.idle ??= deferred<void>();
+      await hosted.idle.promise;
+    }
+    try {
+      await hosted.model?.dispose();
+    } catch (err) {
+      this.#logger.warn({ model: hosted.config.name, err }, 'model dispose failed');
+    }
+  }
+
+  /**
+   * Unloads every version of `name` (or those listed): each stops taking requests at once
+   * ('unloading'), finishes what it has, is disposed and forgotten. Resolves when all are gone.
+   */
+  async unload(name: string, versions?: readonly string[]): Promise<void> {
+    const targets = [...this.#models.entries()].filter(
+      ([, h]) => h.config.name === name && (!versions || versions.includes(h.config.version)),
+    );
+    if (targets.length === 0) return;
+    for (const [, h] of targets) h.state = 'unloading';
+    this.#onChange();
+    await Promise.all(targets.map(([, h]) => this.#retire(h)));
+    for (const [key, h] of targets) if (this.#models.get(key) === h) this.#models.delete(key);
+    this.#updateLatest(name);
+    this.#logger.info({ model: name, versions: targets.map(([, h]) => h.config.version) }, 'model unloaded');
+    this.#onChange();
+  }
+
+  /** Runs one request on a ready model through its batcher, counted so an unload waits for it. */
+  async run(hosted: ReadyModel, options: SubmitOptions): Promise<Tensor[]> {
+    hosted.active++;
+    try {
+      return await hosted.batcher.submit(options);
+    } finally {
+      hosted.active--;
+      if (hosted.active === 0 && hosted.idle) {
+        hosted.idle.resolve();
+        hosted.idle = undefined;
+      }
+    }
+  }
+
+  /** The status of one hosted model (for replies to a load). */
+  status(hosted: HostedModel): ModelStatus {
+    const info: ModelInfo | undefined = hosted.model?.info;
+    return {
+      name: hosted.config.name,
+      version: hosted.config.version,
+      state: hosted.state,
+      platform: info?.platform ?? '',
+      inputs: info?.inputs ?? [],
+      outputs: info?.outputs ?? [],
+      batchable: hosted.config.batchable,
+      maxBatchSize: hosted.config.maxBatchSize,
+      ...(hosted.error ? { error: hosted.error } : {}),
+    };
   }
 
   /** The hosted model a request names; MODEL_NOT_FOUND or MODEL_NOT_READY otherwise. */
@@ -187,20 +281,7 @@ export class ModelHost {
   }
 
   statuses(): ModelStatus[] {
-    return [...this.#models.values()].map((h) => {
-      const info: ModelInfo | undefined = h.model?.info;
-      return {
-        name: h.config.name,
-        version: h.config.version,
-        state: h.state,
-        platform: info?.platform ?? '',
-        inputs: info?.inputs ?? [],
-        outputs: info?.outputs ?? [],
-        batchable: h.config.batchable,
-        maxBatchSize: h.config.maxBatchSize,
-        ...(h.error ? { error: h.error } : {}),
-      };
-    });
+    return [...this.#models.values()].map((h) => this.status(h));
   }
 
   /** Statistics of every model this worker hosts. */

@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { type Server, type Socket, createServer } from 'node:net';
 import { hostname } from 'node:os';
-import type { RpcConfig } from '../config/index.ts';
+import { type ModelConfig, type RpcConfig, modelSchema } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type HeartbeatMeta,
@@ -21,6 +21,7 @@ import {
   MESSAGE_KIND,
   type RegisterMeta,
   checkInferRequest,
+  checkModelControl,
   createPackr,
   tensorsFromWire,
   tensorsToWire,
@@ -52,6 +53,13 @@ export interface WorkerOptions {
   token?: string | undefined;
   /** Relative capacity reported to coordinators for weighted balancing. Default 1. */
   weight?: number;
+  /** The processor pool this worker belongs to (reported to coordinators). */
+  pool?: string | undefined;
+  /**
+   * Turns the path of a model loaded at run time into a file on this machine (`pkg:`,
+   * relative to the config's folder); undefined when it does not exist. Default: as given.
+   */
+  resolveModelPath?: (path: string) => string | undefined;
   rpc: RpcConfig;
   logger: Logger;
 }
@@ -223,6 +231,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       ...(listen && this.#port !== undefined ? { host: listen.host, port: this.#port } : {}),
       models: this.#options.host.statuses(),
       draining: this.#draining,
+      ...(this.#options.pool !== undefined ? { pool: this.#options.pool } : {}),
       weight: this.#options.weight ?? 1,
     };
   }
@@ -240,9 +249,57 @@ export class Worker extends EventEmitter<WorkerEvents> {
     conn.send(MESSAGE_KIND.REGISTER, this.#registerMeta());
   }
 
+  /** Loads or unloads models for a coordinator (repository API); answers once done. */
+  async #control(req: IncomingRequest): Promise<void> {
+    const host = this.#options.host;
+    try {
+      const meta = checkModelControl(req.meta);
+      if (this.#draining) throw new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`);
+      if (meta.action === 'unload') {
+        await host.unload(meta.name, meta.versions);
+        req.reply(MESSAGE_KIND.MODEL_CONTROL_RESPONSE, { models: host.statuses() });
+        return;
+      }
+      const configs = meta.models.map((raw) => this.#modelConfig(raw));
+      const loaded = await Promise.all(configs.map((c) => host.load(c)));
+      req.reply(MESSAGE_KIND.MODEL_CONTROL_RESPONSE, { models: loaded.map((h) => host.status(h)) });
+    } catch (err) {
+      req.fail(toInfergridError(err, 'MODEL_LOAD_FAILED'));
+    }
+  }
+
+  /** A model config sent by a coordinator, checked and with its path made local. */
+  #modelConfig(raw: unknown): ModelConfig {
+    const parsed = modelSchema.safeParse(raw);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `model config is invalid: ${first ? `${first.path.join('.') || '(root)'}: ${first.message}` : 'unknown problem'}`,
+      );
+    }
+    const config = parsed.data;
+    if (config.path) {
+      const local = this.#options.resolveModelPath
+        ? this.#options.resolveModelPath(config.path)
+        : config.path;
+      if (local === undefined)
+        throw new InfergridError(
+          'MODEL_LOAD_FAILED',
+          `model "${config.name}": ${config.path} was not found on worker ${this.id}`,
+        );
+      config.path = local;
+    }
+    return config;
+  }
+
   async #onRequest(req: IncomingRequest): Promise<void> {
     if (req.kind === MESSAGE_KIND.STATS_REQUEST) {
       req.reply(MESSAGE_KIND.STATS_RESPONSE, { models: this.#options.host.statsSnapshots() });
+      return;
+    }
+    if (req.kind === MESSAGE_KIND.MODEL_CONTROL_REQUEST) {
+      await this.#control(req);
       return;
     }
     if (req.kind !== MESSAGE_KIND.INFER_REQUEST) {
@@ -271,7 +328,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.stats.requests++;
     try {
       // the batcher keeps the deadline (queued or running); the signal carries cancels and a lost connection
-      const outputs = await hosted.batcher.submit({
+      const outputs = await this.#options.host.run(hosted, {
         inputs,
         outputs: meta.outputs,
         parameters: meta.parameters,

@@ -1,0 +1,9 @@
+export {
+  type PipelineRequest,
+  type PipelineResult,
+  PipelineRunner,
+  type PipelineRunnerOptions,
+  type StepRequest,
+  type StepResult,
+  type StepTrace,
+} from './runner.ts';

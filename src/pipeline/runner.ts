@@ -1,0 +1,253 @@
+/**
+ * Runs a pipeline model (like a Triton ensemble): each step is an ordinary request for its
+ * model, so it is routed, balanced, batched, cached and retried like any other; the runner
+ * only wires tensors between steps. A step starts as soon as the tensors it reads exist, so
+ * independent steps run at the same time. Intermediate tensors travel worker -> coordinator
+ * -> worker as the raw bytes of the RPC frames (views, never re-encoded).
+ *
+ * Errors: a step's own error keeps its code (a preprocessor refusing an image is the client's
+ * 400) with the step named in the message; a tensor that does not fit the next step is the
+ * pipeline's definition at fault (INTERNAL). The first failure cancels the other steps.
+ */
+
+import type { CacheMode } from '../cache/index.ts';
+import { type PipelineSource, parseSource } from '../config/index.ts';
+import { InfergridError, toInfergridError } from '../errors.ts';
+import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
+import { type ModelEntry, type ModelRegistry, validateInputs } from '../registry/index.ts';
+import type { Tensor } from '../tensor/index.ts';
+
+/** One step's request as the runner hands it to the coordinator. */
+export interface StepRequest {
+  entry: ModelEntry;
+  inputs: Tensor[];
+  parameters?: Parameters | undefined;
+  id?: string | undefined;
+  timeoutMs: number;
+  signal: AbortSignal;
+  cacheMode: CacheMode;
+}
+
+export interface StepResult {
+  meta: InferResponseMeta;
+  outputs: Tensor[];
+  workerId: string | undefined;
+}
+
+export interface PipelineRequest {
+  entry: ModelEntry;
+  inputs: Tensor[];
+  outputs?: string[] | undefined;
+  parameters?: Parameters | undefined;
+  id?: string | undefined;
+  timeoutMs: number;
+  signal?: AbortSignal | undefined;
+  /** How the request's steps meet the response cache (a client's bypass holds for every step). */
+  cacheMode?: CacheMode;
+}
+
+/** What each step did, in the order the steps are written. */
+export interface StepTrace {
+  step: string;
+  model: string;
+  version: string;
+  workerId: string | undefined;
+  ms: number;
+}
+
+export interface PipelineResult {
+  meta: InferResponseMeta;
+  outputs: Tensor[];
+  steps: StepTrace[];
+}
+
+export interface PipelineRunnerOptions {
+  registry: ModelRegistry;
+  /** Runs one step (the coordinator's own infer: cache, routing, retries). */
+  runStep: (request: StepRequest) => Promise<StepResult>;
+  now?: () => number;
+}
+
+interface CompiledStep {
+  name: string;
+  model: string;
+  version: string | undefined;
+  inputs: { name: string; from: PipelineSource }[];
+  parameters: Parameters | undefined;
+  /** Steps whose outputs this one reads. */
+  after: string[];
+}
+
+/** The `<step>.<output>` or `$input` a source names, for messages. */
+function describe(source: PipelineSource): string {
+  return source.kind === 'input' ? `$${source.input}` : `${source.step}.${source.output}`;
+}
+
+export class PipelineRunner {
+  readonly #o: PipelineRunnerOptions;
+  readonly #now: () => number;
+  /** Compiled step lists per pipeline config (configs are replaced, never mutated). */
+  readonly #compiled = new WeakMap<object, CompiledStep[]>();
+  /** Pipeline requests run, and steps run for them. */
+  runs = 0;
+  stepRuns = 0;
+
+  constructor(options: PipelineRunnerOptions) {
+    this.#o = options;
+    this.#now = options.now ?? performance.now.bind(performance);
+  }
+
+  #compile(entry: ModelEntry): CompiledStep[] {
+    const pipeline = entry.config?.pipeline;
+    if (!pipeline) throw new InfergridError('INTERNAL', `model "${entry.name}" is not a pipeline`);
+    let steps = this.#compiled.get(pipeline);
+    if (!steps) {
+      steps = pipeline.steps.map((s) => {
+        const inputs = Object.entries(s.inputs).map(([name, text]) => ({ name, from: parseSource(text)! }));
+        const after = [...new Set(inputs.flatMap((i) => (i.from.kind === 'step' ? [i.from.step] : [])))];
+        return {
+          name: s.name,
+          model: s.model,
+          version: s.version,
+          inputs,
+          parameters: s.parameters,
+          after,
+        };
+      });
+      this.#compiled.set(pipeline, steps);
+    }
+    return steps;
+  }
+
+  async run(request: PipelineRequest): Promise<PipelineResult> {
+    const { entry } = request;
+    const { registry } = this.#o;
+    const steps = this.#compile(entry);
+    const pipeline = entry.config!.pipeline!;
+    const deadline = this.#now() + request.timeoutMs;
+    this.runs++;
+    // the first failure (or the client going away) stops every other step
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(request.signal!.reason);
+    if (request.signal?.aborted) onAbort();
+    else request.signal?.addEventListener('abort', onAbort, { once: true });
+
+    const given = new Map(request.inputs.map((t) => [t.name, t]));
+    const produced = new Map<string, Map<string, Tensor>>();
+    const running = new Map<string, Promise<void>>();
+    const traces: StepTrace[] = [];
+    const tensorOf = (source: PipelineSource, forWhat: string): Tensor => {
+      const t =
+        source.kind === 'input' ? given.get(source.input) : produced.get(source.step)?.get(source.output);
+      if (!t) {
+        throw new InfergridError(
+          'INTERNAL',
+          `pipeline "${entry.name}": ${forWhat} reads ${describe(source)}, which ${source.kind === 'input' ? 'the request did not send' : `step "${source.step}" did not return`}`,
+        );
+      }
+      return t;
+    };
+
+    const runStep = async (step: CompiledStep, index: number): Promise<void> => {
+      await Promise.all(step.after.map((name) => running.get(name)));
+      if (controller.signal.aborted) throw controller.signal.reason;
+      let target: ModelEntry;
+      let spec: ReturnType<ModelRegistry['specOf']>;
+      try {
+        target = registry.route(step.model, step.version);
+        spec = registry.specOf(target);
+      } catch (err) {
+        // the pipeline exists; a step it needs cannot be served now
+        throw new InfergridError(
+          'UNAVAILABLE',
+          `pipeline "${entry.name}" step "${step.name}": ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      const inputs = step.inputs.map(({ name, from }) => {
+        const t = tensorOf(from, `step "${step.name}" input "${name}"`);
+        return t.name === name ? t : { name, datatype: t.datatype, shape: t.shape, data: t.data };
+      });
+      try {
+        validateInputs(spec, inputs, undefined);
+      } catch (err) {
+        throw new InfergridError(
+          'INTERNAL',
+          `pipeline "${entry.name}" step "${step.name}" (${step.model}): its inputs do not fit the model: ${(err as Error).message}`,
+          { cause: err },
+        );
+      }
+      const remaining = Math.round(deadline - this.#now());
+      if (remaining <= 0)
+        throw new InfergridError(
+          'DEADLINE_EXCEEDED',
+          `pipeline "${entry.name}" ran out of time before step "${step.name}"`,
+        );
+      const started = this.#now();
+      this.stepRuns++;
+      let result: StepResult;
+      try {
+        result = await this.#o.runStep({
+          entry: target,
+          inputs,
+          parameters: step.parameters ? { ...request.parameters, ...step.parameters } : request.parameters,
+          id: request.id,
+          timeoutMs: remaining,
+          signal: controller.signal,
+          cacheMode: request.cacheMode ?? 'normal',
+        });
+      } catch (err) {
+        const e = toInfergridError(err);
+        if (e.code === 'CANCELLED' || e.code === 'DEADLINE_EXCEEDED') throw e;
+        throw new InfergridError(e.code, `step "${step.name}" (${step.model}): ${e.message}`, {
+          ...(e.details ? { details: e.details } : {}),
+          cause: e,
+        });
+      }
+      produced.set(step.name, new Map(result.outputs.map((t) => [t.name, t])));
+      traces[index] = {
+        step: step.name,
+        model: target.name,
+        version: target.version,
+        workerId: result.workerId,
+        ms: this.#now() - started,
+      };
+    };
+
+    try {
+      steps.forEach((step, i) => {
+        const p = runStep(step, i);
+        // the first failure cancels the rest; later ones are only its echoes
+        p.catch((err: unknown) => controller.abort(toInfergridError(err)));
+        running.set(step.name, p);
+      });
+      const settled = await Promise.allSettled(running.values());
+      const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) throw controller.signal.reason ?? failed.reason;
+    } finally {
+      request.signal?.removeEventListener('abort', onAbort);
+    }
+
+    const wanted = request.outputs ?? (entry.config!.outputs ?? []).map((o) => o.name);
+    const outputs = wanted.map((name) => {
+      const spec = entry.config!.outputs!.find((o) => o.name === name)!;
+      const t = tensorOf(parseSource(pipeline.outputs[name]!)!, `output "${name}"`);
+      if (t.datatype !== spec.datatype)
+        throw new InfergridError(
+          'INTERNAL',
+          `pipeline "${entry.name}" output "${name}" is declared ${spec.datatype} but ${pipeline.outputs[name]} is ${t.datatype}`,
+        );
+      return { name, datatype: t.datatype, shape: t.shape, data: t.data };
+    });
+    return {
+      meta: {
+        model: entry.name,
+        version: entry.version,
+        ...(request.id !== undefined ? { id: request.id } : {}),
+        outputs: outputs.map(({ name, datatype, shape }) => ({ name, datatype, shape })),
+      },
+      outputs,
+      steps: traces,
+    };
+  }
+}
