@@ -9,7 +9,10 @@ import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { AsyncRequests, persistentTier } from '../async/index.ts';
 import { registerAdminRoutes } from './admin.ts';
+import { INFERENCE_HEADER_CONTENT_LENGTH } from './binary-tensors.ts';
+import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { fromFastifyError, sendError } from './errors.ts';
 import { registerKserveRoutes } from './kserve.ts';
@@ -48,7 +51,14 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     keepAliveTimeout: 65_000,
   });
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'string' }, parseJson);
+  // a body with Inference-Header-Content-Length is JSON followed by binary tensors: kept as bytes
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body: Buffer, done) => {
+    if (req.headers[INFERENCE_HEADER_CONTENT_LENGTH] !== undefined) {
+      done(null, body);
+      return;
+    }
+    parseJson(req, body.toString('utf8'), done);
+  });
 
   app.setErrorHandler((err: FastifyError | InfergridError, req, reply) => {
     const typed = err instanceof InfergridError ? err : fromFastifyError(err, bodyLimitBytes);
@@ -67,8 +77,18 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ),
   );
 
+  const asyncRequests = new AsyncRequests({
+    resultTtlMs: config.async.resultTtlMs,
+    maxPending: config.async.maxPending,
+    store: persistentTier(options.coordinator.cache?.store),
+    logger,
+  });
+  // closed with the server, before the coordinator closes the store it writes to
+  app.addHook('onClose', async () => asyncRequests.close());
+  registerAsyncRoutes(app, asyncRequests);
   registerKserveRoutes(app, {
     coordinator: options.coordinator,
+    asyncRequests,
     config,
     serverVersion: options.serverVersion,
   });

@@ -2,6 +2,10 @@
  * KServe v2 inference request and response bodies (JSON). Parsing checks the structure and
  * reports the first problem with its path; tensor contents are checked against the model
  * elsewhere (validateInputs) and element by element in tensorFromJson.
+ *
+ * The binary tensor data extension's parameters (binary_data_size, binary_data,
+ * binary_data_output) are read here into typed fields and removed from the parameters, so
+ * they never reach a model or the cache key; binary-tensors.ts does the byte work.
  */
 
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
@@ -12,16 +16,51 @@ export interface JsonInput {
   name: string;
   datatype: string;
   shape: number[];
-  data: unknown;
+  /**
+   * JSON `data` (flat or nested arrays), or a Uint8Array of raw tensor bytes once
+   * parseInferRequestBody has attached the input's binary section. Undefined only when
+   * `binaryDataSize` is set and the bytes have not been attached.
+   */
+  data?: unknown;
+  /** `parameters.binary_data_size`: the input's bytes follow the JSON header (binary extension). */
+  binaryDataSize?: number;
+  /** The input's parameters, without the extension's binary_data_size. */
   parameters?: Parameters;
 }
 
 export interface InferBody {
   id?: string;
+  /** Request parameters for the model, without the binary extension's own. */
   parameters: Parameters;
   inputs: JsonInput[];
   /** Names of the outputs asked for; all when undefined. */
   outputs?: string[];
+  /** Request parameter `binary_data_output`: return outputs as binary unless an output says otherwise. */
+  binaryDataOutput: boolean;
+  /**
+   * When `outputs` is given: the listed outputs to return as binary (their own
+   * `parameters.binary_data`, else `binaryDataOutput`). Undefined when `outputs` is not given.
+   */
+  binaryOutputs?: Set<string>;
+}
+
+/** Parameters of the binary tensor data extension: read by the HTTP edge, never passed on. */
+export const BINARY_EXTENSION_PARAMETERS: readonly string[] = [
+  'binary_data_size',
+  'binary_data',
+  'binary_data_output',
+];
+
+function withoutExtensionParameters(parameters: Parameters): Parameters {
+  if (!BINARY_EXTENSION_PARAMETERS.some((k) => Object.hasOwn(parameters, k))) return parameters;
+  const rest: Parameters = {};
+  for (const [k, v] of Object.entries(parameters)) if (!BINARY_EXTENSION_PARAMETERS.includes(k)) rest[k] = v;
+  return rest;
+}
+
+function optionalBoolean(value: unknown, where: string): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  bad(`${where} must be true or false, got ${JSON.stringify(value)}`);
 }
 
 function bad(message: string): never {
@@ -55,29 +94,70 @@ export function parseInferBody(body: unknown): InferBody {
     if (typeof input.datatype !== 'string')
       bad(`${where} ("${input.name}"): datatype must be a string such as "FP32"`);
     if (!Array.isArray(input.shape)) bad(`${where} ("${input.name}"): shape must be an array of integers`);
-    if (input.data === undefined) bad(`${where} ("${input.name}"): data is missing`);
+    const parameters = parseParameters(input.parameters, `${where}.parameters`);
+    const size = parameters.binary_data_size;
+    if (size !== undefined && (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)) {
+      bad(
+        `${where} ("${input.name}"): parameters.binary_data_size must be a non-negative integer (the input's byte count), got ${JSON.stringify(size)}`,
+      );
+    }
+    if (size !== undefined && input.data !== undefined) {
+      bad(
+        `${where} ("${input.name}"): has both "data" and parameters.binary_data_size; send the tensor either as JSON data or as binary bytes after the JSON, not both`,
+      );
+    }
+    if (size === undefined && input.data === undefined) {
+      bad(
+        `${where} ("${input.name}"): data is missing; give "data", or parameters.binary_data_size with the bytes after the JSON`,
+      );
+    }
     return {
       name: input.name,
       datatype: input.datatype,
       shape: input.shape as number[],
-      data: input.data,
-      parameters: parseParameters(input.parameters, `${where}.parameters`),
+      ...(input.data !== undefined ? { data: input.data } : {}),
+      ...(size !== undefined ? { binaryDataSize: size as number } : {}),
+      parameters: withoutExtensionParameters(parameters),
     };
   });
+  const requestParameters = parseParameters(body.parameters, 'parameters');
+  const binaryDataOutput =
+    optionalBoolean(requestParameters.binary_data_output, 'parameters.binary_data_output') ?? false;
   let parsedOutputs: string[] | undefined;
+  let binaryOutputs: Set<string> | undefined;
   if (outputs !== undefined) {
     if (!Array.isArray(outputs)) bad('"outputs" must be an array of { "name": ... }');
+    binaryOutputs = new Set();
     parsedOutputs = outputs.map((o, i) => {
       if (!isRecord(o) || typeof o.name !== 'string') bad(`outputs[${i}] must be an object with a "name"`);
-      return o.name as string;
+      const name = o.name as string;
+      const where = `outputs[${i}] ("${name}").parameters`;
+      const binary = optionalBoolean(
+        parseParameters(o.parameters, where).binary_data,
+        `${where}.binary_data`,
+      );
+      // an output's own binary_data overrides the request's binary_data_output (Triton's rule)
+      if (binary ?? binaryDataOutput) binaryOutputs!.add(name);
+      return name;
     });
   }
   return {
     ...(id !== undefined ? { id: id as string } : {}),
-    parameters: parseParameters(body.parameters, 'parameters'),
+    parameters: withoutExtensionParameters(requestParameters),
     inputs: parsedInputs,
     ...(parsedOutputs ? { outputs: parsedOutputs } : {}),
+    binaryDataOutput,
+    ...(binaryOutputs ? { binaryOutputs } : {}),
   };
+}
+
+export interface InferResponseOutput {
+  name: string;
+  datatype: string;
+  shape: number[];
+  /** Flat JSON elements; absent for an output sent as binary (then `parameters.binary_data_size`). */
+  data?: unknown[];
+  parameters?: Parameters;
 }
 
 export interface InferResponseBody {
@@ -85,24 +165,34 @@ export interface InferResponseBody {
   model_version: string;
   id?: string;
   parameters?: Parameters;
-  outputs: { name: string; datatype: string; shape: number[]; data: unknown[] }[];
+  outputs: InferResponseOutput[];
 }
 
+/**
+ * The JSON response. Outputs for which `binary(name)` is true carry
+ * `parameters.binary_data_size` instead of `data`; their bytes are the caller's to append
+ * (encodeInferResponse in binary-tensors.ts does).
+ */
 export function buildInferResponse(
   meta: InferResponseMeta,
-  outputs: Tensor[],
+  outputs: readonly Tensor[],
   id: string | undefined,
+  binary?: (name: string) => boolean,
 ): InferResponseBody {
   return {
     model_name: meta.model,
     model_version: meta.version,
     ...(id !== undefined ? { id } : {}),
     ...(meta.parameters ? { parameters: meta.parameters } : {}),
-    outputs: outputs.map((t) => ({
-      name: t.name,
-      datatype: t.datatype,
-      shape: t.shape,
-      data: tensorToJsonData(t),
-    })),
+    outputs: outputs.map((t) =>
+      binary?.(t.name)
+        ? {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+            parameters: { binary_data_size: t.data.byteLength },
+          }
+        : { name: t.name, datatype: t.datatype, shape: t.shape, data: tensorToJsonData(t) },
+    ),
   };
 }

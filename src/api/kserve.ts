@@ -7,13 +7,24 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { CacheMode } from '../cache/index.ts';
 import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
-import { InfergridError } from '../errors.ts';
+import { InfergridError, toInfergridError } from '../errors.ts';
 import { type ModelEntry, validateInputs } from '../registry/index.ts';
-import { type Datatype, isDatatype, tensorFromJson } from '../tensor/index.ts';
+import { type Datatype, isDatatype } from '../tensor/index.ts';
 import { SHARD_KEY_PARAMETER } from '../coordinator/index.ts';
 import { hashString } from '../routing/index.ts';
+import type { AsyncRequests } from '../async/index.ts';
+import type { InferResult } from '../coordinator/index.ts';
+import { prefersRespondAsync, replyAccepted, stripAsyncParameter, wantsAsync } from './async-routes.ts';
 import { sendError } from './errors.ts';
-import { type InferResponseBody, buildInferResponse, parseInferBody } from './infer-body.ts';
+import {
+  BINARY_CONTENT_TYPE,
+  INFERENCE_HEADER_CONTENT_LENGTH,
+  binaryOutputPredicate,
+  encodeInferResponse,
+  parseInferRequestBody,
+  tensorFromInput,
+} from './binary-tensors.ts';
+import { type InferResponseBody, parseInferBody } from './infer-body.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
 
 export const SERVER_NAME = 'infergrid';
@@ -38,6 +49,8 @@ interface ModelParams {
 
 export interface KserveRouteOptions {
   coordinator: Coordinator;
+  /** Where asynchronous requests run and keep their results. */
+  asyncRequests: AsyncRequests;
   config: Readonly<InfergridConfig>;
   serverVersion: string;
 }
@@ -87,7 +100,9 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
 
   const infer = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
     const startedAt = performance.now();
-    const body = parseInferBody(req.body);
+    const body = Buffer.isBuffer(req.body)
+      ? parseInferRequestBody(req.body, req.headers[INFERENCE_HEADER_CONTENT_LENGTH] as string | undefined)
+      : parseInferBody(req.body);
     // the deadline is known before any work, so a bad one costs nothing and the budget
     // counts the coordinator's own time too
     const timeoutMs = requestTimeoutMs(
@@ -103,6 +118,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       shardKey === undefined ? undefined : hashString(String(shardKey)) / 2 ** 32,
     );
     const cacheMode = cacheModeOf(body.parameters.cache);
+    const isAsync = wantsAsync(req.headers, body.parameters);
     for (const input of body.inputs) {
       if (!isDatatype(input.datatype)) {
         throw new InfergridError(
@@ -112,12 +128,46 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       }
     }
     validateInputs(spec, body.inputs, body.outputs);
-    const inputs = body.inputs.map((i) => tensorFromJson(i.name, i.datatype as Datatype, i.shape, i.data));
+    const inputs = body.inputs.map((i) => tensorFromInput(i, i.datatype as Datatype));
+    const binary = binaryOutputPredicate(body);
+    if (isAsync && (body.binaryDataOutput || body.binaryOutputs?.size))
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        'an asynchronous request cannot ask for binary outputs: its result is fetched as JSON from /v2/requests/{id}',
+      );
     // the parsed JSON arrays are several times the tensor's size: let them go before the
     // request waits on a worker
     for (const input of body.inputs) input.data = undefined;
     (req as { body: unknown }).body = undefined;
     const remainingMs = Math.max(1, Math.round(timeoutMs - (performance.now() - startedAt)));
+    const parameters = stripAsyncParameter(body.parameters);
+    const run = (signal: AbortSignal) =>
+      coordinator.infer(
+        {
+          entry,
+          inputs,
+          outputs: body.outputs,
+          parameters: Object.keys(parameters).length ? parameters : undefined,
+          id: body.id,
+          timeoutMs: remainingMs,
+          signal,
+        },
+        cacheMode,
+      );
+    if (isAsync) {
+      // validated above, so bad input was a 400 now; the run lives on after this reply
+      const { id } = options.asyncRequests.submit(
+        async (signal) => {
+          try {
+            return answer(await run(signal), undefined, body.id, () => false) as object;
+          } catch (err) {
+            throw deadlineMessage(err, timeoutMs);
+          }
+        },
+        { timeoutMs: remainingMs },
+      );
+      return replyAccepted(reply, id, prefersRespondAsync(req.headers));
+    }
     // a client that goes away cancels its request all the way to the worker
     const controller = new AbortController();
     const onClose = (): void => {
@@ -126,49 +176,62 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     };
     reply.raw.once('close', onClose);
     try {
-      const result = await coordinator.infer(
-        {
-          entry,
-          inputs,
-          outputs: body.outputs,
-          parameters: Object.keys(body.parameters).length ? body.parameters : undefined,
-          id: body.id,
-          timeoutMs: remainingMs,
-          signal: controller.signal,
-        },
-        cacheMode,
-      );
-      let response: InferResponseBody;
-      try {
-        response = buildInferResponse(result.meta, result.outputs, body.id);
-      } catch (err) {
-        // bad output bytes are the worker's fault, never the client's
-        throw new InfergridError(
-          'BACKEND_ERROR',
-          `worker ${result.workerId ?? '(cache)'} returned a malformed output: ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
-      if (result.cache) {
-        // whether the answer came from the cache: a header and a response parameter
-        reply.header(CACHE_HEADER, result.cache);
-        response.parameters = { ...response.parameters, [CACHE_PARAMETER]: result.cache };
-      }
-      return response;
+      return answer(await run(controller.signal), reply, body.id, binary);
     } catch (err) {
-      if (err instanceof InfergridError && err.code === 'DEADLINE_EXCEEDED') {
-        return sendError(
-          reply,
-          new InfergridError(
-            'DEADLINE_EXCEEDED',
-            `request did not complete within its deadline of ${timeoutMs} ms`,
-            { details: { timeoutMs } },
-          ),
-        );
-      }
-      throw err;
+      const e = deadlineMessage(err, timeoutMs);
+      // deadlines are answered here; anything else goes to the error handler (which logs 5xx)
+      if (e.code === 'DEADLINE_EXCEEDED') return sendError(reply, e);
+      throw e;
     }
   };
   app.post('/v2/models/:model/infer', infer);
   app.post('/v2/models/:model/versions/:version/infer', infer);
+}
+
+/** Says a deadline in the client's terms (the whole request's), not one step's or attempt's. */
+function deadlineMessage(err: unknown, timeoutMs: number): InfergridError {
+  const e = toInfergridError(err);
+  if (e.code !== 'DEADLINE_EXCEEDED') return e;
+  return new InfergridError(
+    'DEADLINE_EXCEEDED',
+    `request did not complete within its deadline of ${timeoutMs} ms`,
+    {
+      details: { timeoutMs },
+    },
+  );
+}
+
+/** The KServe response for a result (JSON, or JSON and binary outputs), with how it met the cache. */
+function answer(
+  result: InferResult,
+  reply: FastifyReply | undefined,
+  id: string | undefined,
+  binary: (name: string) => boolean,
+): InferResponseBody | FastifyReply {
+  let encoded: ReturnType<typeof encodeInferResponse>;
+  try {
+    encoded = encodeInferResponse(
+      {
+        meta: result.meta,
+        outputs: result.outputs,
+        ...(id !== undefined ? { id } : {}),
+        ...(result.cache ? { parameters: { [CACHE_PARAMETER]: result.cache } } : {}),
+      },
+      binary,
+    );
+  } catch (err) {
+    // bad output bytes are the worker's fault, never the client's
+    throw new InfergridError(
+      'BACKEND_ERROR',
+      `worker ${result.workerId ?? '(cache)'} returned a malformed output: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  // whether the answer came from the cache: a header as well as the response parameter
+  if (result.cache) reply?.header(CACHE_HEADER, result.cache);
+  if (!Buffer.isBuffer(encoded.payload)) return encoded.payload;
+  return reply!
+    .header(INFERENCE_HEADER_CONTENT_LENGTH, String(encoded.headerLength))
+    .type(BINARY_CONTENT_TYPE)
+    .send(encoded.payload);
 }

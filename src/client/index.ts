@@ -5,4 +5,6 @@ export {
   type InferOptions,
   type InferOutput,
   type InferResponse,
+  decodeInferResponse,
+  encodeInferRequest,
 } from './http-client.ts';

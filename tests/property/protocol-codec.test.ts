@@ -503,7 +503,7 @@ test('protocol codec - any unknown kind byte is UNKNOWN_MESSAGE', () => {
     'UNKNOWN_MESSAGE',
   );
   assert.equal(
-    caught(() => decoder().push(rawFrame({ kind: 14, meta: packr.pack(1) }))).code,
+    caught(() => decoder().push(rawFrame({ kind: 250, meta: packr.pack(1) }))).code,
     'UNKNOWN_MESSAGE',
   );
 });
