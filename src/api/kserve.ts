@@ -130,7 +130,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     validateInputs(spec, body.inputs, body.outputs);
     const inputs = body.inputs.map((i) => tensorFromInput(i, i.datatype as Datatype));
     const binary = binaryOutputPredicate(body);
-    if (isAsync && (body.binaryDataOutput || body.binaryOutputs?.size))
+    if (isAsync && (body.binaryOutputs ? body.binaryOutputs.size > 0 : body.binaryDataOutput))
       throw new InfergridError(
         'INVALID_ARGUMENT',
         'an asynchronous request cannot ask for binary outputs: its result is fetched as JSON from /v2/requests/{id}',

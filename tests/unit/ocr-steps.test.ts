@@ -6,7 +6,6 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import sharp from 'sharp';
 import type { Backend, LoadedModel } from '../../src/backends/index.ts';
 import { createBackends } from '../../src/backends/index.ts';
 import { configSchema } from '../../src/config/index.ts';
@@ -28,6 +27,7 @@ import {
   typedView,
 } from '../../src/tensor/index.ts';
 import { renderTextLine } from '../fixtures/render-text.ts';
+import { pngClaiming } from '../fixtures/png.ts';
 
 const assets = resolveOcrAssets();
 const backends = createBackends();
@@ -108,33 +108,6 @@ async function rejectsWith(
   assert.equal(caught.code, code, caught.message);
   assert.match(caught.message, message);
   return caught;
-}
-
-const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
-  let c = n;
-  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-  return c >>> 0;
-});
-
-/** CRC-32 as PNG uses it (zlib.crc32 only exists from Node 20.15). */
-function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-/** A real 1x1 PNG whose IHDR is patched to claim `width` x `height`, with a valid CRC. */
-async function pngClaiming(width: number, height: number): Promise<Buffer> {
-  const png = Buffer.from(
-    await sharp({ create: { width: 1, height: 1, channels: 3, background: '#fff' } })
-      .png()
-      .toBuffer(),
-  );
-  assert.equal(png.toString('latin1', 12, 16), 'IHDR');
-  png.writeUInt32BE(width, 16);
-  png.writeUInt32BE(height, 20);
-  png.writeUInt32BE(crc32(png.subarray(12, 29)), 29);
-  return png;
 }
 
 const LINES = ['Hello World', 'infergrid 2026', 'The quick brown fox', 'OCR test 42'];
