@@ -213,7 +213,10 @@ function crossCheck(
 function expandPools(config: InfergridConfig, issues: string[]): void {
   const names = new Set<string>();
   config.pools.forEach((pool, i) => {
-    if (names.has(pool.name)) issues.push(`pools[${i}].name: pool "${pool.name}" is defined twice`);
+    if (names.has(pool.name)) {
+      issues.push(`pools[${i}].name: pool "${pool.name}" is defined twice`);
+      return;
+    }
     names.add(pool.name);
     for (let n = 1; n <= pool.processes; n++) {
       const id = `${pool.name}-${n}`;

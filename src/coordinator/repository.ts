@@ -2,7 +2,10 @@
  * The model repository extension: load and unload models at run time, on the workers their
  * placement names, without restarting anything. The coordinator keeps what operators asked for
  * (loaded with this config, or unloaded) and applies it again to any worker that (re)joins,
- * so a restarted worker does not bring back an unloaded model or miss a loaded one.
+ * so a restarted worker does not bring back an unloaded model or miss a loaded one. It does so
+ * on every model list a worker reports, not only the one it joins with: a restarted worker
+ * loads its own config's models one after another, so an unloaded model may start loading
+ * there well after the worker joined.
  */
 
 import { type ModelConfig, checkPipeline, modelSchema } from '../config/index.ts';
@@ -29,10 +32,20 @@ export class ModelRepository {
   readonly #o: ModelRepositoryOptions;
   /** Names an operator loaded or unloaded, and which. */
   readonly #desired = new Map<string, 'loaded' | 'unloaded'>();
+  /**
+   * Model-control jobs running, per worker incarnation and model name. Reconciling leaves
+   * those alone: the job's own reports (a model 'loading' or 'unloading') must not start
+   * another load or unload of the same model.
+   */
+  readonly #pending = new Map<string, number>();
 
   constructor(options: ModelRepositoryOptions) {
     this.#o = options;
     options.pool.on('joined', (handle) => this.#reconcile(handle));
+    options.registry.on('worker-models', (workerId) => {
+      const handle = options.pool.get(workerId);
+      if (handle) this.#reconcile(handle);
+    });
   }
 
   index(): RepositoryIndexEntry[] {
@@ -79,9 +92,38 @@ export class ModelRepository {
           `no model "${name}" is configured; send its config as parameters.config to load a new one`,
         );
     }
+    const isNew = !registry.declared().some((m) => m.name === name);
+    const wasReady = !isNew && !registry.isUnloaded(name) && this.#readyNow(name);
     const served = registry.declare(configs, name);
     this.#desired.set(name, 'loaded');
-    if (served.every((c) => c.backend === 'pipeline')) return this.#indexOf(name);
+    // a model that was not serving is not ready until every placed worker has answered
+    if (!wasReady) registry.setLoading(name, true);
+    try {
+      await this.#apply(name, served);
+    } catch (err) {
+      // a new model that loaded nowhere is forgotten, not left declared and never ready
+      if (isNew && !this.#readyNow(name)) {
+        registry.forget(name);
+        this.#desired.delete(name);
+      }
+      throw err;
+    } finally {
+      if (!wasReady) registry.setLoading(name, false);
+    }
+    return this.#indexOf(name);
+  }
+
+  #readyNow(name: string): boolean {
+    const { registry } = this.#o;
+    const versions = registry.versions(name);
+    return versions.some((v) => {
+      const entry = [...registry.allEntries()].find((e) => e.name === name && e.version === v);
+      return entry !== undefined && registry.readyReplicas(entry).length > 0;
+    });
+  }
+
+  async #apply(name: string, served: ModelConfig[]): Promise<void> {
+    if (served.every((c) => c.backend === 'pipeline')) return;
 
     const servedVersions = new Set(served.map((c) => c.version));
     const workers = this.#o.pool.list().filter((w) => !w.draining);
@@ -89,8 +131,8 @@ export class ModelRepository {
     for (const worker of workers) {
       const wanted = served.filter((c) => placedOn(c, worker));
       const stale = this.#hostedVersions(name, worker.id).filter((v) => !servedVersions.has(v));
-      if (stale.length > 0) jobs.push(this.#unloadOn(worker, name, stale));
-      if (wanted.length > 0) jobs.push(this.#loadOn(worker, wanted));
+      if (stale.length > 0) jobs.push(this.#track(worker, name, this.#unloadOn(worker, name, stale)));
+      if (wanted.length > 0) jobs.push(this.#track(worker, name, this.#loadOn(worker, wanted)));
     }
     if (!workers.some((w) => served.some((c) => placedOn(c, w)))) {
       const placement = served.find((c) => c.workers)?.workers;
@@ -108,7 +150,6 @@ export class ModelRepository {
           details: { failures },
         },
       );
-    return this.#indexOf(name);
   }
 
   /**
@@ -123,7 +164,7 @@ export class ModelRepository {
     const jobs = this.#o.pool
       .list()
       .filter((w) => this.#hostedVersions(name, w.id).length > 0)
-      .map((w) => this.#unloadOn(w, name));
+      .map((w) => this.#track(w, name, this.#unloadOn(w, name)));
     const failures = (await Promise.all(jobs)).filter((f): f is string => f !== undefined);
     if (failures.length > 0)
       this.#o.logger.warn({ model: name, failures }, 'some workers could not unload the model');
@@ -131,6 +172,17 @@ export class ModelRepository {
 
   #indexOf(name: string): RepositoryIndexEntry[] {
     return this.#o.registry.index().filter((e) => e.name === name);
+  }
+
+  /** Marks a control job of (worker, name) as running until it settles. */
+  #track(worker: WorkerHandle, name: string, job: Promise<string | undefined>): Promise<string | undefined> {
+    const key = `${worker.key}\0${name}`;
+    this.#pending.set(key, (this.#pending.get(key) ?? 0) + 1);
+    return job.finally(() => {
+      const left = this.#pending.get(key)! - 1;
+      if (left > 0) this.#pending.set(key, left);
+      else this.#pending.delete(key);
+    });
   }
 
   /** Versions of `name` a worker reports hosting. */
@@ -168,26 +220,33 @@ export class ModelRepository {
     }
   }
 
-  /** Applies what operators asked for to a worker that just joined. */
+  /**
+   * Applies what operators asked for to a worker that joined or reported its models: unloads
+   * what they unloaded, and for what they loaded, loads the served versions it lacks and
+   * unloads versions no longer served.
+   */
   #reconcile(worker: WorkerHandle): void {
     const { registry, logger } = this.#o;
     for (const [name, want] of this.#desired) {
+      if (this.#pending.has(`${worker.key}\0${name}`)) continue;
       const hosted = this.#hostedVersions(name, worker.id);
-      let job: Promise<string | undefined> | undefined;
-      if (want === 'unloaded' && hosted.length > 0) job = this.#unloadOn(worker, name);
+      const jobs: Promise<string | undefined>[] = [];
+      if (want === 'unloaded' && hosted.length > 0) jobs.push(this.#unloadOn(worker, name));
       if (want === 'loaded') {
-        const missing = registry
-          .servedConfigs(name)
-          .filter((c) => c.backend !== 'pipeline' && placedOn(c, worker) && !hosted.includes(c.version));
-        if (missing.length > 0) job = this.#loadOn(worker, missing);
+        const served = registry.servedConfigs(name);
+        const stale = hosted.filter((v) => !served.some((c) => c.version === v));
+        if (stale.length > 0) jobs.push(this.#unloadOn(worker, name, stale));
+        const missing = served.filter(
+          (c) => c.backend !== 'pipeline' && placedOn(c, worker) && !hosted.includes(c.version),
+        );
+        if (missing.length > 0) jobs.push(this.#loadOn(worker, missing));
       }
-      void job?.then((failure) => {
-        if (failure)
-          logger.warn(
-            { worker: worker.id, model: name, failure },
-            'could not bring a joining worker in line',
-          );
-      });
+      for (const job of jobs) {
+        void this.#track(worker, name, job).then((failure) => {
+          if (failure)
+            logger.warn({ worker: worker.id, model: name, failure }, 'could not bring a worker in line');
+        });
+      }
     }
   }
 }

@@ -69,6 +69,8 @@ function specFromConfig(m: ModelConfig): ModelSpec | undefined {
 export interface ModelRegistryEvents {
   /** Some replica's state or some model's schema changed. */
   changed: [];
+  /** A worker reported the whole list of models it hosts (on joining, after a load or unload). */
+  'worker-models': [workerId: string];
 }
 
 /** A model version's state as the repository index shows it (Triton's names). */
@@ -89,6 +91,8 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   readonly #declared: ModelConfig[] = [];
   /** Names an operator unloaded (repository API): not served until loaded again. */
   readonly #unloaded = new Set<string>();
+  /** Names being loaded through the repository API that were not ready before: not ready until the load ends. */
+  readonly #loading = new Set<string>();
   /** name -> version -> share of unversioned requests (a canary split). */
   readonly #traffic = new Map<string, Map<string, number>>();
   readonly #random: () => number;
@@ -191,6 +195,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     }
     for (const entry of touched) this.#refresh(entry);
     this.emit('changed');
+    this.emit('worker-models', workerId);
   }
 
   /** Updates one replica's state (from a heartbeat). */
@@ -207,10 +212,15 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     this.setWorkerModels(workerId, []);
   }
 
-  /** Whether every model known has at least one ready replica (and there is at least one model). */
+  /**
+   * Whether every served model has at least one ready replica (and there is at least one). A
+   * name an operator unloaded is not served, so it does not hold readiness back.
+   */
   allReady(): boolean {
     let any = false;
-    for (const entry of this.#entries.values()) {
+    for (const entry of this.entries()) {
+      // a model an operator is loading does not make the whole server unready
+      if (this.#loading.has(entry.name)) continue;
       if (!this.isReady(entry)) return false;
       any = true;
     }
@@ -346,10 +356,46 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     return this.servedConfigs(name);
   }
 
-  /** The configs of a name's served versions. */
+  /**
+   * The configs of a name's served versions, by its version policy (not by the entries: a
+   * version the policy no longer serves keeps its entry while a worker still hosts it).
+   */
   servedConfigs(name: string): ModelConfig[] {
-    const versions = this.versions(name);
-    return this.#declared.filter((m) => m.name === name && versions.includes(m.version));
+    const declared = this.#declared.filter((m) => m.name === name);
+    const served = new Set(
+      selectVersions(
+        declared.map((m) => m.version),
+        policyOf(declared, name),
+      ),
+    );
+    return declared.filter((m) => served.has(m.version));
+  }
+
+  /**
+   * Marks a name as loading through the repository API: it reports not ready until every
+   * placed worker has answered the load (`on` false), not just the first to finish.
+   */
+  setLoading(name: string, on: boolean): void {
+    if (on) this.#loading.add(name);
+    else this.#loading.delete(name);
+    this.emit('changed');
+  }
+
+  /**
+   * Forgets a name declared at run time whose load failed everywhere, as if it had never been
+   * loaded (entries with replicas stay until their workers let go).
+   */
+  forget(name: string): void {
+    for (let i = this.#declared.length - 1; i >= 0; i--)
+      if (this.#declared[i]!.name === name) this.#declared.splice(i, 1);
+    this.#traffic.delete(name);
+    this.#unloaded.delete(name);
+    for (const entry of [...this.#entries.values()]) {
+      if (entry.name !== name) continue;
+      (entry as { config: ModelConfig | undefined }).config = undefined;
+      this.#refresh(entry);
+    }
+    this.emit('changed');
   }
 
   /** Stops serving a name (repository unload); requests for it get MODEL_NOT_FOUND saying so. */
@@ -380,7 +426,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
         reason = `not served: the version policy serves ${describePolicy(this.policy(name))}`;
       } else if (this.isReady(entry)) {
         state = 'READY';
-      } else if (replicas.some((r) => r.state === 'loading')) {
+      } else if (this.#loading.has(name) || replicas.some((r) => r.state === 'loading')) {
         state = 'LOADING';
       } else {
         state = 'UNAVAILABLE';
@@ -422,7 +468,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
    * step has a ready version it may go to. An unloaded name is never ready.
    */
   isReady(entry: ModelEntry): boolean {
-    if (this.#unloaded.has(entry.name)) return false;
+    if (this.#unloaded.has(entry.name) || this.#loading.has(entry.name)) return false;
     const pipeline = entry.config?.pipeline;
     if (entry.config?.backend === 'pipeline' && pipeline) {
       return pipeline.steps.every((step) => {

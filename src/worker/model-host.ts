@@ -152,6 +152,12 @@ export class ModelHost {
       const model = await backend.load(config, {
         warn: (message) => this.#logger.warn({ model: config.name }, message),
       });
+      if (hosted.state === 'unloading') {
+        // unloaded while it loaded: nobody will ever serve or dispose it but us
+        await model.dispose();
+        this.#logger.info({ model: config.name, version: config.version }, 'model unloaded while loading');
+        return hosted;
+      }
       hosted.model = model;
       hosted.batcher = createBatcher(config, model, hosted.stats);
       hosted.schema = {

@@ -1,0 +1,107 @@
+/**
+ * ModelHost's run-time load and unload: a model unloaded while it is still loading is disposed
+ * once its load ends (never left alive and unreachable); an unload waits for running requests;
+ * a reload with another config keeps the old one serving until the new one is ready.
+ */
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Backend, LoadedModel } from '../../src/backends/index.ts';
+import { modelSchema } from '../../src/config/index.ts';
+import { silentLogger } from '../../src/telemetry/index.ts';
+import { deferred } from '../../src/util/deferred.ts';
+import { ModelHost } from '../../src/worker/index.ts';
+
+const SPEC = [{ name: 'x', datatype: 'FP32' as const, shape: [-1] }];
+
+/** A backend whose loads finish when the test says, counting loads and disposals. */
+function gatedBackend() {
+  const gates: ReturnType<typeof deferred<void>>[] = [];
+  const counts = { loads: 0, disposed: 0 };
+  const backend: Backend = {
+    name: 'sim',
+    async load(): Promise<LoadedModel> {
+      counts.loads++;
+      const gate = deferred<void>();
+      gates.push(gate);
+      await gate.promise;
+      return {
+        info: { platform: 'test', inputs: SPEC, outputs: SPEC },
+        infer: async (inputs) => inputs,
+        dispose: async () => {
+          counts.disposed++;
+        },
+      };
+    },
+  };
+  return { backend, gates, counts };
+}
+
+const config = (path = 'a') =>
+  modelSchema.parse({ name: 'm', backend: 'sim', inputs: SPEC, outputs: SPEC, options: { path } });
+
+test('model host - a model unloaded while loading is disposed when its load ends', async () => {
+  const { backend, gates, counts } = gatedBackend();
+  const host = new ModelHost(new Map([['sim', backend]]), silentLogger());
+  const loading = host.load(config());
+  assert.equal(host.statuses()[0]!.state, 'loading');
+  await host.unload('m');
+  assert.equal(host.size, 0, 'forgotten at once');
+  gates[0]!.resolve();
+  const hosted = await loading;
+  assert.equal(counts.disposed, 1, 'the late model was released');
+  assert.notEqual(hosted.state, 'ready');
+  assert.equal(host.size, 0);
+  assert.throws(() => host.get('m', undefined), { code: 'MODEL_NOT_FOUND' });
+});
+
+test('model host - a reload keeps the old model serving until the new one is ready', async () => {
+  const { backend, gates, counts } = gatedBackend();
+  const host = new ModelHost(new Map([['sim', backend]]), silentLogger());
+  const first = host.load(config('a'));
+  gates[0]!.resolve();
+  await first;
+  const old = host.get('m', undefined);
+  const reload = host.load(config('b'));
+  assert.equal(host.get('m', undefined), old, 'the old one still answers while the new one loads');
+  gates[1]!.resolve();
+  await reload;
+  const now = host.get('m', undefined);
+  assert.notEqual(now, old);
+  assert.deepEqual(now.config.options, { path: 'b' });
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  assert.equal(counts.disposed, 1, 'the old one was retired');
+  // the same config again is a no-op
+  await host.load(config('b'));
+  assert.equal(counts.loads, 2);
+});
+
+test('model host - unload waits for running requests', async () => {
+  const { backend, gates, counts } = gatedBackend();
+  const host = new ModelHost(new Map([['sim', backend]]), silentLogger());
+  const loading = host.load(config());
+  gates[0]!.resolve();
+  await loading;
+  const ready = host.get('m', undefined);
+  const hold = deferred<void>();
+  // a request the batcher is running: wrap the model's infer to hold it
+  const infer = ready.model.infer.bind(ready.model);
+  (ready.model as { infer: LoadedModel['infer'] }).infer = async (inputs, ctx) => {
+    await hold.promise;
+    return infer(inputs, ctx);
+  };
+  const data = new Uint8Array(new Float32Array([1]).buffer);
+  const running = host.run(ready, { inputs: [{ name: 'x', datatype: 'FP32', shape: [1], data }] });
+  let unloaded = false;
+  const unload = host.unload('m').then(() => {
+    unloaded = true;
+  });
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  assert.equal(unloaded, false, 'unload waits for the request');
+  assert.equal(counts.disposed, 0);
+  hold.resolve();
+  const outputs = await running;
+  assert.equal(outputs.length, 1, 'the request was answered');
+  await unload;
+  assert.equal(counts.disposed, 1);
+});
