@@ -3,6 +3,7 @@
  * so that a running pipeline never meets a dangling reference or a cycle.
  */
 
+import { servedModels } from '../registry/policy.ts';
 import type { ModelConfig } from './schema.ts';
 
 /** Where a step's input (or a pipeline output) comes from. */
@@ -55,6 +56,10 @@ export function checkPipeline(where: string, m: ModelConfig, all: readonly Model
       issues.push(`${at}.model: "${step.model}" is a pipeline; pipelines do not nest`);
     else if (step.version !== undefined && !target.some((c) => c.version === step.version))
       issues.push(`${at}.version: model "${step.model}" has no version "${step.version}"`);
+    else if (step.version !== undefined && !servedModels(target).some((c) => c.version === step.version))
+      issues.push(
+        `${at}.version: model "${step.model}" version "${step.version}" is not served by its version policy`,
+      );
     if (Object.keys(step.inputs).length === 0) issues.push(`${at}.inputs: map at least one input`);
     for (const [input, source] of Object.entries(step.inputs)) check(source, `${at}.inputs.${input}`);
     seen.add(step.name);

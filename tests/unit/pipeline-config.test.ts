@@ -371,3 +371,14 @@ test('version policy - a version defined twice is refused', (t) => {
   const issues = issuesOf(t, `models:\n  - name: m${SIM}\n  - name: m${SIM}\n`);
   assertOneIssue(issues, /models\[1\]: model "m" version "1" is defined twice/);
 });
+
+test('pipeline config - a step pinning a version its model policy does not serve is refused', (t) => {
+  const yaml = `${versions('{ latest: 1 }')}${pipeline(
+    '        - { name: s, model: m, version: 1, inputs: { x: $v } }',
+    '{ out: s.y }',
+  )}`;
+  assertOneIssue(
+    issuesOf(t, yaml),
+    /models\[3\]\.pipeline\.steps\[0\]\.version: model "m" version "1" is not served by its version policy/,
+  );
+});
