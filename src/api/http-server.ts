@@ -16,6 +16,7 @@ import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { fromFastifyError, sendError } from './errors.ts';
 import { registerKserveRoutes } from './kserve.ts';
+import { registerMetricsRoutes } from './metrics.ts';
 import { registerRepositoryRoutes } from './repository.ts';
 import { registerStatsRoutes } from './stats.ts';
 
@@ -96,5 +97,6 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator);
   registerRepositoryRoutes(app, options.coordinator);
+  registerMetricsRoutes(app, options.coordinator);
   return app;
 }

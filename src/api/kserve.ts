@@ -98,7 +98,31 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   app.get('/v2/models/:model/ready', ready);
   app.get('/v2/models/:model/versions/:version/ready', ready);
 
+  const { metrics } = coordinator;
+  /** Counts every answered request by model and outcome (the async ones when they finish). */
   const infer = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
+    const started = performance.now();
+    const seen: { entry: ModelEntry | undefined } = { entry: undefined };
+    try {
+      const out = await handleInfer(req, reply, seen);
+      const status = reply.statusCode;
+      if (status !== 202)
+        metrics.onRequest(
+          seen.entry,
+          status >= 400 ? 'DEADLINE_EXCEEDED' : undefined,
+          (performance.now() - started) / 1000,
+        );
+      return out;
+    } catch (err) {
+      metrics.onRequest(seen.entry, toInfergridError(err).code, 0);
+      throw err;
+    }
+  };
+  const handleInfer = async (
+    req: FastifyRequest<{ Params: ModelParams }>,
+    reply: FastifyReply,
+    seen: { entry: ModelEntry | undefined },
+  ) => {
     const startedAt = performance.now();
     const body = Buffer.isBuffer(req.body)
       ? parseInferRequestBody(req.body, req.headers[INFERENCE_HEADER_CONTENT_LENGTH] as string | undefined)
@@ -117,6 +141,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       req.params.version,
       shardKey === undefined ? undefined : hashString(String(shardKey)) / 2 ** 32,
     );
+    seen.entry = entry;
     const cacheMode = cacheModeOf(body.parameters.cache);
     const isAsync = wantsAsync(req.headers, body.parameters);
     for (const input of body.inputs) {
@@ -158,10 +183,15 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       // validated above, so bad input was a 400 now; the run lives on after this reply
       const { id } = options.asyncRequests.submit(
         async (signal) => {
+          const runStarted = performance.now();
           try {
-            return answer(await run(signal), undefined, body.id, () => false) as object;
+            const response = answer(await run(signal), undefined, body.id, () => false) as object;
+            metrics.onRequest(entry, undefined, (performance.now() - runStarted) / 1000);
+            return response;
           } catch (err) {
-            throw deadlineMessage(err, timeoutMs);
+            const e = deadlineMessage(err, timeoutMs);
+            metrics.onRequest(entry, e.code, 0);
+            throw e;
           }
         },
         { timeoutMs: remainingMs },

@@ -7,5 +7,11 @@ export {
   type SubmitOptions,
   modelParameters,
 } from './batcher.ts';
-export { type CountNs, ModelStats, type ModelStatsSnapshot, mergeStats } from './stats.ts';
+export {
+  type CountNs,
+  ModelStats,
+  type ModelStatsSnapshot,
+  type StatsObserver,
+  mergeStats,
+} from './stats.ts';
 export { batchSizeOf, compatibilityKey, concatInputs, splitOutputs } from './tensor-batch.ts';

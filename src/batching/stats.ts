@@ -34,6 +34,17 @@ export interface ModelStatsSnapshot {
 
 const cn = (): CountNs => ({ count: 0, ns: 0 });
 
+/**
+ * Receives each duration as it happens (for histograms, e.g. Prometheus). Called on the hot
+ * path: implementations must not allocate (bind label values once, beforehand).
+ */
+export interface StatsObserver {
+  /** One request's time in the queue, seconds. */
+  queued(seconds: number): void;
+  /** One model execution's compute time, seconds. */
+  executed(seconds: number): void;
+}
+
 export class ModelStats {
   readonly name: string;
   readonly version: string;
@@ -50,9 +61,12 @@ export class ModelStats {
   maxQueueDepth = 0;
   readonly rejected = { overloaded: 0, deadline: 0, cancelled: 0 };
 
-  constructor(name: string, version: string) {
+  readonly #observer: StatsObserver | undefined;
+
+  constructor(name: string, version: string, observer?: StatsObserver) {
     this.name = name;
     this.version = version;
+    this.#observer = observer;
   }
 
   onQueueDepth(depth: number): void {
@@ -75,6 +89,7 @@ export class ModelStats {
     }
     entry.count++;
     entry.ns += ns;
+    this.#observer?.executed(computeMs / 1000);
   }
 
   onQueued(waitMs: number): void {
@@ -82,6 +97,7 @@ export class ModelStats {
     this.queue.count++;
     this.queue.ns += ns;
     if (ns > this.queueMaxNs) this.queueMaxNs = ns;
+    this.#observer?.queued(waitMs / 1000);
   }
 
   onDone(ok: boolean, totalMs: number): void {

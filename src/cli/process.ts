@@ -3,7 +3,7 @@
 /** Messages a child process sends its parent over IPC (tests and `serve` listen for them). */
 export type ParentMessage =
   | { type: 'ready'; role: 'coordinator'; httpPort: number; rpcPort: number }
-  | { type: 'ready'; role: 'worker'; id: string; port: number | null }
+  | { type: 'ready'; role: 'worker'; id: string; port: number | null; metricsPort?: number | null }
   | {
       type: 'models';
       id: string;

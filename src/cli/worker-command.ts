@@ -3,9 +3,10 @@ import { existsSync } from 'node:fs';
 import { type ModelConfig, loadConfig, resolveModelPath } from '../config/index.ts';
 import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
-import { createLogger } from '../telemetry/index.ts';
+import { WorkerMetrics, createLogger } from '../telemetry/index.ts';
 import { type HostPort, parseHostPort } from '../util/address.ts';
 import { ModelHost, Worker } from '../worker/index.ts';
+import { serveMetrics } from './metrics-server.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
 import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
 
@@ -28,6 +29,9 @@ Options:
       --coordinator <host:port>  coordinator RPC address to dial; repeatable
       --weight <n>               relative capacity for weighted balancing (default: the config
                                  entry's weight, else 1)
+      --metrics-port <port>      serve Prometheus metrics at http://<host>:<port>/metrics, 0 for any
+                                 free port (default: the config entry's metricsPort; none). The
+                                 coordinator's /metrics includes this worker's either way.
       --log-level <level>        fatal|error|warn|info|debug|trace|silent
   -h, --help                     show this help
 
@@ -66,6 +70,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     port: { type: 'string', short: 'p' },
     coordinator: { type: 'string', multiple: true },
     weight: { type: 'string' },
+    'metrics-port': { type: 'string' },
     'log-level': { type: 'string' },
   });
   if (values.help) {
@@ -103,19 +108,31 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   const logger = createLogger({ level: config.logging.level, name: `worker${id ? `:${id}` : ''}` });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
   let worker: Worker | undefined;
-  const modelHost = new ModelHost(createBackends(), logger, () => {
-    worker?.modelsChanged();
-    notifyParent({
-      type: 'models',
-      id: worker?.id ?? '',
-      models: modelHost.statuses().map((m) => ({
-        name: m.name,
-        version: m.version,
-        state: m.state,
-        ...(m.error ? { error: m.error } : {}),
-      })),
-    });
+  // the metrics read the host and the worker when scraped, both made just below
+  const metrics = new WorkerMetrics({
+    snapshots: () => modelHost.statsSnapshots(),
+    ready: () =>
+      modelHost.statuses().map((m) => ({ model: m.name, version: m.version, ready: m.state === 'ready' })),
+    inFlight: () => worker?.inFlight ?? 0,
   });
+  const modelHost = new ModelHost(
+    createBackends(),
+    logger,
+    () => {
+      worker?.modelsChanged();
+      notifyParent({
+        type: 'models',
+        id: worker?.id ?? '',
+        models: modelHost.statuses().map((m) => ({
+          name: m.name,
+          version: m.version,
+          state: m.state,
+          ...(m.error ? { error: m.error } : {}),
+        })),
+      });
+    },
+    (name, version) => metrics.observer(name, version),
+  );
   worker = new Worker({
     ...(id !== undefined ? { id } : {}),
     host: modelHost,
@@ -124,6 +141,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     token: config.auth.token,
     weight,
     pool: entry?.pool,
+    metrics,
     resolveModelPath: (path) => {
       const local = resolveModelPath(path, baseDir);
       return local !== undefined && existsSync(local) ? local : undefined;
@@ -143,7 +161,16 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     process.kill(process.pid, 'SIGTERM');
   });
   await running.start();
-  notifyParent({ type: 'ready', role: 'worker', id: running.id, port: running.port ?? null });
+  const metricsPort = portFlag(values['metrics-port'], '--metrics-port') ?? entry?.metricsPort;
+  const metricsServer =
+    metricsPort === undefined ? undefined : await serveMetrics(metrics, host, metricsPort, logger);
+  notifyParent({
+    type: 'ready',
+    role: 'worker',
+    id: running.id,
+    port: running.port ?? null,
+    metricsPort: metricsServer?.port ?? null,
+  });
   if (models.length === 0) logger.warn({ worker: running.id }, 'no models placed on this worker');
   for (const m of models) await modelHost.load(m);
 }

@@ -83,6 +83,8 @@ export const workerSchema = z
     host: z.string().default('127.0.0.1'),
     /** 0 picks a free port. */
     port: port.default(0),
+    /** Serve Prometheus metrics on this port (0: any free one); none when absent. */
+    metricsPort: port.optional(),
     /** The processor pool this worker belongs to (set for the workers a `pools` entry makes). */
     pool: name.optional(),
   })

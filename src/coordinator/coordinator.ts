@@ -8,7 +8,7 @@ import { type Server, type Socket, createServer } from 'node:net';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { createPackr } from '../protocol/index.ts';
-import { type ModelEntry, ModelRegistry, type ModelSpec } from '../registry/index.ts';
+import { type ModelEntry, ModelRegistry, type ModelSpec, modelKey } from '../registry/index.ts';
 import { RetryBudget, Router } from '../routing/index.ts';
 import {
   Redialer,
@@ -18,7 +18,7 @@ import {
   dial,
   dialHandshake,
 } from '../rpc/index.ts';
-import type { Logger } from '../telemetry/index.ts';
+import { CoordinatorMetrics, type Logger } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
 import {
   type CacheMode,
@@ -57,6 +57,7 @@ export class Coordinator {
   readonly budget: RetryBudget;
   readonly pipelines: PipelineRunner;
   readonly repository: ModelRepository;
+  readonly metrics: CoordinatorMetrics;
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
@@ -93,6 +94,38 @@ export class Coordinator {
       pool: this.pool,
       logger: options.logger,
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
+    });
+    this.metrics = new CoordinatorMetrics({
+      workers: () =>
+        this.pool.list().map((w) => ({
+          id: w.id,
+          healthy: w.health === 'healthy',
+          draining: w.draining,
+          inFlight: w.inFlight,
+        })),
+      retries: () => this.dispatcher.retries,
+      hedges: () => this.dispatcher.hedges,
+      circuits: () => {
+        const out: { model: string; version: string; worker: string; opens: number }[] = [];
+        for (const e of this.registry.allEntries()) {
+          for (const workerId of e.replicas.keys()) {
+            const handle = this.pool.get(workerId);
+            const route = handle && this.router.stats(modelKey(e.name, e.version), handle.key);
+            if (route)
+              out.push({ model: e.name, version: e.version, worker: workerId, opens: route.circuitOpens });
+          }
+        }
+        return out;
+      },
+      cache: () => this.#cache?.stats() ?? {},
+      readyReplicas: () =>
+        [...this.registry.entries()].map((e) => ({
+          model: e.name,
+          version: e.version,
+          replicas: this.registry.readyReplicas(e).length,
+        })),
+      pipelineRuns: () => this.pipelines.runs,
+      pipelineStepRuns: () => this.pipelines.stepRuns,
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
     // a worker that leaves and comes back (restart) starts with a clean record

@@ -116,6 +116,15 @@ export class WorkerHandle implements RoutableWorker {
     return models as ModelStatsSnapshot[];
   }
 
+  /** The worker's Prometheus metrics (prom-client JSON), fetched over its connection. */
+  async metrics(timeoutMs: number): Promise<unknown[]> {
+    const frame = await this.conn.request(MESSAGE_KIND.METRICS_REQUEST, {}, [], { timeoutMs });
+    const metrics = (frame.meta as { metrics?: unknown } | undefined)?.metrics;
+    if (!Array.isArray(metrics))
+      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent malformed metrics`);
+    return metrics;
+  }
+
   /** Asks the worker to load or unload models; resolves with its statuses once done. */
   async control(meta: ModelControlMeta, timeoutMs: number): Promise<ModelStatus[]> {
     const frame = await this.conn.request(MESSAGE_KIND.MODEL_CONTROL_REQUEST, meta, [], { timeoutMs });

@@ -32,6 +32,10 @@ export const MESSAGE_KIND = {
   MODEL_CONTROL_REQUEST: 14,
   /** Worker -> coordinator, once the load or unload has finished: `{ models: ModelStatus[] }`. */
   MODEL_CONTROL_RESPONSE: 15,
+  /** Coordinator -> worker: send your Prometheus metrics. */
+  METRICS_REQUEST: 16,
+  /** Worker -> coordinator: `{ metrics }`, prom-client's getMetricsAsJSON(). */
+  METRICS_RESPONSE: 17,
 } as const;
 
 export type MessageKind = (typeof MESSAGE_KIND)[keyof typeof MESSAGE_KIND];

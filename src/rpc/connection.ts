@@ -80,6 +80,7 @@ const REQUEST_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.PING,
   MESSAGE_KIND.STATS_REQUEST,
   MESSAGE_KIND.MODEL_CONTROL_REQUEST,
+  MESSAGE_KIND.METRICS_REQUEST,
 ]);
 /** Kinds that answer one of our requests. */
 const RESPONSE_KINDS: ReadonlySet<number> = new Set([
@@ -87,6 +88,7 @@ const RESPONSE_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.PONG,
   MESSAGE_KIND.STATS_RESPONSE,
   MESSAGE_KIND.MODEL_CONTROL_RESPONSE,
+  MESSAGE_KIND.METRICS_RESPONSE,
 ]);
 /** Kinds of the handshake itself. */
 const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([

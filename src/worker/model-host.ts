@@ -12,7 +12,7 @@ import type { ModelState, ModelStatus } from '../protocol/index.ts';
 import { type ModelSchema, compareVersionsDesc, modelKey } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { type Deferred, deferred } from '../util/deferred.ts';
-import type { SubmitOptions } from '../batching/index.ts';
+import type { StatsObserver, SubmitOptions } from '../batching/index.ts';
 import {
   ELEMENT_BYTES,
   type Tensor,
@@ -112,11 +112,19 @@ export class ModelHost {
   /** Newest version per name, for requests that name none. */
   readonly #latest = new Map<string, string>();
   readonly #onChange: () => void;
+  readonly #observer: ((name: string, version: string) => StatsObserver) | undefined;
 
-  constructor(backends: ReadonlyMap<string, Backend>, logger: Logger, onChange: () => void = () => {}) {
+  /** `observer` feeds each model's durations to metrics (histograms). */
+  constructor(
+    backends: ReadonlyMap<string, Backend>,
+    logger: Logger,
+    onChange: () => void = () => {},
+    observer?: (name: string, version: string) => StatsObserver,
+  ) {
     this.#backends = backends;
     this.#logger = logger;
     this.#onChange = onChange;
+    this.#observer = observer;
   }
 
   /**
@@ -137,7 +145,7 @@ export class ModelHost {
       model: undefined,
       schema: undefined,
       batcher: undefined,
-      stats: new ModelStats(config.name, config.version),
+      stats: new ModelStats(config.name, config.version, this.#observer?.(config.name, config.version)),
       error: undefined,
       active: 0,
       idle: undefined,

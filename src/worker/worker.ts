@@ -36,7 +36,7 @@ import {
   dial,
   dialHandshake,
 } from '../rpc/index.ts';
-import type { Logger } from '../telemetry/index.ts';
+import type { Logger, WorkerMetrics } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort } from '../util/address.ts';
 import { type Deferred, deferred } from '../util/deferred.ts';
 import type { ModelHost } from './model-host.ts';
@@ -53,6 +53,8 @@ export interface WorkerOptions {
   token?: string | undefined;
   /** Relative capacity reported to coordinators for weighted balancing. Default 1. */
   weight?: number;
+  /** Prometheus metrics of this process, sent to coordinators that ask. */
+  metrics?: WorkerMetrics | undefined;
   /** The processor pool this worker belongs to (reported to coordinators). */
   pool?: string | undefined;
   /**
@@ -296,6 +298,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   async #onRequest(req: IncomingRequest): Promise<void> {
     if (req.kind === MESSAGE_KIND.STATS_REQUEST) {
       req.reply(MESSAGE_KIND.STATS_RESPONSE, { models: this.#options.host.statsSnapshots() });
+      return;
+    }
+    if (req.kind === MESSAGE_KIND.METRICS_REQUEST) {
+      const metrics = this.#options.metrics;
+      req.reply(MESSAGE_KIND.METRICS_RESPONSE, {
+        metrics: metrics ? await metrics.registry.getMetricsAsJSON() : [],
+      });
       return;
     }
     if (req.kind === MESSAGE_KIND.MODEL_CONTROL_REQUEST) {
