@@ -8,9 +8,15 @@
  *
  * Every server runs in its own process; the load comes from this one. All of them share the
  * machine's cores, as they would on a laptop.
+ *
+ * Tracing: a second coordinator and worker run with OpenTelemetry on (--sample-ratio of the
+ * requests recorded, default 1: all; OTLP/HTTP JSON to a receiver in this process that counts and
+ * drops the spans), measured in the same loop as the engine with tracing off; each prints a JSON
+ * line of its own.
  */
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,7 +27,14 @@ import { type LoadResult, runLoad, summarize } from './lib/load.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
-const params = benchParams({ 'duration-s': '5', concurrency: '1,64', elements: '16', 'warmup-s': '1' });
+const params = benchParams({
+  'duration-s': '5',
+  concurrency: '1,64',
+  elements: '16',
+  'warmup-s': '1',
+  /** Share of requests the traced engine records (tracing.sampleRatio). */
+  'sample-ratio': '1',
+});
 const durationMs = Number(params['duration-s']) * 1000;
 const warmupMs = Number(params['warmup-s']) * 1000;
 const elements = Number(params.elements);
@@ -44,6 +57,29 @@ const children: Spawned[] = [];
 const cleanup = (stop: () => Promise<unknown>): void => {
   children.push({ stop } as Spawned);
 };
+
+/**
+ * A no-op OTLP/HTTP receiver: drops each export unread but for counting its spans (one
+ * "startTimeUnixNano" each, searched chunk by chunk: cheap, a marker split across two chunks is
+ * missed), and answers 200. It shares this process with the load, so it is kept this light.
+ */
+async function startNoopReceiver() {
+  const received = { exports: 0, spans: 0, bytes: 0 };
+  const marker = Buffer.from('"startTimeUnixNano"');
+  const server = createServer((req, res) => {
+    req.on('data', (chunk: Buffer) => {
+      received.bytes += chunk.length;
+      for (let at = chunk.indexOf(marker); at >= 0; at = chunk.indexOf(marker, at + 1)) received.spans++;
+    });
+    req.on('end', () => {
+      received.exports++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}`, received, close: () => server.close() };
+}
 
 async function directBackend(
   ms: number,
@@ -78,17 +114,31 @@ async function directBackend(
   return { callsPerS: Math.round(samples.length / (ms / 1000)), latencyMs: summarize(samples) };
 }
 
-try {
-  const coordinator = await spawnProcess(['coordinator', '--config', configFile], { cleanup });
+const receiver = await startNoopReceiver();
+
+/** A coordinator and a worker; `env` switches tracing on. Resolves with the HTTP URL once echo is ready. */
+async function startEngine(env?: NodeJS.ProcessEnv): Promise<string> {
+  const coordinator = await spawnProcess(['coordinator', '--config', configFile], {
+    cleanup,
+    ...(env ? { env } : {}),
+  });
   await spawnProcess(
     ['worker', '--config', configFile, '--coordinator', `127.0.0.1:${coordinator.ready.rpcPort}`],
-    { cleanup },
+    { cleanup, ...(env ? { env } : {}) },
   );
-  const engineUrl = `http://127.0.0.1:${coordinator.ready.httpPort}`;
-  await waitFor(
-    'the echo model to be ready',
-    async () => (await fetch(`${engineUrl}/v2/models/echo/ready`)).ok,
-  );
+  const url = `http://127.0.0.1:${coordinator.ready.httpPort}`;
+  await waitFor('the echo model to be ready', async () => (await fetch(`${url}/v2/models/echo/ready`)).ok);
+  return url;
+}
+
+try {
+  const engineUrl = await startEngine();
+  const tracedUrl = await startEngine({
+    OTEL_TRACES_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+    OTEL_TRACES_SAMPLER_ARG: params['sample-ratio'],
+  });
   const bare = await spawnProcess([], {
     cleanup,
     script: fileURLToPath(new URL('./lib/bare-server.ts', import.meta.url)),
@@ -121,6 +171,7 @@ try {
     throw new Error(`the baseline must answer the same JSON:\n${engineResponse}\n${bareResponse}`);
 
   const runs = [];
+  const tracingRuns: { concurrency: number; off: LoadResult; on: LoadResult }[] = [];
   for (const concurrency of numberList(params.concurrency)) {
     const measure = async (url: string): Promise<LoadResult> => {
       const target = `${url}/v2/models/echo/infer`;
@@ -129,6 +180,8 @@ try {
     };
     const bareResult = await measure(bareUrl);
     const engineResult = await measure(engineUrl);
+    const tracedResult = await measure(tracedUrl);
+    tracingRuns.push({ concurrency, off: engineResult, on: tracedResult });
     runs.push({
       concurrency,
       engine: engineResult,
@@ -147,7 +200,27 @@ try {
     runs,
     backendInProcess: backend,
   });
+  const tracingParams = { ...params, tensor: `FP32 [1,${elements}]` };
+  report('overhead-tracing-off', {
+    params: tracingParams,
+    runs: tracingRuns.map(({ concurrency, off }) => ({ concurrency, engine: off })),
+  });
+  report('overhead-tracing-on', {
+    params: { ...tracingParams, exporter: 'otlp http/json to a no-op receiver in the bench process' },
+    runs: tracingRuns.map(({ concurrency, off, on }) => ({
+      concurrency,
+      engine: on,
+      vsOff: {
+        throughput: Math.round((on.rps / off.rps) * 1000) / 1000,
+        addedP50Ms: Math.round((on.latencyMs.p50 - off.latencyMs.p50) * 1000) / 1000,
+        addedP99Ms: Math.round((on.latencyMs.p99 - off.latencyMs.p99) * 1000) / 1000,
+      },
+    })),
+    // received while measuring (spans still buffered in the processes are not counted)
+    receiver: receiver.received,
+  });
 } finally {
   await Promise.all(children.map((c) => c.stop()));
+  receiver.close();
   rmSync(dir, { recursive: true, force: true });
 }

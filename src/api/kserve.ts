@@ -5,6 +5,7 @@
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { CacheMode } from '../cache/index.ts';
+import { type HttpRequestTrace, type Logger, SPAN_NAMES } from '../telemetry/index.ts';
 import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
@@ -13,6 +14,7 @@ import { type Datatype, isDatatype } from '../tensor/index.ts';
 import { SHARD_KEY_PARAMETER } from '../coordinator/index.ts';
 import { hashString } from '../routing/index.ts';
 import type { AsyncRequests } from '../async/index.ts';
+import type { RequestCounts } from './request-counts.ts';
 import type { InferResult } from '../coordinator/index.ts';
 import { prefersRespondAsync, replyAccepted, stripAsyncParameter, wantsAsync } from './async-routes.ts';
 import { sendError } from './errors.ts';
@@ -49,10 +51,14 @@ interface ModelParams {
 
 export interface KserveRouteOptions {
   coordinator: Coordinator;
+  /** One line per request at debug level (request id, trace id, model, worker, outcome). */
+  logger: Logger;
   /** Where asynchronous requests run and keep their results. */
   asyncRequests: AsyncRequests;
   config: Readonly<InfergridConfig>;
   serverVersion: string;
+  /** Counts each inference request's outcome per model (for /admin/overview). */
+  requestCounts?: RequestCounts;
 }
 
 function modelMetadata(coordinator: Coordinator, entry: ModelEntry) {
@@ -98,32 +104,70 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   app.get('/v2/models/:model/ready', ready);
   app.get('/v2/models/:model/versions/:version/ready', ready);
 
-  const { metrics } = coordinator;
+  const { metrics, tracing } = coordinator;
+  const { logger, requestCounts } = options;
+  /** What one request met on its way: for the metrics and the debug log line. */
+  interface Seen {
+    entry: ModelEntry | undefined;
+    workerId: string | undefined;
+    cache: string | undefined;
+    /** The request's spans, when tracing is on. */
+    trace: HttpRequestTrace | undefined;
+  }
+  const logRequest = (req: FastifyRequest<{ Params: ModelParams }>, seen: Seen, code: string, ms: number) => {
+    const traceparent = req.headers.traceparent;
+    logger.debug(
+      {
+        reqId: req.id,
+        ...(typeof traceparent === 'string' ? { traceId: traceparent.split('-')[1] } : {}),
+        model: seen.entry?.name ?? req.params.model,
+        version: seen.entry?.version,
+        worker: seen.workerId,
+        cache: seen.cache,
+        code,
+        ms: Math.round(ms * 1000) / 1000,
+      },
+      'inference request',
+    );
+  };
   /** Counts every answered request by model and outcome (the async ones when they finish). */
   const infer = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
     const started = performance.now();
-    const seen: { entry: ModelEntry | undefined } = { entry: undefined };
+    const seen: Seen = { entry: undefined, workerId: undefined, cache: undefined, trace: undefined };
+    if (tracing)
+      seen.trace = tracing.startHttp({
+        method: req.method,
+        route: req.routeOptions.url ?? '/v2/models/:model/infer',
+        path: req.url.split('?')[0]!,
+        headers: req.headers,
+        model: req.params.model,
+      });
     try {
       const out = await handleInfer(req, reply, seen);
       const status = reply.statusCode;
-      if (status !== 202)
-        metrics.onRequest(
-          seen.entry,
-          status >= 400 ? 'DEADLINE_EXCEEDED' : undefined,
-          (performance.now() - started) / 1000,
-        );
+      const code = status === 202 ? 'ACCEPTED' : status >= 400 ? 'DEADLINE_EXCEEDED' : undefined;
+      seen.trace?.end(status, status >= 400 ? code : undefined);
+      const ms = performance.now() - started;
+      if (status !== 202) metrics.onRequest(seen.entry, code, ms / 1000);
+      requestCounts?.onEnd(req.params.model, status === 202 ? undefined : code);
+      if (logger.isLevelEnabled('debug')) logRequest(req, seen, code ?? 'OK', ms);
       return out;
     } catch (err) {
-      metrics.onRequest(seen.entry, toInfergridError(err).code, 0);
+      const code = toInfergridError(err).code;
+      seen.trace?.end(toInfergridError(err).httpStatus, err);
+      metrics.onRequest(seen.entry, code, 0);
+      requestCounts?.onEnd(req.params.model, code);
+      if (logger.isLevelEnabled('debug')) logRequest(req, seen, code, performance.now() - started);
       throw err;
     }
   };
   const handleInfer = async (
     req: FastifyRequest<{ Params: ModelParams }>,
     reply: FastifyReply,
-    seen: { entry: ModelEntry | undefined },
+    seen: Seen,
   ) => {
     const startedAt = performance.now();
+    seen.trace?.startPhase(SPAN_NAMES.validate);
     const body = Buffer.isBuffer(req.body)
       ? parseInferRequestBody(req.body, req.headers[INFERENCE_HEADER_CONTENT_LENGTH] as string | undefined)
       : parseInferBody(req.body);
@@ -160,6 +204,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         'INVALID_ARGUMENT',
         'an asynchronous request cannot ask for binary outputs: its result is fetched as JSON from /v2/requests/{id}',
       );
+    seen.trace?.endPhase();
     // the parsed JSON arrays are several times the tensor's size: let them go before the
     // request waits on a worker
     for (const input of body.inputs) input.data = undefined;
@@ -176,6 +221,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
           id: body.id,
           timeoutMs: remainingMs,
           signal,
+          traceContext: seen.trace?.context,
         },
         cacheMode,
       );
@@ -206,7 +252,10 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     };
     reply.raw.once('close', onClose);
     try {
-      return answer(await run(controller.signal), reply, body.id, binary);
+      const result = await run(controller.signal);
+      seen.workerId = result.workerId;
+      seen.cache = result.cache;
+      return answer(result, reply, body.id, binary);
     } catch (err) {
       const e = deadlineMessage(err, timeoutMs);
       // deadlines are answered here; anything else goes to the error handler (which logs 5xx)

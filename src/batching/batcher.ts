@@ -88,6 +88,21 @@ export interface BatcherOptions {
   clock?: BatcherClock;
 }
 
+/**
+ * Tracing hooks a request may carry into the batcher (the worker's; the batcher imports no
+ * tracing library). Untraced requests carry none and cost one field check per batch member.
+ */
+export interface SubmitTrace {
+  /** The request left the queue: its batch starts now. */
+  dequeued(): void;
+  /**
+   * A batch starts and this is its first traced request; `members` are all its traced requests
+   * (this one included), `rows` the batch's rows. The returned function is called once, when
+   * the execution ends, with its error if it failed.
+   */
+  batchStarted(members: readonly SubmitTrace[], rows: number): (error?: InfergridError) => void;
+}
+
 export interface SubmitOptions {
   inputs: Tensor[];
   outputs?: string[] | undefined;
@@ -98,6 +113,8 @@ export interface SubmitOptions {
   deadlineAt?: number | undefined;
   /** Aborting removes a queued request (settled with the signal's reason). */
   signal?: AbortSignal | undefined;
+  /** Told when the request leaves the queue and when its batch runs. */
+  trace?: SubmitTrace | undefined;
 }
 
 interface Item {
@@ -111,6 +128,7 @@ interface Item {
   readonly deadlineAt: number;
   readonly enqueuedAt: number;
   readonly signal: AbortSignal | undefined;
+  readonly trace: SubmitTrace | undefined;
   readonly resolve: (outputs: Tensor[]) => void;
   readonly reject: (err: InfergridError) => void;
   onAbort: (() => void) | undefined;
@@ -235,6 +253,7 @@ export class Batcher {
         deadlineAt: options.deadlineAt ?? Number.POSITIVE_INFINITY,
         enqueuedAt: now,
         signal: options.signal,
+        trace: options.trace,
         resolve,
         reject,
         onAbort: undefined,
@@ -435,14 +454,21 @@ export class Batcher {
 
   #start(batch: Item[], now: number): void {
     const o = this.#o;
+    let traced: SubmitTrace[] | undefined;
     for (const item of batch) {
       this.#unqueue(item);
       o.stats.onQueued(now - item.enqueuedAt);
+      if (item.trace) {
+        item.trace.dequeued();
+        traced ??= [];
+        traced.push(item.trace);
+      }
     }
     this.#running++;
     const head = batch[0]!;
     const sizes = batch.map((i) => i.rows);
     const rows = sizes.reduce((a, b) => a + b, 0);
+    const endTrace = traced ? traced[0]!.batchStarted(traced, rows) : undefined;
     let run: Promise<Tensor[]>;
     try {
       run = o.execute(concatInputs(batch.map((i) => i.inputs)), {
@@ -455,11 +481,13 @@ export class Batcher {
     run
       .then(
         (outputs) => {
+          endTrace?.();
           const perRequest = splitOutputs(outputs, sizes);
           for (const [i, item] of batch.entries()) this.#settle(item, { outputs: perRequest[i]! });
         },
         (err: unknown) => {
           const error = toInfergridError(err, 'BACKEND_ERROR');
+          endTrace?.(error);
           for (const item of batch) this.#settle(item, { error });
         },
       )

@@ -47,7 +47,11 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
       logLevel: values['log-level'] as string | undefined,
     },
   });
-  const logger = createLogger({ level: config.logging.level, name: 'coordinator' });
+  const logger = createLogger({
+    level: config.logging.level,
+    format: config.logging.format,
+    name: 'coordinator',
+  });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
   const running = await startCoordinator(config, logger);
   notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });

@@ -64,7 +64,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
   });
   const token = loaded.config.auth.token ?? randomBytes(24).toString('hex');
   const config = { ...loaded.config, auth: { token } };
-  const logger = createLogger({ level: config.logging.level, name: 'serve' });
+  const logger = createLogger({ level: config.logging.level, format: config.logging.format, name: 'serve' });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
 
   const running = await startCoordinator(config, logger);

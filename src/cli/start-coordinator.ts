@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { createHttpServer } from '../api/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { Coordinator } from '../coordinator/index.ts';
-import type { Logger } from '../telemetry/index.ts';
+import { type Logger, createTracing } from '../telemetry/index.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 
 export interface RunningCoordinator {
@@ -10,22 +10,33 @@ export interface RunningCoordinator {
   app: FastifyInstance;
   httpPort: number;
   rpcPort: number;
-  /** Stops taking HTTP requests, closes worker connections and the RPC port. */
+  /** Stops taking HTTP requests, closes worker connections and the RPC port, flushes spans. */
   close(): Promise<void>;
 }
 
-/** Starts a coordinator's RPC side and HTTP side from a loaded config. */
+/**
+ * Starts a coordinator's RPC side and HTTP side from a loaded config; `env` is read for the
+ * OTEL_* tracing variables.
+ */
 export async function startCoordinator(
   config: Readonly<InfergridConfig>,
   logger: Logger,
+  env: Record<string, string | undefined> = process.env,
 ): Promise<RunningCoordinator> {
-  const coordinator = new Coordinator({ config, logger });
-  await coordinator.start();
+  const tracing = await createTracing({ config: config.tracing, env, role: 'coordinator', logger });
+  const coordinator = new Coordinator({ config, logger, tracing });
+  try {
+    await coordinator.start();
+  } catch (err) {
+    await tracing.shutdown();
+    throw err;
+  }
   const app = createHttpServer({ coordinator, config, logger, serverVersion: INFERGRID_VERSION });
   try {
     await app.listen({ host: config.coordinator.host, port: config.coordinator.port });
   } catch (err) {
     await coordinator.stop();
+    await tracing.shutdown();
     throw err;
   }
   const address = app.server.address();
@@ -39,6 +50,7 @@ export async function startCoordinator(
     async close() {
       await app.close();
       await coordinator.stop();
+      await tracing.shutdown();
     },
   };
 }

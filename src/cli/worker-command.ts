@@ -1,9 +1,10 @@
 import { createBackends } from '../backends/index.ts';
 import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { type ModelConfig, loadConfig, resolveModelPath } from '../config/index.ts';
 import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
-import { WorkerMetrics, createLogger } from '../telemetry/index.ts';
+import { WorkerMetrics, createLogger, createTracing } from '../telemetry/index.ts';
 import { type HostPort, parseHostPort } from '../util/address.ts';
 import { ModelHost, Worker } from '../worker/index.ts';
 import { serveMetrics } from './metrics-server.ts';
@@ -35,7 +36,8 @@ Options:
       --log-level <level>        fatal|error|warn|info|debug|trace|silent
   -h, --help                     show this help
 
-Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_LOG_LEVEL.`;
+Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_LOG_LEVEL, OTEL_* (tracing; see
+docs/tracing.md).`;
 
 /**
  * The models a worker hosts: --models, else those placed on its id, else those placed
@@ -105,8 +107,21 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     throw new InfergridError('CONFIG_INVALID', `--weight must be a positive number, got "${values.weight}"`);
   }
 
-  const logger = createLogger({ level: config.logging.level, name: `worker${id ? `:${id}` : ''}` });
+  const logger = createLogger({
+    level: config.logging.level,
+    format: config.logging.format,
+    name: `worker${id ? `:${id}` : ''}`,
+  });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
+  // the id the Worker would pick, known here so spans carry it
+  const workerId = id ?? `${hostname()}-${process.pid}`;
+  const tracing = await createTracing({
+    config: config.tracing,
+    env: process.env,
+    role: 'worker',
+    workerId,
+    logger,
+  });
   let worker: Worker | undefined;
   // the metrics read the host and the worker when scraped, both made just below
   const metrics = new WorkerMetrics({
@@ -134,7 +149,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     (name, version) => metrics.observer(name, version),
   );
   worker = new Worker({
-    ...(id !== undefined ? { id } : {}),
+    id: workerId,
     host: modelHost,
     ...(port !== undefined ? { listen: { host, port } } : {}),
     coordinators,
@@ -142,6 +157,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     weight,
     pool: entry?.pool,
     metrics,
+    tracing,
     resolveModelPath: (path) => {
       const local = resolveModelPath(path, baseDir);
       return local !== undefined && existsSync(local) ? local : undefined;
@@ -153,6 +169,8 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   onShutdownSignal(async (signal) => {
     await running.drain(`received ${signal}`);
     await modelHost.unloadAll();
+    // the last requests' spans, before the process exits
+    await tracing.shutdown();
     logger.info({ worker: running.id, served: running.stats.requests }, 'worker stopped');
     return 0;
   });

@@ -223,6 +223,25 @@ export const batchingSchema = z
   })
   .strict();
 
+/** OpenTelemetry tracing; the standard OTEL_* environment variables override it (docs/tracing.md). */
+export const tracingSchema = z
+  .object({
+    /** Trace requests (also switched on by OTEL_TRACES_EXPORTER or an OTLP endpoint variable). */
+    enabled: z.boolean().default(false),
+    /** `otlp`: OTLP over HTTP (JSON) to `endpoint`; `console`: print spans to stdout. */
+    exporter: z.enum(['otlp', 'console']).default('otlp'),
+    /** OTLP/HTTP traces URL; a URL with no path gets /v1/traces. Default http://localhost:4318/v1/traces. */
+    endpoint: z
+      .string()
+      .regex(/^https?:\/\/\S+$/, 'expected an http(s) URL')
+      .optional(),
+    /** Share of new traces recorded, 0..1; a request with a sampled `traceparent` is always recorded. */
+    sampleRatio: z.number().min(0).max(1).default(1),
+    /** `service.name` of every process; default infergrid-coordinator / infergrid-worker. */
+    serviceName: z.string().min(1).optional(),
+  })
+  .strict();
+
 export const cacheSchema = z
   .object({
     /** Lifetime of a cached response when the model sets none, ms. */
@@ -425,9 +444,11 @@ export const configSchema = z
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /** `json` lines, `pretty` (coloured, for people), or `auto`: pretty on a terminal, JSON otherwise. */
+        format: z.enum(['auto', 'json', 'pretty']).default('auto'),
       })
       .strict()
-      .default({ level: 'info' }),
+      .default({ level: 'info', format: 'auto' }),
     /** Local worker processes that `infergrid serve` starts and supervises. */
     workers: z.array(workerSchema).default([]),
     serve: serveSchema.default(serveSchema.parse({})),
@@ -446,6 +467,7 @@ export const configSchema = z
       })
       .strict()
       .default({ resultTtlMs: 600_000, maxPending: 10_000 }),
+    tracing: tracingSchema.default(tracingSchema.parse({})),
     models: z.array(modelSchema).default([]),
   })
   .strict();

@@ -18,7 +18,13 @@ import {
   dial,
   dialHandshake,
 } from '../rpc/index.ts';
-import { CoordinatorMetrics, type Logger } from '../telemetry/index.ts';
+import {
+  CoordinatorMetrics,
+  type Logger,
+  type Tracing,
+  endSpan,
+  tracingIfEnabled,
+} from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
 import {
   type CacheMode,
@@ -36,6 +42,8 @@ import { type InferReply, WorkerPool } from './worker-pool.ts';
 export interface CoordinatorOptions {
   config: Readonly<InfergridConfig>;
   logger: Logger;
+  /** Spans for cache lookups, routing, RPC attempts and pipeline steps; none when absent or off. */
+  tracing?: Tracing | undefined;
 }
 
 /** What answered a request: a worker (workerId), or the cache (cache: 'hit'). */
@@ -58,6 +66,8 @@ export class Coordinator {
   readonly pipelines: PipelineRunner;
   readonly repository: ModelRepository;
   readonly metrics: CoordinatorMetrics;
+  /** The process's tracing, only when it is on (one check tells whether to trace). */
+  readonly tracing: Tracing | undefined;
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
@@ -70,6 +80,7 @@ export class Coordinator {
   constructor(options: CoordinatorOptions) {
     this.#config = options.config;
     this.#logger = options.logger;
+    this.tracing = tracingIfEnabled(options.tracing);
     const { routing } = options.config;
     this.registry = new ModelRegistry(options.config.models);
     this.pool = new WorkerPool(this.registry, routing.health, options.logger);
@@ -84,10 +95,12 @@ export class Coordinator {
       router: this.router,
       budget: this.budget,
       routing,
+      tracing: this.tracing,
     });
     this.pipelines = new PipelineRunner({
       registry: this.registry,
       runStep: (step) => this.infer(step, step.cacheMode),
+      tracing: this.tracing,
     });
     this.repository = new ModelRepository({
       registry: this.registry,
@@ -283,7 +296,12 @@ export class Coordinator {
     if (!cache || !policy?.enabled) return execute(request);
     const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
     let workerId: string | undefined;
-    const { response, outcome } = await cache.run(
+    // ends when the cache answers, or when it hands the request on to be computed
+    let lookup =
+      this.tracing && request.traceContext
+        ? this.tracing.startCacheLookup(request.traceContext, entry.name)
+        : undefined;
+    const running = cache.run(
       {
         model: entry.name,
         key,
@@ -293,11 +311,23 @@ export class Coordinator {
         timeoutMs: request.timeoutMs,
       },
       async (signal) => {
+        if (lookup) {
+          lookup.setAttribute('infergrid.cache.outcome', cacheMode === 'normal' ? 'miss' : cacheMode);
+          lookup.end();
+          lookup = undefined;
+        }
         const result = await execute({ ...request, signal });
         workerId = result.workerId;
         return { meta: result.meta, outputs: result.outputs };
       },
     );
+    // the failure itself is the caller's (awaited below); this only closes the span
+    if (lookup) running.catch((err: unknown) => lookup && endSpan(lookup, err));
+    const { response, outcome } = await running;
+    if (lookup) {
+      lookup.setAttribute('infergrid.cache.outcome', outcome);
+      lookup.end();
+    }
     return { ...response, workerId, cache: outcome };
   }
 

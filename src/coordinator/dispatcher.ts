@@ -16,6 +16,14 @@ import { InfergridError, toInfergridError } from '../errors.ts';
 import { type InferRequestMeta, type Parameters, tensorsToWire } from '../protocol/index.ts';
 import { type ModelEntry, type ModelRegistry, modelKey } from '../registry/index.ts';
 import { type RetryBudget, type Router, hashBytes, hashString } from '../routing/index.ts';
+import {
+  type AttemptKind,
+  type TraceContext,
+  type Tracing,
+  endSpan,
+  traceparentOf,
+  tracingIfEnabled,
+} from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { InferReply, WorkerHandle, WorkerPool } from './worker-pool.ts';
 
@@ -29,6 +37,8 @@ export interface DispatchRequest {
   /** Time allowed, ms. */
   timeoutMs: number;
   signal?: AbortSignal | undefined;
+  /** The span this request's work is traced under (the HTTP request's, a pipeline step's). */
+  traceContext?: TraceContext | undefined;
 }
 
 export interface DispatchResult extends InferReply {
@@ -55,11 +65,15 @@ export interface DispatcherOptions {
   budget: RetryBudget;
   routing: RoutingConfig;
   now?: () => number;
+  /** A span per routing decision and per attempt (RPC client span); none when absent or off. */
+  tracing?: Tracing | undefined;
 }
 
 export class Dispatcher {
   readonly #options: DispatcherOptions;
   readonly #now: () => number;
+  /** Set only when tracing is on. */
+  readonly tracing: Tracing | undefined;
   /** Retries and hedges started, for /admin. */
   retries = 0;
   hedges = 0;
@@ -67,6 +81,7 @@ export class Dispatcher {
   constructor(options: DispatcherOptions) {
     this.#options = options;
     this.#now = options.now ?? Date.now;
+    this.tracing = tracingIfEnabled(options.tracing);
   }
 
   dispatch(request: DispatchRequest): Promise<DispatchResult> {
@@ -94,6 +109,7 @@ export class Dispatcher {
         ...(request.parameters ? { parameters: request.parameters } : {}),
       },
       hedgeMs: maxAttempts > 1 ? router.hedgeDelayMs(key, routeConfig) : undefined,
+      trace: this.tracing ? request.traceContext : undefined,
     });
     return run.promise;
   }
@@ -102,12 +118,15 @@ export class Dispatcher {
   pickFor(run: RequestRun): WorkerHandle | undefined {
     if (run.deadline - this.#now() <= 0) return undefined;
     const { request, key, routeConfig, shardKeyHash, tried } = run;
-    return this.#options.router.pick(key, routeConfig, this.#replicas(request.entry), {
+    const span = run.trace && this.tracing?.startRoute(run.trace, request.entry.name, tried.size + 1);
+    const worker = this.#options.router.pick(key, routeConfig, this.#replicas(request.entry), {
       shardKeyHash,
       exclude: tried,
       // last-resort routing to sick workers only for a first attempt, never for retries or hedges
       allowPanic: tried.size === 0,
     });
+    if (span) this.tracing!.endRoute(span, worker?.id);
+    return worker;
   }
 
   get router(): Router {
@@ -172,6 +191,8 @@ interface RunPlan {
   baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
   /** Delay before a hedge, ms; undefined: no hedging. */
   hedgeMs: number | undefined;
+  /** Parent of the attempts' spans; undefined: not traced. */
+  trace: TraceContext | undefined;
 }
 
 /**
@@ -189,6 +210,7 @@ class RequestRun implements RunPlan {
   readonly attachments: Uint8Array[];
   readonly baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
   readonly hedgeMs: number | undefined;
+  readonly trace: TraceContext | undefined;
   readonly tried = new Set<string>();
   readonly promise: Promise<DispatchResult>;
   readonly #dispatcher: Dispatcher;
@@ -221,6 +243,7 @@ class RequestRun implements RunPlan {
     this.attachments = plan.attachments;
     this.baseMeta = plan.baseMeta;
     this.hedgeMs = plan.hedgeMs;
+    this.trace = plan.trace;
     this.promise = new Promise<DispatchResult>((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
@@ -237,10 +260,10 @@ class RequestRun implements RunPlan {
       return;
     }
     if (this.hedgeMs !== undefined) this.#controllers = new Set();
-    this.#start(first);
+    this.#start(first, 'first');
   }
 
-  #start(worker: WorkerHandle): void {
+  #start(worker: WorkerHandle, kind: AttemptKind): void {
     const d = this.#dispatcher;
     const remaining = this.deadline - d.now();
     const attemptMs = Math.max(1, Math.min(remaining, d.attemptTimeoutMs ?? Number.POSITIVE_INFINITY));
@@ -260,15 +283,25 @@ class RequestRun implements RunPlan {
     }
     const startedAt = d.now();
     const probe = d.router.onSend(this.key, worker.key);
+    const meta: InferRequestMeta = { ...this.baseMeta, timeoutMs: attemptMs };
+    // the worker's span continues this attempt's
+    const span =
+      this.trace && d.tracing?.startAttempt(this.trace, this.baseMeta.model, worker.id, this.#started, kind);
+    if (span) meta.traceparent = traceparentOf(span);
     worker
-      .infer({ ...this.baseMeta, timeoutMs: attemptMs }, this.attachments, {
+      .infer(meta, this.attachments, {
         timeoutMs: attemptMs,
         signal: controller?.signal ?? this.request.signal,
       })
       .then(
-        (reply) => this.#onReply(worker, controller, reply, d.now() - startedAt, probe),
-        (err: unknown) =>
-          this.#onError(worker, controller, err, attemptIsShorter, d.now() - startedAt, probe),
+        (reply) => {
+          span?.end();
+          this.#onReply(worker, controller, reply, d.now() - startedAt, probe);
+        },
+        (err: unknown) => {
+          if (span) endSpan(span, err);
+          this.#onError(worker, controller, err, attemptIsShorter, d.now() - startedAt, probe);
+        },
       );
   }
 
@@ -316,7 +349,7 @@ class RequestRun implements RunPlan {
       const next = d.pickFor(this);
       if (next && d.budget.tryRetry()) {
         d.retries++;
-        this.#start(next);
+        this.#start(next, 'retry');
         return;
       }
     }
@@ -331,7 +364,7 @@ class RequestRun implements RunPlan {
     const worker = d.pickFor(this);
     if (worker && d.budget.tryRetry()) {
       d.hedges++;
-      this.#start(worker);
+      this.#start(worker, 'hedge');
     }
   }
 

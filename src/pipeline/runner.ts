@@ -15,6 +15,7 @@ import { type PipelineSource, parseSource } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
 import { type ModelEntry, type ModelRegistry, validateInputs } from '../registry/index.ts';
+import { type TraceContext, type Tracing, endSpan, tracingIfEnabled } from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 
 /** One step's request as the runner hands it to the coordinator. */
@@ -26,6 +27,8 @@ export interface StepRequest {
   timeoutMs: number;
   signal: AbortSignal;
   cacheMode: CacheMode;
+  /** The step's span: the step's own work is traced under it. */
+  traceContext?: TraceContext | undefined;
 }
 
 export interface StepResult {
@@ -44,6 +47,8 @@ export interface PipelineRequest {
   signal?: AbortSignal | undefined;
   /** How the request's steps meet the response cache (a client's bypass holds for every step). */
   cacheMode?: CacheMode;
+  /** The span the steps' spans go under. */
+  traceContext?: TraceContext | undefined;
 }
 
 /** What each step did, in the order the steps are written. */
@@ -66,6 +71,8 @@ export interface PipelineRunnerOptions {
   /** Runs one step (the coordinator's own infer: cache, routing, retries). */
   runStep: (request: StepRequest) => Promise<StepResult>;
   now?: () => number;
+  /** A span per step; none when absent or off. */
+  tracing?: Tracing | undefined;
 }
 
 interface CompiledStep {
@@ -86,6 +93,8 @@ function describe(source: PipelineSource): string {
 export class PipelineRunner {
   readonly #o: PipelineRunnerOptions;
   readonly #now: () => number;
+  /** Set only when tracing is on. */
+  readonly #tracing: Tracing | undefined;
   /** Compiled step lists per pipeline config (configs are replaced, never mutated). */
   readonly #compiled = new WeakMap<object, CompiledStep[]>();
   /** Pipeline requests run, and steps run for them. */
@@ -95,6 +104,7 @@ export class PipelineRunner {
   constructor(options: PipelineRunnerOptions) {
     this.#o = options;
     this.#now = options.now ?? performance.now.bind(performance);
+    this.#tracing = tracingIfEnabled(options.tracing);
   }
 
   #compile(entry: ModelEntry): CompiledStep[] {
@@ -185,6 +195,7 @@ export class PipelineRunner {
         );
       const started = this.#now();
       this.stepRuns++;
+      const span = this.#tracing?.startStep(request.traceContext, entry.name, step.name, target.name);
       let result: StepResult;
       try {
         result = await this.#o.runStep({
@@ -195,8 +206,14 @@ export class PipelineRunner {
           timeoutMs: remaining,
           signal: controller.signal,
           cacheMode: request.cacheMode ?? 'normal',
+          traceContext: span && this.#tracing!.contextWith(span, request.traceContext),
         });
+        if (span) {
+          if (result.workerId !== undefined) span.setAttribute('infergrid.worker.id', result.workerId);
+          span.end();
+        }
       } catch (err) {
+        if (span) endSpan(span, err);
         const e = toInfergridError(err);
         if (e.code === 'CANCELLED' || e.code === 'DEADLINE_EXCEEDED') throw e;
         throw new InfergridError(e.code, `step "${step.name}" (${step.model}): ${e.message}`, {

@@ -1,4 +1,4 @@
-export { type LogLevel, type Logger, createLogger, silentLogger } from './logger.ts';
+export { type LogFormat, type LogLevel, type Logger, createLogger, silentLogger } from './logger.ts';
 export {
   CoordinatorMetrics,
   type CoordinatorMetricsSource,
@@ -7,3 +7,23 @@ export {
   WorkerMetrics,
   mergeExposition,
 } from './metrics.ts';
+export {
+  type AttemptKind,
+  type CreateTracingOptions,
+  DEFAULT_OTLP_TRACES_ENDPOINT,
+  DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
+  HttpRequestTrace,
+  SPAN_NAMES,
+  type TraceContext,
+  Tracing,
+  type TracingConfig,
+  type TracingSettings,
+  WorkerRequestTrace,
+  createTracing,
+  endSpan,
+  noTracing,
+  recordError,
+  resolveTracingSettings,
+  traceparentOf,
+  tracingIfEnabled,
+} from './tracing.ts';

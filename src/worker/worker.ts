@@ -36,7 +36,13 @@ import {
   dial,
   dialHandshake,
 } from '../rpc/index.ts';
-import type { Logger, WorkerMetrics } from '../telemetry/index.ts';
+import {
+  type Logger,
+  type Tracing,
+  type WorkerMetrics,
+  type WorkerRequestTrace,
+  tracingIfEnabled,
+} from '../telemetry/index.ts';
 import { type HostPort, formatHostPort } from '../util/address.ts';
 import { type Deferred, deferred } from '../util/deferred.ts';
 import type { ModelHost } from './model-host.ts';
@@ -57,6 +63,8 @@ export interface WorkerOptions {
   metrics?: WorkerMetrics | undefined;
   /** The processor pool this worker belongs to (reported to coordinators). */
   pool?: string | undefined;
+  /** Traces each INFER_REQUEST (continuing the coordinator's trace), its queue wait and batch. */
+  tracing?: Tracing | undefined;
   /**
    * Turns the path of a model loaded at run time into a file on this machine (`pkg:`,
    * relative to the config's folder); undefined when it does not exist. Default: as given.
@@ -93,6 +101,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #packr = createPackr();
   readonly #connections = new Set<RpcConnection>();
   readonly #links: Redialer[] = [];
+  /** Set only when tracing is on. */
+  readonly #tracing: Tracing | undefined;
   readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
   #server: Server | undefined;
   #port: number | undefined;
@@ -104,6 +114,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.id = options.id ?? `${hostname()}-${process.pid}`;
     this.#options = options;
+    this.#tracing = tracingIfEnabled(options.tracing);
   }
 
   get inFlight(): number {
@@ -323,20 +334,25 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let meta: InferRequestMeta;
     let hosted: ReturnType<ModelHost['get']>;
     let inputs: Tensor[];
+    let trace: WorkerRequestTrace | undefined;
     try {
       meta = checkInferRequest(req.meta);
+      if (this.#tracing) trace = this.#tracing.startWorkerRequest(meta, this.id);
       hosted = this.#options.host.get(meta.model, meta.version);
       inputs = tensorsFromWire(meta.inputs, req.attachments);
       validateInputs(hosted.schema, inputs, meta.outputs);
     } catch (err) {
       this.stats.rejected++;
-      req.fail(toInfergridError(err));
+      const error = toInfergridError(err);
+      trace?.end(error);
+      req.fail(error);
       return;
     }
     this.#inFlight++;
     this.stats.requests++;
     try {
       // the batcher keeps the deadline (queued or running); the signal carries cancels and a lost connection
+      trace?.enqueued();
       const outputs = await this.#options.host.run(hosted, {
         inputs,
         outputs: meta.outputs,
@@ -344,6 +360,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         priority: priorityOf(meta.parameters?.priority),
         deadlineAt: meta.timeoutMs === undefined ? undefined : performance.now() + meta.timeoutMs,
         signal: req.signal,
+        trace,
       });
       const { headers, attachments } = tensorsToWire(outputs);
       req.reply(
@@ -356,9 +373,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         },
         attachments,
       );
+      trace?.end();
     } catch (err) {
       this.stats.failures++;
-      req.fail(toInfergridError(err, 'BACKEND_ERROR'));
+      const error = toInfergridError(err, 'BACKEND_ERROR');
+      trace?.end(error);
+      req.fail(error);
     } finally {
       this.#inFlight--;
       if (this.#inFlight === 0 && this.#idle) this.#idle.resolve();
