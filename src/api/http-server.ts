@@ -15,7 +15,9 @@ import { INFERENCE_HEADER_CONTENT_LENGTH } from './binary-tensors.ts';
 import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { fromFastifyError, sendError } from './errors.ts';
-import { registerKserveRoutes } from './kserve.ts';
+import { SERVER_NAME, registerKserveRoutes } from './kserve.ts';
+import { registerOverviewRoutes } from './overview.ts';
+import { RequestCounts } from './request-counts.ts';
 import { registerMetricsRoutes } from './metrics.ts';
 import { registerRepositoryRoutes } from './repository.ts';
 import { registerStatsRoutes } from './stats.ts';
@@ -50,6 +52,8 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     bodyLimit: bodyLimitBytes,
     // keep-alive connections from load balancers and benchmarks outlive the default 72 s
     keepAliveTimeout: 65_000,
+    // a load balancer's or client's request id is kept (logs carry it)
+    requestIdHeader: 'x-request-id',
   });
   app.removeAllContentTypeParsers();
   // a body with Inference-Header-Content-Length is JSON followed by binary tensors: kept as bytes
@@ -87,16 +91,22 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   // closed with the server, before the coordinator closes the store it writes to
   app.addHook('onClose', async () => asyncRequests.close());
   registerAsyncRoutes(app, asyncRequests);
+  const requestCounts = new RequestCounts({
+    versions: (name) => options.coordinator.registry.versions(name),
+  });
   registerKserveRoutes(app, {
+    requestCounts,
     coordinator: options.coordinator,
     asyncRequests,
     config,
+    logger,
     serverVersion: options.serverVersion,
   });
   registerStatsRoutes(app, options.coordinator);
   registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator);
   registerRepositoryRoutes(app, options.coordinator);
+  registerOverviewRoutes(app, { ...options, requestCounts, serverName: SERVER_NAME });
   registerMetricsRoutes(app, options.coordinator);
   return app;
 }
