@@ -1,7 +1,9 @@
 import { InfergridError } from '../errors.ts';
 import { INFERGRID_VERSION } from '../version.ts';
+import { BENCH_HELP, runBenchCommand } from './bench-command.ts';
 import { COORDINATOR_HELP, runCoordinatorCommand } from './coordinator-command.ts';
 import { SERVE_HELP, runServeCommand } from './serve-command.ts';
+import { TOP_HELP, runTopCommand } from './top-command.ts';
 import { WORKER_HELP, runWorkerCommand } from './worker-command.ts';
 
 export const MAIN_HELP = `infergrid ${INFERGRID_VERSION} — a distributed inference engine
@@ -12,6 +14,8 @@ Commands:
   serve        coordinator + local worker processes from one config (the embedded default)
   coordinator  the HTTP front door (KServe v2) that routes requests to workers
   worker       a process that loads models and serves them over RPC
+  top          a coordinator's workers and models live in the terminal (--once, --json)
+  bench        load a running coordinator with one model's requests; throughput, latency, errors
   help <cmd>   help for a command
 
 Run 'infergrid <command> --help' for a command's options.`;
@@ -20,6 +24,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   serve: { run: runServeCommand, help: SERVE_HELP },
   coordinator: { run: runCoordinatorCommand, help: COORDINATOR_HELP },
   worker: { run: runWorkerCommand, help: WORKER_HELP },
+  top: { run: runTopCommand, help: TOP_HELP },
+  bench: { run: runBenchCommand, help: BENCH_HELP },
 };
 
 export async function main(argv: string[]): Promise<void> {

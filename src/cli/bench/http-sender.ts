@@ -1,0 +1,98 @@
+/**
+ * Sends the same prepared inference request again and again over keep-alive connections
+ * (node:http, lower per-request cost than fetch). A success's body is drained unread; only an
+ * error's body is parsed, for its KServe `code`.
+ */
+
+import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
+/** How one request ended. `kind` groups errors: `429 OVERLOADED`, `503`, `network ECONNRESET`, `timeout`. */
+export type SendOutcome = { ok: true } | { ok: false; kind: string; message: string };
+
+/** Sends one request; never rejects: every failure is an outcome. */
+export interface RequestSender {
+  send(): Promise<SendOutcome>;
+  /** Closes the kept-alive connections. */
+  close(): void;
+}
+
+export interface HttpSenderOptions {
+  /** The full inference URL. */
+  url: URL;
+  body: Buffer;
+  headers: Record<string, string>;
+  /** Connections kept open at most; at least the requests in flight, so none waits for a socket. */
+  maxSockets: number;
+  /** No answer after this long: the request ends as a `timeout` error, ms. */
+  timeoutMs: number;
+}
+
+const OK: SendOutcome = { ok: true };
+/** An error body is read up to this size for its code and message. */
+const MAX_ERROR_BODY_BYTES = 64 * 1024;
+
+function httpFailure(status: number, body: Buffer): SendOutcome {
+  let code: string | undefined;
+  let message = body.toString('utf8', 0, Math.min(body.byteLength, 300));
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { code?: unknown; error?: unknown };
+    if (typeof parsed.code === 'string') code = parsed.code;
+    if (typeof parsed.error === 'string') message = parsed.error;
+  } catch {
+    // not JSON (a proxy's error page, say): the status alone is the kind
+  }
+  return { ok: false, kind: code ? `${status} ${code}` : String(status), message };
+}
+
+function networkFailure(err: NodeJS.ErrnoException): SendOutcome {
+  return { ok: false, kind: `network ${err.code ?? err.name}`, message: err.message };
+}
+
+export function createHttpSender(options: HttpSenderOptions): RequestSender {
+  const { url, body, timeoutMs } = options;
+  const https = url.protocol === 'https:';
+  const agentOptions = {
+    keepAlive: true,
+    maxSockets: options.maxSockets,
+    // the default keeps 256 idle sockets; beyond that connections would be closed and reopened
+    maxFreeSockets: options.maxSockets,
+  };
+  const agent = https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+  const request = https ? httpsRequest : httpRequest;
+  const requestOptions = {
+    agent,
+    method: 'POST',
+    headers: { ...options.headers, 'content-length': String(body.byteLength) },
+    timeout: timeoutMs,
+  };
+
+  const send = (): Promise<SendOutcome> =>
+    new Promise<SendOutcome>((resolve) => {
+      const req = request(url, requestOptions, (res: IncomingMessage) => {
+        const status = res.statusCode ?? 0;
+        res.on('error', (err) => resolve(networkFailure(err)));
+        if (status >= 200 && status < 300) {
+          res.on('end', () => resolve(OK));
+          res.resume();
+          return;
+        }
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (chunk: Buffer) => {
+          if (size < MAX_ERROR_BODY_BYTES) chunks.push(chunk);
+          size += chunk.byteLength;
+        });
+        res.on('end', () => resolve(httpFailure(status, Buffer.concat(chunks))));
+      });
+      req.on('timeout', () => {
+        // settled first: the error the destroyed socket raises next is then ignored
+        resolve({ ok: false, kind: 'timeout', message: `no answer within ${timeoutMs} ms` });
+        req.destroy();
+      });
+      req.on('error', (err) => resolve(networkFailure(err)));
+      req.end(body);
+    });
+
+  return { send, close: () => agent.destroy() };
+}

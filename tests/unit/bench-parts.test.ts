@@ -1,0 +1,139 @@
+/** `infergrid bench`'s parts without a server: the latency histogram, the flags, and the runner's accounting. */
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  BenchRun,
+  LatencyHistogram,
+  type RequestSender,
+  type SendOutcome,
+  parseBenchOptions,
+  parseDurationMs,
+} from '../../src/cli/bench/index.ts';
+
+test('bench histogram - quantiles stay within 1% of a sorted reference, mean/min/max exact', () => {
+  let seed = 42;
+  const random = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
+  const samples = Array.from({ length: 20_000 }, () => Math.exp(random() * 12 - 4)); // 0.018 ms .. 2981 ms
+  const histogram = new LatencyHistogram();
+  for (const s of samples) histogram.record(s);
+  const sorted = [...samples].sort((a, b) => a - b);
+  for (const q of [0.01, 0.5, 0.9, 0.99, 0.999, 1]) {
+    const exact = sorted[Math.ceil(q * sorted.length) - 1]!;
+    const approx = histogram.quantileMs(q);
+    // 1% of the value, or the whole-microsecond rounding for the smallest values
+    assert.ok(Math.abs(approx - exact) <= Math.max(exact * 0.01, 0.001), `q${q}: ${approx} vs ${exact}`);
+  }
+  const summary = histogram.summary();
+  assert.equal(summary.count, samples.length);
+  assert.equal(summary.maxMs, Math.round(sorted.at(-1)! * 1000) / 1000);
+  assert.equal(summary.minMs, Math.round(sorted[0]! * 1000) / 1000);
+  const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
+  assert.equal(summary.meanMs, Math.round(mean * 1000) / 1000);
+  assert.equal(new LatencyHistogram().summary().p99Ms, 0);
+});
+
+test('bench options - durations need a unit; defaults; every problem listed at once', () => {
+  assert.equal(parseDurationMs('500ms'), 500);
+  assert.equal(parseDurationMs('1.5s'), 1500);
+  assert.equal(parseDurationMs('2m'), 120_000);
+  assert.equal(parseDurationMs('10'), undefined);
+  const options = parseBenchOptions({ model: 'm' });
+  assert.deepEqual(options.mode, { kind: 'concurrency', concurrency: 1 });
+  assert.equal(options.durationMs, 10_000);
+  assert.equal(options.requests, undefined);
+  assert.equal(parseBenchOptions({ model: 'm', requests: '5' }).durationMs, undefined);
+  assert.deepEqual(parseBenchOptions({ model: 'm', rate: '2.5' }).mode, {
+    kind: 'rate',
+    ratePerS: 2.5,
+    maxInFlight: 1000,
+  });
+  assert.throws(
+    () => parseBenchOptions({ url: 'ftp://x', concurrency: '0', 'max-in-flight': '3', data: 'ones' }),
+    (err: Error) => {
+      for (const problem of [
+        '--model <name> is required',
+        '--url "ftp://x" is not an http:// or https:// URL',
+        '--concurrency must be a positive integer, got "0"',
+        '--max-in-flight applies to --rate',
+        '--data must be random or zero, got "ones"',
+      ])
+        assert.ok(err.message.includes(problem), problem);
+      return /^5 problems with the flags:/.test(err.message);
+    },
+  );
+});
+
+/** A sender whose requests stay outstanding until released; counts what it was asked to send. */
+function heldSender(): RequestSender & { sends: number; release(outcome?: SendOutcome): void } {
+  const pending: ((o: SendOutcome) => void)[] = [];
+  return {
+    sends: 0,
+    send() {
+      this.sends++;
+      return new Promise<SendOutcome>((resolve) => pending.push(resolve));
+    },
+    release(outcome: SendOutcome = { ok: true }) {
+      for (const resolve of pending.splice(0)) resolve(outcome);
+    },
+    close() {},
+  };
+}
+
+test('bench runner - open loop: slots are fixed by the plan; past maxInFlight they are dropped, and late', async () => {
+  const sender = heldSender();
+  // the clock reads 0 at the start and an hour later ever after: every slot is due, and late
+  let calls = 0;
+  const now = (): number => (calls++ === 0 ? 0 : 3_600_000);
+  const run = new BenchRun(
+    {
+      mode: { kind: 'rate', ratePerS: 100, maxInFlight: 3 },
+      durationMs: 1000,
+      requests: undefined,
+      warmupMs: 0,
+    },
+    sender,
+    now,
+  );
+  const done = run.run();
+  await new Promise((resolve) => setImmediate(resolve));
+  sender.release({ ok: false, kind: '429 OVERLOADED', message: 'queue full' });
+  const result = await done;
+  assert.equal(result.scheduled, 100);
+  assert.equal(sender.sends, 3);
+  assert.equal(result.sent, 3);
+  assert.equal(result.dropped, 97);
+  assert.equal(result.late, 3);
+  assert.equal(result.errors, 3);
+  assert.deepEqual(result.errorKinds, [['429 OVERLOADED', { count: 3, message: 'queue full' }]]);
+});
+
+test('bench runner - closed loop: exactly `requests` are sent, never more than the concurrency at once', async () => {
+  let inFlight = 0;
+  let most = 0;
+  let sends = 0;
+  const sender: RequestSender = {
+    async send() {
+      const nth = ++sends;
+      most = Math.max(most, ++inFlight);
+      await new Promise((resolve) => setImmediate(resolve));
+      inFlight--;
+      return nth % 5 === 0 ? { ok: false, kind: 'network ECONNRESET', message: 'reset' } : { ok: true };
+    },
+    close() {},
+  };
+  const result = await new BenchRun(
+    { mode: { kind: 'concurrency', concurrency: 3 }, durationMs: undefined, requests: 25, warmupMs: 0 },
+    sender,
+  ).run();
+  assert.equal(sends, 25);
+  assert.equal(most, 3);
+  assert.equal(result.scheduled, 25);
+  assert.equal(result.completed, 20);
+  assert.equal(result.errors, 5);
+  assert.equal(result.latency.count, 20);
+  assert.equal(result.interrupted, false);
+});
