@@ -69,7 +69,20 @@ export function createJsBackend(): Backend {
         async infer(tensors: Tensor[], ctx: InferContext): Promise<Tensor[]> {
           // user code may ignore the signal; at least never start work nobody wants
           if (ctx.signal.aborted) throw ctx.signal.reason;
-          return await js.infer(tensors, ctx);
+          const outputs = await js.infer(tensors, ctx);
+          // the outputs asked for, in that order; a module may return all of them (the
+          // coordinator has already checked the names against the schema)
+          const wanted = ctx.outputs;
+          if (!wanted || !Array.isArray(outputs)) return outputs;
+          return wanted.map((name) => {
+            const t = outputs.find((o) => o?.name === name);
+            if (!t)
+              throw new InfergridError(
+                'BACKEND_ERROR',
+                `model "${model.name}" returned no output "${name}", which its schema declares`,
+              );
+            return t;
+          });
         },
         async dispose(): Promise<void> {
           await js.dispose?.();

@@ -209,3 +209,23 @@ test('backends - onnx reads its schema from the session and reconciles a declare
     /unknown output "nope"/,
   );
 });
+
+test('backends - js returns only the outputs asked for, in that order; a declared one missing is the model\u2019s fault', async () => {
+  const m = await load({ name: 'two', backend: 'js', path: fixture('two-outputs.ts') });
+  const x = fp32('x', [2], [1, 2]);
+  const all = await m.infer([x], { signal: live(), parameters: {} });
+  assert.deepEqual(
+    all.map((o) => o.name),
+    ['a', 'b'],
+  );
+  const some = await m.infer([x], { signal: live(), parameters: {}, outputs: ['b', 'a'] });
+  assert.deepEqual(
+    some.map((o) => o.name),
+    ['b', 'a'],
+  );
+  await rejectsWith(
+    m.infer([x], { signal: live(), parameters: {}, outputs: ['never'] }),
+    'BACKEND_ERROR',
+    /returned no output "never"/,
+  );
+});
