@@ -1,0 +1,335 @@
+/**
+ * The suite's targets, computed from a suite file: each is met, not met, or not measured in the
+ * run (its scenario did not run, or printed no point the target is stated at).
+ */
+
+import type { BenchLine, ScenarioRun, SuiteFile } from './suite-format.ts';
+import { arr, cell, firstNum, type Json, lines, num, obj, round, scenario } from './suite-json.ts';
+
+export type TargetStatus = 'met' | 'not met' | 'not measured';
+
+export interface TargetResult {
+  id: string;
+  /** The scenario it is measured in. */
+  scenario: string;
+  goal: string;
+  status: TargetStatus;
+  /** The measured figure and where it comes from; why not, when not measured. */
+  measured: string;
+}
+
+const NOT_MEASURED = 'not measured in this run';
+
+/** The overhead scenario's run at one concurrency. */
+export function overheadRun(run: ScenarioRun | undefined, concurrency: number): Json | undefined {
+  const line = lines(run, 'overhead')[0];
+  return arr(line?.runs)
+    .map(obj)
+    .find((r) => num(r, 'concurrency') === concurrency);
+}
+
+function overheadThroughput(suite: SuiteFile): TargetResult {
+  const goal = 'overhead, concurrency 64: engine throughput ≥ 50% of bare fastify';
+  const r = overheadRun(scenario(suite, 'overhead'), 64);
+  const engine = num(r, 'engine', 'rps');
+  const bare = num(r, 'bareFastify', 'rps');
+  if (engine === undefined || bare === undefined || bare === 0)
+    return {
+      id: 'overhead-c64-throughput',
+      scenario: 'overhead',
+      goal,
+      status: 'not measured',
+      measured: NOT_MEASURED,
+    };
+  const ratio = engine / bare;
+  return {
+    id: 'overhead-c64-throughput',
+    scenario: 'overhead',
+    goal,
+    status: ratio >= 0.5 ? 'met' : 'not met',
+    measured: `${Math.round(ratio * 100)}% (${cell(engine)} vs ${cell(bare)} req/s)`,
+  };
+}
+
+function overheadLatency(suite: SuiteFile): TargetResult {
+  const goal = 'overhead, concurrency 1: engine p50 ≤ 2× bare fastify p50';
+  const r = overheadRun(scenario(suite, 'overhead'), 1);
+  const engine = num(r, 'engine', 'latencyMs', 'p50');
+  const bare = num(r, 'bareFastify', 'latencyMs', 'p50');
+  if (engine === undefined || bare === undefined || bare === 0)
+    return {
+      id: 'overhead-c1-p50',
+      scenario: 'overhead',
+      goal,
+      status: 'not measured',
+      measured: NOT_MEASURED,
+    };
+  const ratio = engine / bare;
+  return {
+    id: 'overhead-c1-p50',
+    scenario: 'overhead',
+    goal,
+    status: ratio <= 2 ? 'met' : 'not met',
+    measured: `${round(ratio, 2)}× (${cell(engine, 3)} vs ${cell(bare, 3)} ms)`,
+  };
+}
+
+// ---- real model ---------------------------------------------------------------------------------
+
+interface Found {
+  path: string;
+  value: number;
+}
+
+/**
+ * Engine-over-direct throughput ratios in a real-model line, wherever they are: a number whose
+ * path names the direct call and a ratio (`vsDirect.throughput`, `ratioToDirect`), or a pair of
+ * sibling objects `engine` and `direct…` (or `onnxruntime`) with a throughput each.
+ */
+function directRatios(value: unknown, path: string[] = [], depth = 0): Found[] {
+  const o = obj(value);
+  if (!o || depth > 5) {
+    return Array.isArray(value) && depth <= 5
+      ? value.flatMap((v, i) => directRatios(v, [...path, String(i)], depth + 1))
+      : [];
+  }
+  const found: Found[] = [];
+  const rps = (v: unknown): number | undefined =>
+    firstNum(v, [['rps'], ['throughput'], ['throughputRps'], ['callsPerS'], ['inferencesPerS']]);
+  const engine = rps(o.engine);
+  const directKey = Object.keys(o).find(
+    (k) => /^(direct|onnxruntime|ort)/i.test(k) && rps(o[k]) !== undefined,
+  );
+  if (engine !== undefined && directKey) {
+    const direct = rps(o[directKey])!;
+    if (direct > 0) found.push({ path: [...path, `engine/${directKey}`].join('.'), value: engine / direct });
+  }
+  for (const [key, v] of Object.entries(o)) {
+    const full = [...path, key];
+    const joined = full.join('.').toLowerCase();
+    if (
+      typeof v === 'number' &&
+      Number.isFinite(v) &&
+      joined.includes('direct') &&
+      /(throughput|ratio|fraction|share)[^.]*$|(vs|of|to)direct$/i.test(joined) &&
+      !/latency|p50|p90|p99|ms$/i.test(joined)
+    )
+      found.push({ path: full.join('.'), value: v });
+    else found.push(...directRatios(v, full, depth + 1));
+  }
+  return found;
+}
+
+export interface RealModelBest {
+  /** Engine requests per second over onnxruntime's rows per second, both at their best. */
+  ratio: number;
+  rps?: number;
+  concurrency?: number;
+  variant?: string;
+  baselineRowsPerS?: number;
+  baselineBatch?: number;
+}
+
+/**
+ * The real-model scenario's best engine point against onnxruntime alone at its best batch size:
+ * from its summary line, else the best of its engine lines (`vsBaseline`).
+ */
+export function realModelBest(run: ScenarioRun | undefined): RealModelBest | undefined {
+  const summary = lines(run, 'real-model', 'summary')[0];
+  const bestEngine = obj(summary?.bestEngine);
+  let point: Json | undefined;
+  let ratio = num(summary, 'ratio') ?? num(bestEngine, 'ratio');
+  if (ratio !== undefined) point = bestEngine;
+  else {
+    const engine = lines(run, 'real-model', 'engine').filter((l) => num(l, 'vsBaseline') !== undefined);
+    if (engine.length === 0) return undefined;
+    point = engine.reduce((a, b) => (num(b, 'vsBaseline')! > num(a, 'vsBaseline')! ? b : a));
+    ratio = num(point, 'vsBaseline')!;
+  }
+  const found: RealModelBest = { ratio };
+  const fields: [keyof RealModelBest, number | undefined][] = [
+    ['rps', num(point, 'rps')],
+    ['concurrency', num(point, 'concurrency')],
+    ['baselineRowsPerS', num(summary, 'baseline', 'best', 'rowsPerS') ?? num(point, 'baselineRowsPerS')],
+    ['baselineBatch', num(summary, 'baseline', 'best', 'batch') ?? num(point, 'baselineBatch')],
+  ];
+  for (const [key, v] of fields) if (v !== undefined) (found as unknown as Record<string, number>)[key] = v;
+  if (typeof point?.variant === 'string') found.variant = point.variant;
+  return found;
+}
+
+function realModel(suite: SuiteFile): TargetResult {
+  const goal = 'real model: engine throughput ≥ 90% of onnxruntime called directly';
+  const run = scenario(suite, 'real-model');
+  const top = realModelBest(run);
+  if (top)
+    return {
+      id: 'real-model-vs-direct',
+      scenario: 'real-model',
+      goal,
+      status: top.ratio >= 0.9 ? 'met' : 'not met',
+      measured:
+        `${Math.round(top.ratio * 100)}% (engine at its best: ${cell(top.rps)} req/s` +
+        `${top.concurrency === undefined ? '' : ` at concurrency ${top.concurrency}`}` +
+        `${top.variant ? `, batching ${top.variant}` : ''}; onnxruntime alone: ${cell(top.baselineRowsPerS)} rows/s` +
+        `${top.baselineBatch === undefined ? '' : ` at batch ${top.baselineBatch}`})`,
+    };
+  const found = (run?.results ?? []).flatMap((line: BenchLine) =>
+    directRatios(line).map((f) => ({ ...f, concurrency: num(line, 'concurrency') })),
+  );
+  // the same ratio can sit in a line and its summary: distinct values only
+  const ratios = found.filter((f) => f.value > 0 && f.value < 10);
+  if (ratios.length === 0)
+    return {
+      id: 'real-model-vs-direct',
+      scenario: 'real-model',
+      goal,
+      status: 'not measured',
+      measured: run?.results.length
+        ? `${NOT_MEASURED} (no engine/direct ratio in its results)`
+        : NOT_MEASURED,
+    };
+  const worst = ratios.reduce((a, b) => (b.value < a.value ? b : a));
+  const best = ratios.reduce((a, b) => (b.value > a.value ? b : a));
+  return {
+    id: 'real-model-vs-direct',
+    scenario: 'real-model',
+    goal,
+    status: worst.value >= 0.9 ? 'met' : 'not met',
+    measured:
+      ratios.length === 1
+        ? `${Math.round(worst.value * 100)}% (${worst.path})`
+        : `${Math.round(worst.value * 100)}% at worst, ${Math.round(best.value * 100)}% at best over ${ratios.length} points`,
+  };
+}
+
+// ---- scale-out -------------------------------------------------------------------------------------
+
+export interface ScaleOutPoint {
+  workers: number;
+  concurrency?: number;
+  rps?: number;
+  idealRps?: number;
+  /** The ideal was not in the results: workers × the smallest fleet's throughput per worker. */
+  idealAssumed?: boolean;
+  ratio?: number;
+  p50Ms?: number;
+  p99Ms?: number;
+  meanBatchSize?: number;
+  coordinatorCores?: number;
+  coordinatorCpuMsPerRequest?: number;
+  /** Cores the whole machine kept busy: with every process on one machine, a bound of its own. */
+  machineCores?: number;
+  saturated?: boolean;
+  /** What the scenario says held the point back, when saturated. */
+  boundBy?: string;
+}
+
+function pointOf(o: Json): ScaleOutPoint | undefined {
+  const workers = num(o, 'workers');
+  const rps = firstNum(o, [['rps'], ['throughput'], ['throughputRps'], ['result', 'rps']]);
+  if (workers === undefined || rps === undefined) return undefined;
+  const p: ScaleOutPoint = { workers, rps };
+  const set = <K extends keyof ScaleOutPoint>(key: K, value: ScaleOutPoint[K] | undefined): void => {
+    if (value !== undefined) p[key] = value;
+  };
+  set('concurrency', num(o, 'concurrency'));
+  set('idealRps', firstNum(o, [['idealRps'], ['ideal'], ['idealThroughput'], ['ideal', 'rps']]));
+  set('ratio', firstNum(o, [['ratio'], ['ofIdeal'], ['efficiency']]));
+  set('p50Ms', firstNum(o, [['latencyMs', 'p50'], ['p50Ms']]));
+  set('p99Ms', firstNum(o, [['latencyMs', 'p99'], ['p99Ms']]));
+  set('meanBatchSize', firstNum(o, [['worker', 'meanBatchSize'], ['meanBatchSize']]));
+  set('coordinatorCores', firstNum(o, [['coordinatorCores'], ['coresBusy', 'coordinator']]));
+  const us = firstNum(o, [['coordinatorCpuUsPerRequest'], ['cpuUsPerRequest', 'coordinator']]);
+  set(
+    'coordinatorCpuMsPerRequest',
+    firstNum(o, [['coordinatorCpuMsPerRequest'], ['cpuMsPerRequest', 'coordinator']]) ??
+      (us === undefined ? undefined : us / 1000),
+  );
+  set('machineCores', firstNum(o, [['machineCores'], ['coresBusy', 'machine']]));
+  if (typeof o.saturated === 'boolean') p.saturated = o.saturated;
+  if (typeof o.boundBy === 'string') p.boundBy = o.boundBy;
+  return p;
+}
+
+/**
+ * The scale-out points, one per fleet size: from lines that are points themselves, merged with
+ * the points listed inside a summary line (a line's own fields win).
+ */
+export function scaleOutPoints(run: ScenarioRun | undefined): ScaleOutPoint[] {
+  const byWorkers = new Map<number, ScaleOutPoint>();
+  const add = (p: ScaleOutPoint | undefined): void => {
+    if (p) byWorkers.set(p.workers, { ...p, ...byWorkers.get(p.workers) });
+  };
+  const all = run?.results ?? [];
+  for (const line of all) add(pointOf(line));
+  for (const line of all)
+    for (const key of ['points', 'runs'])
+      for (const item of arr(line[key])) {
+        const o = obj(item);
+        if (o) add(pointOf(o));
+      }
+  const points = [...byWorkers.values()].sort((a, b) => a.workers - b.workers);
+  const base = points.find((p) => p.rps !== undefined && p.rps > 0);
+  for (const p of points) {
+    if (p.idealRps === undefined && base) {
+      p.idealRps = (p.workers * base.rps!) / base.workers;
+      p.idealAssumed = true;
+    }
+    if (p.ratio === undefined && p.rps !== undefined && p.idealRps) p.ratio = p.rps / p.idealRps;
+  }
+  return points;
+}
+
+/** Cores a coordinator may keep busy before it counts as at its limit: the scenario's own setting. */
+export function saturationCores(run: ScenarioRun | undefined): number {
+  for (const line of run?.results ?? []) {
+    const v = Number(obj(line.params)?.['saturation-cores']);
+    if (v > 0) return v;
+  }
+  return 0.85;
+}
+
+function scaleOut(suite: SuiteFile): TargetResult {
+  const goal = "scale-out: throughput ≥ 90% of ideal up to the coordinator's limit";
+  const run = scenario(suite, 'scale-out');
+  const points = scaleOutPoints(run).filter((p) => p.ratio !== undefined);
+  if (points.length === 0)
+    return {
+      id: 'scale-out-vs-ideal',
+      scenario: 'scale-out',
+      goal,
+      status: 'not measured',
+      measured: NOT_MEASURED,
+    };
+  const limitCores = saturationCores(run);
+  const limit = points.find((p) => p.coordinatorCores !== undefined && p.coordinatorCores >= limitCores);
+  const below = limit ? points.filter((p) => p.workers < limit.workers) : points;
+  const limitText = limit
+    ? `the coordinator reaches its limit (${cell(limit.coordinatorCores)} cores busy ≥ ${limitCores}) at ${limit.workers} workers`
+    : `the coordinator stayed under ${limitCores} cores busy up to ${points.at(-1)!.workers} workers`;
+  if (below.length === 0)
+    return {
+      id: 'scale-out-vs-ideal',
+      scenario: 'scale-out',
+      goal,
+      status: 'not measured',
+      measured: `${NOT_MEASURED}: ${limitText}, the smallest fleet measured`,
+    };
+  const worst = below.reduce((a, b) => (b.ratio! < a.ratio! ? b : a));
+  const range = below.length === 1 ? `${below[0]!.workers}` : `${below[0]!.workers}–${below.at(-1)!.workers}`;
+  return {
+    id: 'scale-out-vs-ideal',
+    scenario: 'scale-out',
+    goal,
+    status: worst.ratio! >= 0.9 ? 'met' : 'not met',
+    measured:
+      `${Math.round(worst.ratio! * 100)}% of ideal at worst (${worst.workers} workers: ${cell(worst.rps)} of ` +
+      `${cell(worst.idealRps)} req/s${worst.idealAssumed ? ', ideal assumed linear' : ''}` +
+      `${worst.ratio! < 0.9 && worst.boundBy ? `, bound by ${worst.boundBy}` : ''}) over ${range} workers; ${limitText}`,
+  };
+}
+
+export function computeTargets(suite: SuiteFile): TargetResult[] {
+  return [overheadThroughput(suite), overheadLatency(suite), realModel(suite), scaleOut(suite)];
+}
