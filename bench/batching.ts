@@ -22,7 +22,8 @@
  * from /proc around each run. One JSON line per model variant.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { processCpuSeconds } from './lib/proc.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createOnnxBackend } from '../src/backends/index.ts';
@@ -63,8 +64,6 @@ const OCR_MAX_BATCH_SIZE = 8;
 const OCR_WIDTH_PX = 320;
 const OCR_TEXT = 'Total 1284.50 EUR';
 const OCR_OUTPUT = 'softmax_11.tmp_0';
-/** Linux clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on every common build). */
-const CLOCK_TICKS_PER_S = 100;
 
 interface BatchingVariant {
   enabled: boolean;
@@ -186,19 +185,6 @@ function workerDelta(before: ModelStats, after: ModelStats) {
 
 // ---- CPU time -------------------------------------------------------------------------------
 
-/** User + system CPU seconds of a process, from /proc (Linux); undefined elsewhere. */
-function cpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // fields after the parenthesised command name, which may itself hold spaces
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
-}
-
 interface CpuMark {
   at: number;
   coordinator: number | undefined;
@@ -210,8 +196,8 @@ function cpuMark(coordinatorPid: number | undefined, workerPid: number | undefin
   const usage = process.cpuUsage();
   return {
     at: performance.now(),
-    coordinator: cpuSeconds(coordinatorPid),
-    worker: cpuSeconds(workerPid),
+    coordinator: processCpuSeconds(coordinatorPid),
+    worker: processCpuSeconds(workerPid),
     loadGenerator: (usage.user + usage.system) / 1e6,
   };
 }

@@ -30,6 +30,7 @@
  * and a table on stderr at the end.
  */
 
+import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -106,8 +107,6 @@ const OCR_LINES = [
 ];
 const UPSIDE_DOWN_EVERY = 8;
 const HOP_MODEL = 'ident';
-/** Linux clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on every common build). */
-const CLOCK_TICKS_PER_S = 100;
 /** A request that takes longer counts as an error, so a hung engine cannot stall the run, ms. */
 const REQUEST_TIMEOUT_MS = 30_000;
 const READY_TIMEOUT_MS = 120_000;
@@ -299,19 +298,6 @@ async function startFleet(configFile: string, placement: Map<string, string[]>):
 
 // ---- CPU time -----------------------------------------------------------------------------------
 
-/** User + system CPU seconds of a process (every thread), from /proc (Linux); undefined elsewhere. */
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // fields after the parenthesised command name, which may itself hold spaces
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Key of the whole machine's busy seconds in a CpuMark. */
 const MACHINE = 'machine';
 
@@ -333,18 +319,6 @@ function cpuMark(groups: ProcessGroups): CpuMark {
   seconds.loadGenerator = (usage.user + usage.system) / 1e6;
   seconds[MACHINE] = machineBusySeconds();
   return { at: performance.now(), seconds };
-}
-
-/** Busy CPU seconds of the whole machine, every core (Linux /proc/stat); undefined elsewhere. */
-function machineBusySeconds(): number | undefined {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
-    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - cpu[3]! - cpu[4]!) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
 }
 
 /** CPU seconds each group spent between two marks (undefined where /proc could not be read). */

@@ -29,8 +29,10 @@
  * on stdout; a table on stderr at the end.
  */
 
+import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
+import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/report-table.ts';
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,8 +113,6 @@ const PROCESSES = 2;
 const WORKER_IDS = ['w1', 'w2'];
 /** Engine's output differs from the baseline's by float noise at most. */
 const MAX_OUTPUT_DIFF = 1e-4;
-/** Linux clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on every common build). */
-const CLOCK_TICKS_PER_S = 100;
 const READY_TIMEOUT_MS = 120_000;
 /** A request that takes longer counts as an error, so a hung engine cannot stall the run, ms. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -408,31 +408,6 @@ async function baselineMain(): Promise<void> {
 
 // ---- CPU time ---------------------------------------------------------------------------------------
 
-/** User + system CPU seconds of a process (every thread), from /proc (Linux); undefined elsewhere. */
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // fields after the parenthesised command name, which may itself hold spaces
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Busy CPU seconds of the whole machine, every core (Linux /proc/stat); undefined elsewhere. */
-function machineBusySeconds(): number | undefined {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
-    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - cpu[3]! - cpu[4]!) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Process groups by name -> their pids, read from /proc. */
 type ProcessGroups = Record<string, (number | undefined)[]>;
 
@@ -482,24 +457,6 @@ function cpuReport(a: CpuMark, b: CpuMark, reported: Record<string, number>, uni
 
 // ---- the workers' statistics ---------------------------------------------------------------------
 
-interface CountNs {
-  count: number;
-  ns: number;
-}
-
-interface ModelStats {
-  inference_count: number;
-  execution_count: number;
-  inference_stats: { fail: CountNs; queue: CountNs; compute_infer: CountNs };
-  infergrid: { workers: { id: string; inference_count: number }[] };
-}
-
-async function modelStats(url: string, model: string): Promise<ModelStats> {
-  const res = await fetch(`${url}/v2/models/${model}/stats`);
-  if (!res.ok) throw new Error(`stats of ${model}: HTTP ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { model_stats: ModelStats[] }).model_stats[0]!;
-}
-
 /** What the workers did between two snapshots: batches and their mean size, queue wait, run time. */
 function workerDelta(before: ModelStats, after: ModelStats) {
   const inferences = after.inference_count - before.inference_count;
@@ -524,15 +481,6 @@ function workerDelta(before: ModelStats, after: ModelStats) {
 }
 
 // ---- summary table ---------------------------------------------------------------------------------
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-const fmt = (v: number | null | undefined, digits = 2): string =>
-  v === null || v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits);
 
 // ---- the run ---------------------------------------------------------------------------------------
 

@@ -29,6 +29,8 @@
  * One JSON line per N on stdout, then a summary line; a table on stderr at the end.
  */
 
+import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
+import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/report-table.ts';
 import { type ChildProcess, fork } from 'node:child_process';
 import { Agent, request as httpRequest } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -118,8 +120,6 @@ const PLACEMENT =
   'the largest fleet is started once, in parallel, and reused: each N has its own model sim-n<N> ' +
   'placed on workers w1..wN only; the other workers idle';
 const SIM_ELEMENTS = 16;
-/** Linux clock ticks per second for /proc/<pid>/stat (USER_HZ, 100 on every common build). */
-const CLOCK_TICKS_PER_S = 100;
 /** Starting many workers at once on few cores is slow: time allowed for the whole fleet, ms. */
 const FLEET_READY_TIMEOUT_MS = 300_000;
 const LOAD_GENERATOR_READY_TIMEOUT_MS = 60_000;
@@ -415,31 +415,6 @@ async function startFleet(configFile: string, count: number): Promise<Fleet> {
 
 // ---- CPU time and memory -------------------------------------------------------------------------
 
-/** User + system CPU seconds of a process (every thread), from /proc (Linux); undefined elsewhere. */
-function processCpuSeconds(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // fields after the parenthesised command name, which may itself hold spaces
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Busy CPU seconds of the whole machine, every core (Linux /proc/stat); undefined elsewhere. */
-function machineBusySeconds(): number | undefined {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait
-    const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
-    return (total - cpu[3]! - cpu[4]!) / CLOCK_TICKS_PER_S;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Resident memory of a process, MiB (Linux /proc/<pid>/status); undefined elsewhere. */
 function rssMiB(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
@@ -498,24 +473,6 @@ function cpuReport(a: CpuMark, b: CpuMark, loadGeneratorS: number, requests: num
 
 // ---- the workers' statistics ---------------------------------------------------------------------
 
-interface CountNs {
-  count: number;
-  ns: number;
-}
-
-interface ModelStats {
-  inference_count: number;
-  execution_count: number;
-  inference_stats: { fail: CountNs; queue: CountNs; compute_infer: CountNs };
-  infergrid: { workers: { id: string; inference_count: number }[] };
-}
-
-async function modelStats(url: string, model: string): Promise<ModelStats> {
-  const res = await fetch(`${url}/v2/models/${model}/stats`);
-  if (!res.ok) throw new Error(`stats of ${model}: HTTP ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { model_stats: ModelStats[] }).model_stats[0]!;
-}
-
 /** What the N workers did between two snapshots: batches and their mean size, queue wait, spread. */
 function workerDelta(before: ModelStats, after: ModelStats) {
   const inferences = after.inference_count - before.inference_count;
@@ -539,15 +496,6 @@ function workerDelta(before: ModelStats, after: ModelStats) {
 }
 
 // ---- summary table ---------------------------------------------------------------------------------
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-const fmt = (v: number | null | undefined, digits = 2): string =>
-  v === null || v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits);
 
 // ---- the run ---------------------------------------------------------------------------------------
 
