@@ -59,6 +59,8 @@ export function wantsAsync(
 
 /** The parameters without `async`, which is the engine's, never the model's (a new object). */
 export function stripAsyncParameter(parameters: Readonly<Parameters>): Parameters {
+  // the common case, no `async`: the same object, no copy per request
+  if (!(ASYNC_PARAMETER in parameters)) return parameters as Parameters;
   const { [ASYNC_PARAMETER]: _async, ...rest } = parameters;
   return rest;
 }

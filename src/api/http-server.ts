@@ -67,7 +67,13 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
 
   app.setErrorHandler((err: FastifyError | InfergridError, req, reply) => {
     const typed = err instanceof InfergridError ? err : fromFastifyError(err, bodyLimitBytes);
-    if (typed.httpStatus >= 500 && typed.code !== 'UNAVAILABLE' && typed.code !== 'CONNECTION_LOST') {
+    // failures of the engine itself; not a worker gone, nothing ready, or a request out of time
+    if (
+      typed.httpStatus >= 500 &&
+      typed.code !== 'UNAVAILABLE' &&
+      typed.code !== 'CONNECTION_LOST' &&
+      typed.code !== 'DEADLINE_EXCEEDED'
+    ) {
       logger.error({ err, url: req.url, code: typed.code }, 'request failed');
     }
     return sendError(reply, typed);

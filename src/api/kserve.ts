@@ -17,7 +17,6 @@ import type { AsyncRequests } from '../async/index.ts';
 import type { RequestCounts } from './request-counts.ts';
 import type { InferResult } from '../coordinator/index.ts';
 import { prefersRespondAsync, replyAccepted, stripAsyncParameter, wantsAsync } from './async-routes.ts';
-import { sendError } from './errors.ts';
 import {
   BINARY_CONTENT_TYPE,
   INFERENCE_HEADER_CONTENT_LENGTH,
@@ -143,18 +142,19 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         model: req.params.model,
       });
     try {
-      const out = await handleInfer(req, reply, seen);
-      const status = reply.statusCode;
-      const code = status === 202 ? 'ACCEPTED' : status >= 400 ? 'DEADLINE_EXCEEDED' : undefined;
-      seen.trace?.end(status, status >= 400 ? code : undefined);
+      const out = await handleInfer(req, reply, seen, started);
+      // every failure is thrown: what returns is a 200, or a 202 for an async request
+      const accepted = reply.statusCode === 202;
+      seen.trace?.end(reply.statusCode, undefined);
       const ms = performance.now() - started;
-      if (status !== 202) metrics.onRequest(seen.entry, code, ms / 1000);
-      requestCounts?.onEnd(req.params.model, status === 202 ? undefined : code);
-      if (logger.isLevelEnabled('debug')) logRequest(req, seen, code ?? 'OK', ms);
+      if (!accepted) metrics.onRequest(seen.entry, undefined, ms / 1000);
+      requestCounts?.onEnd(req.params.model, undefined);
+      if (logger.isLevelEnabled('debug')) logRequest(req, seen, accepted ? 'ACCEPTED' : 'OK', ms);
       return out;
     } catch (err) {
-      const code = toInfergridError(err).code;
-      seen.trace?.end(toInfergridError(err).httpStatus, err);
+      const typed = toInfergridError(err);
+      const code = typed.code;
+      seen.trace?.end(typed.httpStatus, err);
       metrics.onRequest(seen.entry, code, 0);
       requestCounts?.onEnd(req.params.model, code);
       if (logger.isLevelEnabled('debug')) logRequest(req, seen, code, performance.now() - started);
@@ -165,8 +165,8 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     req: FastifyRequest<{ Params: ModelParams }>,
     reply: FastifyReply,
     seen: Seen,
+    startedAt: number,
   ) => {
-    const startedAt = performance.now();
     seen.trace?.startPhase(SPAN_NAMES.validate);
     const body = Buffer.isBuffer(req.body)
       ? parseInferRequestBody(req.body, req.headers[INFERENCE_HEADER_CONTENT_LENGTH] as string | undefined)
@@ -257,10 +257,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
       seen.cache = result.cache;
       return answer(result, reply, body.id, binary);
     } catch (err) {
-      const e = deadlineMessage(err, timeoutMs);
-      // deadlines are answered here; anything else goes to the error handler (which logs 5xx)
-      if (e.code === 'DEADLINE_EXCEEDED') return sendError(reply, e);
-      throw e;
+      throw deadlineMessage(err, timeoutMs);
     }
   };
   app.post('/v2/models/:model/infer', infer);

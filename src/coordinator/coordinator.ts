@@ -282,18 +282,18 @@ export class Coordinator {
    * Answers a validated request: from the response cache when the model caches and the request
    * allows it (joining an identical request in flight), else from a worker.
    */
+  /** Runs a request past the cache: a pipeline here, a model on a worker. */
+  async #execute(request: DispatchRequest, cacheMode: CacheMode): Promise<InferResult> {
+    if (request.entry.config?.backend !== 'pipeline') return this.dispatcher.dispatch(request);
+    const result = await this.pipelines.run({ ...request, cacheMode });
+    return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
+  }
+
   async infer(request: DispatchRequest, cacheMode: CacheMode = 'normal'): Promise<InferResult> {
     const { entry } = request;
     const policy = entry.config?.cache;
     const cache = this.#cache;
-    const execute =
-      entry.config?.backend === 'pipeline'
-        ? async (req: DispatchRequest): Promise<InferResult> => {
-            const result = await this.pipelines.run({ ...req, cacheMode });
-            return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
-          }
-        : (req: DispatchRequest): Promise<InferResult> => this.dispatcher.dispatch(req);
-    if (!cache || !policy?.enabled) return execute(request);
+    if (!cache || !policy?.enabled) return this.#execute(request, cacheMode);
     const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
     let workerId: string | undefined;
     // ends when the cache answers, or when it hands the request on to be computed
@@ -316,7 +316,7 @@ export class Coordinator {
           lookup.end();
           lookup = undefined;
         }
-        const result = await execute({ ...request, signal });
+        const result = await this.#execute({ ...request, signal }, cacheMode);
         workerId = result.workerId;
         return { meta: result.meta, outputs: result.outputs };
       },

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { ModelConfig, VersionPolicy } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
-import { describePolicy, policyOf, selectVersions } from './policy.ts';
+import { describePolicy, policyOf, servedModels } from './policy.ts';
 import type { ModelSchema } from './validate.ts';
 import { compareVersionsDesc, modelKey } from './versions.ts';
 
@@ -107,12 +107,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   /** (Re)creates the entries of a name's served versions from its declared configs and policy. */
   #serve(name: string): void {
     const declared = this.#declared.filter((m) => m.name === name);
-    const served = new Set(
-      selectVersions(
-        declared.map((m) => m.version),
-        policyOf(declared, name),
-      ),
-    );
+    const served = new Set(servedModels(declared).map((m) => m.version));
     for (const m of declared) {
       if (!served.has(m.version)) {
         // no longer served (a newer version arrived under "latest N"): forgotten once no worker hosts it
@@ -361,14 +356,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
    * version the policy no longer serves keeps its entry while a worker still hosts it).
    */
   servedConfigs(name: string): ModelConfig[] {
-    const declared = this.#declared.filter((m) => m.name === name);
-    const served = new Set(
-      selectVersions(
-        declared.map((m) => m.version),
-        policyOf(declared, name),
-      ),
-    );
-    return declared.filter((m) => served.has(m.version));
+    return servedModels(this.#declared.filter((m) => m.name === name));
   }
 
   /**

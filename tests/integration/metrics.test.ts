@@ -21,6 +21,11 @@ models:
     batching: { enabled: true, maxQueueDelayMs: 50 }
     inputs: [{ name: x, datatype: FP32, shape: [-1] }]
     outputs: [{ name: x, datatype: FP32, shape: [-1] }]
+  - name: slow
+    backend: sim
+    sim: { latencyMs: 200 }
+    inputs: [{ name: x, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: x, datatype: FP32, shape: [-1] }]
   - name: cached
     backend: sim
     cache: { enabled: true }
@@ -72,7 +77,7 @@ test('metrics - counters by value after known traffic, parsed as Prometheus expo
     coordinator: coordinator.rpcAddress,
     extraArgs: ['--metrics-port', '0'],
   });
-  await waitForWorkers(coordinator.url, 1, ['s', 'cached']);
+  await waitForWorkers(coordinator.url, 1, ['s', 'slow', 'cached']);
   const infer = (model: string, payload: string) =>
     post(`${coordinator.url}/v2/models/${model}/infer`, payload);
 
@@ -86,6 +91,12 @@ test('metrics - counters by value after known traffic, parsed as Prometheus expo
   assert.equal((await infer('s', bad)).status, 400);
   assert.equal((await infer('s', bad)).status, 400);
   assert.equal((await infer('nope', body([1]))).status, 404);
+  // one out of time: the model takes 200 ms, the request allows 1
+  const late = JSON.stringify({
+    parameters: { timeout_ms: 1 },
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [1], data: [1] }],
+  });
+  assert.equal((await infer('slow', late)).status, 504);
   // the same request three times to a cached model: one miss, then two hits
   for (let i = 0; i < 3; i++) assert.equal((await infer('cached', body([7]))).status, 200);
 
@@ -93,6 +104,7 @@ test('metrics - counters by value after known traffic, parsed as Prometheus expo
   assert.equal(value(m, 'infergrid_requests_total', { model: 's', code: 'OK' }), 10);
   assert.equal(value(m, 'infergrid_requests_total', { model: 's', code: 'INVALID_ARGUMENT' }), 2);
   assert.equal(value(m, 'infergrid_requests_total', { code: 'MODEL_NOT_FOUND' }), 1);
+  assert.equal(value(m, 'infergrid_requests_total', { model: 'slow', code: 'DEADLINE_EXCEEDED' }), 1);
   assert.equal(
     value(m, 'infergrid_request_duration_seconds_count', { model: 's' }),
     10,
