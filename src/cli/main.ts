@@ -2,6 +2,7 @@ import { InfergridError } from '../errors.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 import { BENCH_HELP, runBenchCommand } from './bench-command.ts';
 import { COORDINATOR_HELP, runCoordinatorCommand } from './coordinator-command.ts';
+import { tuneHeap } from './heap.ts';
 import { SERVE_HELP, runServeCommand } from './serve-command.ts';
 import { TOP_HELP, runTopCommand } from './top-command.ts';
 import { WORKER_HELP, runWorkerCommand } from './worker-command.ts';
@@ -28,6 +29,9 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   bench: { run: runBenchCommand, help: BENCH_HELP },
 };
 
+/** Commands that serve until stopped, whose heap is sized for serving (heap.ts). */
+const LONG_RUNNING: ReadonlySet<string> = new Set(['serve', 'coordinator', 'worker']);
+
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (!command || command === '--help' || command === '-h') {
@@ -49,6 +53,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
+    if (LONG_RUNNING.has(command)) tuneHeap();
     await entry.run(rest);
   } catch (err) {
     // start-up errors (bad config, port in use) are the user's to fix: say what, not a stack
