@@ -19,7 +19,8 @@ Options:
   -h, --help               show this help
 
 Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_PORT, INFERGRID_RPC_PORT,
-INFERGRID_HOST, INFERGRID_LOG_LEVEL.`;
+INFERGRID_HOST, INFERGRID_LOG_LEVEL, INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a
+full collection, default 200; 0 for V8's own; see docs/configuration.md).`;
 
 export async function runCoordinatorCommand(argv: string[]): Promise<void> {
   const { values } = parseCommandArgs('coordinator', argv, {

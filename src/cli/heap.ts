@@ -15,6 +15,7 @@
  */
 
 import { setFlagsFromString } from 'node:v8';
+import { InfergridError } from '../errors.ts';
 
 export const HEAP_GROWING_PERCENT_ENV = 'INFERGRID_HEAP_GROWING_PERCENT';
 export const DEFAULT_HEAP_GROWING_PERCENT = 200;
@@ -33,7 +34,8 @@ export function heapGrowingFlag(
   if (raw !== undefined && raw.trim() !== '') {
     percent = Number(raw);
     if (!Number.isInteger(percent) || percent < 0 || percent > 10_000) {
-      throw new RangeError(
+      throw new InfergridError(
+        'CONFIG_INVALID',
         `${HEAP_GROWING_PERCENT_ENV} must be an integer from 0 (V8's default heuristics) to 10000, got "${raw}"`,
       );
     }

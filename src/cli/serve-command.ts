@@ -20,7 +20,10 @@ Options:
   -p, --port <port>        HTTP port, 0 for any free one    (default 8000)
       --rpc-port <port>    RPC port, 0 for any free one     (default 9000)
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
-  -h, --help               show this help`;
+  -h, --help               show this help
+
+Environment: INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collection, default
+200, for the coordinator and its workers; 0 for V8's own; see docs/configuration.md).`;
 
 const BIN = fileURLToPath(new URL('../../bin/infergrid.js', import.meta.url));
 

@@ -37,7 +37,8 @@ Options:
   -h, --help                     show this help
 
 Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_LOG_LEVEL, OTEL_* (tracing; see
-docs/tracing.md).`;
+docs/tracing.md), INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collection,
+default 200; 0 for V8's own; see docs/configuration.md).`;
 
 /**
  * The models a worker hosts: --models, else those placed on its id, else those placed
