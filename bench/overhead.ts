@@ -7,7 +7,11 @@
  *   npm run bench:overhead -- --duration-s 5 --concurrency 1,64
  *
  * Every server runs in its own process; the load comes from this one. All of them share the
- * machine's cores, as they would on a laptop.
+ * machine's cores, as they would on a laptop. Around each timed run the CPU time of every
+ * serving process (from /proc) and of this one (the load) is read: `cpuUsPerRequest` says what
+ * a request costs each of them, which is what bounds throughput when the cores are shared.
+ * Last, `processRoundTrip`: 256 bytes sent to a bare TCP echo process and back, one at a time —
+ * the floor for the one hop (coordinator -> worker) the engine adds to the bare route.
  *
  * Tracing: a second coordinator and worker run with OpenTelemetry on (--sample-ratio of the
  * requests recorded, default 1: all; OTLP/HTTP JSON to a receiver in this process that counts and
@@ -23,7 +27,8 @@ import { fileURLToPath } from 'node:url';
 import { createSimBackend } from '../src/backends/index.ts';
 import { configSchema } from '../src/config/index.ts';
 import { type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
-import { type LoadResult, runLoad, summarize } from './lib/load.ts';
+import { type LoadResult, pingPong, runLoad, summarize } from './lib/load.ts';
+import { processCpuSeconds } from './lib/proc.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
@@ -116,24 +121,57 @@ async function directBackend(
 
 const receiver = await startNoopReceiver();
 
-/** A coordinator and a worker; `env` switches tracing on. Resolves with the HTTP URL once echo is ready. */
-async function startEngine(env?: NodeJS.ProcessEnv): Promise<string> {
+interface Target {
+  url: string;
+  /** The processes serving it, whose CPU time is read around each run. */
+  pids: Record<string, number | undefined>;
+}
+
+/** A coordinator and a worker; `env` switches tracing on. Resolves once echo is ready. */
+async function startEngine(env?: NodeJS.ProcessEnv): Promise<Target> {
   const coordinator = await spawnProcess(['coordinator', '--config', configFile], {
     cleanup,
     ...(env ? { env } : {}),
   });
-  await spawnProcess(
+  const worker = await spawnProcess(
     ['worker', '--config', configFile, '--coordinator', `127.0.0.1:${coordinator.ready.rpcPort}`],
     { cleanup, ...(env ? { env } : {}) },
   );
   const url = `http://127.0.0.1:${coordinator.ready.httpPort}`;
   await waitFor('the echo model to be ready', async () => (await fetch(`${url}/v2/models/echo/ready`)).ok);
-  return url;
+  return { url, pids: { coordinator: coordinator.child.pid, worker: worker.child.pid } };
+}
+
+/** CPU microseconds per request each serving process and this one (the load) spent in a run. */
+type CpuPerRequest = Record<string, number | null>;
+
+/** Runs `load` and reads the CPU time every process spent meanwhile. */
+async function withCpu(
+  target: Target,
+  load: () => Promise<LoadResult>,
+): Promise<LoadResult & { cpuUsPerRequest: CpuPerRequest }> {
+  const before = Object.fromEntries(
+    Object.entries(target.pids).map(([k, pid]) => [k, processCpuSeconds(pid)]),
+  );
+  const own = process.cpuUsage();
+  const result = await load();
+  const ownSpent = process.cpuUsage(own);
+  const perRequest = (seconds: number | undefined): number | null =>
+    seconds === undefined || result.requests === 0 ? null : Math.round((seconds * 1e6) / result.requests);
+  const cpuUsPerRequest: CpuPerRequest = {};
+  for (const [k, pid] of Object.entries(target.pids)) {
+    const after = processCpuSeconds(pid);
+    cpuUsPerRequest[k] = perRequest(
+      after === undefined || before[k] === undefined ? undefined : after - before[k]!,
+    );
+  }
+  cpuUsPerRequest.loadGenerator = perRequest((ownSpent.user + ownSpent.system) / 1e6);
+  return { ...result, cpuUsPerRequest };
 }
 
 try {
-  const engineUrl = await startEngine();
-  const tracedUrl = await startEngine({
+  const engine = await startEngine();
+  const traced = await startEngine({
     OTEL_TRACES_EXPORTER: 'otlp',
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
     OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
@@ -144,6 +182,12 @@ try {
     script: fileURLToPath(new URL('./lib/bare-server.ts', import.meta.url)),
   });
   const bareUrl = `http://127.0.0.1:${bare.ready.httpPort}`;
+  const bareTarget: Target = { url: bareUrl, pids: { server: bare.child.pid } };
+  const engineUrl = engine.url;
+  const echo = await spawnProcess([], {
+    cleanup,
+    script: fileURLToPath(new URL('./lib/echo-server.ts', import.meta.url)),
+  });
 
   const body = Buffer.from(
     JSON.stringify({
@@ -173,14 +217,14 @@ try {
   const runs = [];
   const tracingRuns: { concurrency: number; off: LoadResult; on: LoadResult }[] = [];
   for (const concurrency of numberList(params.concurrency)) {
-    const measure = async (url: string): Promise<LoadResult> => {
-      const target = `${url}/v2/models/echo/infer`;
-      await runLoad({ url: target, body, concurrency, durationMs: warmupMs });
-      return runLoad({ url: target, body, concurrency, durationMs });
+    const measure = async (target: Target) => {
+      const url = `${target.url}/v2/models/echo/infer`;
+      await runLoad({ url, body, concurrency, durationMs: warmupMs });
+      return withCpu(target, () => runLoad({ url, body, concurrency, durationMs }));
     };
-    const bareResult = await measure(bareUrl);
-    const engineResult = await measure(engineUrl);
-    const tracedResult = await measure(tracedUrl);
+    const bareResult = await measure(bareTarget);
+    const engineResult = await measure(engine);
+    const tracedResult = await measure(traced);
     tracingRuns.push({ concurrency, off: engineResult, on: tracedResult });
     runs.push({
       concurrency,
@@ -195,10 +239,13 @@ try {
     });
   }
   const backend = await directBackend(Math.min(durationMs, 2000));
+  const hop = await pingPong(echo.ready.httpPort!, Math.min(durationMs, 3000));
   report('overhead', {
     params: { ...params, tensor: `FP32 [1,${elements}]` },
     runs,
     backendInProcess: backend,
+    // the floor for the engine's extra hop: 256 bytes to another process and back on a socket
+    processRoundTrip: hop,
   });
   const tracingParams = { ...params, tensor: `FP32 [1,${elements}]` };
   report('overhead-tracing-off', {

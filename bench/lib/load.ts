@@ -5,6 +5,7 @@
  */
 
 import { Agent, request } from 'node:http';
+import { createConnection } from 'node:net';
 
 export interface LoadOptions {
   url: string;
@@ -113,4 +114,46 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     rps: Math.round(samples.length / durationS),
     latencyMs: summarize(samples),
   };
+}
+
+/**
+ * One connection to a TCP echo server (echo-server.ts): sends `bytes` bytes, waits until all of
+ * them are back, and again, for `durationMs`. The round trip between two processes, with nothing
+ * but the sockets in between.
+ */
+export function pingPong(
+  port: number,
+  durationMs: number,
+  bytes = 256,
+): Promise<{ roundTrips: number; latencyMs: LatencySummary }> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.setNoDelay(true);
+    const message = Buffer.alloc(bytes, 0x2a);
+    const samples: number[] = [];
+    let received = 0;
+    let sentAt = 0;
+    let endAt = 0;
+    const send = (): void => {
+      received = 0;
+      sentAt = performance.now();
+      socket.write(message);
+    };
+    socket.on('connect', () => {
+      endAt = performance.now() + durationMs;
+      send();
+    });
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.byteLength;
+      if (received < bytes) return;
+      const now = performance.now();
+      samples.push(now - sentAt);
+      if (now < endAt) send();
+      else {
+        socket.destroy();
+        resolve({ roundTrips: samples.length, latencyMs: summarize(samples) });
+      }
+    });
+    socket.on('error', reject);
+  });
 }

@@ -869,6 +869,18 @@ const DISTURBED_CORES = 0.25;
 const disturbed = (run: ScenarioRun): boolean =>
   typeof run.otherCoresBusy === 'number' && run.otherCoresBusy > DISTURBED_CORES;
 
+/** What bounds each measured target, as a list under the targets' table (none when unknown). */
+function targetBounds(targets: TargetResult[]): string[] {
+  const bounded = targets.filter((t) => t.bound && t.status !== 'not measured');
+  if (bounded.length === 0) return [];
+  return [
+    'What bounds each figure, from what the same run measured:',
+    '',
+    ...bounded.map((t) => `- **${t.goal}** — ${t.bound}.`),
+    '',
+  ];
+}
+
 /** Shell lines with their comments aligned. */
 function commented(lines: [string, string][]): string[] {
   const width = Math.max(...lines.map(([command]) => command.length));
@@ -956,6 +968,7 @@ export function renderReport(
         return [t.goal, `${t.measured}${warning}`, statusText(t.status)];
       }),
     ),
+    ...targetBounds(targets),
     '## Scenarios in this run',
     '',
     ...table(

@@ -16,9 +16,34 @@ export interface TargetResult {
   status: TargetStatus;
   /** The measured figure and where it comes from; why not, when not measured. */
   measured: string;
+  /** What bounds the figure, from what the run measured (CPU per request, the socket floor). */
+  bound?: string;
+}
+
+/** µs of CPU per request a process (or group) spent, from an overhead run's `cpuUsPerRequest`. */
+function cpuUs(run: Json | undefined, side: string, key: string): number | undefined {
+  return num(run, side, 'cpuUsPerRequest', key);
+}
+
+/** How the cores were spent per request at concurrency 64, engine against bare. */
+function overheadCpuBound(r: Json | undefined, cores: number): string | undefined {
+  const coordinator = cpuUs(r, 'engine', 'coordinator');
+  const worker = cpuUs(r, 'engine', 'worker');
+  const server = cpuUs(r, 'bareFastify', 'server');
+  const engineLoad = cpuUs(r, 'engine', 'loadGenerator');
+  const bareLoad = cpuUs(r, 'bareFastify', 'loadGenerator');
+  if ([coordinator, worker, server, engineLoad, bareLoad].some((v) => v === undefined)) return undefined;
+  const engineTotal = coordinator! + worker! + engineLoad!;
+  const bareTotal = server! + bareLoad!;
+  return (
+    `CPU per request, all processes on ${cores} cores: engine ${cell(engineTotal)} µs (coordinator ${cell(coordinator)}, ` +
+    `worker ${cell(worker)}, load generator ${cell(engineLoad)}) against bare ${cell(bareTotal)} µs (fastify ${cell(server)}, ` +
+    `load generator ${cell(bareLoad)}): the cores bound the engine at about ${Math.round((bareTotal / engineTotal) * 100)}% of bare`
+  );
 }
 
 const NOT_MEASURED = 'not measured in this run';
+const pct = (v: number | undefined): string => (v === undefined ? '-' : `${Math.round(v * 100)}%`);
 
 /** The overhead scenario's run at one concurrency. */
 export function overheadRun(run: ScenarioRun | undefined, concurrency: number): Json | undefined {
@@ -31,6 +56,7 @@ export function overheadRun(run: ScenarioRun | undefined, concurrency: number): 
 function overheadThroughput(suite: SuiteFile): TargetResult {
   const goal = 'overhead, concurrency 64: engine throughput ≥ 50% of bare fastify';
   const r = overheadRun(scenario(suite, 'overhead'), 64);
+  const bound = overheadCpuBound(r, suite.machine.cpus);
   const engine = num(r, 'engine', 'rps');
   const bare = num(r, 'bareFastify', 'rps');
   if (engine === undefined || bare === undefined || bare === 0)
@@ -48,6 +74,7 @@ function overheadThroughput(suite: SuiteFile): TargetResult {
     goal,
     status: ratio >= 0.5 ? 'met' : 'not met',
     measured: `${Math.round(ratio * 100)}% (${cell(engine)} vs ${cell(bare)} req/s)`,
+    ...(bound ? { bound } : {}),
   };
 }
 
@@ -65,12 +92,29 @@ function overheadLatency(suite: SuiteFile): TargetResult {
       measured: NOT_MEASURED,
     };
   const ratio = engine / bare;
+  const hopMs = num(
+    lines(scenario(suite, 'overhead'), 'overhead')[0],
+    'processRoundTrip',
+    'latencyMs',
+    'p50',
+  );
+  const coordinator = cpuUs(r, 'engine', 'coordinator');
+  const worker = cpuUs(r, 'engine', 'worker');
+  const bound =
+    hopMs === undefined
+      ? undefined
+      : `the engine adds ${cell((engine - bare) * 1000)} µs to the bare route's p50: one more process hop, whose ` +
+        `bare socket round trip here is ${cell(hopMs * 1000)} µs p50, and the coordinator's and the worker's own work` +
+        (coordinator === undefined || worker === undefined
+          ? ''
+          : ` (${cell(coordinator)} + ${cell(worker)} µs of CPU per request at concurrency 1, wake-ups included)`);
   return {
     id: 'overhead-c1-p50',
     scenario: 'overhead',
     goal,
     status: ratio <= 2 ? 'met' : 'not met',
     measured: `${round(ratio, 2)}× (${cell(engine, 3)} vs ${cell(bare, 3)} ms)`,
+    ...(bound ? { bound } : {}),
   };
 }
 
@@ -162,6 +206,17 @@ function realModel(suite: SuiteFile): TargetResult {
   const goal = 'real model: engine throughput ≥ 90% of onnxruntime called directly';
   const run = scenario(suite, 'real-model');
   const top = realModelBest(run);
+  const cpu = obj(lines(run, 'real-model', 'summary')[0]?.cpuPerRow);
+  const direct = num(cpu, 'baselineMs');
+  const engineCpu = obj(cpu?.engine);
+  const bound =
+    direct === undefined || num(engineCpu, 'totalMs') === undefined
+      ? undefined
+      : `CPU per request, all processes on ${suite.machine.cpus} cores: engine ${cell(num(engineCpu, 'totalMs'))} ms ` +
+        `(workers ${cell(num(engineCpu, 'workersMs'))}, coordinator ${cell(num(engineCpu, 'coordinatorMs'))}, load generator ` +
+        `${cell(num(engineCpu, 'loadGeneratorMs'))}) against onnxruntime's ${cell(direct)} ms per row: the cores bound the ` +
+        `engine at about ${Math.round((direct / num(engineCpu, 'totalMs')!) * 100)}% of direct. What the engine adds is ` +
+        `moving the tensors: the request in, and the response out twice (worker -> coordinator -> client)`;
   if (top)
     return {
       id: 'real-model-vs-direct',
@@ -173,6 +228,7 @@ function realModel(suite: SuiteFile): TargetResult {
         `${top.concurrency === undefined ? '' : ` at concurrency ${top.concurrency}`}` +
         `${top.variant ? `, batching ${top.variant}` : ''}; onnxruntime alone: ${cell(top.baselineRowsPerS)} rows/s` +
         `${top.baselineBatch === undefined ? '' : ` at batch ${top.baselineBatch}`})`,
+      ...(bound ? { bound } : {}),
     };
   const found = (run?.results ?? []).flatMap((line: BenchLine) =>
     directRatios(line).map((f) => ({ ...f, concurrency: num(line, 'concurrency') })),
@@ -218,6 +274,8 @@ export interface ScaleOutPoint {
   meanBatchSize?: number;
   coordinatorCores?: number;
   coordinatorCpuMsPerRequest?: number;
+  /** 1000 / coordinatorCpuMsPerRequest: what one coordinator core could answer. */
+  coordinatorRpsPerCore?: number;
   /** Cores the whole machine kept busy: with every process on one machine, a bound of its own. */
   machineCores?: number;
   saturated?: boolean;
@@ -247,6 +305,7 @@ function pointOf(o: Json): ScaleOutPoint | undefined {
       (us === undefined ? undefined : us / 1000),
   );
   set('machineCores', firstNum(o, [['machineCores'], ['coresBusy', 'machine']]));
+  set('coordinatorRpsPerCore', num(o, 'coordinatorRpsPerCore'));
   if (typeof o.saturated === 'boolean') p.saturated = o.saturated;
   if (typeof o.boundBy === 'string') p.boundBy = o.boundBy;
   return p;
@@ -292,41 +351,44 @@ export function saturationCores(run: ScenarioRun | undefined): number {
 
 function scaleOut(suite: SuiteFile): TargetResult {
   const goal = "scale-out: throughput ≥ 90% of ideal up to the coordinator's limit";
+  const base = { id: 'scale-out-vs-ideal', scenario: 'scale-out', goal } as const;
   const run = scenario(suite, 'scale-out');
   const points = scaleOutPoints(run).filter((p) => p.ratio !== undefined);
-  if (points.length === 0)
-    return {
-      id: 'scale-out-vs-ideal',
-      scenario: 'scale-out',
-      goal,
-      status: 'not measured',
-      measured: NOT_MEASURED,
-    };
+  if (points.length === 0) return { ...base, status: 'not measured', measured: NOT_MEASURED };
+  // the limit: the first fleet the scenario found saturated (under its share of ideal, or the
+  // coordinator busy), else the coordinator keeping its share of cores busy
   const limitCores = saturationCores(run);
-  const limit = points.find((p) => p.coordinatorCores !== undefined && p.coordinatorCores >= limitCores);
+  const limit =
+    points.find((p) => p.saturated) ??
+    points.find((p) => p.coordinatorCores !== undefined && p.coordinatorCores >= limitCores);
   const below = limit ? points.filter((p) => p.workers < limit.workers) : points;
+  const perCore = limit?.coordinatorRpsPerCore ?? points.at(-1)!.coordinatorRpsPerCore;
+  const perCoreText =
+    perCore === undefined
+      ? ''
+      : `; one coordinator core answers about ${cell(perCore)} req/s (1000 / its ${cell(
+          1000 / perCore,
+          3,
+        )} ms of CPU per request${limit ? ` at ${limit.workers} workers` : ''})`;
   const limitText = limit
-    ? `the coordinator reaches its limit (${cell(limit.coordinatorCores)} cores busy ≥ ${limitCores}) at ${limit.workers} workers`
-    : `the coordinator stayed under ${limitCores} cores busy up to ${points.at(-1)!.workers} workers`;
+    ? `the limit is reached at ${limit.workers} workers: ${cell(limit.rps)} of ${cell(limit.idealRps)} req/s ` +
+      `(${pct(limit.ratio)}), bound by ${limit.boundBy ?? `the coordinator (${cell(limit.coordinatorCores)} cores busy)`}`
+    : `no fleet up to ${points.at(-1)!.workers} workers reached a limit`;
   if (below.length === 0)
     return {
-      id: 'scale-out-vs-ideal',
-      scenario: 'scale-out',
-      goal,
+      ...base,
       status: 'not measured',
-      measured: `${NOT_MEASURED}: ${limitText}, the smallest fleet measured`,
+      measured: `${NOT_MEASURED}: ${limitText}, the smallest fleet measured${perCoreText}`,
     };
   const worst = below.reduce((a, b) => (b.ratio! < a.ratio! ? b : a));
   const range = below.length === 1 ? `${below[0]!.workers}` : `${below[0]!.workers}–${below.at(-1)!.workers}`;
   return {
-    id: 'scale-out-vs-ideal',
-    scenario: 'scale-out',
-    goal,
+    ...base,
     status: worst.ratio! >= 0.9 ? 'met' : 'not met',
     measured:
-      `${Math.round(worst.ratio! * 100)}% of ideal at worst (${worst.workers} workers: ${cell(worst.rps)} of ` +
-      `${cell(worst.idealRps)} req/s${worst.idealAssumed ? ', ideal assumed linear' : ''}` +
-      `${worst.ratio! < 0.9 && worst.boundBy ? `, bound by ${worst.boundBy}` : ''}) over ${range} workers; ${limitText}`,
+      `${pct(worst.ratio)} of ideal at worst over ${range} workers (${worst.workers}: ${cell(worst.rps)} of ` +
+      `${cell(worst.idealRps)} req/s${worst.idealAssumed ? ', ideal assumed linear' : ''}); ${limitText}${perCoreText}`,
+    ...(limit?.boundBy ? { bound: `at ${limit.workers} workers, ${limit.boundBy}` } : {}),
   };
 }
 
