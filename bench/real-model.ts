@@ -21,9 +21,10 @@
  * decoded to text) before anything is timed. CPU time of every process group is read around each
  * timed run: the baseline's children and the load generator report their own (process.cpuUsage,
  * every thread); the coordinator's and the workers' come from /proc. The load generator is a child
- * process (this file, forked in its load-generator role) so the engine's processes are measured
- * apart from it; on a 2-core machine it still competes with them for the cores, which is part of
- * what the ratio shows (a client elsewhere would not).
+ * process (bench/lib/forked-load.ts, one pooled keep-alive agent per point) so the engine's
+ * processes are measured apart from it; on a 2-core machine it still competes with them for the
+ * cores, which is part of what the ratio shows (a client elsewhere would not). The baseline's
+ * children are this file, forked in its baseline role.
  *
  * One JSON line per point (baseline batch size, engine variant × concurrency) and a summary line
  * on stdout; a table on stderr at the end.
@@ -31,24 +32,20 @@
 
 import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
 import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/report-table.ts';
-import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type * as Ort from 'onnxruntime-node';
 import { decodeInferResponse, encodeInferRequest } from '../src/client/index.ts';
 import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../src/ocr/index.ts';
 import { adminWorkers, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
-import { type LoadResult, type LatencySummary, summarize } from './lib/load.ts';
+import { forkRole, ROLE_ENV, round, startLoadGenerator, stopAll, track } from './lib/forked-load.ts';
+import { type LatencySummary, summarize } from './lib/load.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
-/** Set in the environment of the forked children: which role this file plays there. */
-const ROLE_ENV = 'INFERGRID_BENCH_ROLE';
-const LOAD_GENERATOR_ROLE = 'load-generator';
+/** ROLE_ENV's value in the environment of the baseline's children, forked from this file. */
 const BASELINE_ROLE = 'onnxruntime-baseline';
 
 // `--quick` has no value, which bench/lib's parser (string flags) refuses: taken out first
@@ -114,215 +111,8 @@ const WORKER_IDS = ['w1', 'w2'];
 /** Engine's output differs from the baseline's by float noise at most. */
 const MAX_OUTPUT_DIFF = 1e-4;
 const READY_TIMEOUT_MS = 120_000;
-/** A request that takes longer counts as an error, so a hung engine cannot stall the run, ms. */
-const REQUEST_TIMEOUT_MS = 30_000;
 /** More CPU than this used outside the bench during a point makes it suspect, cores. */
 const DISTURBED_CORES = 0.25;
-
-const round = (v: number, digits = 3): number => Math.round(v * 10 ** digits) / 10 ** digits;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const stops: (() => Promise<unknown>)[] = [];
-const track = (stop: () => Promise<unknown>): void => {
-  stops.push(stop);
-};
-const stopAll = () => Promise.all(stops.map((stop) => stop()));
-
-// ---- forked children: IPC ------------------------------------------------------------------------
-
-interface Child {
-  pid: number | undefined;
-  /** Sends `message` and resolves with the first reply `accept` takes (rejects on an error reply). */
-  ask<T>(message: unknown, accept: (reply: { type: string }) => T | undefined): Promise<T>;
-  stop(): Promise<void>;
-}
-
-/** Forks this file in `role`; resolves once the child says it is ready. */
-async function forkRole(role: string): Promise<Child> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, [ROLE_ENV]: role },
-    serialization: 'advanced',
-    // stdout carries this benchmark's result lines: the child's output goes to stderr
-    stdio: ['ignore', 2, 2, 'ipc'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await exited;
-    }
-  };
-  track(stop);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${role} did not start`)), READY_TIMEOUT_MS);
-    child.once('message', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    void exited.then(() => reject(new Error(`${role} exited before it was ready`)));
-  });
-  return {
-    pid: child.pid,
-    stop,
-    ask: (message, accept) =>
-      new Promise((resolve, reject) => {
-        const onMessage = (reply: { type: string; message?: string }) => {
-          if (reply.type === 'error') {
-            child.off('message', onMessage);
-            reject(new Error(`${role}: ${reply.message}`));
-            return;
-          }
-          const value = accept(reply);
-          if (value !== undefined) {
-            child.off('message', onMessage);
-            resolve(value);
-          }
-        };
-        child.on('message', onMessage);
-        child.send(message as object);
-      }),
-  };
-}
-
-// ---- the load generator, a child process ------------------------------------------------------
-
-interface LoadJob {
-  type: 'run';
-  url: string;
-  body: Uint8Array;
-  headers: Record<string, string>;
-  concurrency: number;
-  warmupMs: number;
-  durationMs: number;
-}
-
-/** A closed loop's timed window: what bench/lib's runLoad reports, and the warm-up's slowest request. */
-type WindowResult = LoadResult & { warmupSlowestMs: number };
-
-type LoadMessage =
-  | { type: 'ready' }
-  /** The warm-up is over and the timed window starts now. */
-  | { type: 'timed' }
-  /** The timed window is over (no request starts in it any more); its CPU seconds. */
-  | { type: 'stopped'; cpuS: number }
-  /** Once the requests started in the window have been answered. */
-  | { type: 'result'; result: WindowResult }
-  | { type: 'error'; message: string };
-
-/** Sends one request on `agent`; resolves with the status once the response has been read. */
-function sendOnce(agent: Agent, url: URL, body: Buffer, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      url,
-      { agent, method: 'POST', headers: { ...headers, 'content-length': String(body.length) } },
-      (res) => {
-        res.on('data', () => {});
-        res.on('end', () => resolve(res.statusCode ?? 0));
-        res.on('error', reject);
-      },
-    );
-    req.setTimeout(REQUEST_TIMEOUT_MS, () =>
-      req.destroy(Object.assign(new Error('request timed out'), { code: 'TIMEOUT' })),
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-/**
- * bench/lib's closed loop (`concurrency` loops, one request in flight each on its own keep-alive
- * connection), with the connections kept open from the warm-up into the timed run; only requests
- * started in the timed window are counted.
- */
-async function closedLoop(
-  job: LoadJob,
-  hooks: { onTimed(): void; onStopped(): void },
-): Promise<WindowResult> {
-  const url = new URL(job.url);
-  const body = Buffer.from(job.body.buffer, job.body.byteOffset, job.body.byteLength);
-  const agent = new Agent({ keepAlive: true, maxSockets: job.concurrency, maxFreeSockets: job.concurrency });
-  const samples: number[] = [];
-  const errorKinds: Record<string, number> = {};
-  let errors = 0;
-  let timedFrom = Number.POSITIVE_INFINITY;
-  let stopAt = Number.POSITIVE_INFINITY;
-  let lastTimedEnd = 0;
-  let warmupSlowestMs = 0;
-  const fail = (kind: string) => {
-    errors++;
-    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
-  };
-  try {
-    const loop = async (): Promise<void> => {
-      while (performance.now() < stopAt) {
-        const t0 = performance.now();
-        const timed = t0 >= timedFrom;
-        try {
-          const status = await sendOnce(agent, url, body, job.headers);
-          const t1 = performance.now();
-          if (!timed) {
-            warmupSlowestMs = Math.max(warmupSlowestMs, t1 - t0);
-            continue;
-          }
-          lastTimedEnd = Math.max(lastTimedEnd, t1);
-          if (status === 200) samples.push(t1 - t0);
-          else fail(String(status));
-        } catch (err) {
-          if (timed) {
-            lastTimedEnd = Math.max(lastTimedEnd, performance.now());
-            fail((err as NodeJS.ErrnoException).code ?? 'error');
-          }
-        }
-      }
-    };
-    const loops = Array.from({ length: job.concurrency }, loop);
-    await sleep(job.warmupMs);
-    timedFrom = performance.now();
-    hooks.onTimed();
-    await sleep(job.durationMs);
-    stopAt = performance.now();
-    hooks.onStopped();
-    await Promise.all(loops);
-    // from the window's start to the last answer of a request started in it: a warm-up request
-    // still in flight (see warmupSlowestMs) does not stretch it
-    const durationS = (Math.max(lastTimedEnd, stopAt) - timedFrom) / 1000;
-    return {
-      requests: samples.length,
-      errors,
-      errorKinds,
-      durationS: round(durationS),
-      rps: round(samples.length / durationS, 1),
-      latencyMs: summarize(samples),
-      warmupSlowestMs: round(warmupSlowestMs, 1),
-    };
-  } finally {
-    agent.destroy();
-  }
-}
-
-/** The load generator's side: runs each job it is sent (warm-up, then the timed closed loop). */
-function loadGeneratorMain(): void {
-  const send = (m: LoadMessage) => process.send!(m);
-  process.on('disconnect', () => process.exit(0));
-  process.on('message', (job: LoadJob) => {
-    let before = process.cpuUsage();
-    closedLoop(job, {
-      onTimed() {
-        before = process.cpuUsage();
-        send({ type: 'timed' });
-      },
-      onStopped() {
-        const spent = process.cpuUsage(before);
-        send({ type: 'stopped', cpuS: (spent.user + spent.system) / 1e6 });
-      },
-    }).then(
-      (result) => send({ type: 'result', result }),
-      (err: Error) => send({ type: 'error', message: err.stack ?? String(err) }),
-    );
-  });
-  send({ type: 'ready' });
-}
 
 // ---- the baseline: onnxruntime-node in a plain process ---------------------------------------------
 
@@ -492,7 +282,11 @@ interface BaselinePoint {
 }
 
 async function runBaseline(pixels: Float32Array, rows: string[][], disturbed: string[]) {
-  const children = await Promise.all(Array.from({ length: PROCESSES }, () => forkRole(BASELINE_ROLE)));
+  const children = await Promise.all(
+    Array.from({ length: PROCESSES }, () =>
+      forkRole(import.meta.url, BASELINE_ROLE, { readyTimeoutMs: READY_TIMEOUT_MS }),
+    ),
+  );
   try {
     const reference = await children[0]!.ask({ type: 'output', pixels } satisfies BaselineRequest, (r) =>
       r.type === 'output' ? (r as unknown as { data: Float32Array; dims: number[] }) : undefined,
@@ -637,7 +431,7 @@ async function main(): Promise<void> {
     const coordinator = await spawnProcess(['coordinator', '--config', configFile], { cleanup: track });
     const rpc = `127.0.0.1:${coordinator.ready.rpcPort}`;
     const [loadGenerator, workers] = await Promise.all([
-      forkRole(LOAD_GENERATOR_ROLE),
+      startLoadGenerator({ connections: 'pooled', rpsDigits: 1, readyTimeoutMs: READY_TIMEOUT_MS }),
       Promise.all(
         WORKER_IDS.map((id) =>
           spawnProcess(['worker', '--config', configFile, '--id', id, '--coordinator', rpc], {
@@ -706,26 +500,24 @@ async function main(): Promise<void> {
         let cpuBefore: CpuMark | undefined;
         let cpuAfter: CpuMark | undefined;
         let loadGeneratorCpuS = 0;
-        const { result } = await loadGenerator.ask(
+        const result = await loadGenerator.run(
           {
-            type: 'run',
             url: `${url}/v2/models/${v.model}/infer`,
             body,
             headers: request.headers,
             concurrency,
             warmupMs,
             durationMs,
-          } satisfies LoadJob,
-          (m) => {
-            const msg = m as LoadMessage;
-            if (msg.type === 'timed') {
+          },
+          {
+            onTimed() {
               cpuBefore = cpuMark(groups);
               statsBefore = modelStats(url, v.model);
-            } else if (msg.type === 'stopped') {
+            },
+            onStopped(cpuS) {
               cpuAfter = cpuMark(groups);
-              loadGeneratorCpuS = msg.cpuS;
-            }
-            return msg.type === 'result' ? msg : undefined;
+              loadGeneratorCpuS = cpuS;
+            },
           },
         );
         const worker = workerDelta(await statsBefore!, await modelStats(url, v.model));
@@ -863,7 +655,5 @@ async function main(): Promise<void> {
   }
 }
 
-const role = process.env[ROLE_ENV];
-if (role === LOAD_GENERATOR_ROLE) loadGeneratorMain();
-else if (role === BASELINE_ROLE) await baselineMain();
+if (process.env[ROLE_ENV] === BASELINE_ROLE) await baselineMain();
 else await main();

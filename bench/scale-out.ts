@@ -19,7 +19,7 @@
  *   the config). A worker's idle models cost nothing but a heartbeat, so the N-th point runs on N
  *   workers without restarting anyone. Every worker process costs memory (its RSS is reported)
  *   and start-up time (reported).
- * - The load generator is a child process (this file, forked in its load-generator role, running
+ * - The load generator is a child process (bench/lib/forked-load.ts with per-loop connections:
  *   bench/lib's closed loop, each client on its own connection, opened in waves before the
  *   warm-up and kept from point to point), so its CPU is its own and read exactly over the timed
  *   window; but on a small machine it still shares the cores with the coordinator and the
@@ -31,21 +31,14 @@
 
 import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
 import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/report-table.ts';
-import { type ChildProcess, fork } from 'node:child_process';
-import { Agent, request as httpRequest } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { encodeInferRequest } from '../src/client/index.ts';
 import { adminWorkers, type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
-import { type LoadResult, summarize } from './lib/load.ts';
+import { type LoadGenerator, round, sleep, startLoadGenerator, stopAll, track } from './lib/forked-load.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
-
-/** Set in the environment of the forked load generator. */
-const ROLE_ENV = 'INFERGRID_BENCH_ROLE';
-const LOAD_GENERATOR_ROLE = 'load-generator';
 
 // `--quick` has no value, which bench/lib's parser (string flags) refuses: taken out first
 const QUICK_FLAG = '--quick';
@@ -123,238 +116,16 @@ const SIM_ELEMENTS = 16;
 /** Starting many workers at once on few cores is slow: time allowed for the whole fleet, ms. */
 const FLEET_READY_TIMEOUT_MS = 300_000;
 const LOAD_GENERATOR_READY_TIMEOUT_MS = 60_000;
-/** Connections the load generator opens at once, below the server's accept backlog (511). */
-const CONNECT_WAVE = 128;
-/** A request that takes longer counts as an error, so a hung engine cannot stall the run, ms. */
-const REQUEST_TIMEOUT_MS = 30_000;
 
 /** Share of the machine's cores busy above which a point counts as bound by the machine's CPU. */
 const MACHINE_BUSY_SHARE = 0.75;
 /** More CPU than this used outside the bench during a point makes it suspect, cores. */
 const DISTURBED_CORES = 0.25;
 
-const round = (v: number, digits = 3): number => Math.round(v * 10 ** digits) / 10 ** digits;
 const modelName = (workers: number): string => `sim-n${workers}`;
 const workerId = (i: number): string => `w${i + 1}`;
 
-// ---- the load generator, a child process ------------------------------------------------------
-
-interface LoadJob {
-  type: 'run';
-  url: string;
-  body: Uint8Array;
-  headers: Record<string, string>;
-  concurrency: number;
-  warmupMs: number;
-  durationMs: number;
-}
-
-type LoadMessage =
-  | { type: 'ready' }
-  /** The warm-up is over and the timed window starts now. */
-  | { type: 'timed' }
-  /** The timed window is over (no request starts in it any more); its CPU seconds. */
-  | { type: 'stopped'; cpuS: number }
-  /** Once the requests started in the window have been answered. */
-  | { type: 'result'; result: WindowResult }
-  | { type: 'error'; message: string };
-
-/** Sends one request on `agent`; resolves with the status once the response has been read. */
-function sendOnce(agent: Agent, url: URL, body: Buffer, headers: Record<string, string>): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      url,
-      { agent, method: 'POST', headers: { ...headers, 'content-length': String(body.length) } },
-      (res) => {
-        res.on('data', () => {});
-        res.on('end', () => resolve(res.statusCode ?? 0));
-        res.on('error', reject);
-      },
-    );
-    req.setTimeout(REQUEST_TIMEOUT_MS, () =>
-      req.destroy(Object.assign(new Error('request timed out'), { code: 'TIMEOUT' })),
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
-/**
- * bench/lib's closed loop (`concurrency` loops, one request in flight each on its own keep-alive
- * connection), with changes for hundreds of clients: each loop has its own connection, kept from
- * one job to the next; before the warm-up every loop sends one request, a wave at a time with the
- * other loops paused, so the connections a job adds are opened while the coordinator is idle; only
- * requests started in the timed window are counted. Measured: a coordinator on a saturated
- * machine accepts new connections slowly (its listen queue held 100+ connections, draining at
- * about 25 a second, with 16 workers and 512+ clients busy), so connections opened under load left
- * loops idle for up to 16 s; a bare fastify server here accepts 1024 under load in about 1.5 s.
- */
-async function closedLoop(
-  job: LoadJob,
-  loopAgent: (i: number) => Agent,
-  hooks: { onTimed(): void; onStopped(): void },
-): Promise<WindowResult> {
-  const url = new URL(job.url);
-  const body = Buffer.from(job.body.buffer, job.body.byteOffset, job.body.byteLength);
-  const samples: number[] = [];
-  const errorKinds: Record<string, number> = {};
-  let errors = 0;
-  let timedFrom = Number.POSITIVE_INFINITY;
-  let stopAt = Number.POSITIVE_INFINITY;
-  let lastTimedEnd = 0;
-  let warmupSlowestMs = 0;
-  const fail = (kind: string) => {
-    errors++;
-    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
-  };
-  for (let first = 0; first < job.concurrency; first += CONNECT_WAVE) {
-    const wave = Math.min(CONNECT_WAVE, job.concurrency - first);
-    await Promise.all(
-      Array.from({ length: wave }, (_, k) =>
-        sendOnce(loopAgent(first + k), url, body, job.headers).catch(() => 0),
-      ),
-    );
-  }
-  const loop = async (agent: Agent): Promise<void> => {
-    while (performance.now() < stopAt) {
-      const t0 = performance.now();
-      const timed = t0 >= timedFrom;
-      try {
-        const status = await sendOnce(agent, url, body, job.headers);
-        const t1 = performance.now();
-        if (!timed) {
-          warmupSlowestMs = Math.max(warmupSlowestMs, t1 - t0);
-          continue;
-        }
-        lastTimedEnd = Math.max(lastTimedEnd, t1);
-        if (status === 200) samples.push(t1 - t0);
-        else fail(String(status));
-      } catch (err) {
-        if (timed) {
-          lastTimedEnd = Math.max(lastTimedEnd, performance.now());
-          fail((err as NodeJS.ErrnoException).code ?? 'error');
-        }
-      }
-    }
-  };
-  const loops = Array.from({ length: job.concurrency }, (_, i) => loop(loopAgent(i)));
-  await new Promise((r) => setTimeout(r, job.warmupMs));
-  timedFrom = performance.now();
-  hooks.onTimed();
-  await new Promise((r) => setTimeout(r, job.durationMs));
-  stopAt = performance.now();
-  hooks.onStopped();
-  await Promise.all(loops);
-  // from the window's start to the last answer of a request started in it: a warm-up request
-  // still in flight (see warmupSlowestMs) does not stretch it
-  const durationS = (Math.max(lastTimedEnd, stopAt) - timedFrom) / 1000;
-  return {
-    requests: samples.length,
-    errors,
-    errorKinds,
-    durationS: round(durationS),
-    rps: Math.round(samples.length / durationS),
-    latencyMs: summarize(samples),
-    warmupSlowestMs: round(warmupSlowestMs, 1),
-  };
-}
-
-/** The child's side: runs each job it is sent (warm-up, then the timed closed loop) in turn. */
-async function loadGeneratorMain(): Promise<void> {
-  const send = (m: LoadMessage) => process.send!(m);
-  process.on('disconnect', () => process.exit(0));
-  // loop i's own keep-alive connection, kept from one job to the next
-  const agents: Agent[] = [];
-  const loopAgent = (i: number): Agent =>
-    (agents[i] ??= new Agent({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1 }));
-  process.on('message', (job: LoadJob) => {
-    let before = process.cpuUsage();
-    closedLoop(job, loopAgent, {
-      onTimed() {
-        before = process.cpuUsage();
-        send({ type: 'timed' });
-      },
-      onStopped() {
-        const spent = process.cpuUsage(before);
-        send({ type: 'stopped', cpuS: (spent.user + spent.system) / 1e6 });
-      },
-    }).then(
-      (result) => send({ type: 'result', result }),
-      (err: Error) => send({ type: 'error', message: err.stack ?? String(err) }),
-    );
-  });
-  send({ type: 'ready' });
-}
-
-/** A closed loop's timed window: what bench/lib's runLoad reports, and the warm-up's slowest request. */
-type WindowResult = LoadResult & { warmupSlowestMs: number };
-
-interface WindowHooks {
-  /** The timed window starts. */
-  onTimed(): void;
-  /** The timed window is over; the load generator's CPU seconds in it. */
-  onStopped(loadGeneratorCpuS: number): void;
-}
-
-interface LoadGenerator {
-  /** Runs one job; resolves once every request started in its timed window has been answered. */
-  run(job: Omit<LoadJob, 'type'>, hooks: WindowHooks): Promise<WindowResult>;
-  stop(): Promise<void>;
-}
-
-async function startLoadGenerator(): Promise<LoadGenerator> {
-  const child: ChildProcess = fork(fileURLToPath(import.meta.url), [], {
-    execArgv: ['--import', 'tsx'],
-    env: { ...process.env, [ROLE_ENV]: LOAD_GENERATOR_ROLE },
-    serialization: 'advanced',
-    // stdout carries this benchmark's result lines: the child's output goes to stderr
-    stdio: ['ignore', 2, 2, 'ipc'],
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await exited;
-    }
-  };
-  track(stop);
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error('the load generator did not start')),
-      LOAD_GENERATOR_READY_TIMEOUT_MS,
-    );
-    child.once('message', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    void exited.then(() => reject(new Error('the load generator exited before it was ready')));
-  });
-  return {
-    stop,
-    run: (job, hooks) =>
-      new Promise((resolve, reject) => {
-        const onMessage = (m: LoadMessage) => {
-          if (m.type === 'timed') hooks.onTimed();
-          else if (m.type === 'stopped') hooks.onStopped(m.cpuS);
-          else if (m.type === 'result' || m.type === 'error') {
-            child.off('message', onMessage);
-            if (m.type === 'result') resolve(m.result);
-            else reject(new Error(`load generator: ${m.message}`));
-          }
-        };
-        child.on('message', onMessage);
-        child.send({ type: 'run', ...job } satisfies LoadJob);
-      }),
-  };
-}
-
 // ---- processes -------------------------------------------------------------------------------
-
-const stops: (() => Promise<unknown>)[] = [];
-const track = (stop: () => Promise<unknown>): void => {
-  stops.push(stop);
-};
-const stopAll = () => Promise.all(stops.map((stop) => stop()));
 
 function configYaml(largest: number): string {
   const spec = `[{ name: INPUT0, datatype: FP32, shape: [-1, ${SIM_ELEMENTS}] }]`;
@@ -675,7 +446,14 @@ async function main(): Promise<void> {
   const rows: string[][] = [];
   const disturbed: string[] = [];
   try {
-    const [fleet, loadGenerator] = await Promise.all([startFleet(configFile, largest), startLoadGenerator()]);
+    const [fleet, loadGenerator] = await Promise.all([
+      startFleet(configFile, largest),
+      startLoadGenerator({
+        connections: 'per-loop',
+        rpsDigits: 0,
+        readyTimeoutMs: LOAD_GENERATOR_READY_TIMEOUT_MS,
+      }),
+    ]);
     const rss = fleet.workers.map((w) => rssMiB(w.child.pid) ?? Number.NaN);
     const rssTotal = rss.reduce((a, b) => a + b, 0);
     const memory = {
@@ -702,7 +480,7 @@ async function main(): Promise<void> {
         { onTimed() {}, onStopped() {} },
       );
     const idleBefore = cpuMark(fleet);
-    await new Promise((r) => setTimeout(r, idleMs));
+    await sleep(idleMs);
     const idle = cpuReport(idleBefore, cpuMark(fleet), 0, 0).coresBusy;
     const idleCores = { coordinator: idle.coordinator, workers: idle.workers, machine: idle.machine };
 
@@ -789,5 +567,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.env[ROLE_ENV] === LOAD_GENERATOR_ROLE) await loadGeneratorMain();
-else await main();
+await main();
