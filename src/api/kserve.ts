@@ -6,7 +6,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { CacheMode } from '../cache/index.ts';
 import { type HttpRequestTrace, type Logger, SPAN_NAMES } from '../telemetry/index.ts';
-import type { Coordinator } from '../coordinator/index.ts';
+import type { Coordinator, DispatchRequest } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { type ModelEntry, validateInputs } from '../registry/index.ts';
@@ -211,27 +211,24 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     (req as { body: unknown }).body = undefined;
     const remainingMs = Math.max(1, Math.round(timeoutMs - (performance.now() - startedAt)));
     const parameters = stripAsyncParameter(body.parameters);
-    const run = (signal: AbortSignal) =>
-      coordinator.infer(
-        {
-          entry,
-          inputs,
-          outputs: body.outputs,
-          parameters: Object.keys(parameters).length ? parameters : undefined,
-          id: body.id,
-          timeoutMs: remainingMs,
-          signal,
-          traceContext: seen.trace?.context,
-        },
-        cacheMode,
-      );
+    const request: DispatchRequest = {
+      entry,
+      inputs,
+      outputs: body.outputs,
+      parameters: Object.keys(parameters).length ? parameters : undefined,
+      id: body.id,
+      timeoutMs: remainingMs,
+      signal: undefined,
+      traceContext: seen.trace?.context,
+    };
     if (isAsync) {
       // validated above, so bad input was a 400 now; the run lives on after this reply
       const { id } = options.asyncRequests.submit(
         async (signal) => {
           const runStarted = performance.now();
           try {
-            const response = answer(await run(signal), undefined, body.id, () => false) as object;
+            const result = await coordinator.infer({ ...request, signal }, cacheMode);
+            const response = answer(result, undefined, body.id, () => false) as object;
             metrics.onRequest(entry, undefined, (performance.now() - runStarted) / 1000);
             return response;
           } catch (err) {
@@ -246,13 +243,13 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     }
     // a client that goes away cancels its request all the way to the worker
     const controller = new AbortController();
-    const onClose = (): void => {
+    reply.raw.once('close', () => {
       if (!reply.raw.writableFinished)
         controller.abort(new InfergridError('CANCELLED', 'client disconnected'));
-    };
-    reply.raw.once('close', onClose);
+    });
+    request.signal = controller.signal;
     try {
-      const result = await run(controller.signal);
+      const result = await coordinator.infer(request, cacheMode);
       seen.workerId = result.workerId;
       seen.cache = result.cache;
       return answer(result, reply, body.id, binary);

@@ -9,22 +9,26 @@ export const TIMEOUT_HEADER = 'infergrid-timeout-ms';
  * `timeout_ms` parameter, or Triton's `timeout` parameter (microseconds); else the default.
  * Capped at `maxMs`.
  */
+/** Where the request's timeout comes from: the value, where it was, and its scale to ms. */
+function pickTimeout(
+  header: string | string[] | undefined,
+  parameters: Parameters,
+): [unknown, string, number] {
+  if (header !== undefined)
+    return [Array.isArray(header) ? header[0] : header, `header ${TIMEOUT_HEADER}`, 1];
+  if (parameters.timeout_ms !== undefined) return [parameters.timeout_ms, 'parameters.timeout_ms', 1];
+  return [parameters.timeout, 'parameters.timeout (microseconds)', 1 / 1000];
+}
+
 export function requestTimeoutMs(
   header: string | string[] | undefined,
   parameters: Parameters,
   defaultMs: number,
   maxMs: number,
 ): number {
-  const pick = (): [unknown, string, number] | undefined => {
-    if (header !== undefined)
-      return [Array.isArray(header) ? header[0] : header, `header ${TIMEOUT_HEADER}`, 1];
-    if (parameters.timeout_ms !== undefined) return [parameters.timeout_ms, 'parameters.timeout_ms', 1];
-    if (parameters.timeout !== undefined)
-      return [parameters.timeout, 'parameters.timeout (microseconds)', 1 / 1000];
-    return undefined;
-  };
-  const found = pick();
-  if (!found) return defaultMs;
+  if (header === undefined && parameters.timeout_ms === undefined && parameters.timeout === undefined)
+    return defaultMs;
+  const found = pickTimeout(header, parameters);
   const [raw, where, scale] = found;
   const n = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
   if (typeof n !== 'number' || !Number.isFinite(n) || n <= 0) {

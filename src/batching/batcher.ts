@@ -191,16 +191,15 @@ export class Batcher {
   submit(options: SubmitOptions): Promise<Tensor[]> {
     const o = this.#o;
     const now = o.clock.now();
-    const fail = (err: InfergridError): Promise<Tensor[]> => Promise.reject(err);
     if (options.signal?.aborted) {
       o.stats.onRejected('cancelled');
-      return fail(toInfergridError(options.signal.reason, 'CANCELLED'));
+      return Promise.reject(toInfergridError(options.signal.reason, 'CANCELLED'));
     }
     const level = this.#level(options.priority);
-    if (level instanceof InfergridError) return fail(level);
+    if (level instanceof InfergridError) return Promise.reject(level);
     const rows = batchSizeOf(options.inputs);
     if (rows > o.maxBatchSize && o.maxBatchSize > 1) {
-      return fail(
+      return Promise.reject(
         new InfergridError(
           'INVALID_ARGUMENT',
           `${o.name}: a request of ${rows} rows is over maxBatchSize ${o.maxBatchSize}`,
@@ -209,7 +208,7 @@ export class Batcher {
     }
     if (options.deadlineAt !== undefined && options.deadlineAt <= now) {
       o.stats.onRejected('deadline');
-      return fail(
+      return Promise.reject(
         new InfergridError(
           'DEADLINE_EXCEEDED',
           `${o.name}: the request's deadline passed before it was queued`,
@@ -220,7 +219,7 @@ export class Batcher {
     for (const t of options.inputs) bytes += t.data.byteLength;
     if (bytes > o.maxQueueBytes) {
       // it could never fit, however long the client waits: not an overload, the request is too big
-      return fail(
+      return Promise.reject(
         new InfergridError(
           'INVALID_ARGUMENT',
           `${o.name}: a request of ${bytes} input bytes is over the queue's limit of ${o.maxQueueBytes} (batching.maxQueueBytes)`,
@@ -230,7 +229,7 @@ export class Batcher {
     if (this.#queued >= o.maxQueueSize || this.#queuedBytes + bytes > o.maxQueueBytes) {
       o.stats.onRejected('overloaded');
       const full = this.#queued >= o.maxQueueSize ? `${this.#queued} requests` : `${this.#queuedBytes} bytes`;
-      return fail(
+      return Promise.reject(
         new InfergridError(
           'OVERLOADED',
           `${o.name}: the queue is full (${full} waiting); retry later or on another worker`,

@@ -222,15 +222,8 @@ class RequestRun implements RunPlan {
   /** Per-attempt controllers, only when hedging (two attempts may run; the loser is cancelled). */
   #controllers: Set<AbortController> | undefined;
   #hedgeTimer: NodeJS.Timeout | undefined;
-  readonly #onAbort = (): void => {
-    const signal = this.request.signal;
-    this.#fail(
-      toInfergridError(
-        signal?.reason ?? new InfergridError('CANCELLED', 'request was cancelled'),
-        'CANCELLED',
-      ),
-    );
-  };
+  /** this.#abortRun bound, made only for a request that has a signal to listen to. */
+  #onAbort: (() => void) | undefined;
 
   constructor(dispatcher: Dispatcher, plan: RunPlan) {
     this.#dispatcher = dispatcher;
@@ -250,10 +243,13 @@ class RequestRun implements RunPlan {
     });
     const signal = this.request.signal;
     if (signal?.aborted) {
-      this.#onAbort();
+      this.#abortRun();
       return;
     }
-    signal?.addEventListener('abort', this.#onAbort, { once: true });
+    if (signal) {
+      this.#onAbort = this.#abortRun.bind(this);
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
     const first = dispatcher.pickFor(this);
     if (!first) {
       this.#fail(dispatcher.unavailable(this.request.entry));
@@ -261,6 +257,16 @@ class RequestRun implements RunPlan {
     }
     if (this.hedgeMs !== undefined) this.#controllers = new Set();
     this.#start(first, 'first');
+  }
+
+  #abortRun(): void {
+    const signal = this.request.signal;
+    this.#fail(
+      toInfergridError(
+        signal?.reason ?? new InfergridError('CANCELLED', 'request was cancelled'),
+        'CANCELLED',
+      ),
+    );
   }
 
   #start(worker: WorkerHandle, kind: AttemptKind): void {
@@ -378,7 +384,7 @@ class RequestRun implements RunPlan {
   #settle(reason?: InfergridError): void {
     this.#settled = true;
     if (this.#hedgeTimer) clearTimeout(this.#hedgeTimer);
-    this.request.signal?.removeEventListener('abort', this.#onAbort);
+    if (this.#onAbort) this.request.signal?.removeEventListener('abort', this.#onAbort);
     if (this.#controllers?.size) {
       const cancel = reason ?? new InfergridError('CANCELLED', 'another attempt was answered first');
       for (const c of this.#controllers) c.abort(cancel);

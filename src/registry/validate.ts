@@ -31,33 +31,37 @@ function shapeMatches(spec: readonly number[], shape: readonly number[]): boolea
   return spec.length === shape.length && spec.every((d, i) => d === -1 || d === shape[i]);
 }
 
+function bad(model: ModelSchema, message: string): never {
+  throw new InfergridError('INVALID_ARGUMENT', `model "${model.name}": ${message}`);
+}
+
 /** Throws INVALID_ARGUMENT naming the first problem: what was expected and what came. */
 export function validateInputs(
   model: ModelSchema,
   inputs: readonly TensorDescriptor[],
   outputs?: readonly string[],
 ): void {
-  const bad = (message: string): never => {
-    throw new InfergridError('INVALID_ARGUMENT', `model "${model.name}": ${message}`);
-  };
   const seen = new Set<string>();
   for (const input of inputs) {
     const spec = model.inputs.find((s) => s.name === input.name);
-    if (!spec) bad(`unknown input "${input.name}"; the model takes ${describeInputs(model)}`);
-    if (seen.has(input.name)) bad(`input "${input.name}" is given twice`);
+    if (!spec) bad(model, `unknown input "${input.name}"; the model takes ${describeInputs(model)}`);
+    if (seen.has(input.name)) bad(model, `input "${input.name}" is given twice`);
     seen.add(input.name);
     const shapeOk = Array.isArray(input.shape) && input.shape.every((d) => Number.isInteger(d) && d >= 0);
     if (!shapeOk)
       bad(
+        model,
         `input "${input.name}": shape must be a list of non-negative integers, got ${JSON.stringify(input.shape)}`,
       );
     if (input.datatype !== spec!.datatype || !shapeMatches(spec!.shape, input.shape)) {
       bad(
+        model,
         `input "${input.name}": expected ${describeTensor(spec!.datatype, spec!.shape)}, got ${describeTensor(input.datatype, input.shape)}`,
       );
     }
     if (model.batchable && model.maxBatchSize > 0 && (input.shape[0] ?? 0) > model.maxBatchSize) {
       bad(
+        model,
         `input "${input.name}": batch of ${input.shape[0]} is over the model's maxBatchSize ${model.maxBatchSize}; split the request`,
       );
     }
@@ -65,6 +69,7 @@ export function validateInputs(
   const missing = model.inputs.filter((s) => !seen.has(s.name));
   if (missing.length > 0) {
     bad(
+      model,
       `missing input${missing.length > 1 ? 's' : ''} ${missing.map((s) => `"${s.name}" ${describeTensor(s.datatype, s.shape)}`).join(', ')}`,
     );
   }
@@ -73,12 +78,14 @@ export function validateInputs(
     const other = inputs.find((t) => t.shape[0] !== batch);
     if (other)
       bad(
+        model,
         `inputs disagree on the batch size: "${inputs[0]!.name}" has ${batch}, "${other.name}" has ${other.shape[0]}`,
       );
   }
   for (const name of outputs ?? []) {
     if (!model.outputs.some((s) => s.name === name)) {
       bad(
+        model,
         `unknown output "${name}"; the model has outputs ${model.outputs.map((s) => `"${s.name}"`).join(', ')}`,
       );
     }

@@ -121,7 +121,7 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   readonly #decoder: FrameDecoder;
   readonly #now: () => number;
   readonly #pending = new Map<number, Pending>();
-  readonly #incoming = new Map<number, AbortController>();
+  readonly #incoming = new Map<number, Incoming>();
   #nextId: number;
   #ready = false;
   #closed = false;
@@ -390,9 +390,9 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       this.#cleanup(p);
       p.reject(lost);
     }
-    for (const [id, controller] of this.#incoming) {
+    for (const [id, incoming] of this.#incoming) {
       this.#incoming.delete(id);
-      controller.abort(lost);
+      incoming.abort(lost);
     }
     this.#waiter?.(lost);
     if (this.#corked) {
@@ -576,10 +576,10 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
       return;
     }
     if (kind === MESSAGE_KIND.CANCEL) {
-      const controller = this.#incoming.get(requestId);
-      if (controller) {
+      const incoming = this.#incoming.get(requestId);
+      if (incoming) {
         this.#incoming.delete(requestId);
-        controller.abort(new InfergridError('CANCELLED', 'cancelled by the coordinator'));
+        incoming.abort(new InfergridError('CANCELLED', 'cancelled by the coordinator'));
       }
       return;
     }
@@ -604,42 +604,76 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
   }
 
   #makeIncoming(frame: Frame): IncomingRequest {
-    const { requestId } = frame;
-    const controller = new AbortController();
-    this.#incoming.set(requestId, controller);
-    let settled = false;
-    const settle = (): boolean => {
-      if (settled) return false;
-      settled = true;
-      // a request the peer cancelled is already gone from the map; its answer is not wanted
-      return this.#incoming.delete(requestId);
-    };
-    return {
-      requestId,
-      kind: frame.kind,
-      meta: frame.meta,
-      attachments: frame.attachments,
-      signal: controller.signal,
-      reply: (kind, meta, attachments = [], final = true) => {
-        if (settled) return;
-        if (final ? !settle() : !this.#incoming.has(requestId)) return;
-        try {
-          this.send(kind, meta, attachments, requestId, final ? FRAME_FLAG.FINAL : 0);
-        } catch (err) {
-          // the answer could not be encoded (e.g. over maxFrameBytes): the peer still gets an
-          // answer, as this side's failure — not the FRAME_TOO_LARGE a request body would be
-          const error = new InfergridError(
-            'INTERNAL',
-            `the response could not be sent: ${(err as Error).message}`,
-            { cause: err },
-          );
-          this.send(MESSAGE_KIND.ERROR, error.toWire(), [], requestId, FRAME_FLAG.FINAL);
-        }
-      },
-      fail: (error) => {
-        if (!settle()) return;
-        this.send(MESSAGE_KIND.ERROR, error.toWire(), [], requestId, FRAME_FLAG.FINAL);
-      },
-    };
+    const incoming = new Incoming(this, this.#incoming, frame);
+    this.#incoming.set(frame.requestId, incoming);
+    return incoming;
+  }
+}
+
+/**
+ * A request the peer sent, as handed to the request handler. A class rather than closures (one
+ * object per request, nothing else), and its AbortController is made only when someone asks
+ * for the signal or the request is cancelled.
+ */
+class Incoming implements IncomingRequest {
+  readonly requestId: number;
+  readonly kind: number;
+  readonly meta: unknown;
+  readonly attachments: Uint8Array[];
+  readonly #connection: RpcConnection;
+  /** The connection's requests in progress; a request the peer cancelled is already gone from it. */
+  readonly #open: Map<number, Incoming>;
+  #controller: AbortController | undefined;
+  #settled = false;
+
+  constructor(connection: RpcConnection, open: Map<number, Incoming>, frame: Frame) {
+    this.#connection = connection;
+    this.#open = open;
+    this.requestId = frame.requestId;
+    this.kind = frame.kind;
+    this.meta = frame.meta;
+    this.attachments = frame.attachments;
+  }
+
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    return this.#controller.signal;
+  }
+
+  abort(reason: InfergridError): void {
+    this.#controller ??= new AbortController();
+    this.#controller.abort(reason);
+  }
+
+  /** Marks the request answered; false when it already was, or the peer no longer wants it. */
+  #settle(): boolean {
+    if (this.#settled) return false;
+    this.#settled = true;
+    return this.#open.delete(this.requestId);
+  }
+
+  reply(kind: number, meta: unknown, attachments: Uint8Array[] = [], final = true): void {
+    if (this.#settled) return;
+    if (final ? !this.#settle() : !this.#open.has(this.requestId)) return;
+    const flags = final ? FRAME_FLAG.FINAL : 0;
+    try {
+      this.#connection.send(kind, meta, attachments, this.requestId, flags);
+    } catch (err) {
+      // the answer could not be encoded (e.g. over maxFrameBytes): the peer still gets an
+      // answer, as this side's failure — not the FRAME_TOO_LARGE a request body would be
+      const error = new InfergridError(
+        'INTERNAL',
+        `the response could not be sent: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+      this.#connection.send(MESSAGE_KIND.ERROR, error.toWire(), [], this.requestId, FRAME_FLAG.FINAL);
+    }
+  }
+
+  fail(error: InfergridError): void {
+    if (!this.#settle()) return;
+    this.#connection.send(MESSAGE_KIND.ERROR, error.toWire(), [], this.requestId, FRAME_FLAG.FINAL);
   }
 }

@@ -37,12 +37,18 @@ function countLeaves(node: unknown): number {
 
 /** Calls visit(leaf, index) for every leaf in row-major order, without building a flat copy. */
 function forEachLeaf(node: unknown, visit: (value: unknown, index: number) => void): void {
-  let index = 0;
-  const walk = (n: unknown): void => {
-    if (Array.isArray(n)) for (const item of n) walk(item);
-    else visit(n, index++);
-  };
-  walk(node);
+  walkLeaves(node, visit, 0);
+}
+
+/** forEachLeaf's walk from `index`; returns the index after the last leaf. */
+function walkLeaves(node: unknown, visit: (value: unknown, index: number) => void, index: number): number {
+  if (!Array.isArray(node)) {
+    visit(node, index);
+    return index + 1;
+  }
+  let next = index;
+  for (const item of node) next = walkLeaves(item, visit, next);
+  return next;
 }
 
 function badElement(

@@ -40,36 +40,39 @@ export interface HostedModel {
 /** A signal for batch executions: a batch, once started, runs to the end (its requests may still leave). */
 const NEVER_ABORTED = new AbortController().signal;
 
+function malformedOutput(why: string): never {
+  throw new InfergridError('BACKEND_ERROR', `the model returned a malformed output: ${why}`);
+}
+
 /**
  * A js model can return anything; make sure it is well-formed tensors (bytes matching shape and
  * datatype) before they are split or encoded, so a model's bug is a BACKEND_ERROR here and never
  * looks like a client's bad input downstream.
  */
 export function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
-  const bad = (why: string): never => {
-    throw new InfergridError('BACKEND_ERROR', `the model returned a malformed output: ${why}`);
-  };
-  if (!Array.isArray(outputs)) bad('expected a list of { name, datatype, shape, data: Uint8Array } tensors');
+  if (!Array.isArray(outputs))
+    malformedOutput('expected a list of { name, datatype, shape, data: Uint8Array } tensors');
   for (const t of outputs as unknown[]) {
     const o = t as Partial<Tensor> | null;
-    if (typeof o !== 'object' || o === null || typeof o.name !== 'string') bad('a tensor without a name');
+    if (typeof o !== 'object' || o === null || typeof o.name !== 'string')
+      malformedOutput('a tensor without a name');
     const { name, datatype, shape, data } = o as Tensor;
-    if (!isDatatype(datatype)) bad(`"${name}" has datatype ${String(datatype)}`);
+    if (!isDatatype(datatype)) malformedOutput(`"${name}" has datatype ${String(datatype)}`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-      bad(`"${name}" has shape ${JSON.stringify(shape)}`);
+      malformedOutput(`"${name}" has shape ${JSON.stringify(shape)}`);
     }
-    if (!(data instanceof Uint8Array)) bad(`"${name}" data is not a Uint8Array`);
+    if (!(data instanceof Uint8Array)) malformedOutput(`"${name}" data is not a Uint8Array`);
     if (datatype === 'BYTES') {
       try {
         if (decodeBytesElements(data, `"${name}"`).length !== elementCount(shape)) {
-          bad(`"${name}" BYTES element count does not match its shape`);
+          malformedOutput(`"${name}" BYTES element count does not match its shape`);
         }
       } catch (err) {
         if (err instanceof InfergridError && err.code === 'BACKEND_ERROR') throw err;
-        bad((err as Error).message);
+        malformedOutput((err as Error).message);
       }
     } else if (data.byteLength !== ELEMENT_BYTES[datatype] * elementCount(shape)) {
-      bad(
+      malformedOutput(
         `"${name}" ${describeTensor(datatype, shape)} needs ${ELEMENT_BYTES[datatype] * elementCount(shape)} bytes, got ${data.byteLength}`,
       );
     }
