@@ -6,6 +6,11 @@
  *
  *   npm run bench:overhead -- --duration-s 5 --concurrency 1,64
  *
+ * The timed load at each concurrency is split into --rounds rounds that take turns (bare,
+ * engine, traced engine, then again), each target's rounds pooled into one result: on a shared VM
+ * whose speed drifts by tens of percent within minutes, a drift reaches every target alike
+ * instead of whichever ran during it.
+ *
  * Every server runs in its own process; the load comes from this one. All of them share the
  * machine's cores, as they would on a laptop. Around each timed run the CPU time of every
  * serving process (from /proc) and of this one (the load) is read: `cpuUsPerRequest` says what
@@ -27,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { createSimBackend } from '../src/backends/index.ts';
 import { configSchema } from '../src/config/index.ts';
 import { type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
-import { type LoadResult, pingPong, runLoad, summarize } from './lib/load.ts';
+import { type LoadResult, pingPong, poolRuns, runLoad, summarize } from './lib/load.ts';
 import { processCpuSeconds } from './lib/proc.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
@@ -39,10 +44,16 @@ const params = benchParams({
   'warmup-s': '1',
   /** Share of requests the traced engine records (tracing.sampleRatio). */
   'sample-ratio': '1',
+  /**
+   * The timed load is split into this many rounds that take turns (bare, engine, traced, then
+   * again): a drift in the machine's speed (a shared VM's neighbours) reaches all of them alike.
+   */
+  rounds: '3',
 });
 const durationMs = Number(params['duration-s']) * 1000;
 const warmupMs = Number(params['warmup-s']) * 1000;
 const elements = Number(params.elements);
+const rounds = Math.max(1, Math.round(Number(params.rounds)));
 
 const dir = mkdtempSync(join(tmpdir(), 'infergrid-bench-'));
 const configFile = join(dir, 'config.yaml');
@@ -142,31 +153,44 @@ async function startEngine(env?: NodeJS.ProcessEnv): Promise<Target> {
   return { url, pids: { coordinator: coordinator.child.pid, worker: worker.child.pid } };
 }
 
-/** CPU microseconds per request each serving process and this one (the load) spent in a run. */
+/** CPU microseconds per request each serving process and this one (the load) spent. */
 type CpuPerRequest = Record<string, number | null>;
 
+interface Measured {
+  load: LoadResult;
+  /** CPU seconds each process spent during the load (undefined when unreadable). */
+  cpuS: Record<string, number | undefined>;
+}
+
 /** Runs `load` and reads the CPU time every process spent meanwhile. */
-async function withCpu(
-  target: Target,
-  load: () => Promise<LoadResult>,
-): Promise<LoadResult & { cpuUsPerRequest: CpuPerRequest }> {
+async function withCpu(target: Target, load: () => Promise<LoadResult>): Promise<Measured> {
   const before = Object.fromEntries(
     Object.entries(target.pids).map(([k, pid]) => [k, processCpuSeconds(pid)]),
   );
   const own = process.cpuUsage();
   const result = await load();
   const ownSpent = process.cpuUsage(own);
-  const perRequest = (seconds: number | undefined): number | null =>
-    seconds === undefined || result.requests === 0 ? null : Math.round((seconds * 1e6) / result.requests);
-  const cpuUsPerRequest: CpuPerRequest = {};
+  const cpuS: Record<string, number | undefined> = {};
   for (const [k, pid] of Object.entries(target.pids)) {
     const after = processCpuSeconds(pid);
-    cpuUsPerRequest[k] = perRequest(
-      after === undefined || before[k] === undefined ? undefined : after - before[k]!,
-    );
+    cpuS[k] = after === undefined || before[k] === undefined ? undefined : after - before[k]!;
   }
-  cpuUsPerRequest.loadGenerator = perRequest((ownSpent.user + ownSpent.system) / 1e6);
-  return { ...result, cpuUsPerRequest };
+  cpuS.loadGenerator = (ownSpent.user + ownSpent.system) / 1e6;
+  return { load: result, cpuS };
+}
+
+/** The rounds of one target as one result, with CPU per request over all of them. */
+function pool(measured: readonly Measured[]): LoadResult & { cpuUsPerRequest: CpuPerRequest } {
+  const load = poolRuns(measured.map((m) => m.load));
+  const cpuUsPerRequest: CpuPerRequest = {};
+  for (const k of Object.keys(measured[0]!.cpuS)) {
+    const spent = measured.map((m) => m.cpuS[k]);
+    cpuUsPerRequest[k] =
+      spent.some((v) => v === undefined) || load.requests === 0
+        ? null
+        : Math.round((spent.reduce((a, b) => a! + b!, 0)! * 1e6) / load.requests);
+  }
+  return { ...load, cpuUsPerRequest };
 }
 
 try {
@@ -217,14 +241,29 @@ try {
   const runs = [];
   const tracingRuns: { concurrency: number; off: LoadResult; on: LoadResult }[] = [];
   for (const concurrency of numberList(params.concurrency)) {
-    const measure = async (target: Target) => {
-      const url = `${target.url}/v2/models/echo/infer`;
-      await runLoad({ url, body, concurrency, durationMs: warmupMs });
-      return withCpu(target, () => runLoad({ url, body, concurrency, durationMs }));
-    };
-    const bareResult = await measure(bareTarget);
-    const engineResult = await measure(engine);
-    const tracedResult = await measure(traced);
+    const targets = [bareTarget, engine, traced];
+    const urlOf = (target: Target): string => `${target.url}/v2/models/echo/infer`;
+    for (const target of targets)
+      await runLoad({ url: urlOf(target), body, concurrency, durationMs: warmupMs });
+    const measured: Measured[][] = targets.map(() => []);
+    for (let round = 0; round < rounds; round++) {
+      for (const [i, target] of targets.entries()) {
+        const load = () =>
+          runLoad({
+            url: urlOf(target),
+            body,
+            concurrency,
+            durationMs: durationMs / rounds,
+            keepSamples: true,
+          });
+        measured[i]!.push(await withCpu(target, load));
+      }
+    }
+    const [bareResult, engineResult, tracedResult] = measured.map(pool) as [
+      ReturnType<typeof pool>,
+      ReturnType<typeof pool>,
+      ReturnType<typeof pool>,
+    ];
     tracingRuns.push({ concurrency, off: engineResult, on: tracedResult });
     runs.push({
       concurrency,

@@ -16,6 +16,8 @@ export interface LoadOptions {
   durationMs: number;
   /** Status that counts as success. Default 200. */
   okStatus?: number;
+  /** Return every successful request's latency (ms) too, to pool several runs. */
+  keepSamples?: boolean;
 }
 
 export interface LatencySummary {
@@ -34,6 +36,26 @@ export interface LoadResult {
   durationS: number;
   rps: number;
   latencyMs: LatencySummary;
+  /** Every successful request's latency, ms, when asked for (keepSamples). */
+  samplesMs?: number[];
+}
+
+/** Several runs as one: their requests over their summed time, latencies pooled. */
+export function poolRuns(runs: readonly LoadResult[]): LoadResult {
+  const samples = runs.flatMap((r) => r.samplesMs ?? []);
+  const errorKinds: Record<string, number> = {};
+  for (const r of runs)
+    for (const [k, n] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + n;
+  const requests = runs.reduce((n, r) => n + r.requests, 0);
+  const durationS = runs.reduce((t, r) => t + r.durationS, 0);
+  return {
+    requests,
+    errors: runs.reduce((n, r) => n + r.errors, 0),
+    errorKinds,
+    durationS: Math.round(durationS * 1000) / 1000,
+    rps: durationS > 0 ? Math.round(requests / durationS) : 0,
+    latencyMs: summarize(samples),
+  };
 }
 
 export function summarize(samplesMs: number[]): LatencySummary {
@@ -113,6 +135,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     durationS: Math.round(durationS * 1000) / 1000,
     rps: Math.round(samples.length / durationS),
     latencyMs: summarize(samples),
+    ...(options.keepSamples ? { samplesMs: samples } : {}),
   };
 }
 
