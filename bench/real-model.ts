@@ -35,13 +35,14 @@ import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/rep
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type * as Ort from 'onnxruntime-node';
 import { decodeInferResponse, encodeInferRequest } from '../src/client/index.ts';
 import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../src/ocr/index.ts';
 import { adminWorkers, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
 import { forkRole, ROLE_ENV, round, startLoadGenerator, stopAll, track } from './lib/forked-load.ts';
-import { type LatencySummary, summarize } from './lib/load.ts';
+import { type LatencySummary, summarize, transferRoundTrips } from './lib/load.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
@@ -572,6 +573,21 @@ async function main(): Promise<void> {
     }
     await loadGenerator.stop();
 
+    // the floor under the engine's relay: the same request and response bytes over one bare socket
+    const responseBytes = Object.values(engineChecks)[0]?.responseBytes ?? 0;
+    const echo = await spawnProcess(
+      ['--request-bytes', String(body.byteLength), '--reply-bytes', String(responseBytes)],
+      { cleanup: track, script: fileURLToPath(new URL('./lib/echo-server.ts', import.meta.url)) },
+    );
+    const transfer = await transferRoundTrips(
+      { port: echo.ready.httpPort!, pid: echo.child.pid },
+      body.byteLength,
+      responseBytes,
+      Math.min(durationMs, 3000),
+    );
+    await echo.stop();
+    const transferFloor = { requestBytes: body.byteLength, responseBytes, ...transfer };
+
     const bestEngine = enginePoints.reduce((a, b) => (b.rps > a.rps ? b : a));
     // where the machine's CPU goes per answered row: the model alone, and each engine process group
     const c = bestEngine.cpuMsPerRequest;
@@ -613,6 +629,11 @@ async function main(): Promise<void> {
       engine: enginePoints,
       bestEngine,
       cpuPerRow,
+      /**
+       * The request and the response over one bare socket between two processes, and the CPU both
+       * ends spent per round trip: the engine makes that trip twice (client -> coordinator -> worker).
+       */
+      transferFloor,
       /** Best engine req/s / best baseline rows/s. */
       ratio: bestEngine.ratio,
       statement,

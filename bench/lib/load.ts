@@ -6,6 +6,7 @@
 
 import { Agent, request } from 'node:http';
 import { createConnection } from 'node:net';
+import { processCpuSeconds } from './proc.ts';
 
 export interface LoadOptions {
   url: string;
@@ -176,6 +177,68 @@ export function pingPong(
         socket.destroy();
         resolve({ roundTrips: samples.length, latencyMs: summarize(samples) });
       }
+    });
+    socket.on('error', reject);
+  });
+}
+
+/**
+ * One connection to an echo server started with --request-bytes/--reply-bytes: sends a request of
+ * `requestBytes`, waits for the whole `replyBytes` answer, and again, for `durationMs`. Returns the
+ * round trips and the CPU both ends spent on each (this process's from process.cpuUsage, the
+ * server's from /proc): the cost of moving those bytes over one socket with nothing else done.
+ */
+export function transferRoundTrips(
+  server: { port: number; pid: number | undefined },
+  requestBytes: number,
+  replyBytes: number,
+  durationMs: number,
+): Promise<{
+  roundTrips: number;
+  perS: number;
+  cpuMsPerRoundTrip: { sender: number | null; receiver: number | null };
+}> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: '127.0.0.1', port: server.port });
+    socket.setNoDelay(true);
+    const request = Buffer.alloc(requestBytes, 0x2a);
+    let received = 0;
+    let roundTrips = 0;
+    let started = 0;
+    let ownBefore: NodeJS.CpuUsage;
+    let serverBefore: number | undefined;
+    socket.on('connect', () => {
+      started = performance.now();
+      ownBefore = process.cpuUsage();
+      serverBefore = processCpuSeconds(server.pid);
+      socket.write(request);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.byteLength;
+      if (received < replyBytes) return;
+      received -= replyBytes;
+      roundTrips++;
+      const elapsed = performance.now() - started;
+      if (elapsed < durationMs) {
+        socket.write(request);
+        return;
+      }
+      const own = process.cpuUsage(ownBefore);
+      const serverAfter = processCpuSeconds(server.pid);
+      socket.destroy();
+      const perTrip = (seconds: number | undefined): number | null =>
+        seconds === undefined ? null : Math.round((seconds * 1e6) / roundTrips) / 1000;
+      resolve({
+        roundTrips,
+        perS: Math.round((roundTrips * 1000) / elapsed),
+        cpuMsPerRoundTrip: {
+          // the server sends the reply, this side receives it
+          sender: perTrip(
+            serverBefore === undefined || serverAfter === undefined ? undefined : serverAfter - serverBefore,
+          ),
+          receiver: perTrip((own.user + own.system) / 1e6),
+        },
+      });
     });
     socket.on('error', reject);
   });

@@ -202,6 +202,19 @@ export function realModelBest(run: ScenarioRun | undefined): RealModelBest | und
   return found;
 }
 
+/** The real-model summary's bare-socket floor, as a clause of the bound. */
+function transferText(floor: Json | undefined): string {
+  const sender = num(floor, 'cpuMsPerRoundTrip', 'sender');
+  const receiver = num(floor, 'cpuMsPerRoundTrip', 'receiver');
+  if (sender === undefined || receiver === undefined) return '';
+  const kib = (bytes: number | undefined): string => `${cell((bytes ?? 0) / 1024, 0)} KiB`;
+  return (
+    `; over one bare socket between two processes, the same ${kib(num(floor, 'requestBytes'))} request and ` +
+    `${kib(num(floor, 'responseBytes'))} response cost ${cell(sender + receiver)} ms of CPU per round trip ` +
+    `(both ends), and the engine makes two such trips`
+  );
+}
+
 function realModel(suite: SuiteFile): TargetResult {
   const goal = 'real model: engine throughput ≥ 90% of onnxruntime called directly';
   const run = scenario(suite, 'real-model');
@@ -216,7 +229,8 @@ function realModel(suite: SuiteFile): TargetResult {
         `(workers ${cell(num(engineCpu, 'workersMs'))}, coordinator ${cell(num(engineCpu, 'coordinatorMs'))}, load generator ` +
         `${cell(num(engineCpu, 'loadGeneratorMs'))}) against onnxruntime's ${cell(direct)} ms per row: the cores bound the ` +
         `engine at about ${Math.round((direct / num(engineCpu, 'totalMs')!) * 100)}% of direct. What the engine adds is ` +
-        `moving the tensors: the request in, and the response out twice (worker -> coordinator -> client)`;
+        `moving the tensors: the request in, and the response out twice (worker -> coordinator -> client)` +
+        transferText(obj(lines(run, 'real-model', 'summary')[0]?.transferFloor));
   if (top)
     return {
       id: 'real-model-vs-direct',

@@ -107,6 +107,11 @@ test('real-model target: the best engine point against onnxruntime alone, bound 
       baselineMs: 21,
       engine: { coordinatorMs: 3, workersMs: 23, loadGeneratorMs: 1, totalMs: 27 },
     },
+    transferFloor: {
+      requestBytes: 184_320,
+      responseBytes: 1_060_864,
+      cpuMsPerRoundTrip: { sender: 0.4, receiver: 0.5 },
+    },
   } as unknown as BenchLine;
   const target = computeTargets(suite([run('real-model', [summary])]))[2]!;
   assert.equal(target.status, 'not met');
@@ -115,6 +120,7 @@ test('real-model target: the best engine point against onnxruntime alone, bound 
     /^75% \(engine at its best: 70 req\/s at concurrency 4, batching on; onnxruntime alone: 93\.3 rows\/s at batch 2\)/,
   );
   assert.match(target.bound!, /engine 27 ms .*onnxruntime's 21 ms per row.*about 78% of direct/);
+  assert.match(target.bound!, /same 180 KiB request and 1,036 KiB response cost 0\.9 ms of CPU per round trip/);
 });
 
 test('scale-out target: judged up to the first saturated fleet, which is named with its bound and the per-core limit', () => {
