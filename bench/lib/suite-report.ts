@@ -8,8 +8,8 @@
  * are removed, so no stale chart stays linked.
  */
 
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { relative } from 'node:path';
+import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { ScenarioRun, SuiteFile } from './suite-format.ts';
 import { readSuite } from './suite-format.ts';
 import { arr, cell, type Json, lines, num, obj, round, str } from './suite-json.ts';
@@ -939,6 +939,8 @@ export function renderReport(
       : []),
     'Every process (load generator, coordinator, workers, baselines) shares the same cores, as on a laptop:',
     'compare the engine with the baseline measured in the same run, not absolute figures across machines.',
+    'How the engine\'s cost was measured and cut, and what bounds the targets that are not met:',
+    '[performance.md](performance.md).',
     '',
     '## Machine',
     '',
@@ -993,13 +995,14 @@ export function renderReport(
       [`npm run bench${argv ? ` -- ${argv}` : ''}`, 'this run'],
       ['npm run bench', 'every scenario at full length'],
       ['npm run bench -- overhead --duration-s 10 --concurrency 1,8,64', 'one scenario, its own parameters'],
-      ['npm run bench:report', 'this page again, from the newest suite file'],
+      [`npm run bench:report -- ${REPORT_DATA}`, "this page again, from this run's data"],
     ]),
     '```',
     '',
     `\`npm run bench\` runs each scenario as its own process (a time limit of ${suite.params.timeoutS} s each here),`,
     'writes every JSON line they print to `bench/results/suite-<timestamp>.json` and regenerates this',
-    'page; `npm run bench:report -- <suite file>` regenerates it from a given file. Each scenario alone,',
+    `page, keeping the run's data beside it as \`${REPORT_DATA}\`; \`npm run bench:report -- <suite file>\``,
+    'regenerates it from a given file (the newest in bench/results without one). Each scenario alone,',
     'with the flags of this run:',
     '',
     '```sh',
@@ -1059,10 +1062,17 @@ export function renderReport(
   return { markdown: `${out.join('\n').trimEnd()}\n`, charts, targets };
 }
 
+/** Where the suite file behind docs/benchmarks.md is kept, from the repository root. */
+export const REPORT_DATA = 'docs/benchmarks/suite.json';
+
 /** Writes docs/benchmarks.md and docs/benchmarks/*.svg under `root` from `suiteFile`. */
 export function writeReport(suiteFile: string, root: string): WrittenReport {
   const suite = readSuite(suiteFile);
-  const { markdown, charts, targets } = renderReport(suite, relative(root, suiteFile));
+  // the data stays beside the page it made (bench/results is not committed)
+  const dataFile = `${root}${REPORT_DATA}`;
+  mkdirSync(dirname(dataFile), { recursive: true });
+  if (resolve(suiteFile) !== resolve(dataFile)) copyFileSync(suiteFile, dataFile);
+  const { markdown, charts, targets } = renderReport(suite, REPORT_DATA);
   const markdownFile = `${root}docs/benchmarks.md`;
   const svgDir = `${root}docs/benchmarks/`;
   mkdirSync(svgDir, { recursive: true });
