@@ -4,11 +4,6 @@ import type { Parameters } from '../protocol/index.ts';
 /** Header a client may set to give a request its own deadline, in ms. */
 export const TIMEOUT_HEADER = 'infergrid-timeout-ms';
 
-/**
- * A request's time budget in ms, from (first found) the `infergrid-timeout-ms` header, the
- * `timeout_ms` parameter, or Triton's `timeout` parameter (microseconds); else the default.
- * Capped at `maxMs`.
- */
 /** Where the request's timeout comes from: the value, where it was, and its scale to ms. */
 function pickTimeout(
   header: string | string[] | undefined,
@@ -20,6 +15,11 @@ function pickTimeout(
   return [parameters.timeout, 'parameters.timeout (microseconds)', 1 / 1000];
 }
 
+/**
+ * A request's time budget in ms, from (first found) the `infergrid-timeout-ms` header, the
+ * `timeout_ms` parameter, or Triton's `timeout` parameter (microseconds); else the default.
+ * Capped at `maxMs`.
+ */
 export function requestTimeoutMs(
   header: string | string[] | undefined,
   parameters: Parameters,
