@@ -17,6 +17,10 @@ const { values } = parseArgs({
 });
 const requestBytes = Number(values['request-bytes'] ?? 0);
 const reply = values['reply-bytes'] ? Buffer.alloc(Number(values['reply-bytes']), 0x2a) : undefined;
+if (reply && !(Number.isInteger(requestBytes) && requestBytes > 0)) {
+  process.stderr.write('echo-server: --reply-bytes needs --request-bytes, a positive integer\n');
+  process.exit(2);
+}
 
 const server = createServer((socket) => {
   socket.setNoDelay(true);

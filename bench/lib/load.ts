@@ -179,6 +179,8 @@ export function pingPong(
       }
     });
     socket.on('error', reject);
+    // the server went away before the run ended: fail now rather than wait for the suite's limit
+    socket.on('close', () => reject(new Error('the echo server closed the connection before the run ended')));
   });
 }
 
@@ -241,5 +243,7 @@ export function transferRoundTrips(
       });
     });
     socket.on('error', reject);
+    // the server went away before the run ended: fail now rather than wait for the suite's limit
+    socket.on('close', () => reject(new Error('the echo server closed the connection before the run ended')));
   });
 }

@@ -939,7 +939,7 @@ export function renderReport(
       : []),
     'Every process (load generator, coordinator, workers, baselines) shares the same cores, as on a laptop:',
     'compare the engine with the baseline measured in the same run, not absolute figures across machines.',
-    'How the engine\'s cost was measured and cut, and what bounds the targets that are not met:',
+    "How the engine's cost was measured and cut, and what bounds the targets that are not met:",
     '[performance.md](performance.md).',
     '',
     '## Machine',

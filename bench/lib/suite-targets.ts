@@ -43,6 +43,8 @@ function overheadCpuBound(r: Json | undefined, cores: number): string | undefine
 }
 
 const NOT_MEASURED = 'not measured in this run';
+/** Share of the machine's cores busy from which scale-out counts the machine as saturated (bench/scale-out.ts). */
+const MACHINE_BUSY_SHARE = 0.75;
 const pct = (v: number | undefined): string => (v === undefined ? '-' : `${Math.round(v * 100)}%`);
 
 /** The overhead scenario's run at one concurrency. */
@@ -100,14 +102,18 @@ function overheadLatency(suite: SuiteFile): TargetResult {
   );
   const coordinator = cpuUs(r, 'engine', 'coordinator');
   const worker = cpuUs(r, 'engine', 'worker');
+  const server = cpuUs(r, 'bareFastify', 'server');
   const bound =
     hopMs === undefined
       ? undefined
-      : `the engine adds ${cell((engine - bare) * 1000)} µs to the bare route's p50: one more process hop, whose ` +
-        `bare socket round trip here is ${cell(hopMs * 1000)} µs p50, and the coordinator's and the worker's own work` +
-        (coordinator === undefined || worker === undefined
+      : `the engine adds ${cell((engine - bare) * 1000)} µs to the bare route's p50 with one more process hop: ` +
+        `a bare socket round trip between two processes here is ${cell(hopMs * 1000)} µs p50, and the rest is ` +
+        `the coordinator's and the worker's own work` +
+        (coordinator === undefined || worker === undefined || server === undefined
           ? ''
-          : ` (${cell(coordinator)} + ${cell(worker)} µs of CPU per request at concurrency 1, wake-ups included)`);
+          : ` — at concurrency 1 they spend ${cell(coordinator + worker)} µs of CPU per request (coordinator ` +
+            `${cell(coordinator)}, worker ${cell(worker)}) where bare fastify spends ${cell(server)}, wake-ups included ` +
+            `and not all of it on the request's path`);
   return {
     id: 'overhead-c1-p50',
     scenario: 'overhead',
@@ -369,12 +375,19 @@ function scaleOut(suite: SuiteFile): TargetResult {
   const run = scenario(suite, 'scale-out');
   const points = scaleOutPoints(run).filter((p) => p.ratio !== undefined);
   if (points.length === 0) return { ...base, status: 'not measured', measured: NOT_MEASURED };
-  // the limit: the first fleet the scenario found saturated (under its share of ideal, or the
-  // coordinator busy), else the coordinator keeping its share of cores busy
+  // the limit: the first fleet whose CPU ran out — the coordinator's share of a core, or the
+  // machine's cores shared by every process (which, on a small machine, run out first). A fleet
+  // under its share of ideal for any other reason (round trips, the load generator) is judged.
   const limitCores = saturationCores(run);
-  const limit =
-    points.find((p) => p.saturated) ??
-    points.find((p) => p.coordinatorCores !== undefined && p.coordinatorCores >= limitCores);
+  const cpus = suite.machine.cpus;
+  const limit = points.find(
+    (p) =>
+      (p.coordinatorCores !== undefined && p.coordinatorCores >= limitCores) ||
+      /^(coordinator|machine) CPU/.test(p.boundBy ?? '') ||
+      (p.boundBy === undefined &&
+        p.machineCores !== undefined &&
+        p.machineCores >= MACHINE_BUSY_SHARE * cpus),
+  );
   const below = limit ? points.filter((p) => p.workers < limit.workers) : points;
   const perCore = limit?.coordinatorRpsPerCore ?? points.at(-1)!.coordinatorRpsPerCore;
   const perCoreText =
@@ -384,10 +397,12 @@ function scaleOut(suite: SuiteFile): TargetResult {
           1000 / perCore,
           3,
         )} ms of CPU per request${limit ? ` at ${limit.workers} workers` : ''})`;
+  const coordinatorFirst = limit?.coordinatorCores !== undefined && limit.coordinatorCores >= limitCores;
   const limitText = limit
     ? `the limit is reached at ${limit.workers} workers: ${cell(limit.rps)} of ${cell(limit.idealRps)} req/s ` +
-      `(${pct(limit.ratio)}), bound by ${limit.boundBy ?? `the coordinator (${cell(limit.coordinatorCores)} cores busy)`}`
-    : `no fleet up to ${points.at(-1)!.workers} workers reached a limit`;
+      `(${pct(limit.ratio)}), bound by ${limit.boundBy ?? `${coordinatorFirst ? 'the coordinator' : 'the machine'} (${cell(limit.coordinatorCores)} coordinator cores busy)`}` +
+      (coordinatorFirst ? '' : ": the machine's cores ran out before the coordinator's")
+    : `no fleet up to ${points.at(-1)!.workers} workers ran out of CPU`;
   if (below.length === 0)
     return {
       ...base,

@@ -53,7 +53,7 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   try {
-    if (LONG_RUNNING.has(command)) tuneHeap();
+    if (LONG_RUNNING.has(command) && !rest.includes('--help') && !rest.includes('-h')) tuneHeap();
     await entry.run(rest);
   } catch (err) {
     // start-up errors (bad config, port in use) are the user's to fix: say what, not a stack

@@ -23,7 +23,7 @@ Options:
   -h, --help               show this help
 
 Environment: INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collection, default
-200, for the coordinator and its workers; 0 for V8's own; see docs/configuration.md).`;
+200; the workers it starts inherit the variable; 0 for V8's own; see docs/configuration.md).`;
 
 const BIN = fileURLToPath(new URL('../../bin/infergrid.js', import.meta.url));
 

@@ -89,7 +89,11 @@ test('overhead targets: met and not met from the ratios, bounds from CPU per req
   assert.match(throughput!.bound!, /engine 190 µs .*bare 100 µs.*about 53% of bare/);
   assert.equal(latency!.status, 'not met');
   assert.match(latency!.measured, /^2\.4×/);
-  assert.match(latency!.bound!, /adds 350 µs .*round trip here is 80 µs/);
+  assert.match(latency!.bound!, /adds 350 µs .*round trip between two processes here is 80 µs/);
+  assert.match(
+    latency!.bound!,
+    /spend 300 µs of CPU per request \(coordinator 200, worker 100\) where bare fastify spends 150/,
+  );
 
   const [fast, quick] = computeTargets(suite([run('overhead', [overhead(6000, 0.45)])]));
   assert.equal(fast!.status, 'met');
@@ -120,7 +124,10 @@ test('real-model target: the best engine point against onnxruntime alone, bound 
     /^75% \(engine at its best: 70 req\/s at concurrency 4, batching on; onnxruntime alone: 93\.3 rows\/s at batch 2\)/,
   );
   assert.match(target.bound!, /engine 27 ms .*onnxruntime's 21 ms per row.*about 78% of direct/);
-  assert.match(target.bound!, /same 180 KiB request and 1,036 KiB response cost 0\.9 ms of CPU per round trip/);
+  assert.match(
+    target.bound!,
+    /same 180 KiB request and 1,036 KiB response cost 0\.9 ms of CPU per round trip/,
+  );
 });
 
 test('scale-out target: judged up to the first saturated fleet, which is named with its bound and the per-core limit', () => {
@@ -156,5 +163,16 @@ test('scale-out target: judged up to the first saturated fleet, which is named w
   const early = [point(1, 1200, 1600), point(2, 3100, 3200)] as unknown as BenchLine[];
   const missed = computeTargets(suite([run('scale-out', early)]))[3]!;
   assert.equal(missed.status, 'not met');
-  assert.match(missed.measured, /no fleet up to 2 workers reached a limit/);
+  assert.match(missed.measured, /no fleet up to 2 workers ran out of CPU/);
+
+  // the scenario marks a fleet under 90% saturated too; with CPU to spare it is judged, not the limit
+  const slow = [
+    point(1, 1550, 1600),
+    point(2, 1600, 3200, { saturated: true, boundBy: 'round trips (0.9 of 2 cores busy)' }),
+    point(4, 5000, 6400, { saturated: true, boundBy: 'machine CPU (1.9 of 2 cores busy)' }),
+  ] as unknown as BenchLine[];
+  const judged = computeTargets(suite([run('scale-out', slow)]))[3]!;
+  assert.equal(judged.status, 'not met');
+  assert.match(judged.measured, /^50% of ideal at worst over 1–2 workers/);
+  assert.match(judged.measured, /limit is reached at 4 workers/);
 });
