@@ -200,6 +200,9 @@ try {
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
     OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
     OTEL_TRACES_SAMPLER_ARG: params['sample-ratio'],
+    // export every 100 ms rather than every 5 s, so the traced rounds' exports (and the receiver's
+    // work in this process) land in those rounds, not in the bare or engine rounds after them
+    OTEL_BSP_SCHEDULE_DELAY: '100',
   });
   const bare = await spawnProcess([], {
     cleanup,
