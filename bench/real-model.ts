@@ -31,7 +31,7 @@
  */
 
 import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
-import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/report-table.ts';
+import { cpuShares, fmt, type ModelStats, modelStats, table, workerDelta } from './lib/report-table.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -231,45 +231,11 @@ function cpuReport(a: CpuMark, b: CpuMark, reported: Record<string, number>, uni
     spent[group] = x === undefined || y === undefined ? undefined : y - x;
   }
   Object.assign(spent, reported);
-  const coresBusy: Record<string, number | null> = {};
-  const cpuMsPerRequest: Record<string, number | null> = {};
-  let ours = 0;
-  for (const [group, s] of Object.entries(spent)) {
-    ours += s ?? Number.NaN;
-    coresBusy[group] = s === undefined ? null : round(s / wallS, 2);
-    cpuMsPerRequest[group] = s === undefined ? null : units === 0 ? 0 : round((1000 * s) / units, 2);
-  }
   const machine = a.machine === undefined || b.machine === undefined ? undefined : b.machine - a.machine;
-  coresBusy.outsideBench =
-    machine === undefined || Number.isNaN(ours) ? null : round(Math.max(0, machine - ours) / wallS, 2);
-  coresBusy.machine = machine === undefined ? null : round(machine / wallS, 2);
-  return { coresBusy, cpuMsPerRequest };
+  return cpuShares(spent, machine, wallS, units, 2);
 }
 
 // ---- the workers' statistics ---------------------------------------------------------------------
-
-/** What the workers did between two snapshots: batches and their mean size, queue wait, run time. */
-function workerDelta(before: ModelStats, after: ModelStats) {
-  const inferences = after.inference_count - before.inference_count;
-  const executions = after.execution_count - before.execution_count;
-  const perRequestMs = (b: CountNs, a: CountNs): number =>
-    a.count === b.count ? 0 : round((a.ns - b.ns) / (a.count - b.count) / 1e6);
-  return {
-    inferences,
-    executions,
-    meanBatchSize: executions === 0 ? 0 : round(inferences / executions, 2),
-    failed: after.inference_stats.fail.count - before.inference_stats.fail.count,
-    /** Per request: time queued on the worker, and the run time of its batch. */
-    queueMsMean: perRequestMs(before.inference_stats.queue, after.inference_stats.queue),
-    computeMsMean: perRequestMs(before.inference_stats.compute_infer, after.inference_stats.compute_infer),
-    byWorker: Object.fromEntries(
-      after.infergrid.workers.map((w) => [
-        w.id,
-        w.inference_count - (before.infergrid.workers.find((x) => x.id === w.id)?.inference_count ?? 0),
-      ]),
-    ),
-  };
-}
 
 // ---- summary table ---------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@
  */
 
 import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
-import { type CountNs, type ModelStats, fmt, modelStats, table } from './lib/report-table.ts';
+import { cpuShares, fmt, type ModelStats, modelStats, table, workerDelta } from './lib/report-table.ts';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -227,43 +227,17 @@ function cpuReport(a: CpuMark, b: CpuMark, loadGeneratorS: number, requests: num
     workers: spent(a.workers, b.workers),
     loadGenerator: loadGeneratorS,
   };
-  const coresBusy: Record<string, number | null> = {};
-  const cpuMsPerRequest: Record<string, number | null> = {};
-  let ours = 0;
-  for (const [group, s] of Object.entries(groups)) {
-    ours += s ?? Number.NaN;
-    coresBusy[group] = s === undefined ? null : round(s / wallS, 2);
-    cpuMsPerRequest[group] = s === undefined ? null : requests === 0 ? 0 : round((1000 * s) / requests, 3);
-  }
-  const machine = spent(a.machine, b.machine);
-  coresBusy.outsideBench =
-    machine === undefined || Number.isNaN(ours) ? null : round(Math.max(0, machine - ours) / wallS, 2);
-  coresBusy.machine = machine === undefined ? null : round(machine / wallS, 2);
-  return { coresBusy, cpuMsPerRequest };
+  return cpuShares(groups, spent(a.machine, b.machine), wallS, requests, 3);
 }
 
 // ---- the workers' statistics ---------------------------------------------------------------------
 
 /** What the N workers did between two snapshots: batches and their mean size, queue wait, spread. */
-function workerDelta(before: ModelStats, after: ModelStats) {
-  const inferences = after.inference_count - before.inference_count;
-  const executions = after.execution_count - before.execution_count;
-  const perRequestMs = (b: CountNs, a: CountNs): number =>
-    a.count === b.count ? 0 : round((a.ns - b.ns) / (a.count - b.count) / 1e6);
-  const perWorker = after.infergrid.workers.map(
-    (w) => w.inference_count - (before.infergrid.workers.find((x) => x.id === w.id)?.inference_count ?? 0),
-  );
-  return {
-    inferences,
-    executions,
-    meanBatchSize: executions === 0 ? 0 : round(inferences / executions, 2),
-    failed: after.inference_stats.fail.count - before.inference_stats.fail.count,
-    /** Per request: time queued on the worker, and the run time of its batch. */
-    queueMsMean: perRequestMs(before.inference_stats.queue, after.inference_stats.queue),
-    computeMsMean: perRequestMs(before.inference_stats.compute_infer, after.inference_stats.compute_infer),
-    /** Requests the least and the most loaded worker answered. */
-    perWorkerRequests: { min: Math.min(...perWorker), max: Math.max(...perWorker) },
-  };
+function fleetDelta(before: ModelStats, after: ModelStats) {
+  const { byWorker, ...delta } = workerDelta(before, after);
+  const perWorker = Object.values(byWorker);
+  /** Requests the least and the most loaded worker answered. */
+  return { ...delta, perWorkerRequests: { min: Math.min(...perWorker), max: Math.max(...perWorker) } };
 }
 
 // ---- summary table ---------------------------------------------------------------------------------
@@ -361,7 +335,7 @@ async function measurePoint(
     },
   );
   // the batches that answered the window's last requests are in the worker's figures too
-  const worker = workerDelta(await statsBefore!, await modelStats(fleet.url, model));
+  const worker = fleetDelta(await statsBefore!, await modelStats(fleet.url, model));
   // CPU over the window, per request started in it
   const cpu = cpuReport(cpuBefore!, cpuAfter!, loadGeneratorCpuS, result.requests);
   const ratio = round(result.rps / idealRps);

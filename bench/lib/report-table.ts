@@ -30,3 +30,55 @@ export function table(header: string[], rows: string[][]): string {
 /** A number for a table cell; "-" when there is none. */
 export const fmt = (v: number | null | undefined, digits = 2): string =>
   v === null || v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits);
+
+const roundTo = (v: number, digits: number): number => Math.round(v * 10 ** digits) / 10 ** digits;
+
+/**
+ * Cores each group kept busy over `wallS` seconds (1 = one core all the time) and its CPU ms per
+ * unit (answered request or row), from the CPU seconds each spent (undefined when unreadable);
+ * `outsideBench` is what the rest of the machine (`machineS`) used meanwhile.
+ */
+export function cpuShares(
+  spent: Record<string, number | undefined>,
+  machineS: number | undefined,
+  wallS: number,
+  units: number,
+  msDigits: number,
+): { coresBusy: Record<string, number | null>; cpuMsPerRequest: Record<string, number | null> } {
+  const coresBusy: Record<string, number | null> = {};
+  const cpuMsPerRequest: Record<string, number | null> = {};
+  let ours = 0;
+  for (const [group, s] of Object.entries(spent)) {
+    ours += s ?? Number.NaN;
+    coresBusy[group] = s === undefined ? null : roundTo(s / wallS, 2);
+    cpuMsPerRequest[group] = s === undefined ? null : units === 0 ? 0 : roundTo((1000 * s) / units, msDigits);
+  }
+  coresBusy.outsideBench =
+    machineS === undefined || Number.isNaN(ours) ? null : roundTo(Math.max(0, machineS - ours) / wallS, 2);
+  coresBusy.machine = machineS === undefined ? null : roundTo(machineS / wallS, 2);
+  return { coresBusy, cpuMsPerRequest };
+}
+
+/** What a model's workers did between two statistics snapshots: batches, their mean size, queue and run time. */
+export function workerDelta(before: ModelStats, after: ModelStats) {
+  const inferences = after.inference_count - before.inference_count;
+  const executions = after.execution_count - before.execution_count;
+  const perRequestMs = (b: CountNs, a: CountNs): number =>
+    a.count === b.count ? 0 : roundTo((a.ns - b.ns) / (a.count - b.count) / 1e6, 3);
+  return {
+    inferences,
+    executions,
+    meanBatchSize: executions === 0 ? 0 : roundTo(inferences / executions, 2),
+    failed: after.inference_stats.fail.count - before.inference_stats.fail.count,
+    /** Per request: time queued on the worker, and the run time of its batch. */
+    queueMsMean: perRequestMs(before.inference_stats.queue, after.inference_stats.queue),
+    computeMsMean: perRequestMs(before.inference_stats.compute_infer, after.inference_stats.compute_infer),
+    /** Requests each worker answered. */
+    byWorker: Object.fromEntries(
+      after.infergrid.workers.map((w) => [
+        w.id,
+        w.inference_count - (before.infergrid.workers.find((x) => x.id === w.id)?.inference_count ?? 0),
+      ]),
+    ) as Record<string, number>,
+  };
+}
