@@ -34,6 +34,7 @@ import { type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
 import { type LoadResult, runLoad, summarize } from './lib/load.ts';
 import { benchParams, numberList } from './lib/params.ts';
+import { type CountNs, modelStats } from './lib/report-table.ts';
 import { report } from './lib/results.ts';
 
 const params = benchParams({
@@ -126,23 +127,12 @@ const round = (v: number, digits = 3): number => Math.round(v * 10 ** digits) / 
 
 // ---- worker statistics ----------------------------------------------------------------------
 
-interface CountNs {
-  count: number;
-  ns: number;
-}
-
 interface ModelStats {
   inference_count: number;
   execution_count: number;
   inference_stats: { success: CountNs; fail: CountNs; queue: CountNs; compute_infer: CountNs };
   batch_stats: { batch_size: number; compute_infer: CountNs }[];
   infergrid: { rejected: { overloaded: number; deadline: number; cancelled: number } };
-}
-
-async function modelStats(url: string, model: string): Promise<ModelStats> {
-  const res = await fetch(`${url}/v2/models/${model}/stats`);
-  if (!res.ok) throw new Error(`stats of ${model}: HTTP ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { model_stats: ModelStats[] }).model_stats[0]!;
 }
 
 /** What the worker did between two snapshots: batches, their sizes and costs, queue wait. */
@@ -439,11 +429,11 @@ try {
     const runs: Run[] = [];
     for (const concurrency of concurrencies) {
       await runLoad({ url: target, body, concurrency, durationMs: warmupMs });
-      const before = await modelStats(engineUrl, v.model);
+      const before = await modelStats<ModelStats>(engineUrl, v.model);
       const cpuBefore = cpuMark(coordinator.child.pid, worker.child.pid);
       const result = await runLoad({ url: target, body, concurrency, durationMs });
       const cpuAfter = cpuMark(coordinator.child.pid, worker.child.pid);
-      const after = await modelStats(engineUrl, v.model);
+      const after = await modelStats<ModelStats>(engineUrl, v.model);
       const off = offRuns.get(v.scenario)?.get(concurrency);
       const vsOff = v.batching.enabled ? versus(result, off) : undefined;
       runs.push({

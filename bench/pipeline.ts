@@ -42,6 +42,7 @@ import { adminWorkers, type Spawned, spawnProcess, waitFor } from '../tests/fixt
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
 import { type LoadResult, summarize } from './lib/load.ts';
 import { benchParams, numberList } from './lib/params.ts';
+import { DISTURBED_CORES, disturbedWarning, fmt, table } from './lib/report-table.ts';
 import { report } from './lib/results.ts';
 
 const params = benchParams({
@@ -424,21 +425,10 @@ const hopRows: string[][] = [];
 const hopNotes: string[] = [];
 /** Points during which the rest of the machine kept more than DISTURBED_CORES busy. */
 const disturbed: string[] = [];
-/** More CPU than this used outside the bench during a point makes it suspect, cores. */
-const DISTURBED_CORES = 0.25;
 
 function noteDisturbance(point: string, outsideCores: number | null): void {
   if (outsideCores !== null && outsideCores > DISTURBED_CORES) disturbed.push(`${point} (${outsideCores})`);
 }
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-const fmt = (v: number | null | undefined, digits = 2): string =>
-  v === null || v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits);
 
 // ---- scenario ocr-line ----------------------------------------------------------------------------
 
@@ -921,8 +911,5 @@ if (hopRows.length) {
   for (const note of hopNotes) console.error(note);
 }
 if (disturbed.length) {
-  console.error(
-    `\nwarning: other work kept more than ${DISTURBED_CORES} cores busy during ${disturbed.join(', ')}; ` +
-      'those numbers are suspect: rerun on an idle machine',
-  );
+  console.error(`\n${disturbedWarning(disturbed)}`);
 }

@@ -30,10 +30,17 @@
  * on stdout; a table on stderr at the end.
  */
 
-import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
-import { cpuShares, fmt, type ModelStats, modelStats, table, workerDelta } from './lib/report-table.ts';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { type CpuMark, cpuMark, cpuReport, type ProcessGroups } from './lib/cpu.ts';
+import {
+  DISTURBED_CORES,
+  disturbedWarning,
+  fmt,
+  type ModelStats,
+  modelStats,
+  table,
+  workerDelta,
+} from './lib/report-table.ts';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as Ort from 'onnxruntime-node';
@@ -41,18 +48,23 @@ import { decodeInferResponse, encodeInferRequest } from '../src/client/index.ts'
 import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../src/ocr/index.ts';
 import { adminWorkers, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
-import { forkRole, ROLE_ENV, round, startLoadGenerator, stopAll, track } from './lib/forked-load.ts';
+import {
+  forkRole,
+  ROLE_ENV,
+  round,
+  startLoadGenerator,
+  scratchDir,
+  stopAll,
+  track,
+} from './lib/forked-load.ts';
 import { type LatencySummary, summarize, transferRoundTrips } from './lib/load.ts';
-import { benchParams, numberList } from './lib/params.ts';
+import { benchParams, numberList, takeQuickFlag } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
 /** ROLE_ENV's value in the environment of the baseline's children, forked from this file. */
 const BASELINE_ROLE = 'onnxruntime-baseline';
 
-// `--quick` has no value, which bench/lib's parser (string flags) refuses: taken out first
-const QUICK_FLAG = '--quick';
-const quick = process.argv.includes(QUICK_FLAG) || process.env.BENCH_QUICK === '1';
-if (process.argv.includes(QUICK_FLAG)) process.argv.splice(process.argv.indexOf(QUICK_FLAG), 1);
+const quick = takeQuickFlag();
 
 const params = benchParams({
   /** Closed-loop concurrencies for the engine. */
@@ -112,8 +124,6 @@ const WORKER_IDS = ['w1', 'w2'];
 /** Engine's output differs from the baseline's by float noise at most. */
 const MAX_OUTPUT_DIFF = 1e-4;
 const READY_TIMEOUT_MS = 120_000;
-/** More CPU than this used outside the bench during a point makes it suspect, cores. */
-const DISTURBED_CORES = 0.25;
 
 // ---- the baseline: onnxruntime-node in a plain process ---------------------------------------------
 
@@ -199,42 +209,6 @@ async function baselineMain(): Promise<void> {
 
 // ---- CPU time ---------------------------------------------------------------------------------------
 
-/** Process groups by name -> their pids, read from /proc. */
-type ProcessGroups = Record<string, (number | undefined)[]>;
-
-interface CpuMark {
-  at: number;
-  seconds: Record<string, number | undefined>;
-  machine: number | undefined;
-}
-
-function cpuMark(groups: ProcessGroups): CpuMark {
-  const seconds: Record<string, number | undefined> = {};
-  for (const [group, pids] of Object.entries(groups)) {
-    const each = pids.map(processCpuSeconds);
-    seconds[group] = each.some((s) => s === undefined) ? undefined : each.reduce((a, b) => a! + b!, 0);
-  }
-  return { at: performance.now(), seconds, machine: machineBusySeconds() };
-}
-
-/**
- * Cores each group kept busy between two marks (1 = one core all the time) and its CPU time per
- * answered request or row; `reported` adds groups that measured themselves (CPU seconds).
- * `outsideBench` is what the rest of the machine used meanwhile (another job skews a run).
- */
-function cpuReport(a: CpuMark, b: CpuMark, reported: Record<string, number>, units: number) {
-  const wallS = (b.at - a.at) / 1000;
-  const spent: Record<string, number | undefined> = {};
-  for (const group of Object.keys(b.seconds)) {
-    const x = a.seconds[group];
-    const y = b.seconds[group];
-    spent[group] = x === undefined || y === undefined ? undefined : y - x;
-  }
-  Object.assign(spent, reported);
-  const machine = a.machine === undefined || b.machine === undefined ? undefined : b.machine - a.machine;
-  return cpuShares(spent, machine, wallS, units, 2);
-}
-
 // ---- the workers' statistics ---------------------------------------------------------------------
 
 // ---- summary table ---------------------------------------------------------------------------------
@@ -279,7 +253,9 @@ async function runBaseline(pixels: Float32Array, rows: string[][], disturbed: st
       const after = cpuMark({});
       const rowsPerS = results.reduce((sum, r) => sum + r.rows / r.wallS, 0);
       const totalRows = results.reduce((sum, r) => sum + r.rows, 0);
-      const cpu = cpuReport(before, after, { baseline: results.reduce((s, r) => s + r.cpuS, 0) }, totalRows);
+      const cpu = cpuReport(before, after, totalRows, {
+        reported: { baseline: results.reduce((s, r) => s + r.cpuS, 0) },
+      });
       const point: BaselinePoint = {
         batch,
         rowsPerS: round(rowsPerS, 1),
@@ -364,13 +340,7 @@ interface EnginePoint {
 }
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'infergrid-bench-'));
-  process.once('SIGINT', () => {
-    void stopAll().finally(() => {
-      rmSync(dir, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
+  const dir = scratchDir();
   const rows: string[][] = [];
   const disturbed: string[] = [];
   try {
@@ -489,7 +459,9 @@ async function main(): Promise<void> {
         );
         const worker = workerDelta(await statsBefore!, await modelStats(url, v.model));
         // CPU over the timed window, per request started in it
-        const cpu = cpuReport(cpuBefore!, cpuAfter!, { loadGenerator: loadGeneratorCpuS }, result.requests);
+        const cpu = cpuReport(cpuBefore!, cpuAfter!, result.requests, {
+          reported: { loadGenerator: loadGeneratorCpuS },
+        });
         const ratio = round(result.rps / best.rowsPerS);
         enginePoints.push({
           variant: v.name,
@@ -631,14 +603,9 @@ async function main(): Promise<void> {
       ),
     );
     console.error(statement);
-    if (disturbed.length)
-      console.error(
-        `warning: other work kept more than ${DISTURBED_CORES} cores busy during ${disturbed.join(', ')}; ` +
-          'those numbers are suspect: rerun on an idle machine',
-      );
+    if (disturbed.length) console.error(disturbedWarning(disturbed));
   } finally {
     await stopAll();
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

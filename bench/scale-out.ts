@@ -29,21 +29,34 @@
  * One JSON line per N on stdout, then a summary line; a table on stderr at the end.
  */
 
-import { machineBusySeconds, processCpuSeconds } from './lib/proc.ts';
-import { cpuShares, fmt, type ModelStats, modelStats, table, workerDelta } from './lib/report-table.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { type CpuMark, cpuMark, cpuReport, type ProcessGroups } from './lib/cpu.ts';
+import {
+  DISTURBED_CORES,
+  disturbedWarning,
+  fmt,
+  type ModelStats,
+  modelStats,
+  table,
+  workerDelta,
+} from './lib/report-table.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { encodeInferRequest } from '../src/client/index.ts';
 import { adminWorkers, type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
-import { type LoadGenerator, round, sleep, startLoadGenerator, stopAll, track } from './lib/forked-load.ts';
-import { benchParams, numberList } from './lib/params.ts';
+import {
+  type LoadGenerator,
+  round,
+  sleep,
+  startLoadGenerator,
+  scratchDir,
+  stopAll,
+  track,
+} from './lib/forked-load.ts';
+import { benchParams, numberList, takeQuickFlag } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
-// `--quick` has no value, which bench/lib's parser (string flags) refuses: taken out first
-const QUICK_FLAG = '--quick';
-const quick = process.argv.includes(QUICK_FLAG) || process.env.BENCH_QUICK === '1';
-if (process.argv.includes(QUICK_FLAG)) process.argv.splice(process.argv.indexOf(QUICK_FLAG), 1);
+const quick = takeQuickFlag();
 
 const params = benchParams({
   /** Fleet sizes to measure, workers. */
@@ -119,8 +132,6 @@ const LOAD_GENERATOR_READY_TIMEOUT_MS = 60_000;
 
 /** Share of the machine's cores busy above which a point counts as bound by the machine's CPU. */
 const MACHINE_BUSY_SHARE = 0.75;
-/** More CPU than this used outside the bench during a point makes it suspect, cores. */
-const DISTURBED_CORES = 0.25;
 
 const modelName = (workers: number): string => `sim-n${workers}`;
 const workerId = (i: number): string => `w${i + 1}`;
@@ -197,37 +208,9 @@ function rssMiB(pid: number | undefined): number | undefined {
   }
 }
 
-interface CpuMark {
-  at: number;
-  coordinator: number | undefined;
-  workers: number | undefined;
-  machine: number | undefined;
-}
-
-function cpuMark(fleet: Fleet): CpuMark {
-  const each = fleet.workers.map((w) => processCpuSeconds(w.child.pid));
-  return {
-    at: performance.now(),
-    coordinator: processCpuSeconds(fleet.coordinator.child.pid),
-    workers: each.some((s) => s === undefined) ? undefined : each.reduce((a, b) => a! + b!, 0),
-    machine: machineBusySeconds(),
-  };
-}
-
-/**
- * Cores each group kept busy (1 = one core all the time) and its CPU time per answered request;
- * `outsideBench` is what the rest of the machine used meanwhile (another job skews a run).
- */
-function cpuReport(a: CpuMark, b: CpuMark, loadGeneratorS: number, requests: number) {
-  const wallS = (b.at - a.at) / 1000;
-  const spent = (x: number | undefined, y: number | undefined) =>
-    x === undefined || y === undefined ? undefined : y - x;
-  const groups: Record<string, number | undefined> = {
-    coordinator: spent(a.coordinator, b.coordinator),
-    workers: spent(a.workers, b.workers),
-    loadGenerator: loadGeneratorS,
-  };
-  return cpuShares(groups, spent(a.machine, b.machine), wallS, requests, 3);
+/** The fleet's process groups, for cpuMark. */
+function fleetGroups(fleet: Fleet): ProcessGroups {
+  return { coordinator: [fleet.coordinator.child.pid], workers: fleet.workers.map((w) => w.child.pid) };
 }
 
 // ---- the workers' statistics ---------------------------------------------------------------------
@@ -325,11 +308,11 @@ async function measurePoint(
     },
     {
       onTimed() {
-        cpuBefore = cpuMark(fleet);
+        cpuBefore = cpuMark(fleetGroups(fleet));
         statsBefore = modelStats(fleet.url, model);
       },
       onStopped(cpuS) {
-        cpuAfter = cpuMark(fleet);
+        cpuAfter = cpuMark(fleetGroups(fleet));
         loadGeneratorCpuS = cpuS;
       },
     },
@@ -337,7 +320,10 @@ async function measurePoint(
   // the batches that answered the window's last requests are in the worker's figures too
   const worker = fleetDelta(await statsBefore!, await modelStats(fleet.url, model));
   // CPU over the window, per request started in it
-  const cpu = cpuReport(cpuBefore!, cpuAfter!, loadGeneratorCpuS, result.requests);
+  const cpu = cpuReport(cpuBefore!, cpuAfter!, result.requests, {
+    reported: { loadGenerator: loadGeneratorCpuS },
+    msDigits: 3,
+  });
   const ratio = round(result.rps / idealRps);
   const coordinatorCpuMsPerRequest = cpu.cpuMsPerRequest.coordinator ?? null;
   const coordinatorCores = cpu.coresBusy.coordinator ?? null;
@@ -406,13 +392,7 @@ function summaryStatement(points: Point[]): { first: Point | undefined; peak: Po
 }
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'infergrid-bench-'));
-  process.once('SIGINT', () => {
-    void stopAll().finally(() => {
-      rmSync(dir, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
+  const dir = scratchDir();
   const largest = fleetSizes[fleetSizes.length - 1]!;
   const configFile = join(dir, 'config.yaml');
   writeFileSync(configFile, configYaml(largest));
@@ -453,9 +433,11 @@ async function main(): Promise<void> {
         },
         { onTimed() {}, onStopped() {} },
       );
-    const idleBefore = cpuMark(fleet);
+    const idleBefore = cpuMark(fleetGroups(fleet));
     await sleep(idleMs);
-    const idle = cpuReport(idleBefore, cpuMark(fleet), 0, 0).coresBusy;
+    const idle = cpuReport(idleBefore, cpuMark(fleetGroups(fleet)), 0, {
+      reported: { loadGenerator: 0 },
+    }).coresBusy;
     const idleCores = { coordinator: idle.coordinator, workers: idle.workers, machine: idle.machine };
 
     for (const n of fleetSizes) {
@@ -530,14 +512,9 @@ async function main(): Promise<void> {
       `idle with ${largest} workers: coordinator ${fmt(idleCores.coordinator)}, workers ${fmt(idleCores.workers)} cores`,
     );
     console.error(statement);
-    if (disturbed.length)
-      console.error(
-        `warning: other work kept more than ${DISTURBED_CORES} cores busy during ${disturbed.join(', ')}; ` +
-          'those numbers are suspect: rerun on an idle machine',
-      );
+    if (disturbed.length) console.error(disturbedWarning(disturbed));
   } finally {
     await stopAll();
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -21,6 +21,9 @@
  */
 
 import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Agent, request as httpRequest } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { type LoadResult, summarize } from './load.ts';
@@ -45,6 +48,17 @@ export const track = (stop: () => Promise<unknown>): void => {
 };
 /** Runs every registered cleanup at once. */
 export const stopAll = () => Promise.all(stops.map((stop) => stop()));
+
+/**
+ * A temporary directory for a scenario's config files, removed by stopAll; Ctrl-C runs stopAll
+ * (every tracked process stopped, the directory removed) before exiting.
+ */
+export function scratchDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'infergrid-bench-'));
+  track(async () => rmSync(dir, { recursive: true, force: true }));
+  process.once('SIGINT', () => void stopAll().finally(() => process.exit(130)));
+  return dir;
+}
 
 // ---- forked children: IPC ----------------------------------------------------------------------
 

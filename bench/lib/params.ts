@@ -18,6 +18,16 @@ export function benchParams<T extends Record<string, string>>(defaults: T): { [K
   return out as { [K in keyof T]: string };
 }
 
+/**
+ * Whether this is a quick (smoke) run: a bare `--quick` flag, taken out of process.argv so that
+ * benchParams' parser (string flags only) does not refuse it, or BENCH_QUICK=1.
+ */
+export function takeQuickFlag(): boolean {
+  const at = process.argv.indexOf('--quick');
+  if (at >= 0) process.argv.splice(at, 1);
+  return at >= 0 || process.env.BENCH_QUICK === '1';
+}
+
 export function numberList(text: string): number[] {
   return text
     .split(',')

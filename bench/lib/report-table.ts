@@ -13,11 +13,14 @@ export interface ModelStats {
   infergrid: { workers: { id: string; inference_count: number }[] };
 }
 
-/** A model's statistics summed over its workers, from a running coordinator. */
-export async function modelStats(url: string, model: string): Promise<ModelStats> {
+/**
+ * A model's statistics summed over its workers, from a running coordinator; a scenario that reads
+ * more of them than ModelStats names gives its own type.
+ */
+export async function modelStats<T = ModelStats>(url: string, model: string): Promise<T> {
   const res = await fetch(`${url}/v2/models/${model}/stats`);
   if (!res.ok) throw new Error(`stats of ${model}: HTTP ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { model_stats: ModelStats[] }).model_stats[0]!;
+  return ((await res.json()) as { model_stats: T[] }).model_stats[0]!;
 }
 
 /** Right-aligned columns with a rule under the header. */
@@ -31,33 +34,18 @@ export function table(header: string[], rows: string[][]): string {
 export const fmt = (v: number | null | undefined, digits = 2): string =>
   v === null || v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits);
 
-const roundTo = (v: number, digits: number): number => Math.round(v * 10 ** digits) / 10 ** digits;
+/** More CPU than this used outside the bench during a point makes it suspect, cores. */
+export const DISTURBED_CORES = 0.25;
 
-/**
- * Cores each group kept busy over `wallS` seconds (1 = one core all the time) and its CPU ms per
- * unit (answered request or row), from the CPU seconds each spent (undefined when unreadable);
- * `outsideBench` is what the rest of the machine (`machineS`) used meanwhile.
- */
-export function cpuShares(
-  spent: Record<string, number | undefined>,
-  machineS: number | undefined,
-  wallS: number,
-  units: number,
-  msDigits: number,
-): { coresBusy: Record<string, number | null>; cpuMsPerRequest: Record<string, number | null> } {
-  const coresBusy: Record<string, number | null> = {};
-  const cpuMsPerRequest: Record<string, number | null> = {};
-  let ours = 0;
-  for (const [group, s] of Object.entries(spent)) {
-    ours += s ?? Number.NaN;
-    coresBusy[group] = s === undefined ? null : roundTo(s / wallS, 2);
-    cpuMsPerRequest[group] = s === undefined ? null : units === 0 ? 0 : roundTo((1000 * s) / units, msDigits);
-  }
-  coresBusy.outsideBench =
-    machineS === undefined || Number.isNaN(ours) ? null : roundTo(Math.max(0, machineS - ours) / wallS, 2);
-  coresBusy.machine = machineS === undefined ? null : roundTo(machineS / wallS, 2);
-  return { coresBusy, cpuMsPerRequest };
+/** The warning a scenario prints when some of its points were disturbed (named in `points`). */
+export function disturbedWarning(points: readonly string[]): string {
+  return (
+    `warning: other work kept more than ${DISTURBED_CORES} cores busy during ${points.join(', ')}; ` +
+    'those numbers are suspect: rerun on an idle machine'
+  );
 }
+
+const roundTo = (v: number, digits: number): number => Math.round(v * 10 ** digits) / 10 ** digits;
 
 /** What a model's workers did between two statistics snapshots: batches, their mean size, queue and run time. */
 export function workerDelta(before: ModelStats, after: ModelStats) {
