@@ -3,7 +3,7 @@
  * run (its scenario did not run, or printed no point the target is stated at).
  */
 
-import type { BenchLine, ScenarioRun, SuiteFile } from './suite-format.ts';
+import type { ScenarioRun, SuiteFile } from './suite-format.ts';
 import { arr, cell, firstNum, type Json, lines, num, obj, round, scenario } from './suite-json.ts';
 
 export type TargetStatus = 'met' | 'not met' | 'not measured';
@@ -57,23 +57,16 @@ export function overheadRun(run: ScenarioRun | undefined, concurrency: number): 
 
 function overheadThroughput(suite: SuiteFile): TargetResult {
   const goal = 'overhead, concurrency 64: engine throughput ≥ 50% of bare fastify';
+  const base = { id: 'overhead-c64-throughput', scenario: 'overhead', goal } as const;
   const r = overheadRun(scenario(suite, 'overhead'), 64);
   const bound = overheadCpuBound(r, suite.machine.cpus);
   const engine = num(r, 'engine', 'rps');
   const bare = num(r, 'bareFastify', 'rps');
   if (engine === undefined || bare === undefined || bare === 0)
-    return {
-      id: 'overhead-c64-throughput',
-      scenario: 'overhead',
-      goal,
-      status: 'not measured',
-      measured: NOT_MEASURED,
-    };
+    return { ...base, status: 'not measured', measured: NOT_MEASURED };
   const ratio = engine / bare;
   return {
-    id: 'overhead-c64-throughput',
-    scenario: 'overhead',
-    goal,
+    ...base,
     status: ratio >= 0.5 ? 'met' : 'not met',
     measured: `${Math.round(ratio * 100)}% (${cell(engine)} vs ${cell(bare)} req/s)`,
     ...(bound ? { bound } : {}),
@@ -82,24 +75,15 @@ function overheadThroughput(suite: SuiteFile): TargetResult {
 
 function overheadLatency(suite: SuiteFile): TargetResult {
   const goal = 'overhead, concurrency 1: engine p50 ≤ 2× bare fastify p50';
-  const r = overheadRun(scenario(suite, 'overhead'), 1);
+  const base = { id: 'overhead-c1-p50', scenario: 'overhead', goal } as const;
+  const run = scenario(suite, 'overhead');
+  const r = overheadRun(run, 1);
   const engine = num(r, 'engine', 'latencyMs', 'p50');
   const bare = num(r, 'bareFastify', 'latencyMs', 'p50');
   if (engine === undefined || bare === undefined || bare === 0)
-    return {
-      id: 'overhead-c1-p50',
-      scenario: 'overhead',
-      goal,
-      status: 'not measured',
-      measured: NOT_MEASURED,
-    };
+    return { ...base, status: 'not measured', measured: NOT_MEASURED };
   const ratio = engine / bare;
-  const hopMs = num(
-    lines(scenario(suite, 'overhead'), 'overhead')[0],
-    'processRoundTrip',
-    'latencyMs',
-    'p50',
-  );
+  const hopMs = num(lines(run, 'overhead')[0], 'processRoundTrip', 'latencyMs', 'p50');
   const coordinator = cpuUs(r, 'engine', 'coordinator');
   const worker = cpuUs(r, 'engine', 'worker');
   const server = cpuUs(r, 'bareFastify', 'server');
@@ -115,9 +99,7 @@ function overheadLatency(suite: SuiteFile): TargetResult {
             `${cell(coordinator)}, worker ${cell(worker)}) where bare fastify spends ${cell(server)}, wake-ups included ` +
             `and not all of it on the request's path`);
   return {
-    id: 'overhead-c1-p50',
-    scenario: 'overhead',
-    goal,
+    ...base,
     status: ratio <= 2 ? 'met' : 'not met',
     measured: `${round(ratio, 2)}× (${cell(engine, 3)} vs ${cell(bare, 3)} ms)`,
     ...(bound ? { bound } : {}),
@@ -125,50 +107,6 @@ function overheadLatency(suite: SuiteFile): TargetResult {
 }
 
 // ---- real model ---------------------------------------------------------------------------------
-
-interface Found {
-  path: string;
-  value: number;
-}
-
-/**
- * Engine-over-direct throughput ratios in a real-model line, wherever they are: a number whose
- * path names the direct call and a ratio (`vsDirect.throughput`, `ratioToDirect`), or a pair of
- * sibling objects `engine` and `direct…` (or `onnxruntime`) with a throughput each.
- */
-function directRatios(value: unknown, path: string[] = [], depth = 0): Found[] {
-  const o = obj(value);
-  if (!o || depth > 5) {
-    return Array.isArray(value) && depth <= 5
-      ? value.flatMap((v, i) => directRatios(v, [...path, String(i)], depth + 1))
-      : [];
-  }
-  const found: Found[] = [];
-  const rps = (v: unknown): number | undefined =>
-    firstNum(v, [['rps'], ['throughput'], ['throughputRps'], ['callsPerS'], ['inferencesPerS']]);
-  const engine = rps(o.engine);
-  const directKey = Object.keys(o).find(
-    (k) => /^(direct|onnxruntime|ort)/i.test(k) && rps(o[k]) !== undefined,
-  );
-  if (engine !== undefined && directKey) {
-    const direct = rps(o[directKey])!;
-    if (direct > 0) found.push({ path: [...path, `engine/${directKey}`].join('.'), value: engine / direct });
-  }
-  for (const [key, v] of Object.entries(o)) {
-    const full = [...path, key];
-    const joined = full.join('.').toLowerCase();
-    if (
-      typeof v === 'number' &&
-      Number.isFinite(v) &&
-      joined.includes('direct') &&
-      /(throughput|ratio|fraction|share)[^.]*$|(vs|of|to)direct$/i.test(joined) &&
-      !/latency|p50|p90|p99|ms$/i.test(joined)
-    )
-      found.push({ path: full.join('.'), value: v });
-    else found.push(...directRatios(v, full, depth + 1));
-  }
-  return found;
-}
 
 export interface RealModelBest {
   /** Engine requests per second over onnxruntime's rows per second, both at their best. */
@@ -223,59 +161,33 @@ function transferText(floor: Json | undefined): string {
 
 function realModel(suite: SuiteFile): TargetResult {
   const goal = 'real model: engine throughput ≥ 90% of onnxruntime called directly';
+  const base = { id: 'real-model-vs-direct', scenario: 'real-model', goal } as const;
   const run = scenario(suite, 'real-model');
   const top = realModelBest(run);
-  const cpu = obj(lines(run, 'real-model', 'summary')[0]?.cpuPerRow);
+  if (!top) return { ...base, status: 'not measured', measured: NOT_MEASURED };
+  const summary = lines(run, 'real-model', 'summary')[0];
+  const cpu = obj(summary?.cpuPerRow);
   const direct = num(cpu, 'baselineMs');
   const engineCpu = obj(cpu?.engine);
+  const engineMs = num(engineCpu, 'totalMs');
   const bound =
-    direct === undefined || num(engineCpu, 'totalMs') === undefined
+    direct === undefined || engineMs === undefined
       ? undefined
-      : `CPU per request, all processes on ${suite.machine.cpus} cores: engine ${cell(num(engineCpu, 'totalMs'))} ms ` +
+      : `CPU per request, all processes on ${suite.machine.cpus} cores: engine ${cell(engineMs)} ms ` +
         `(workers ${cell(num(engineCpu, 'workersMs'))}, coordinator ${cell(num(engineCpu, 'coordinatorMs'))}, load generator ` +
         `${cell(num(engineCpu, 'loadGeneratorMs'))}) against onnxruntime's ${cell(direct)} ms per row: the cores bound the ` +
-        `engine at about ${Math.round((direct / num(engineCpu, 'totalMs')!) * 100)}% of direct. What the engine adds is ` +
+        `engine at about ${Math.round((direct / engineMs) * 100)}% of direct. What the engine adds is ` +
         `moving the tensors: the request in, and the response out twice (worker -> coordinator -> client)` +
-        transferText(obj(lines(run, 'real-model', 'summary')[0]?.transferFloor));
-  if (top)
-    return {
-      id: 'real-model-vs-direct',
-      scenario: 'real-model',
-      goal,
-      status: top.ratio >= 0.9 ? 'met' : 'not met',
-      measured:
-        `${Math.round(top.ratio * 100)}% (engine at its best: ${cell(top.rps)} req/s` +
-        `${top.concurrency === undefined ? '' : ` at concurrency ${top.concurrency}`}` +
-        `${top.variant ? `, batching ${top.variant}` : ''}; onnxruntime alone: ${cell(top.baselineRowsPerS)} rows/s` +
-        `${top.baselineBatch === undefined ? '' : ` at batch ${top.baselineBatch}`})`,
-      ...(bound ? { bound } : {}),
-    };
-  const found = (run?.results ?? []).flatMap((line: BenchLine) =>
-    directRatios(line).map((f) => ({ ...f, concurrency: num(line, 'concurrency') })),
-  );
-  // the same ratio can sit in a line and its summary: distinct values only
-  const ratios = found.filter((f) => f.value > 0 && f.value < 10);
-  if (ratios.length === 0)
-    return {
-      id: 'real-model-vs-direct',
-      scenario: 'real-model',
-      goal,
-      status: 'not measured',
-      measured: run?.results.length
-        ? `${NOT_MEASURED} (no engine/direct ratio in its results)`
-        : NOT_MEASURED,
-    };
-  const worst = ratios.reduce((a, b) => (b.value < a.value ? b : a));
-  const best = ratios.reduce((a, b) => (b.value > a.value ? b : a));
+        transferText(obj(summary?.transferFloor));
   return {
-    id: 'real-model-vs-direct',
-    scenario: 'real-model',
-    goal,
-    status: worst.value >= 0.9 ? 'met' : 'not met',
+    ...base,
+    status: top.ratio >= 0.9 ? 'met' : 'not met',
     measured:
-      ratios.length === 1
-        ? `${Math.round(worst.value * 100)}% (${worst.path})`
-        : `${Math.round(worst.value * 100)}% at worst, ${Math.round(best.value * 100)}% at best over ${ratios.length} points`,
+      `${Math.round(top.ratio * 100)}% (engine at its best: ${cell(top.rps)} req/s` +
+      `${top.concurrency === undefined ? '' : ` at concurrency ${top.concurrency}`}` +
+      `${top.variant ? `, batching ${top.variant}` : ''}; onnxruntime alone: ${cell(top.baselineRowsPerS)} rows/s` +
+      `${top.baselineBatch === undefined ? '' : ` at batch ${top.baselineBatch}`})`,
+    ...(bound ? { bound } : {}),
   };
 }
 
