@@ -128,6 +128,10 @@ test('real-model target: the best engine point against onnxruntime alone, bound 
     target.bound!,
     /same 180 KiB request and 1,036 KiB response cost 0\.9 ms of CPU per round trip/,
   );
+
+  // a run that printed no engine point against the baseline measured nothing
+  const none = computeTargets(suite([run('real-model', [])]))[2]!;
+  assert.equal(none.status, 'not measured');
 });
 
 test('scale-out target: judged up to the first saturated fleet, which is named with its bound and the per-core limit', () => {
