@@ -33,7 +33,7 @@ import { createSimBackend } from '../src/backends/index.ts';
 import { configSchema } from '../src/config/index.ts';
 import { type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
 import { type LoadResult, pingPong, poolRuns, runLoad, summarize } from './lib/load.ts';
-import { processCpuSeconds } from './lib/proc.ts';
+import { cpuMark, cpuSpent } from './lib/cpu.ts';
 import { benchParams, numberList } from './lib/params.ts';
 import { report } from './lib/results.ts';
 
@@ -164,17 +164,12 @@ interface Measured {
 
 /** Runs `load` and reads the CPU time every process spent meanwhile. */
 async function withCpu(target: Target, load: () => Promise<LoadResult>): Promise<Measured> {
-  const before = Object.fromEntries(
-    Object.entries(target.pids).map(([k, pid]) => [k, processCpuSeconds(pid)]),
-  );
+  const groups = Object.fromEntries(Object.entries(target.pids).map(([k, pid]) => [k, [pid]]));
+  const before = cpuMark(groups);
   const own = process.cpuUsage();
   const result = await load();
   const ownSpent = process.cpuUsage(own);
-  const cpuS: Record<string, number | undefined> = {};
-  for (const [k, pid] of Object.entries(target.pids)) {
-    const after = processCpuSeconds(pid);
-    cpuS[k] = after === undefined || before[k] === undefined ? undefined : after - before[k]!;
-  }
+  const cpuS = cpuSpent(before, cpuMark(groups));
   cpuS.loadGenerator = (ownSpent.user + ownSpent.system) / 1e6;
   return { load: result, cpuS };
 }

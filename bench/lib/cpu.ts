@@ -30,6 +30,13 @@ const roundTo = (v: number, digits: number): number => Math.round(v * 10 ** digi
 const between = (x: number | undefined, y: number | undefined): number | undefined =>
   x === undefined || y === undefined ? undefined : y - x;
 
+/** CPU seconds each group spent between two marks (undefined where /proc could not be read). */
+export function cpuSpent(a: CpuMark, b: CpuMark): Record<string, number | undefined> {
+  const spent: Record<string, number | undefined> = {};
+  for (const group of Object.keys(b.seconds)) spent[group] = between(a.seconds[group], b.seconds[group]);
+  return spent;
+}
+
 /**
  * Cores each group kept busy between two marks (1 = one core all the time) and its CPU ms per
  * unit; `reported` adds groups that measured themselves (CPU seconds, e.g. a forked load
@@ -43,9 +50,7 @@ export function cpuReport(
 ): { coresBusy: Record<string, number | null>; cpuMsPerRequest: Record<string, number | null> } {
   const wallS = (b.at - a.at) / 1000;
   const msDigits = options.msDigits ?? 2;
-  const spent: Record<string, number | undefined> = {};
-  for (const group of Object.keys(b.seconds)) spent[group] = between(a.seconds[group], b.seconds[group]);
-  Object.assign(spent, options.reported);
+  const spent = { ...cpuSpent(a, b), ...options.reported };
   const coresBusy: Record<string, number | null> = {};
   const cpuMsPerRequest: Record<string, number | null> = {};
   let ours = 0;
