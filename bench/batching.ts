@@ -34,7 +34,12 @@ import { type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
 import { type LoadResult, runLoad, summarize } from './lib/load.ts';
 import { benchParams, numberList } from './lib/params.ts';
-import { type CountNs, modelStats } from './lib/report-table.ts';
+import {
+  type CountNs,
+  modelStats,
+  type ModelStats as SharedModelStats,
+  workerDelta,
+} from './lib/report-table.ts';
 import { report } from './lib/results.ts';
 
 const params = benchParams({
@@ -127,20 +132,17 @@ const round = (v: number, digits = 3): number => Math.round(v * 10 ** digits) / 
 
 // ---- worker statistics ----------------------------------------------------------------------
 
-interface ModelStats {
-  inference_count: number;
-  execution_count: number;
-  inference_stats: { success: CountNs; fail: CountNs; queue: CountNs; compute_infer: CountNs };
+/** The statistics this scenario reads beyond the shared ones: batch sizes and rejections. */
+interface ModelStats extends SharedModelStats {
   batch_stats: { batch_size: number; compute_infer: CountNs }[];
-  infergrid: { rejected: { overloaded: number; deadline: number; cancelled: number } };
+  infergrid: SharedModelStats['infergrid'] & {
+    rejected: { overloaded: number; deadline: number; cancelled: number };
+  };
 }
 
-/** What the worker did between two snapshots: batches, their sizes and costs, queue wait. */
-function workerDelta(before: ModelStats, after: ModelStats) {
-  const inferences = after.inference_count - before.inference_count;
-  const executions = after.execution_count - before.execution_count;
-  const perRequestMs = (a: CountNs, b: CountNs): number =>
-    a.count === b.count ? 0 : round((a.ns - b.ns) / (a.count - b.count) / 1e6);
+/** What the worker did between two snapshots: batches, their sizes and costs, queue wait, rejections. */
+function batchingDelta(before: ModelStats, after: ModelStats) {
+  const { byWorker: _byWorker, ...delta } = workerDelta(before, after);
   const batchSizes: Record<string, { batches: number; meanComputeMs: number }> = {};
   for (const b of after.batch_stats) {
     const old = before.batch_stats.find((x) => x.batch_size === b.batch_size)?.compute_infer ?? {
@@ -160,17 +162,7 @@ function workerDelta(before: ModelStats, after: ModelStats) {
       v - before.infergrid.rejected[k as keyof ModelStats['infergrid']['rejected']],
     ]),
   );
-  return {
-    inferences,
-    executions,
-    meanBatchSize: executions === 0 ? 0 : round(inferences / executions, 2),
-    failed: after.inference_stats.fail.count - before.inference_stats.fail.count,
-    /** Per request: time queued on the worker, and time in the model (the whole batch's). */
-    queueMsMean: perRequestMs(after.inference_stats.queue, before.inference_stats.queue),
-    computeMsMean: perRequestMs(after.inference_stats.compute_infer, before.inference_stats.compute_infer),
-    batchSizes,
-    rejected,
-  };
+  return { ...delta, batchSizes, rejected };
 }
 
 // ---- CPU time -------------------------------------------------------------------------------
@@ -439,7 +431,7 @@ try {
       runs.push({
         concurrency,
         ...result,
-        worker: workerDelta(before, after),
+        worker: batchingDelta(before, after),
         ...cpuBetween(cpuBefore, cpuAfter, result.requests),
         ...(v.scenario === 'sim' ? { ceiling: simCeiling(v.batching, concurrency, result.rps) } : {}),
         ...(vsOff ? { vsBatchingOff: vsOff } : {}),
