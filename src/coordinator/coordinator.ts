@@ -278,10 +278,6 @@ export class Coordinator {
     return this.dispatcher.dispatch(request);
   }
 
-  /**
-   * Answers a validated request: from the response cache when the model caches and the request
-   * allows it (joining an identical request in flight), else from a worker.
-   */
   /** Runs a request past the cache: a pipeline here, a model on a worker. */
   async #execute(request: DispatchRequest, cacheMode: CacheMode): Promise<InferResult> {
     if (request.entry.config?.backend !== 'pipeline') return this.dispatcher.dispatch(request);
@@ -289,6 +285,10 @@ export class Coordinator {
     return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
   }
 
+  /**
+   * Answers a validated request: from the response cache when the model caches and the request
+   * allows it (joining an identical request in flight), else from a worker.
+   */
   async infer(request: DispatchRequest, cacheMode: CacheMode = 'normal'): Promise<InferResult> {
     const { entry } = request;
     const policy = entry.config?.cache;
