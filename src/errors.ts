@@ -38,8 +38,12 @@ export const ERROR_CODES = {
   CONNECTION_LOST: { httpStatus: 503, wireStatus: 9, retryable: true, fault: 'worker' },
   /** The worker is draining (shutting down) and takes no new requests. */
   WORKER_DRAINING: { httpStatus: 503, wireStatus: 10, retryable: true, fault: 'none' },
-  /** The model failed while running on the worker. */
-  BACKEND_ERROR: { httpStatus: 500, wireStatus: 11, retryable: true, fault: 'worker' },
+  /**
+   * The model raised an error while running this request (or returned a malformed output for
+   * it). The request's outcome, not the worker's health: it is not retried on another replica,
+   * where the same model would fail on the same input, and opens no circuit breaker.
+   */
+  BACKEND_ERROR: { httpStatus: 500, wireStatus: 11, retryable: false, fault: 'none' },
   /** A bug: something that should not happen. */
   INTERNAL: { httpStatus: 500, wireStatus: 12, retryable: false, fault: 'none' },
   /** The peer broke the RPC protocol (corrupt frame, bad handshake). Closes that connection only. */
@@ -62,6 +66,12 @@ export const ERROR_CODES = {
   MODEL_LOAD_FAILED: { httpStatus: 500, wireStatus: 21, retryable: false, fault: 'worker' },
   /** The content type is not one the endpoint accepts. */
   UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, wireStatus: 22, retryable: false, fault: 'client' },
+  /**
+   * The worker could not run the request for a reason of its own, whatever the input: its
+   * backend is broken or out of resources, or a fault was injected (sim.failureRate). Another
+   * replica may succeed: retried, and counts against the worker's health.
+   */
+  WORKER_FAULT: { httpStatus: 503, wireStatus: 23, retryable: true, fault: 'worker' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -10,11 +10,9 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { AsyncRecord, AsyncRequests } from '../async/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
-import type { Parameters } from '../protocol/index.ts';
+import { ASYNC_PARAMETER, type Parameters } from '../protocol/index.ts';
 import { sendError } from './errors.ts';
 
-/** The request parameter that asks for an asynchronous answer. */
-export const ASYNC_PARAMETER = 'async';
 /** The RFC 7240 preference that asks for an asynchronous answer. */
 export const RESPOND_ASYNC = 'respond-async';
 export const ASYNC_REQUESTS_PATH = '/v2/requests';
@@ -106,7 +104,8 @@ function notFound(id: string, resultTtlMs: number): InfergridError {
   );
 }
 
-export function registerAsyncRoutes(app: FastifyInstance, requests: AsyncRequests): void {
+export function registerAsyncRoutes(app: FastifyInstance, requests: AsyncRequests | undefined): void {
+  if (!requests) return;
   app.get<{ Params: { id: string } }>(`${ASYNC_REQUESTS_PATH}/:id`, async (req, reply) => {
     const { id } = req.params;
     const record = await requests.get(id);

@@ -19,6 +19,7 @@ import {
   decodeBytesElements,
   describeTensor,
   elementCount,
+  isDatatype,
   tensorFromJson,
 } from '../tensor/index.ts';
 import {
@@ -167,10 +168,12 @@ function checkRawTensor(
 /**
  * The tensor for a parsed input: JSON data goes through tensorFromJson; raw bytes (from
  * parseInferRequestBody) are checked against the datatype and shape and used as they are, as a
- * view. The caller has already checked name, datatype and shape against the model.
+ * view. Decoding only: the coordinator checks name, datatype and shape against the model.
  */
-export function tensorFromInput(input: JsonInput, datatype: Datatype): Tensor {
+export function tensorFromInput(input: JsonInput): Tensor {
   const { name, shape, data } = input;
+  if (!isDatatype(input.datatype)) invalid(`input "${name}": unknown datatype "${input.datatype}"`);
+  const datatype: Datatype = input.datatype;
   if (data instanceof Uint8Array) {
     checkRawTensor(`input "${name}"`, datatype, shape, data, 'INVALID_ARGUMENT');
     return { name, datatype, shape, data };

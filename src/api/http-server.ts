@@ -8,8 +8,7 @@ import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
-import type { Logger } from '../telemetry/index.ts';
-import { AsyncRequests, persistentTier } from '../async/index.ts';
+import { type Logger, subscribeRequestEnd } from '../telemetry/index.ts';
 import { registerAdminRoutes } from './admin.ts';
 import { INFERENCE_HEADER_CONTENT_LENGTH } from './binary-tensors.ts';
 import { registerAsyncRoutes } from './async-routes.ts';
@@ -88,24 +87,18 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ),
   );
 
-  const asyncRequests = new AsyncRequests({
-    resultTtlMs: config.async.resultTtlMs,
-    maxPending: config.async.maxPending,
-    store: persistentTier(options.coordinator.cache?.store),
-    logger,
-  });
-  // closed with the server, before the coordinator closes the store it writes to
-  app.addHook('onClose', async () => asyncRequests.close());
-  registerAsyncRoutes(app, asyncRequests);
+  registerAsyncRoutes(app, options.coordinator.asyncRequests);
   const requestCounts = new RequestCounts({
     versions: (name) => options.coordinator.registry.versions(name),
   });
+  // the dashboard's counts: every answered or accepted request, by the name the client sent
+  const unsubscribe = subscribeRequestEnd(options.coordinator, (e) => {
+    if (e.phase !== 'finished') requestCounts.onEnd(e.model, e.code);
+  });
+  app.addHook('onClose', async () => unsubscribe());
   registerKserveRoutes(app, {
-    requestCounts,
     coordinator: options.coordinator,
-    asyncRequests,
     config,
-    logger,
     serverVersion: options.serverVersion,
   });
   registerStatsRoutes(app, options.coordinator);

@@ -93,7 +93,10 @@ export function parseInferBody(body: unknown): InferBody {
     if (typeof input.name !== 'string' || input.name === '') bad(`${where}.name must be a non-empty string`);
     if (typeof input.datatype !== 'string')
       bad(`${where} ("${input.name}"): datatype must be a string such as "FP32"`);
-    if (!Array.isArray(input.shape)) bad(`${where} ("${input.name}"): shape must be an array of integers`);
+    if (!Array.isArray(input.shape) || !input.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      bad(
+        `${where} ("${input.name}"): shape must be a list of non-negative integers, got ${JSON.stringify(input.shape)}`,
+      );
     const parameters = parseParameters(input.parameters, `${where}.parameters`);
     const size = parameters.binary_data_size;
     if (size !== undefined && (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0)) {

@@ -52,7 +52,7 @@ class SimModel implements LoadedModel {
     if (ms > 0) await delay(ms, ctx.signal);
     else if (ctx.signal.aborted) throw ctx.signal.reason;
     if (failureRate > 0 && this.#random() < failureRate) {
-      throw new InfergridError('BACKEND_ERROR', 'sim: injected failure (sim.failureRate)');
+      throw new InfergridError('WORKER_FAULT', 'sim: injected failure (sim.failureRate)');
     }
     const byName = new Map(inputs.map((t, i) => [this.info.inputs[i]?.name ?? t.name, t]));
     const ordered = this.info.inputs.map((s) => byName.get(s.name));

@@ -23,7 +23,7 @@
  */
 
 import { InfergridError, toInfergridError } from '../errors.ts';
-import type { Parameters } from '../protocol/index.ts';
+import { type Parameters, modelParameters } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { ModelStats } from './stats.ts';
 import { batchSizeOf, compatibilityKey, concatInputs, splitOutputs } from './tensor-batch.ts';
@@ -40,17 +40,6 @@ export const REAL_CLOCK: BatcherClock = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
-
-/** Request parameters the engine reads itself; everything else is the model's and keeps batches apart. */
-export const ENGINE_PARAMETERS: ReadonlySet<string> = new Set([
-  'priority',
-  'timeout',
-  'timeout_ms',
-  'shard_key',
-  'cache',
-  'async',
-  'binary_data_output',
-]);
 
 export interface BatcherOptions {
   /** For messages: "model m". */
@@ -136,14 +125,6 @@ interface Item {
   deadlineTimer: unknown;
   queued: boolean;
   settled: boolean;
-}
-
-export function modelParameters(parameters: Parameters | undefined): Parameters {
-  const out: Parameters = {};
-  if (!parameters) return out;
-  for (const key of Object.keys(parameters).sort())
-    if (!ENGINE_PARAMETERS.has(key)) out[key] = parameters[key]!;
-  return out;
 }
 
 export class Batcher {

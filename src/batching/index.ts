@@ -2,10 +2,8 @@ export {
   Batcher,
   type BatcherClock,
   type BatcherOptions,
-  ENGINE_PARAMETERS,
   REAL_CLOCK,
   type SubmitOptions,
-  modelParameters,
 } from './batcher.ts';
 export {
   type CountNs,

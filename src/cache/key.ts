@@ -9,8 +9,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { ENGINE_PARAMETERS } from '../batching/index.ts';
-import type { Parameters } from '../protocol/index.ts';
+import { ENGINE_PARAMETERS, type Parameters } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 
 const MATERIAL_VERSION = 'infergrid-cache-key-v1';

@@ -320,7 +320,7 @@ export const simOptionsSchema = z
     perItemMs: z.number().min(0).default(0),
     /** Uniform random extra latency in [0, jitterMs), ms. */
     jitterMs: z.number().min(0).default(0),
-    /** Probability in [0, 1] that a call fails with BACKEND_ERROR. */
+    /** Probability in [0, 1] that a call fails with WORKER_FAULT (a sick replica: retried elsewhere, counts against its health). */
     failureRate: z.number().min(0).max(1).default(0),
     /** Seed for jitter and failures; random when absent. */
     seed: z.number().int().optional(),

@@ -1,15 +1,25 @@
 /**
  * The coordinator: owns the registry, the worker pool and the router, accepts workers on its
- * RPC port, dials static workers, and runs each request's lifecycle after the HTTP layer has
- * parsed it: resolve model -> validate -> pick a worker -> send with a deadline -> answer.
+ * RPC port, dials static workers, and is the one entry point every front door calls with a
+ * protocol-neutral request (`infer`, `submit` for an asynchronous answer, `stream`). Each
+ * request goes through the same stages, here and nowhere else:
+ *   resolve the version and traffic split (the shard key hashed once) -> validate against the
+ *   schema -> response cache and single-flight -> a pipeline, or dispatch to a worker with
+ *   retries, failover and hedging -> publish the outcome (request-events channel).
  */
 
 import { type Server, type Socket, createServer } from 'node:net';
 import type { InfergridConfig } from '../config/index.ts';
-import { InfergridError } from '../errors.ts';
+import { InfergridError, toInfergridError } from '../errors.ts';
 import { createPackr } from '../protocol/index.ts';
-import { type ModelEntry, ModelRegistry, type ModelSpec, modelKey } from '../registry/index.ts';
-import { RetryBudget, Router } from '../routing/index.ts';
+import {
+  type ModelEntry,
+  ModelRegistry,
+  type ModelSpec,
+  modelKey,
+  validateInputs,
+} from '../registry/index.ts';
+import { RetryBudget, Router, hashString } from '../routing/index.ts';
 import {
   Redialer,
   RpcConnection,
@@ -21,23 +31,24 @@ import {
 import {
   CoordinatorMetrics,
   type Logger,
+  type RequestEndEvent,
   type Tracing,
+  SPAN_NAMES,
   endSpan,
+  requestEnd,
+  subscribeMetrics,
+  subscribeRequestLog,
   tracingIfEnabled,
 } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
-import {
-  type CacheMode,
-  type CacheOutcome,
-  ResponseCache,
-  cacheKey,
-  createCacheStore,
-} from '../cache/index.ts';
-import { PipelineRunner, type StepTrace } from '../pipeline/index.ts';
-import { type DispatchRequest, type DispatchResult, Dispatcher } from './dispatcher.ts';
+import { ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
+import { AsyncRequests, persistentTier } from '../async/index.ts';
+import { PipelineRunner, type StepRequest } from '../pipeline/index.ts';
+import { type DispatchRequest, Dispatcher, type Replica, type ReplicaSource } from './dispatcher.ts';
+import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
 import { HealthMonitor } from './health-monitor.ts';
-import { type InferReply, WorkerPool } from './worker-pool.ts';
+import { WorkerPool } from './worker-pool.ts';
 
 export interface CoordinatorOptions {
   config: Readonly<InfergridConfig>;
@@ -46,13 +57,20 @@ export interface CoordinatorOptions {
   tracing?: Tracing | undefined;
 }
 
-/** What answered a request: a worker (workerId), or the cache (cache: 'hit'). */
-export interface InferResult extends InferReply {
-  workerId: string | undefined;
-  /** How the request met the cache, when the model caches. */
-  cache?: CacheOutcome;
-  /** For a pipeline: what each step did. */
-  steps?: StepTrace[];
+/** A request resolved to a model version and checked against its schema. */
+interface Resolved {
+  entry: ModelEntry;
+  /** 32-bit hash of the shard key, computed once for the version split and the worker pick. */
+  shardKeyHash: number | undefined;
+}
+
+/** Turns an asynchronous request's result into what is kept for the client to fetch. */
+export type EncodeResult = (result: InferResult, request: InferenceRequest) => object;
+
+/** One part of a streamed answer; the last has `final: true`. */
+export interface StreamChunk {
+  result: InferResult;
+  final: boolean;
 }
 
 export class Coordinator {
@@ -75,7 +93,9 @@ export class Coordinator {
   readonly #staticOf = new Map<string, string>();
   #rpcServer: Server | undefined;
   #cache: ResponseCache | undefined;
+  #asyncRequests: AsyncRequests | undefined;
   #rpcPort: number | undefined;
+  readonly #unsubscribe: (() => void)[];
 
   constructor(options: CoordinatorOptions) {
     this.#config = options.config;
@@ -90,16 +110,14 @@ export class Coordinator {
       minPerSecond: routing.retry.minRetriesPerSecond,
     });
     this.dispatcher = new Dispatcher({
-      registry: this.registry,
-      pool: this.pool,
+      replicas: this.#replicaSource(),
       router: this.router,
       budget: this.budget,
-      routing,
+      retry: routing.retry,
       tracing: this.tracing,
     });
     this.pipelines = new PipelineRunner({
-      registry: this.registry,
-      runStep: (step) => this.infer(step, step.cacheMode),
+      runStep: (step) => this.infer(stepRequest(step)),
       tracing: this.tracing,
     });
     this.repository = new ModelRepository({
@@ -141,6 +159,7 @@ export class Coordinator {
       pipelineStepRuns: () => this.pipelines.stepRuns,
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
+    this.#unsubscribe = [subscribeMetrics(this, this.metrics), subscribeRequestLog(this, options.logger)];
     // a worker that leaves and comes back (restart) starts with a clean record
     this.pool.on('left', (handle) => this.router.forgetWorker(handle.id, handle.key));
   }
@@ -153,6 +172,12 @@ export class Coordinator {
   async start(): Promise<void> {
     // the cache first: a store that cannot be opened stops the start before any port is taken
     this.#cache = new ResponseCache(await createCacheStore(this.#config.cache, this.#logger), this.#logger);
+    this.#asyncRequests = new AsyncRequests({
+      resultTtlMs: this.#config.async.resultTtlMs,
+      maxPending: this.#config.async.maxPending,
+      store: persistentTier(this.#cache.store),
+      logger: this.#logger,
+    });
     const { rpcHost, rpcPort, workers } = this.#config.coordinator;
     const server = createServer((socket) => this.#accept(socket));
     this.#rpcServer = server;
@@ -180,7 +205,15 @@ export class Coordinator {
     this.pool.closeAll();
     const server = this.#rpcServer;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    // before the store it writes to
+    await this.#asyncRequests?.close();
     await this.#cache?.store.close();
+    for (const unsubscribe of this.#unsubscribe) unsubscribe();
+  }
+
+  /** Where asynchronous requests run and keep their results (once started). */
+  get asyncRequests(): AsyncRequests | undefined {
+    return this.#asyncRequests;
   }
 
   /** The response cache (once started). */
@@ -258,42 +291,197 @@ export class Coordinator {
     return this.pool.unblock(id);
   }
 
-  /** Finds the model a request names and its schema (404 / 503 when it cannot). */
+  /** Finds the model a request names and its schema (404 / 503 when it cannot), for metadata. */
   resolve(name: string, version?: string): { entry: ModelEntry; spec: ModelSpec } {
     const entry = this.registry.resolve(name, version);
     return { entry, spec: this.registry.specOf(entry) };
   }
 
   /**
-   * Finds the model version an inference request goes to (the one named, else by the traffic
-   * split, else the newest served) and its schema.
+   * The one entry point: answers a request from the cache or a worker (a pipeline's steps come
+   * back here). Throws a typed error; a deadline is reported in the request's own terms.
    */
-  route(name: string, version?: string, key?: number): { entry: ModelEntry; spec: ModelSpec } {
-    const entry = this.registry.route(name, version, key);
-    return { entry, spec: this.registry.specOf(entry) };
-  }
-
-  /** Routes a validated request to a worker, with retries, failover and hedging. */
-  dispatch(request: DispatchRequest): Promise<DispatchResult> {
-    return this.dispatcher.dispatch(request);
-  }
-
-  /** Runs a request past the cache: a pipeline here, a model on a worker. */
-  async #execute(request: DispatchRequest, cacheMode: CacheMode): Promise<InferResult> {
-    if (request.entry.config?.backend !== 'pipeline') return this.dispatcher.dispatch(request);
-    const result = await this.pipelines.run({ ...request, cacheMode });
-    return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
+  async infer(request: InferenceRequest): Promise<InferResult> {
+    const receivedAtMs = request.receivedAtMs ?? performance.now();
+    let resolved: Resolved | undefined;
+    try {
+      resolved = this.#resolve(request);
+      const result = await this.#answer(
+        request,
+        resolved,
+        remainingMs(request, receivedAtMs),
+        request.signal,
+      );
+      this.#published(request, resolved.entry, undefined, 'answered', receivedAtMs, result);
+      return result;
+    } catch (err) {
+      const e = inClientTerms(err, request.timeoutMs);
+      this.#published(request, resolved?.entry, e.code, 'answered', receivedAtMs, undefined);
+      throw e;
+    }
   }
 
   /**
-   * Answers a validated request: from the response cache when the model caches and the request
-   * allows it (joining an identical request in flight), else from a worker.
+   * Takes a request to run asynchronously: it is resolved and validated now (bad input is the
+   * caller's error at once), then runs on after this returns; `encode` turns its result into
+   * what GET /v2/requests/{id} returns.
    */
-  async infer(request: DispatchRequest, cacheMode: CacheMode = 'normal'): Promise<InferResult> {
-    const { entry } = request;
+  submit(request: InferenceRequest, encode: EncodeResult): { id: string } {
+    const receivedAtMs = request.receivedAtMs ?? performance.now();
+    const asyncRequests = this.#asyncRequests;
+    let resolved: Resolved | undefined;
+    try {
+      if (!asyncRequests) throw new InfergridError('UNAVAILABLE', 'the coordinator is not started');
+      resolved = this.#resolve(request);
+      const target = resolved;
+      const timeoutMs = remainingMs(request, receivedAtMs);
+      const submitted = asyncRequests.submit(
+        (signal) => this.#runAsync(request, target, timeoutMs, signal, encode),
+        {
+          timeoutMs,
+        },
+      );
+      this.#published(request, target.entry, undefined, 'accepted', receivedAtMs, undefined);
+      return submitted;
+    } catch (err) {
+      const e = toInfergridError(err);
+      this.#published(request, resolved?.entry, e.code, 'answered', receivedAtMs, undefined);
+      throw e;
+    }
+  }
+
+  /**
+   * The streaming entry: the same stages as `infer`, yielding partial results as they come and
+   * a final one. Today's backends answer in one piece, so a stream is one final chunk; the LLM
+   * backend's partial frames come through here. The cache is not consulted for a stream.
+   */
+  async *stream(request: InferenceRequest): AsyncGenerator<StreamChunk, void, undefined> {
+    const result = await this.infer({ ...request, cacheMode: 'bypass' });
+    yield { result, final: true };
+  }
+
+  /** Counts a request a front door refused before it reached the entry point (it could not be parsed). */
+  refused(
+    model: string,
+    err: unknown,
+    transport: { requestId?: string | undefined; traceparent?: string | undefined; receivedAtMs: number },
+  ): void {
+    if (!requestEnd.hasSubscribers) return;
+    requestEnd.publish({
+      source: this,
+      model,
+      entry: undefined,
+      code: toInfergridError(err).code,
+      phase: 'answered',
+      durationMs: performance.now() - transport.receivedAtMs,
+      workerId: undefined,
+      cache: undefined,
+      requestId: transport.requestId,
+      traceparent: transport.traceparent,
+    } satisfies RequestEndEvent);
+  }
+
+  async #runAsync(
+    request: InferenceRequest,
+    resolved: Resolved,
+    timeoutMs: number,
+    signal: AbortSignal,
+    encode: EncodeResult,
+  ): Promise<object> {
+    const started = performance.now();
+    try {
+      const result = await this.#answer(request, resolved, timeoutMs, signal);
+      const response = encode(result, request);
+      this.#published(request, resolved.entry, undefined, 'finished', started, result);
+      return response;
+    } catch (err) {
+      const e = inClientTerms(err, request.timeoutMs);
+      this.#published(request, resolved.entry, e.code, 'finished', started, undefined);
+      throw e;
+    }
+  }
+
+  #published(
+    request: InferenceRequest,
+    entry: ModelEntry | undefined,
+    code: string | undefined,
+    phase: RequestEndEvent['phase'],
+    sinceMs: number,
+    result: InferResult | undefined,
+  ): void {
+    // a pipeline's steps are counted by the pipeline runner, not as clients' requests
+    if (!requestEnd.hasSubscribers || request.caller.kind !== 'client') return;
+    requestEnd.publish({
+      source: this,
+      model: request.model,
+      entry,
+      code,
+      phase,
+      durationMs: performance.now() - sinceMs,
+      workerId: result?.workerId,
+      cache: result?.cache,
+      requestId: request.requestId,
+      traceparent: request.traceparent,
+    } satisfies RequestEndEvent);
+  }
+
+  /**
+   * Resolve and validate: the model version (named, else by the traffic split, else the newest
+   * served) and the request checked against its schema. For a pipeline's step, a model that
+   * cannot be served is UNAVAILABLE and inputs that do not fit are the pipeline's fault (INTERNAL).
+   */
+  #resolve(request: InferenceRequest): Resolved {
+    const { caller } = request;
+    request.trace?.startPhase(SPAN_VALIDATE);
+    const shardKeyHash = request.shardKey === undefined ? undefined : hashString(request.shardKey);
+    let entry: ModelEntry;
+    let spec: ModelSpec;
+    try {
+      entry = this.registry.route(
+        request.model,
+        request.version,
+        shardKeyHash === undefined ? undefined : shardKeyHash / 2 ** 32,
+      );
+      spec = this.registry.specOf(entry);
+    } catch (err) {
+      request.trace?.endPhase(err);
+      if (caller.kind === 'client') throw err;
+      throw new InfergridError(
+        'UNAVAILABLE',
+        `pipeline "${caller.pipeline}" cannot be served now: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    try {
+      validateInputs(spec, request.inputs, request.outputs);
+    } catch (err) {
+      request.trace?.endPhase(err);
+      if (caller.kind === 'client') throw err;
+      throw new InfergridError(
+        'INTERNAL',
+        `pipeline "${caller.pipeline}": the step's inputs do not fit the model: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    request.trace?.endPhase();
+    return { entry, shardKeyHash };
+  }
+
+  /**
+   * Cache and execute: from the response cache when the model caches and the request allows it
+   * (joining an identical request in flight), else a pipeline here or a model on a worker.
+   */
+  async #answer(
+    request: InferenceRequest,
+    resolved: Resolved,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<InferResult> {
+    const { entry } = resolved;
+    const { cacheMode } = request;
     const policy = entry.config?.cache;
     const cache = this.#cache;
-    if (!cache || !policy?.enabled) return this.#execute(request, cacheMode);
+    if (!cache || !policy?.enabled) return this.#execute(request, resolved, timeoutMs, signal);
     const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
     let workerId: string | undefined;
     // ends when the cache answers, or when it hands the request on to be computed
@@ -307,16 +495,16 @@ export class Coordinator {
         key,
         ttlMs: policy.ttlMs ?? this.#config.cache.defaultTtlMs,
         mode: cacheMode,
-        signal: request.signal,
-        timeoutMs: request.timeoutMs,
+        signal,
+        timeoutMs,
       },
-      async (signal) => {
+      async (computeSignal) => {
         if (lookup) {
           lookup.setAttribute('infergrid.cache.outcome', cacheMode === 'normal' ? 'miss' : cacheMode);
           lookup.end();
           lookup = undefined;
         }
-        const result = await this.#execute({ ...request, signal }, cacheMode);
+        const result = await this.#execute(request, resolved, timeoutMs, computeSignal);
         workerId = result.workerId;
         return { meta: result.meta, outputs: result.outputs };
       },
@@ -329,6 +517,66 @@ export class Coordinator {
       lookup.end();
     }
     return { ...response, workerId, cache: outcome };
+  }
+
+  /** Runs a request past the cache: a pipeline here, a model on a worker. */
+  async #execute(
+    request: InferenceRequest,
+    resolved: Resolved,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<InferResult> {
+    const { entry } = resolved;
+    if (entry.config?.backend === 'pipeline') {
+      const result = await this.pipelines.run({
+        entry,
+        inputs: request.inputs,
+        outputs: request.outputs,
+        parameters: request.parameters,
+        id: request.id,
+        timeoutMs,
+        signal,
+        cacheMode: request.cacheMode,
+        traceContext: request.traceContext,
+      });
+      return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
+    }
+    const dispatch: DispatchRequest = {
+      entry,
+      shardKeyHash: resolved.shardKeyHash,
+      inputs: request.inputs,
+      outputs: request.outputs,
+      parameters: request.parameters,
+      id: request.id,
+      timeoutMs,
+      signal,
+      traceContext: request.traceContext,
+    };
+    return this.dispatcher.dispatch(dispatch);
+  }
+
+  /** The registry and pool as the dispatcher sees them: a model's ready replicas, and why none is. */
+  #replicaSource(): ReplicaSource {
+    const { registry, pool } = this;
+    return {
+      replicas(entry: ModelEntry): Replica[] {
+        const out: Replica[] = [];
+        for (const id of registry.readyReplicas(entry)) {
+          const handle = pool.get(id);
+          if (handle) out.push(handle);
+        }
+        return out;
+      },
+      describeReplicas(entry: ModelEntry): string[] {
+        return [...entry.replicas].map(([id, r]) => {
+          const handle = pool.get(id);
+          if (handle?.draining) return `${id}: draining`;
+          if (r.state === 'ready' && r.schemaKey !== entry.specKey)
+            return `${id}: ready with a different schema`;
+          return `${id}: ${r.state}${r.error ? ` (${r.error})` : ''}`;
+        });
+      },
+    };
   }
 
   #connectionOptions(): Omit<RpcConnectionOptions, 'side'> {
@@ -362,4 +610,41 @@ export class Coordinator {
         );
       });
   }
+}
+
+/** The phase of the front door's span that covers resolve and validate. */
+const SPAN_VALIDATE = SPAN_NAMES.validate;
+
+/** Time left of a request's budget, ms (at least 1): the coordinator's own time counts too. */
+function remainingMs(request: InferenceRequest, receivedAtMs: number): number {
+  return Math.max(1, Math.round(request.timeoutMs - (performance.now() - receivedAtMs)));
+}
+
+/** Says a deadline in the client's terms (the whole request's), not one step's or attempt's. */
+function inClientTerms(err: unknown, timeoutMs: number): InfergridError {
+  const e = toInfergridError(err);
+  if (e.code !== 'DEADLINE_EXCEEDED') return e;
+  return new InfergridError(
+    'DEADLINE_EXCEEDED',
+    `request did not complete within its deadline of ${timeoutMs} ms`,
+    {
+      details: { timeoutMs },
+    },
+  );
+}
+
+/** A pipeline step as a request to the entry point, the pipeline its caller. */
+function stepRequest(step: StepRequest): InferenceRequest {
+  return {
+    model: step.model,
+    version: step.version,
+    inputs: step.inputs,
+    parameters: step.parameters,
+    id: step.id,
+    timeoutMs: step.timeoutMs,
+    cacheMode: step.cacheMode,
+    signal: step.signal,
+    traceContext: step.traceContext,
+    caller: { kind: 'pipeline', pipeline: step.pipeline, step: step.step },
+  };
 }

@@ -13,9 +13,11 @@
 
 import type { ModelRoutingConfig, RoutingConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
-import { type InferRequestMeta, type Parameters, tensorsToWire } from '../protocol/index.ts';
-import { type ModelEntry, type ModelRegistry, modelKey } from '../registry/index.ts';
-import { type RetryBudget, type Router, hashBytes, hashString } from '../routing/index.ts';
+import type { InferRequestMeta, Parameters } from '../protocol/index.ts';
+import { tensorsToWire } from '../protocol/index.ts';
+import { type ModelEntry, modelKey } from '../registry/index.ts';
+import { type RetryBudget, type RoutableWorker, type Router, hashBytes } from '../routing/index.ts';
+import type { RequestOptions } from '../rpc/index.ts';
 import {
   type AttemptKind,
   type TraceContext,
@@ -25,11 +27,41 @@ import {
   tracingIfEnabled,
 } from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
-import type { InferReply, WorkerHandle, WorkerPool } from './worker-pool.ts';
+import type { InferReply } from './worker-pool.ts';
 
-/** A request after HTTP parsing: tensors as raw bytes, already checked against the model. */
+/** A worker as the dispatcher sees it: what the router weighs, and a way to send it a request. */
+export interface Replica extends RoutableWorker {
+  readonly key: string;
+  /** Sends one attempt; settles once, on the reply, an error, the timeout or the signal. */
+  infer(meta: InferRequestMeta, attachments: Uint8Array[], options: RequestOptions): Promise<InferReply>;
+}
+
+/** Where the dispatcher finds a model's replicas (the coordinator's registry and pool). */
+export interface ReplicaSource {
+  /** The replicas that have this model version ready now. */
+  replicas(entry: ModelEntry): Replica[];
+  /** Why no replica can take the model now, one clause per replica (for the 503's message). */
+  describeReplicas(entry: ModelEntry): string[];
+}
+
+/** The dispatcher's clock: wall time and the hedge timer, injected so tests control both. */
+export interface DispatchClock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const SYSTEM_CLOCK: DispatchClock = {
+  now: Date.now,
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+/** A request the coordinator has resolved and validated: tensors as raw bytes, checked against the model. */
 export interface DispatchRequest {
   entry: ModelEntry;
+  /** 32-bit hash of the request's shard key (hashed once, by the coordinator), when it has one. */
+  shardKeyHash?: number | undefined;
   inputs: Tensor[];
   outputs?: string[] | undefined;
   parameters?: Parameters | undefined;
@@ -55,23 +87,21 @@ export const RETRY_AFTER_SECONDS = 1;
 const SLOW_ATTEMPT_FACTOR = 4;
 const SLOW_ATTEMPT_FLOOR_MS = 100;
 
-/** The request parameter whose value, hashed, picks the worker (same key, same worker). */
-export const SHARD_KEY_PARAMETER = 'shard_key';
-
 export interface DispatcherOptions {
-  registry: ModelRegistry;
-  pool: WorkerPool;
+  replicas: ReplicaSource;
   router: Router;
   budget: RetryBudget;
-  routing: RoutingConfig;
-  now?: () => number;
+  /** Attempts per request and the per-attempt timeout (a model's own routing config may override the attempts). */
+  retry: Pick<RoutingConfig['retry'], 'maxAttempts' | 'attemptTimeoutMs'>;
+  /** Default: the system clock. */
+  clock?: DispatchClock;
   /** A span per routing decision and per attempt (RPC client span); none when absent or off. */
   tracing?: Tracing | undefined;
 }
 
 export class Dispatcher {
   readonly #options: DispatcherOptions;
-  readonly #now: () => number;
+  readonly clock: DispatchClock;
   /** Set only when tracing is on. */
   readonly tracing: Tracing | undefined;
   /** Retries and hedges started, for /admin. */
@@ -80,16 +110,16 @@ export class Dispatcher {
 
   constructor(options: DispatcherOptions) {
     this.#options = options;
-    this.#now = options.now ?? Date.now;
+    this.clock = options.clock ?? SYSTEM_CLOCK;
     this.tracing = tracingIfEnabled(options.tracing);
   }
 
   dispatch(request: DispatchRequest): Promise<DispatchResult> {
     const { entry } = request;
-    const { router, budget, routing } = this.#options;
+    const { router, budget, retry } = this.#options;
     const key = modelKey(entry.name, entry.version);
     const routeConfig = entry.config?.routing ?? {};
-    const maxAttempts = routeConfig.maxAttempts ?? routing.retry.maxAttempts;
+    const maxAttempts = routeConfig.maxAttempts ?? retry.maxAttempts;
     const { headers, attachments } = tensorsToWire(request.inputs);
     budget.onRequest();
     const run = new RequestRun(this, {
@@ -97,8 +127,8 @@ export class Dispatcher {
       key,
       routeConfig,
       maxAttempts,
-      shardKeyHash: this.#shardKeyHash(request, routeConfig.shardKeyInput),
-      deadline: this.#now() + request.timeoutMs,
+      shardKeyHash: request.shardKeyHash ?? shardKeyInputHash(request, routeConfig.shardKeyInput),
+      deadline: this.clock.now() + request.timeoutMs,
       attachments,
       baseMeta: {
         model: entry.name,
@@ -115,16 +145,21 @@ export class Dispatcher {
   }
 
   /** The next worker for a run, or none (deadline passed, nobody eligible and untried). */
-  pickFor(run: RequestRun): WorkerHandle | undefined {
-    if (run.deadline - this.#now() <= 0) return undefined;
+  pickFor(run: RequestRun): Replica | undefined {
+    if (run.deadline - this.clock.now() <= 0) return undefined;
     const { request, key, routeConfig, shardKeyHash, tried } = run;
     const span = run.trace && this.tracing?.startRoute(run.trace, request.entry.name, tried.size + 1);
-    const worker = this.#options.router.pick(key, routeConfig, this.#replicas(request.entry), {
-      shardKeyHash,
-      exclude: tried,
-      // last-resort routing to sick workers only for a first attempt, never for retries or hedges
-      allowPanic: tried.size === 0,
-    });
+    const worker = this.#options.router.pick(
+      key,
+      routeConfig,
+      this.#options.replicas.replicas(request.entry),
+      {
+        shardKeyHash,
+        exclude: tried,
+        // last-resort routing to sick workers only for a first attempt, never for retries or hedges
+        allowPanic: tried.size === 0,
+      },
+    );
     if (span) this.tracing!.endRoute(span, worker?.id);
     return worker;
   }
@@ -138,45 +173,25 @@ export class Dispatcher {
   }
 
   get attemptTimeoutMs(): number | undefined {
-    return this.#options.routing.retry.attemptTimeoutMs;
-  }
-
-  now(): number {
-    return this.#now();
-  }
-
-  #replicas(entry: ModelEntry): WorkerHandle[] {
-    const out: WorkerHandle[] = [];
-    for (const id of this.#options.registry.readyReplicas(entry)) {
-      const handle = this.#options.pool.get(id);
-      if (handle) out.push(handle);
-    }
-    return out;
-  }
-
-  #shardKeyHash(request: DispatchRequest, shardKeyInput: string | undefined): number | undefined {
-    const value = request.parameters?.[SHARD_KEY_PARAMETER];
-    if (value !== undefined) return hashString(String(value));
-    if (shardKeyInput === undefined) return undefined;
-    const input = request.inputs.find((t) => t.name === shardKeyInput);
-    return input ? hashBytes(input.data) : undefined;
+    return this.#options.retry.attemptTimeoutMs;
   }
 
   /** The 503 for a model no worker can take now, naming each replica's state. */
   unavailable(entry: ModelEntry): InfergridError {
-    const { pool } = this.#options;
-    const states = [...entry.replicas].map(([id, r]) => {
-      const handle = pool.get(id);
-      if (handle?.draining) return `${id}: draining`;
-      if (r.state === 'ready' && r.schemaKey !== entry.specKey) return `${id}: ready with a different schema`;
-      return `${id}: ${r.state}${r.error ? ` (${r.error})` : ''}`;
-    });
+    const states = this.#options.replicas.describeReplicas(entry);
     return new InfergridError(
       'UNAVAILABLE',
       `no worker has model "${entry.name}" version "${entry.version}" ready${states.length ? ` (${states.join(', ')})` : ' (no worker hosts it)'}; retry later`,
       { details: { retryAfterSeconds: RETRY_AFTER_SECONDS } },
     );
   }
+}
+
+/** A model whose routing names a `shardKeyInput` and a request without a shard key: that input's bytes, hashed. */
+function shardKeyInputHash(request: DispatchRequest, shardKeyInput: string | undefined): number | undefined {
+  if (shardKeyInput === undefined) return undefined;
+  const input = request.inputs.find((t) => t.name === shardKeyInput);
+  return input ? hashBytes(input.data) : undefined;
 }
 
 interface RunPlan {
@@ -221,7 +236,7 @@ class RequestRun implements RunPlan {
   #running = 0;
   /** Per-attempt controllers, only when hedging (two attempts may run; the loser is cancelled). */
   #controllers: Set<AbortController> | undefined;
-  #hedgeTimer: NodeJS.Timeout | undefined;
+  #hedgeTimer: unknown;
   /** this.#abortRun bound, made only for a request that has a signal to listen to. */
   #onAbort: (() => void) | undefined;
 
@@ -269,9 +284,9 @@ class RequestRun implements RunPlan {
     );
   }
 
-  #start(worker: WorkerHandle, kind: AttemptKind): void {
+  #start(worker: Replica, kind: AttemptKind): void {
     const d = this.#dispatcher;
-    const remaining = this.deadline - d.now();
+    const remaining = this.deadline - d.clock.now();
     const attemptMs = Math.max(1, Math.min(remaining, d.attemptTimeoutMs ?? Number.POSITIVE_INFINITY));
     const attemptIsShorter = attemptMs < remaining;
     this.tried.add(worker.id);
@@ -284,10 +299,10 @@ class RequestRun implements RunPlan {
     }
     // the hedge clock runs from the start of the attempt it would back up
     if (this.hedgeMs !== undefined && this.#running === 1) {
-      if (this.#hedgeTimer) clearTimeout(this.#hedgeTimer);
-      this.#hedgeTimer = setTimeout(() => this.#hedge(), this.hedgeMs);
+      if (this.#hedgeTimer !== undefined) d.clock.clearTimeout(this.#hedgeTimer);
+      this.#hedgeTimer = d.clock.setTimeout(() => this.#hedge(), this.hedgeMs);
     }
-    const startedAt = d.now();
+    const startedAt = d.clock.now();
     const probe = d.router.onSend(this.key, worker.key);
     const meta: InferRequestMeta = { ...this.baseMeta, timeoutMs: attemptMs };
     // the worker's span continues this attempt's
@@ -302,17 +317,17 @@ class RequestRun implements RunPlan {
       .then(
         (reply) => {
           span?.end();
-          this.#onReply(worker, controller, reply, d.now() - startedAt, probe);
+          this.#onReply(worker, controller, reply, d.clock.now() - startedAt, probe);
         },
         (err: unknown) => {
           if (span) endSpan(span, err);
-          this.#onError(worker, controller, err, attemptIsShorter, d.now() - startedAt, probe);
+          this.#onError(worker, controller, err, attemptIsShorter, d.clock.now() - startedAt, probe);
         },
       );
   }
 
   #onReply(
-    worker: WorkerHandle,
+    worker: Replica,
     controller: AbortController | undefined,
     reply: InferReply,
     latencyMs: number,
@@ -327,7 +342,7 @@ class RequestRun implements RunPlan {
   }
 
   #onError(
-    worker: WorkerHandle,
+    worker: Replica,
     controller: AbortController | undefined,
     err: unknown,
     attemptIsShorter: boolean,
@@ -383,7 +398,7 @@ class RequestRun implements RunPlan {
   /** Marks the run settled and cancels whatever attempt is still running (hedging only). */
   #settle(reason?: InfergridError): void {
     this.#settled = true;
-    if (this.#hedgeTimer) clearTimeout(this.#hedgeTimer);
+    if (this.#hedgeTimer !== undefined) this.#dispatcher.clock.clearTimeout(this.#hedgeTimer);
     if (this.#onAbort) this.request.signal?.removeEventListener('abort', this.#onAbort);
     if (this.#controllers?.size) {
       const cancel = reason ?? new InfergridError('CANCELLED', 'another attempt was answered first');

@@ -1,13 +1,30 @@
-export { Coordinator, type CoordinatorOptions, type InferResult } from './coordinator.ts';
 export {
+  Coordinator,
+  type CoordinatorOptions,
+  type EncodeResult,
+  type StreamChunk,
+} from './coordinator.ts';
+export {
+  type DispatchClock,
   type DispatchRequest,
   type DispatchResult,
   Dispatcher,
   type DispatcherOptions,
   RETRY_AFTER_SECONDS,
-  SHARD_KEY_PARAMETER,
+  type Replica,
+  type ReplicaSource,
+  SYSTEM_CLOCK,
 } from './dispatcher.ts';
 export { HealthMonitor, type HealthMonitorOptions } from './health-monitor.ts';
+export {
+  ANONYMOUS,
+  type Caller,
+  type InferResult,
+  type InferenceRequest,
+  type RequestTrace,
+  cacheModeOf,
+  engineFields,
+} from './request.ts';
 export {
   type InferReply,
   WorkerHandle,

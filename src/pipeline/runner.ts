@@ -1,26 +1,32 @@
 /**
  * Runs a pipeline model (like a Triton ensemble): each step is an ordinary request for its
- * model, so it is routed, balanced, batched, cached and retried like any other; the runner
- * only wires tensors between steps. A step starts as soon as the tensors it reads exist, so
+ * model through the coordinator's one entry point, so it is resolved, validated, routed,
+ * balanced, batched, cached and retried like any other; the runner only wires tensors
+ * between steps. A step starts as soon as the tensors it reads exist, so
  * independent steps run at the same time. Intermediate tensors travel worker -> coordinator
  * -> worker as the raw bytes of the RPC frames (views, never re-encoded).
  *
  * Errors: a step's own error keeps its code (a preprocessor refusing an image is the client's
  * 400) with the step named in the message; a tensor that does not fit the next step is the
- * pipeline's definition at fault (INTERNAL). The first failure cancels the other steps.
+ * pipeline's definition at fault (INTERNAL, decided by the coordinator for a pipeline's
+ * caller). The first failure cancels the other steps.
  */
 
 import type { CacheMode } from '../cache/index.ts';
 import { type PipelineSource, parseSource } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
-import { type ModelEntry, type ModelRegistry, validateInputs } from '../registry/index.ts';
+import type { ModelEntry } from '../registry/index.ts';
 import { type TraceContext, type Tracing, endSpan, tracingIfEnabled } from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 
-/** One step's request as the runner hands it to the coordinator. */
+/** One step's request as the runner hands it to the coordinator's entry point. */
 export interface StepRequest {
-  entry: ModelEntry;
+  /** The pipeline and the step, for the coordinator's messages. */
+  pipeline: string;
+  step: string;
+  model: string;
+  version: string | undefined;
   inputs: Tensor[];
   parameters?: Parameters | undefined;
   id?: string | undefined;
@@ -67,8 +73,7 @@ export interface PipelineResult {
 }
 
 export interface PipelineRunnerOptions {
-  registry: ModelRegistry;
-  /** Runs one step (the coordinator's own infer: cache, routing, retries). */
+  /** Runs one step (the coordinator's own entry point: resolve, validate, cache, routing, retries). */
   runStep: (request: StepRequest) => Promise<StepResult>;
   now?: () => number;
   /** A span per step; none when absent or off. */
@@ -131,7 +136,6 @@ export class PipelineRunner {
 
   async run(request: PipelineRequest): Promise<PipelineResult> {
     const { entry } = request;
-    const { registry } = this.#o;
     const steps = this.#compile(entry);
     const pipeline = entry.config!.pipeline!;
     const deadline = this.#now() + request.timeoutMs;
@@ -161,32 +165,10 @@ export class PipelineRunner {
     const runStep = async (step: CompiledStep, index: number): Promise<void> => {
       await Promise.all(step.after.map((name) => running.get(name)));
       if (controller.signal.aborted) throw controller.signal.reason;
-      let target: ModelEntry;
-      let spec: ReturnType<ModelRegistry['specOf']>;
-      try {
-        target = registry.route(step.model, step.version);
-        spec = registry.specOf(target);
-      } catch (err) {
-        // the pipeline exists; a step it needs cannot be served now
-        throw new InfergridError(
-          'UNAVAILABLE',
-          `pipeline "${entry.name}" step "${step.name}": ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
       const inputs = step.inputs.map(({ name, from }) => {
         const t = tensorOf(from, `step "${step.name}" input "${name}"`);
         return t.name === name ? t : { name, datatype: t.datatype, shape: t.shape, data: t.data };
       });
-      try {
-        validateInputs(spec, inputs, undefined);
-      } catch (err) {
-        throw new InfergridError(
-          'INTERNAL',
-          `pipeline "${entry.name}" step "${step.name}" (${step.model}): its inputs do not fit the model: ${(err as Error).message}`,
-          { cause: err },
-        );
-      }
       const remaining = Math.round(deadline - this.#now());
       if (remaining <= 0)
         throw new InfergridError(
@@ -195,11 +177,14 @@ export class PipelineRunner {
         );
       const started = this.#now();
       this.stepRuns++;
-      const span = this.#tracing?.startStep(request.traceContext, entry.name, step.name, target.name);
+      const span = this.#tracing?.startStep(request.traceContext, entry.name, step.name, step.model);
       let result: StepResult;
       try {
         result = await this.#o.runStep({
-          entry: target,
+          pipeline: entry.name,
+          step: step.name,
+          model: step.model,
+          version: step.version,
           inputs,
           parameters: step.parameters ? { ...request.parameters, ...step.parameters } : request.parameters,
           id: request.id,
@@ -224,8 +209,8 @@ export class PipelineRunner {
       produced.set(step.name, new Map(result.outputs.map((t) => [t.name, t])));
       traces[index] = {
         step: step.name,
-        model: target.name,
-        version: target.version,
+        model: result.meta.model,
+        version: result.meta.version,
         workerId: result.workerId,
         ms: this.#now() - started,
       };

@@ -41,3 +41,14 @@ export {
   tensorsFromWire,
   tensorsToWire,
 } from './messages.ts';
+export {
+  ASYNC_PARAMETER,
+  BINARY_DATA_OUTPUT_PARAMETER,
+  CACHE_PARAMETER,
+  ENGINE_PARAMETERS,
+  PRIORITY_PARAMETER,
+  SHARD_KEY_PARAMETER,
+  TIMEOUT_MS_PARAMETER,
+  TIMEOUT_US_PARAMETER,
+  modelParameters,
+} from './parameters.ts';

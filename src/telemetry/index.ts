@@ -27,3 +27,11 @@ export {
   traceparentOf,
   tracingIfEnabled,
 } from './tracing.ts';
+export {
+  REQUEST_END_CHANNEL,
+  type RequestEndEvent,
+  requestEnd,
+  subscribeMetrics,
+  subscribeRequestEnd,
+  subscribeRequestLog,
+} from './request-events.ts';

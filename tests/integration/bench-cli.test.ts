@@ -185,12 +185,12 @@ test('bench cli - drives a real coordinator by count, by rate, with failures and
     ]);
     assert.equal(report.completed, 0);
     assert.equal(report.errors, 20);
-    assert.deepEqual(report.errorKinds, { '500 BACKEND_ERROR': 20 });
-    assert.match(report.errorMessages['500 BACKEND_ERROR']!, /failureRate/);
+    assert.deepEqual(report.errorKinds, { '503 WORKER_FAULT': 20 });
+    assert.match(report.errorMessages['503 WORKER_FAULT']!, /failureRate/);
 
     const table = await bench(['--url', url, '--model', 'broken', '--requests', '5']);
     assert.equal(table.code, 0, table.err);
-    assert.match(table.out, /^ {2}500 BACKEND_ERROR: 5 /m);
+    assert.match(table.out, /^ {2}503 WORKER_FAULT: 5 /m);
     assert.match(table.out, /^ {2}requests +0 completed, 5 errors$/m);
     assert.match(table.out, /^ {2}load +closed loop, concurrency 1$/m);
   });

@@ -504,7 +504,7 @@ test('http extensions - binary tensor data, base64 BYTES and asynchronous reques
       assert.equal(broken.status, 202, JSON.stringify(broken.json));
       const failed = await poll(broken.headers.get('location')!);
       assert.equal(failed.status, 'failed');
-      assert.deepEqual([failed.error?.code, failed.http_status], ['BACKEND_ERROR', 500]);
+      assert.deepEqual([failed.error?.code, failed.http_status], ['WORKER_FAULT', 503]);
       assert.match(failed.error?.message ?? '', /injected failure/);
     },
   );

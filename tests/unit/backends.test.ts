@@ -107,11 +107,11 @@ test('backends - sim echoes its inputs and spends its latency on a timer that a 
   assert.equal(y!.name, 'y');
 });
 
-test('backends - sim fails at its failure rate with BACKEND_ERROR, reproducibly with a seed', async () => {
+test('backends - sim fails at its failure rate with WORKER_FAULT, reproducibly with a seed', async () => {
   const always = await load({ ...SIM, sim: { failureRate: 1 } });
   await rejectsWith(
     always.infer([fp32('x', [1, 4])], { signal: live(), parameters: {} }),
-    'BACKEND_ERROR',
+    'WORKER_FAULT',
     /injected failure/,
   );
   const outcomes = async (): Promise<boolean[]> => {

@@ -47,9 +47,7 @@ function hex(bytes: Uint8Array): string {
 
 /** Parses a request and turns every input into a tensor, as the coordinator does. */
 function tensorsOf(body: Uint8Array, headerLength: number | string | undefined): Tensor[] {
-  return parseInferRequestBody(body, headerLength).inputs.map((i) =>
-    tensorFromInput(i, i.datatype as Datatype),
-  );
+  return parseInferRequestBody(body, headerLength).inputs.map((i) => tensorFromInput(i));
 }
 
 function metaOf(outputs: readonly Tensor[]): InferResponseMeta {
@@ -104,7 +102,7 @@ test('binary tensors - BYTES input of raw images travels as binary even without 
   const parsed = parseInferRequestBody(body as Buffer, headers[INFERENCE_HEADER_CONTENT_LENGTH]);
   // only the raw input is binary; the other stays JSON
   assert.deepEqual(parsed.inputs[1]!.data, [0.5]);
-  const [bytes, scale] = parsed.inputs.map((i) => tensorFromInput(i, i.datatype as Datatype));
+  const [bytes, scale] = parsed.inputs.map((i) => tensorFromInput(i));
   const elements = decodeBytesElements(bytes!.data);
   assert.equal(elements.length, 3);
   for (const [i, e] of elements.entries()) assert.ok(Buffer.from(e).equals(images[i]!), `image ${i}`);
@@ -316,48 +314,48 @@ test('binary tensors - binary_data and binary_data_output must be booleans', () 
 test('binary tensors - raw bytes must fit the datatype and shape', () => {
   const raw = (datatype: string, shape: number[], data: Uint8Array) => ({ name: 'x', datatype, shape, data });
   assertCode(
-    caught(() => tensorFromInput(raw('FP32', [2, 3], new Uint8Array(20)), 'FP32')),
+    caught(() => tensorFromInput(raw('FP32', [2, 3], new Uint8Array(20)))),
     'INVALID_ARGUMENT',
     /^input "x": FP32 \[2,3\] needs 24 bytes \(6 elements of 4\), got 20$/,
   );
   assertCode(
-    caught(() => tensorFromInput(raw('INT64', [1], new Uint8Array(4)), 'INT64')),
+    caught(() => tensorFromInput(raw('INT64', [1], new Uint8Array(4)))),
     'INVALID_ARGUMENT',
     /INT64 \[1\] needs 8 bytes/,
   );
   assertCode(
-    caught(() => tensorFromInput(raw('BOOL', [3], Uint8Array.from([1, 0, 2])), 'BOOL')),
+    caught(() => tensorFromInput(raw('BOOL', [3], Uint8Array.from([1, 0, 2])))),
     'INVALID_ARGUMENT',
     /input "x": BOOL element 2 is byte 2; binary BOOL elements are 0 \(false\) or 1 \(true\)/,
   );
   // a length prefix that runs past the end
   const broken = Buffer.from('0a00000061', 'hex');
   assertCode(
-    caught(() => tensorFromInput(raw('BYTES', [1], broken), 'BYTES')),
+    caught(() => tensorFromInput(raw('BYTES', [1], broken))),
     'INVALID_ARGUMENT',
     /input "x": BYTES element 0 says 10 bytes but only 1 remain.*4-byte little-endian length/,
   );
   assertCode(
-    caught(() => tensorFromInput(raw('BYTES', [1], Buffer.from('0100', 'hex')), 'BYTES')),
+    caught(() => tensorFromInput(raw('BYTES', [1], Buffer.from('0100', 'hex')))),
     'INVALID_ARGUMENT',
     /input "x": BYTES data ends inside an element's length prefix/,
   );
   const three = encodeBytesElements([Buffer.from('a'), Buffer.from('b'), Buffer.from('c')]);
   assertCode(
-    caught(() => tensorFromInput(raw('BYTES', [2], three), 'BYTES')),
+    caught(() => tensorFromInput(raw('BYTES', [2], three))),
     'INVALID_ARGUMENT',
     /^input "x": BYTES \[2\] needs 2 elements, the binary data holds 3$/,
   );
   // parsed without the body's bytes (parseInferBody alone)
   const [unattached] = parseInferBody({ inputs: [ONE_FP32] }).inputs;
   assertCode(
-    caught(() => tensorFromInput(unattached!, 'FP32')),
+    caught(() => tensorFromInput(unattached!)),
     'INVALID_ARGUMENT',
     /input "x": has parameters\.binary_data_size but no bytes were attached/,
   );
   // JSON data still goes through tensorFromJson and its checks
   assertCode(
-    caught(() => tensorFromInput({ name: 'x', datatype: 'FP32', shape: [2], data: [1] }, 'FP32')),
+    caught(() => tensorFromInput({ name: 'x', datatype: 'FP32', shape: [2], data: [1] })),
     'INVALID_ARGUMENT',
     /shape \[2\] needs 2 elements, got 1/,
   );
@@ -516,7 +514,7 @@ test('binary tensors - client infers over HTTP with binary tensors both ways', a
         req.headers[INFERENCE_HEADER_CONTENT_LENGTH] as string | undefined,
       );
       const outputs = body.inputs.map((i) => ({
-        ...tensorFromInput(i, i.datatype as Datatype),
+        ...tensorFromInput(i),
         name: `${i.name}_out`,
       }));
       const { payload, headerLength } = encodeInferResponse(

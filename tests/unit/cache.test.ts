@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import { Packr } from 'msgpackr';
-import { ENGINE_PARAMETERS } from '../../src/batching/index.ts';
+import { ENGINE_PARAMETERS } from '../../src/protocol/index.ts';
 import {
   type CacheKey,
   type CacheRequest,
