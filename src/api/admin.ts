@@ -11,7 +11,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
-import { modelKey } from '../registry/index.ts';
 import { parseHostPort } from '../util/address.ts';
 
 const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
@@ -23,46 +22,30 @@ function iso(ms: number | undefined): string | null {
 }
 
 export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinator): void {
-  const { registry, pool, router, dispatcher, budget } = coordinator;
+  const { pool, router, dispatcher, budget } = coordinator;
 
   app.get('/admin/workers', async () => {
-    const models = [...registry.entries()];
     return {
-      workers: pool.list().map((w) => ({
+      workers: coordinator.fleet().map((w) => ({
         id: w.id,
         origin: w.origin,
         address: w.address ?? null,
         pid: w.pid,
-        state: w.removing ? 'removing' : w.state,
+        state: w.state,
         health: {
           state: w.health,
-          consecutiveFailures: w.healthCheck.consecutiveFailures,
-          lastRttMs: w.healthCheck.lastRttMs ?? null,
-          checks: w.healthCheck.checks,
+          consecutiveFailures: w.consecutiveHealthFailures,
+          lastRttMs: w.lastRttMs ?? null,
+          checks: w.healthChecks,
         },
         weight: w.weight,
         inFlight: w.inFlight,
         reportedInFlight: w.reportedInFlight,
         requests: w.requests,
         failures: w.failures,
-        connectedAt: iso(w.connectedAt),
-        lastHeartbeatAt: iso(w.lastHeartbeatAt),
-        models: models
-          .filter((e) => e.replicas.has(w.id))
-          .map((e) => {
-            const route = router.stats(modelKey(e.name, e.version), w.key);
-            return {
-              name: e.name,
-              version: e.version,
-              state: e.replicas.get(w.id)!.state,
-              circuit: route?.circuit ?? 'closed',
-              consecutiveFailures: route?.consecutiveFailures ?? 0,
-              circuitOpens: route?.circuitOpens ?? 0,
-              latencyMs: route?.latencyMs ?? null,
-              picks: route?.picks ?? 0,
-              lastPickedAt: iso(route?.lastPickedAt),
-            };
-          }),
+        connectedAt: iso(w.connectedAtMs),
+        lastHeartbeatAt: iso(w.lastHeartbeatAtMs),
+        models: w.models.map(({ lastPickedAtMs, ...m }) => ({ ...m, lastPickedAt: iso(lastPickedAtMs) })),
       })),
       routing: {
         retries: dispatcher.retries,

@@ -110,7 +110,7 @@ async function fetchWorkerStats(coordinator: Coordinator) {
 
 export function createOverview(options: OverviewOptions): () => Promise<object> {
   const { coordinator, requestCounts } = options;
-  const { registry, pool, router, dispatcher } = coordinator;
+  const { registry, router, dispatcher } = coordinator;
   const history = new SampleHistory();
 
   return async () => {
@@ -181,28 +181,27 @@ export function createOverview(options: OverviewOptions): () => Promise<object> 
     });
     history.forgetExcept(new Set(names));
 
-    const workers = pool.list().map((w) => {
+    const workers = coordinator.fleet().map((w) => {
       const own = stats.byWorker.get(w.id);
-      const hosted = entries.filter((e) => e.replicas.has(w.id));
       return {
         id: w.id,
         pool: w.pool ?? null,
         pid: w.pid,
         origin: w.origin,
         address: w.address ?? null,
-        state: w.removing ? 'removing' : w.state,
+        state: w.state,
         draining: w.draining,
         health: w.health,
-        lastRttMs: w.healthCheck.lastRttMs ?? null,
+        lastRttMs: w.lastRttMs ?? null,
         inFlight: w.inFlight,
         reportedInFlight: w.reportedInFlight,
         requests: w.requests,
         failures: w.failures,
         weight: w.weight,
-        connectedAt: iso(w.connectedAt),
+        connectedAt: iso(w.connectedAtMs),
         queueDepth: own ? own.reduce((n, s) => n + s.queueDepth, 0) : null,
-        modelsReady: hosted.filter((e) => e.replicas.get(w.id)!.state === 'ready').length,
-        models: hosted.map((e) => ({ name: e.name, version: e.version, state: e.replicas.get(w.id)!.state })),
+        modelsReady: w.models.filter((m) => m.state === 'ready').length,
+        models: w.models.map((m) => ({ name: m.name, version: m.version, state: m.state })),
       };
     });
 

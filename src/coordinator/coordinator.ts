@@ -16,7 +16,6 @@ import {
   type ModelEntry,
   ModelRegistry,
   type ModelSpec,
-  modelKey,
   validateInputs,
 } from '../registry/index.ts';
 import { RetryBudget, Router, hashString } from '../routing/index.ts';
@@ -44,6 +43,7 @@ import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts
 import { ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
 import { AsyncRequests, persistentTier } from '../async/index.ts';
 import { PipelineRunner, type StepRequest } from '../pipeline/index.ts';
+import { type FleetWorker, fleetSnapshot } from './fleet.ts';
 import { type DispatchRequest, Dispatcher, type Replica, type ReplicaSource } from './dispatcher.ts';
 import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
@@ -127,27 +127,13 @@ export class Coordinator {
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
     });
     this.metrics = new CoordinatorMetrics({
-      workers: () =>
-        this.pool.list().map((w) => ({
-          id: w.id,
-          healthy: w.health === 'healthy',
-          draining: w.draining,
-          inFlight: w.inFlight,
-        })),
+      workers: () => this.fleet(),
       retries: () => this.dispatcher.retries,
       hedges: () => this.dispatcher.hedges,
-      circuits: () => {
-        const out: { model: string; version: string; worker: string; opens: number }[] = [];
-        for (const e of this.registry.allEntries()) {
-          for (const workerId of e.replicas.keys()) {
-            const handle = this.pool.get(workerId);
-            const route = handle && this.router.stats(modelKey(e.name, e.version), handle.key);
-            if (route)
-              out.push({ model: e.name, version: e.version, worker: workerId, opens: route.circuitOpens });
-          }
-        }
-        return out;
-      },
+      circuits: () =>
+        this.fleet().flatMap((w) =>
+          w.models.map((m) => ({ model: m.name, version: m.version, worker: w.id, opens: m.circuitOpens })),
+        ),
       cache: () => this.#cache?.stats() ?? {},
       readyReplicas: () =>
         [...this.registry.entries()].map((e) => ({
@@ -209,6 +195,11 @@ export class Coordinator {
     await this.#asyncRequests?.close();
     await this.#cache?.store.close();
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
+  }
+
+  /** Every connected worker with the model versions it hosts: what the admin routes, the dashboard and the gauges show. */
+  fleet(): FleetWorker[] {
+    return fleetSnapshot(this.registry, this.pool, this.router);
   }
 
   /** Where asynchronous requests run and keep their results (once started). */
@@ -306,6 +297,7 @@ export class Coordinator {
     let resolved: Resolved | undefined;
     try {
       resolved = this.#resolve(request);
+      this.#validate(request, resolved.entry);
       const result = await this.#answer(
         request,
         resolved,
@@ -333,6 +325,7 @@ export class Coordinator {
     try {
       if (!asyncRequests) throw new InfergridError('UNAVAILABLE', 'the coordinator is not started');
       resolved = this.#resolve(request);
+      this.#validate(request, resolved.entry);
       const target = resolved;
       const timeoutMs = remainingMs(request, receivedAtMs);
       const submitted = asyncRequests.submit(
@@ -426,23 +419,21 @@ export class Coordinator {
   }
 
   /**
-   * Resolve and validate: the model version (named, else by the traffic split, else the newest
-   * served) and the request checked against its schema. For a pipeline's step, a model that
-   * cannot be served is UNAVAILABLE and inputs that do not fit are the pipeline's fault (INTERNAL).
+   * Resolve: the model version (named, else by the traffic split, else the newest served), the
+   * shard key hashed once for the split and the worker pick. For a pipeline's step, a model that
+   * cannot be served is UNAVAILABLE (the pipeline exists; a step it needs does not).
    */
   #resolve(request: InferenceRequest): Resolved {
     const { caller } = request;
     request.trace?.startPhase(SPAN_VALIDATE);
     const shardKeyHash = request.shardKey === undefined ? undefined : hashString(request.shardKey);
-    let entry: ModelEntry;
-    let spec: ModelSpec;
     try {
-      entry = this.registry.route(
+      const entry = this.registry.route(
         request.model,
         request.version,
         shardKeyHash === undefined ? undefined : shardKeyHash / 2 ** 32,
       );
-      spec = this.registry.specOf(entry);
+      return { entry, shardKeyHash };
     } catch (err) {
       request.trace?.endPhase(err);
       if (caller.kind === 'client') throw err;
@@ -452,8 +443,16 @@ export class Coordinator {
         { cause: err },
       );
     }
+  }
+
+  /**
+   * Validate: the request checked against the resolved model's schema. For a pipeline's step,
+   * inputs that do not fit are the pipeline definition's fault (INTERNAL), not the client's.
+   */
+  #validate(request: InferenceRequest, entry: ModelEntry): void {
+    const { caller } = request;
     try {
-      validateInputs(spec, request.inputs, request.outputs);
+      validateInputs(this.registry.specOf(entry), request.inputs, request.outputs);
     } catch (err) {
       request.trace?.endPhase(err);
       if (caller.kind === 'client') throw err;
@@ -464,7 +463,6 @@ export class Coordinator {
       );
     }
     request.trace?.endPhase();
-    return { entry, shardKeyHash };
   }
 
   /**

@@ -217,7 +217,8 @@ export async function mergeExposition(
 
 /** What the coordinator's metrics read at scrape time. */
 export interface CoordinatorMetricsSource {
-  workers: () => { id: string; healthy: boolean; draining: boolean; inFlight: number }[];
+  /** The coordinator's fleet snapshot (coordinator/fleet.ts). */
+  workers: () => readonly { id: string; health: string; draining: boolean; inFlight: number }[];
   retries: () => number;
   hedges: () => number;
   /** Circuit opens per model version and worker. */
@@ -288,7 +289,8 @@ export class CoordinatorMetrics {
       'Connected workers: 1 when health checks pass and it is not draining',
       ['worker'],
       (g) => {
-        for (const w of source.workers()) g.set({ worker: w.id }, w.healthy && !w.draining ? 1 : 0);
+        for (const w of source.workers())
+          g.set({ worker: w.id }, w.health === 'healthy' && !w.draining ? 1 : 0);
       },
     );
     gauge(

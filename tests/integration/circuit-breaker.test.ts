@@ -129,3 +129,55 @@ models:
   const workers = await adminWorkers(coordinator.url);
   assert.equal(workers.find((w) => w.id === 'good')!.failures, 0);
 });
+
+test('circuit breaker - a model that throws on one input is answered with one error: no retry on other replicas, no breaker opened', {
+  timeout: 60_000,
+}, async (t) => {
+  const model = fileURLToPath(new URL('../fixtures/models/throws-on-input.ts', import.meta.url));
+  const config = writeConfig(
+    t,
+    `
+rpc: { heartbeatIntervalMs: 100, peerTimeoutMs: 2000 }
+routing:
+  strategy: round-robin
+  retry: { maxAttempts: 3 }
+  circuitBreaker: { failureThreshold: ${FAILURE_THRESHOLD}, openMs: 60000, maxOpenMs: 60000 }
+models:
+  - name: m
+    backend: js
+    path: ${model}
+`,
+  );
+  const coordinator = await startCoordinator(t, config);
+  await startWorker(t, config, 'a', { coordinator: coordinator.rpcAddress });
+  await startWorker(t, config, 'b', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 2, ['m']);
+
+  const poisoned = 4 * FAILURE_THRESHOLD;
+  for (let i = 0; i < poisoned; i++) {
+    await assert.rejects(coordinator.client.infer('m', x(13)), (err: unknown) => {
+      assert.ok(err instanceof InferenceClientError);
+      assert.equal(err.status, 500);
+      assert.equal(err.code, 'BACKEND_ERROR');
+      assert.match(err.message, /cannot handle 13/);
+      return true;
+    });
+  }
+  const picks =
+    (await modelStats(coordinator.url, 'a')).picks! + (await modelStats(coordinator.url, 'b')).picks!;
+  assert.equal(picks, poisoned, 'each failing request went to exactly one replica');
+  const admin = (await (await fetch(`${coordinator.url}/admin/workers`)).json()) as {
+    routing: { retries: number };
+  };
+  assert.equal(admin.routing.retries, 0, 'no failing request was retried');
+  for (const id of ['a', 'b']) {
+    const s = await modelStats(coordinator.url, id);
+    assert.equal(s.circuit, 'closed', `${id} stays in rotation`);
+    assert.equal(s.circuitOpens, 0);
+    assert.equal(s.consecutiveFailures, 0);
+  }
+  for (const w of await adminWorkers(coordinator.url)) assert.equal(w.failures, 0, `${w.id} was not blamed`);
+  // and both replicas still answer every other input
+  for (let i = 0; i < 4; i++)
+    assert.deepEqual((await coordinator.client.infer('m', x(i))).outputs[0]!.data, [i]);
+});

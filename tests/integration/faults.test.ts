@@ -289,11 +289,18 @@ test('faults - bad input and dead workers get typed errors, never hangs or crash
     );
   });
 
-  await t.test('only worker faults count against a worker: not bad input, deadlines or cancels', async () => {
-    const w1Stats = (await adminWorkers(url)).find((w) => w.id === 'w1')!;
-    assert.ok(w1Stats.requests >= 5, 'w1 saw deadlines, a cancel and a backend error');
-    assert.equal(w1Stats.failures, 1, "only the malformed output was the worker's fault");
-  });
+  await t.test(
+    "only worker faults count against a worker: not bad input, deadlines, cancels or the model's own errors",
+    async () => {
+      const w1Stats = (await adminWorkers(url)).find((w) => w.id === 'w1')!;
+      assert.ok(w1Stats.requests >= 5, 'w1 saw deadlines, a cancel and a backend error');
+      assert.equal(
+        w1Stats.failures,
+        0,
+        "a malformed output is the model's failure on that request (BACKEND_ERROR), not the worker's",
+      );
+    },
+  );
 
   await t.test('a worker that dies mid-request -> 503 for that request, coordinator unharmed', async () => {
     await expectError(
