@@ -72,14 +72,14 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   });
 
   const metadata = async (req: FastifyRequest<{ Params: ModelParams }>) => {
-    const entry = registry.resolve(req.params.model, req.params.version);
+    const entry = coordinator.resolve(req.params.model, req.params.version);
     return modelMetadata(coordinator, entry);
   };
   app.get('/v2/models/:model', metadata);
   app.get('/v2/models/:model/versions/:version', metadata);
 
   const ready = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply) => {
-    const entry = registry.resolve(req.params.model, req.params.version);
+    const entry = coordinator.resolve(req.params.model, req.params.version);
     const isReady = registry.isReady(entry);
     return reply.code(isReady ? 200 : 503).send({ name: entry.name, version: entry.version, ready: isReady });
   };

@@ -53,7 +53,7 @@ export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coor
   });
 
   const config = async (req: FastifyRequest<{ Params: ModelParams }>) => {
-    const entry = registry.resolve(req.params.model, req.params.version);
+    const entry = coordinator.resolve(req.params.model, req.params.version);
     const c = entry.config;
     const spec = entry.spec;
     return {
@@ -85,7 +85,7 @@ export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coor
   app.get('/v2/models/:model/versions/:version/config', config);
 
   app.get('/admin/models/:model/traffic', async (req: FastifyRequest<{ Params: ModelParams }>) => {
-    registry.resolve(req.params.model);
+    coordinator.resolve(req.params.model);
     return {
       model: req.params.model,
       versions: registry.versions(req.params.model),

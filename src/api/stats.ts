@@ -86,7 +86,7 @@ async function collect(coordinator: Coordinator, entries: ModelEntry[]) {
 export function registerStatsRoutes(app: FastifyInstance, coordinator: Coordinator): void {
   app.get('/v2/models/stats', async () => collect(coordinator, [...coordinator.registry.entries()]));
   const one = async (req: FastifyRequest<{ Params: { model: string; version?: string } }>) => {
-    const entry = coordinator.registry.resolve(req.params.model, req.params.version);
+    const entry = coordinator.resolve(req.params.model, req.params.version);
     // without a version: every version of the model, as Triton does
     const entries = req.params.version
       ? [entry]

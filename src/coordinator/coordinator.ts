@@ -12,12 +12,7 @@ import { type Server, type Socket, createServer } from 'node:net';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { createPackr } from '../protocol/index.ts';
-import {
-  type ModelEntry,
-  ModelRegistry,
-  type ModelSpec,
-  validateInputs,
-} from '../registry/index.ts';
+import { type ModelEntry, ModelRegistry, validateInputs } from '../registry/index.ts';
 import { RetryBudget, Router, hashString } from '../routing/index.ts';
 import {
   Redialer,
@@ -282,10 +277,13 @@ export class Coordinator {
     return this.pool.unblock(id);
   }
 
-  /** Finds the model a request names and its schema (404 / 503 when it cannot), for metadata. */
-  resolve(name: string, version?: string): { entry: ModelEntry; spec: ModelSpec } {
-    const entry = this.registry.resolve(name, version);
-    return { entry, spec: this.registry.specOf(entry) };
+  /**
+   * Finds the model version a control-plane request names (metadata, readiness, config,
+   * statistics, traffic), else the newest served (404 when there is none).
+   * Inference requests are resolved by `infer`, with the traffic split.
+   */
+  resolve(name: string, version?: string): ModelEntry {
+    return this.registry.resolve(name, version);
   }
 
   /**
