@@ -1,7 +1,7 @@
 /**
  * KServe v2 inference request and response bodies (JSON). Parsing checks the structure and
- * reports the first problem with its path; tensor contents are checked against the model
- * elsewhere (validateInputs) and element by element in tensorFromJson.
+ * reports the first problem with its path; tensor contents are checked element by element in
+ * tensorFromJson, and against the model by the coordinator (validateInputs), not here.
  *
  * The binary tensor data extension's parameters (binary_data_size, binary_data,
  * binary_data_output) are read here into typed fields and removed from the parameters, so
