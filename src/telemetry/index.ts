@@ -8,22 +8,24 @@ export {
   mergeExposition,
 } from './metrics.ts';
 export {
+  DEFAULT_OTLP_TRACES_ENDPOINT,
+  type TracingConfig,
+  type TracingSettings,
+  resolveTracingSettings,
+} from './tracing-settings.ts';
+export {
   type AttemptKind,
   type CreateTracingOptions,
-  DEFAULT_OTLP_TRACES_ENDPOINT,
   DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
   HttpRequestTrace,
   SPAN_NAMES,
   type TraceContext,
   Tracing,
-  type TracingConfig,
-  type TracingSettings,
   WorkerRequestTrace,
   createTracing,
   endSpan,
   noTracing,
   recordError,
-  resolveTracingSettings,
   traceparentOf,
   tracingIfEnabled,
 } from './tracing.ts';
