@@ -15,17 +15,19 @@ export {
 } from './tracing-settings.ts';
 export {
   type AttemptKind,
+  SPAN_NAMES,
+  type TraceContext,
+  endSpan,
+  recordError,
+} from './span-names.ts';
+export {
   type CreateTracingOptions,
   DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
   HttpRequestTrace,
-  SPAN_NAMES,
-  type TraceContext,
   Tracing,
   WorkerRequestTrace,
   createTracing,
-  endSpan,
   noTracing,
-  recordError,
   traceparentOf,
   tracingIfEnabled,
 } from './tracing.ts';

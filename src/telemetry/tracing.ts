@@ -16,7 +16,6 @@
 
 import {
   type Attributes,
-  type Context,
   type Link,
   ProxyTracerProvider,
   ROOT_CONTEXT,
@@ -31,9 +30,27 @@ import {
 } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { BasicTracerProvider, ReadableSpan, Sampler, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { type InfergridError, toInfergridError } from '../errors.ts';
+import type { InfergridError } from '../errors.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 import type { Logger } from './logger.ts';
+import {
+  type AttemptKind,
+  SPAN_ATTRIBUTES,
+  SPAN_NAMES,
+  type TraceContext,
+  batchAttributes,
+  cacheLookupAttributes,
+  endSpan,
+  httpAttributes,
+  httpRoute,
+  httpSpanName,
+  recordError,
+  routeAttributes,
+  rpcClientAttributes,
+  rpcServerAttributes,
+  stepAttributes,
+  stepSpanName,
+} from './span-names.ts';
 import {
   DEFAULT_TRACING_CONFIG,
   type Env,
@@ -43,25 +60,8 @@ import {
   resolveTracingSettings,
 } from './tracing-settings.ts';
 
-/** A span's place in a trace, as passed from a request to the work done for it. */
-export type TraceContext = Context;
-
 /** Longest a shutdown waits for the last spans to be exported, ms. */
 export const DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS = 5000;
-
-/** Span names (the tree is in docs/tracing.md). */
-export const SPAN_NAMES = {
-  validate: 'validate',
-  cacheLookup: 'cache lookup',
-  route: 'route',
-  /** Both sides of an INFER_REQUEST: the coordinator's client span and the worker's server span. */
-  rpcInfer: 'infergrid.Worker/Infer',
-  queueWait: 'queue wait',
-  batch: 'batch execute',
-} as const;
-
-/** How a dispatch attempt came about. */
-export type AttemptKind = 'first' | 'retry' | 'hedge';
 
 function buildSampler(
   sdk: typeof import('@opentelemetry/sdk-trace-base'),
@@ -197,15 +197,15 @@ export class Tracing {
     // `{model}` rather than the name: span names stay few (a backend groups by them)
     let route = this.#routes.get(request.route);
     if (route === undefined) {
-      route = request.route.replace(/:(\w+)/g, '{$1}');
+      route = httpRoute(request.route);
       this.#routes.set(request.route, route);
     }
-    const span = this.startSpan(`${request.method} ${route}`, parent, SpanKind.SERVER, {
-      'http.request.method': request.method,
-      'http.route': route,
-      'url.path': request.path,
-      'infergrid.model': request.model,
-    });
+    const span = this.startSpan(
+      httpSpanName(request.method, route),
+      parent,
+      SpanKind.SERVER,
+      httpAttributes(request.method, route, request.path, request.model),
+    );
     return new HttpRequestTrace(this, span, trace.setSpan(parent, span));
   }
 
@@ -213,18 +213,15 @@ export class Tracing {
   startRoute(parent: TraceContext, model: string, attempt: number): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(SPAN_NAMES.route, parent, SpanKind.INTERNAL, {
-        'infergrid.model': model,
-        'infergrid.attempt': attempt,
-      })
+      this.startSpan(SPAN_NAMES.route, parent, SpanKind.INTERNAL, routeAttributes(model, attempt))
     );
   }
 
   endRoute(span: Span, workerId: string | undefined): void {
     if (workerId === undefined) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: 'UNAVAILABLE' });
-      span.setAttribute('error.type', 'UNAVAILABLE');
-    } else span.setAttribute('infergrid.worker.id', workerId);
+      span.setAttribute(SPAN_ATTRIBUTES.errorType, 'UNAVAILABLE');
+    } else span.setAttribute(SPAN_ATTRIBUTES.workerId, workerId);
     span.end();
   }
 
@@ -238,33 +235,26 @@ export class Tracing {
   ): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(SPAN_NAMES.rpcInfer, parent, SpanKind.CLIENT, {
-        'rpc.system': 'infergrid',
-        'rpc.service': 'infergrid.Worker',
-        'rpc.method': 'Infer',
-        'infergrid.model': model,
-        'infergrid.worker.id': workerId,
-        'infergrid.attempt': attempt,
-        'infergrid.attempt.kind': kind,
-      })
+      this.startSpan(
+        SPAN_NAMES.rpcInfer,
+        parent,
+        SpanKind.CLIENT,
+        rpcClientAttributes(model, workerId, attempt, kind),
+      )
     );
   }
 
   startCacheLookup(parent: TraceContext, model: string): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(SPAN_NAMES.cacheLookup, parent, SpanKind.INTERNAL, { 'infergrid.model': model })
+      this.startSpan(SPAN_NAMES.cacheLookup, parent, SpanKind.INTERNAL, cacheLookupAttributes(model))
     );
   }
 
   startStep(parent: TraceContext | undefined, pipeline: string, step: string, model: string): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(`step ${step}`, parent, SpanKind.INTERNAL, {
-        'infergrid.pipeline': pipeline,
-        'infergrid.pipeline.step': step,
-        'infergrid.model': model,
-      })
+      this.startSpan(stepSpanName(step), parent, SpanKind.INTERNAL, stepAttributes(pipeline, step, model))
     );
   }
 
@@ -380,23 +370,6 @@ export async function createTracing(options: CreateTracingOptions): Promise<Trac
   });
 }
 
-/** Marks a span failed with the error's code (status and `error.type`); a string is a code. */
-export function recordError(span: Span, error: unknown): void {
-  const e = typeof error === 'string' ? { code: error, message: error } : toInfergridError(error);
-  span.setStatus({ code: SpanStatusCode.ERROR, message: e.code });
-  span.setAttribute('error.type', e.code);
-  span.setAttribute(
-    'infergrid.error.message',
-    e.message.length > 500 ? `${e.message.slice(0, 500)}…` : e.message,
-  );
-}
-
-/** Ends a span, failed when `error` is given. */
-export function endSpan(span: Span, error?: unknown): void {
-  if (error !== undefined) recordError(span, error);
-  span.end();
-}
-
 /** The W3C `traceparent` naming `span` as the parent (for the RPC meta). */
 export function traceparentOf(span: Span): string {
   const { traceId, spanId, traceFlags } = span.spanContext();
@@ -433,7 +406,7 @@ export class HttpRequestTrace {
   /** Ends the request with the status it was answered with (and the phase it failed in). */
   end(statusCode: number, error?: unknown): void {
     this.endPhase(error);
-    this.span.setAttribute('http.response.status_code', statusCode);
+    this.span.setAttribute(SPAN_ATTRIBUTES.httpStatusCode, statusCode);
     if (error !== undefined) recordError(this.span, error);
     else if (statusCode >= 500)
       this.span.setStatus({ code: SpanStatusCode.ERROR, message: String(statusCode) });
@@ -465,14 +438,12 @@ export class WorkerRequestTrace {
   ) {
     this.#tracing = tracing;
     this.#model = meta.model;
-    this.span = tracing.startSpan(SPAN_NAMES.rpcInfer, parent, SpanKind.SERVER, {
-      'rpc.system': 'infergrid',
-      'rpc.service': 'infergrid.Worker',
-      'rpc.method': 'Infer',
-      'infergrid.model': meta.model,
-      'infergrid.model.version': meta.version,
-      'infergrid.worker.id': workerId,
-    });
+    this.span = tracing.startSpan(
+      SPAN_NAMES.rpcInfer,
+      parent,
+      SpanKind.SERVER,
+      rpcServerAttributes(meta.model, meta.version, workerId),
+    );
     this.context = trace.setSpan(parent, this.span);
   }
 
@@ -504,11 +475,7 @@ export class WorkerRequestTrace {
       SPAN_NAMES.batch,
       parent.context,
       SpanKind.INTERNAL,
-      {
-        'infergrid.model': this.#model,
-        'infergrid.batch.rows': rows,
-        'infergrid.batch.requests': members.length,
-      },
+      batchAttributes(this.#model, rows, members.length),
       links,
     );
     return (error) => endSpan(span, error);
