@@ -13,6 +13,7 @@ export {
   type TracingSettings,
   resolveTracingSettings,
 } from './tracing-settings.ts';
+export { HttpRequestTrace, WorkerRequestTrace } from './request-trace.ts';
 export {
   type AttemptKind,
   SPAN_NAMES,
@@ -23,9 +24,7 @@ export {
 export {
   type CreateTracingOptions,
   DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
-  HttpRequestTrace,
   Tracing,
-  WorkerRequestTrace,
   createTracing,
   noTracing,
   traceparentOf,

@@ -30,24 +30,20 @@ import {
 } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { BasicTracerProvider, ReadableSpan, Sampler, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import type { InfergridError } from '../errors.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 import type { Logger } from './logger.ts';
+import { HttpRequestTrace, type SpanStarter, WorkerRequestTrace } from './request-trace.ts';
 import {
   type AttemptKind,
   SPAN_ATTRIBUTES,
   SPAN_NAMES,
   type TraceContext,
-  batchAttributes,
   cacheLookupAttributes,
-  endSpan,
   httpAttributes,
   httpRoute,
   httpSpanName,
-  recordError,
   routeAttributes,
   rpcClientAttributes,
-  rpcServerAttributes,
   stepAttributes,
   stepSpanName,
 } from './span-names.ts';
@@ -126,7 +122,7 @@ class LoggedExporter implements SpanExporter {
  * A process's tracing. Code that traces keeps a `Tracing` only when `enabled` is true (see
  * `tracingIfEnabled`), so "is this request traced" is one check of a field.
  */
-export class Tracing {
+export class Tracing implements SpanStarter {
   readonly enabled: boolean;
   readonly tracer: Tracer;
   readonly settings: TracingSettings | undefined;
@@ -374,119 +370,4 @@ export async function createTracing(options: CreateTracingOptions): Promise<Trac
 export function traceparentOf(span: Span): string {
   const { traceId, spanId, traceFlags } = span.spanContext();
   return `00-${traceId}-${spanId}-${(traceFlags & 0xff).toString(16).padStart(2, '0')}`;
-}
-
-/**
- * One HTTP inference request's spans on the coordinator: the server span and, one at a time,
- * a phase under it (validation). `context` is the parent for the work done for the request.
- */
-export class HttpRequestTrace {
-  readonly span: Span;
-  readonly context: TraceContext;
-  readonly #tracing: Tracing;
-  #phase: Span | undefined;
-
-  constructor(tracing: Tracing, span: Span, context: TraceContext) {
-    this.#tracing = tracing;
-    this.span = span;
-    this.context = context;
-  }
-
-  startPhase(name: string): void {
-    this.#phase?.end();
-    this.#phase = this.#tracing.startSpan(name, this.context);
-  }
-
-  endPhase(error?: unknown): void {
-    if (!this.#phase) return;
-    endSpan(this.#phase, error);
-    this.#phase = undefined;
-  }
-
-  /** Ends the request with the status it was answered with (and the phase it failed in). */
-  end(statusCode: number, error?: unknown): void {
-    this.endPhase(error);
-    this.span.setAttribute(SPAN_ATTRIBUTES.httpStatusCode, statusCode);
-    if (error !== undefined) recordError(this.span, error);
-    else if (statusCode >= 500)
-      this.span.setStatus({ code: SpanStatusCode.ERROR, message: String(statusCode) });
-    this.span.end();
-  }
-}
-
-/** The end of a batch none of whose requests is recorded. */
-const NO_BATCH_SPAN = (): void => {};
-
-/**
- * One INFER_REQUEST on a worker: the server span continuing the coordinator's attempt span,
- * the queue wait under it, and (through the batcher's hooks) the batch it ran in. Shaped as
- * the batcher's `SubmitTrace`; the batcher knows no tracing library.
- */
-export class WorkerRequestTrace {
-  readonly span: Span;
-  readonly context: TraceContext;
-  readonly #tracing: Tracing;
-  readonly #model: string;
-  #queue: Span | undefined;
-
-  /** Made by `Tracing.startWorkerRequest`. */
-  constructor(
-    tracing: Tracing,
-    parent: TraceContext,
-    meta: { model: string; version: string },
-    workerId: string,
-  ) {
-    this.#tracing = tracing;
-    this.#model = meta.model;
-    this.span = tracing.startSpan(
-      SPAN_NAMES.rpcInfer,
-      parent,
-      SpanKind.SERVER,
-      rpcServerAttributes(meta.model, meta.version, workerId),
-    );
-    this.context = trace.setSpan(parent, this.span);
-  }
-
-  /** The request is handed to the model's queue. */
-  enqueued(): void {
-    this.#queue = this.#tracing.startSpan(SPAN_NAMES.queueWait, this.context);
-  }
-
-  /** It left the queue for a batch. */
-  dequeued(): void {
-    this.#queue?.end();
-    this.#queue = undefined;
-  }
-
-  /**
-   * A batch starts with this request first among its traced ones: a span under the first
-   * recorded request of the batch, linked to every recorded request in it. Returns what ends it.
-   */
-  batchStarted(members: readonly unknown[], rows: number): (error?: InfergridError) => void {
-    const links: Link[] = [];
-    let parent: WorkerRequestTrace | undefined;
-    for (const m of members) {
-      if (!(m instanceof WorkerRequestTrace) || !m.span.isRecording()) continue;
-      links.push({ context: m.span.spanContext() });
-      parent ??= m;
-    }
-    if (!parent) return NO_BATCH_SPAN;
-    const span = this.#tracing.startSpan(
-      SPAN_NAMES.batch,
-      parent.context,
-      SpanKind.INTERNAL,
-      batchAttributes(this.#model, rows, members.length),
-      links,
-    );
-    return (error) => endSpan(span, error);
-  }
-
-  /** The request was answered (or failed: the queue wait too, if it never left the queue). */
-  end(error?: unknown): void {
-    if (this.#queue) {
-      endSpan(this.#queue, error);
-      this.#queue = undefined;
-    }
-    endSpan(this.span, error);
-  }
 }
