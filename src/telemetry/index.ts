@@ -13,7 +13,14 @@ export {
   type TracingSettings,
   resolveTracingSettings,
 } from './tracing-settings.ts';
-export { HttpRequestTrace, WorkerRequestTrace } from './request-trace.ts';
+export { type CreateTracingOptions, createTracing } from './tracing-sdk.ts';
+export {
+  DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
+  Tracing,
+  noTracing,
+  traceparentOf,
+  tracingIfEnabled,
+} from './tracing.ts';
 export {
   type AttemptKind,
   SPAN_NAMES,
@@ -21,12 +28,4 @@ export {
   endSpan,
   recordError,
 } from './span-names.ts';
-export {
-  type CreateTracingOptions,
-  DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
-  Tracing,
-  createTracing,
-  noTracing,
-  traceparentOf,
-  tracingIfEnabled,
-} from './tracing.ts';
+export { HttpRequestTrace, WorkerRequestTrace } from './request-trace.ts';

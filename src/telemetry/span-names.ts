@@ -8,8 +8,7 @@
  * and these are made only for a request that is traced.
  */
 
-import type { Attributes, Context, Span } from '@opentelemetry/api';
-import { SpanStatusCode } from '@opentelemetry/api';
+import { type Attributes, type Context, type Span, SpanStatusCode } from '@opentelemetry/api';
 import { toInfergridError } from '../errors.ts';
 
 /** A span's place in a trace, as passed from a request to the work done for it. */

@@ -1,15 +1,17 @@
 /**
- * OpenTelemetry tracing, one tracer provider per process, off by default.
+ * OpenTelemetry tracing, one `Tracing` per process, off by default: the facade the engine holds
+ * and starts its spans through. Settings are in tracing-settings.ts, the SDK set-up (which makes
+ * a `Tracing`) in tracing-sdk.ts, span names and attributes in span-names.ts, and one request's
+ * spans in request-trace.ts.
  *
  * Trade-offs: contexts are passed explicitly (a request carries its parent `Context` through
  * the coordinator, the RPC meta's `traceparent` to the worker) rather than through a global
  * context manager, so nothing is registered globally and nothing async_hooks-based runs per
  * request. When tracing is off, callers hold no `Tracing` at all and test one value before any
- * span work, so an untraced request allocates no attributes, spans or closures for it. Spans
- * are exported in batches (BatchSpanProcessor) over OTLP/HTTP JSON; `shutdown` flushes them.
- * The SDK and exporter are imported only when tracing is on (they take ~60 ms to load). A
- * request that is not sampled makes no child spans: its unrecorded span stands in for them, and
- * the worker, seeing "not sampled" in the traceparent, makes none at all.
+ * span work, so an untraced request allocates no attributes, spans or closures for it. This file
+ * imports only the OpenTelemetry API (the SDK's types are erased). A request that is not sampled
+ * makes no child spans: its unrecorded span stands in for them, and the worker, seeing "not
+ * sampled" in the traceparent, makes none at all.
  *
  * Span names and the tree they form are listed in docs/tracing.md.
  */
@@ -28,10 +30,7 @@ import {
   defaultTextMapGetter,
   trace,
 } from '@opentelemetry/api';
-import type { ExportResult } from '@opentelemetry/core';
-import type { BasicTracerProvider, ReadableSpan, Sampler, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { INFERGRID_VERSION } from '../version.ts';
-import type { Logger } from './logger.ts';
+import type { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
 import { HttpRequestTrace, type SpanStarter, WorkerRequestTrace } from './request-trace.ts';
 import {
   type AttemptKind,
@@ -47,76 +46,10 @@ import {
   stepAttributes,
   stepSpanName,
 } from './span-names.ts';
-import {
-  DEFAULT_TRACING_CONFIG,
-  type Env,
-  type TracingConfig,
-  type TracingRole,
-  type TracingSettings,
-  resolveTracingSettings,
-} from './tracing-settings.ts';
+import type { TracingSettings } from './tracing-settings.ts';
 
 /** Longest a shutdown waits for the last spans to be exported, ms. */
 export const DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS = 5000;
-
-function buildSampler(
-  sdk: typeof import('@opentelemetry/sdk-trace-base'),
-  { name, ratio }: TracingSettings['sampler'],
-): Sampler {
-  const root = name.endsWith('always_on')
-    ? new sdk.AlwaysOnSampler()
-    : name.endsWith('always_off')
-      ? new sdk.AlwaysOffSampler()
-      : new sdk.TraceIdRatioBasedSampler(ratio);
-  return name.startsWith('parentbased_') ? new sdk.ParentBasedSampler({ root }) : root;
-}
-
-/** ExportResultCode.SUCCESS (@opentelemetry/core, not loaded when tracing is off). */
-const EXPORT_SUCCESS = 0;
-
-/**
- * Logs failed exports instead of letting them vanish into OTel's diag channel: the first
- * failure, then at most one line a minute with the count of spans lost since.
- */
-class LoggedExporter implements SpanExporter {
-  readonly #inner: SpanExporter;
-  readonly #logger: Logger;
-  readonly #endpoint: string;
-  #lostSpans = 0;
-  #loggedAt = Number.NEGATIVE_INFINITY;
-
-  constructor(inner: SpanExporter, logger: Logger, endpoint: string) {
-    this.#inner = inner;
-    this.#logger = logger;
-    this.#endpoint = endpoint;
-  }
-
-  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
-    this.#inner.export(spans, (result) => {
-      if (result.code !== EXPORT_SUCCESS) {
-        this.#lostSpans += spans.length;
-        const now = Date.now();
-        if (now - this.#loggedAt >= 60_000) {
-          this.#loggedAt = now;
-          this.#logger.warn(
-            { endpoint: this.#endpoint, lostSpans: this.#lostSpans, err: result.error?.message },
-            'trace export failed; spans were dropped',
-          );
-          this.#lostSpans = 0;
-        }
-      }
-      done(result);
-    });
-  }
-
-  shutdown(): Promise<void> {
-    return this.#inner.shutdown();
-  }
-
-  forceFlush(): Promise<void> {
-    return this.#inner.forceFlush?.() ?? Promise.resolve();
-  }
-}
 
 /**
  * A process's tracing. Code that traces keeps a `Tracing` only when `enabled` is true (see
@@ -302,68 +235,6 @@ export function noTracing(): Tracing {
 /** `tracing` when it is on, else undefined: what a class keeps to test with one check. */
 export function tracingIfEnabled(tracing: Tracing | undefined): Tracing | undefined {
   return tracing?.enabled ? tracing : undefined;
-}
-
-export interface CreateTracingOptions {
-  config?: Readonly<TracingConfig> | undefined;
-  /** Read for OTEL_*; default none. */
-  env?: Env;
-  role: TracingRole;
-  /** A worker's id (resource attribute `service.instance.id`). */
-  workerId?: string | undefined;
-  logger: Logger;
-}
-
-/** The process's tracing from its config and environment; `noTracing()` when it is off. */
-export async function createTracing(options: CreateTracingOptions): Promise<Tracing> {
-  const settings = resolveTracingSettings(
-    options.config ?? DEFAULT_TRACING_CONFIG,
-    options.env ?? {},
-    options.role,
-  );
-  if (!settings.enabled) return noTracing();
-  const [sdk, core, resources, otlp] = await Promise.all([
-    import('@opentelemetry/sdk-trace-base'),
-    import('@opentelemetry/core'),
-    import('@opentelemetry/resources'),
-    import('@opentelemetry/exporter-trace-otlp-http'),
-  ]);
-  const resource = resources.resourceFromAttributes({
-    'service.name': settings.serviceName,
-    'service.version': INFERGRID_VERSION,
-    'infergrid.role': options.role,
-    'process.pid': process.pid,
-    ...(options.workerId !== undefined
-      ? { 'service.instance.id': options.workerId, 'infergrid.worker.id': options.workerId }
-      : {}),
-  });
-  const spanProcessors = settings.exporters.map((name) => {
-    const exporter =
-      name === 'console'
-        ? new sdk.ConsoleSpanExporter()
-        : new otlp.OTLPTraceExporter({ url: settings.endpoint });
-    return new sdk.BatchSpanProcessor(new LoggedExporter(exporter, options.logger, settings.endpoint));
-  });
-  const provider = new sdk.BasicTracerProvider({
-    resource,
-    sampler: buildSampler(sdk, settings.sampler),
-    spanProcessors,
-  });
-  options.logger.info(
-    {
-      exporters: settings.exporters,
-      ...(settings.exporters.includes('otlp') ? { endpoint: settings.endpoint } : {}),
-      sampler: settings.sampler.name,
-      ratio: settings.sampler.ratio,
-      serviceName: settings.serviceName,
-    },
-    'tracing on',
-  );
-  return new Tracing(provider.getTracer('infergrid', INFERGRID_VERSION), {
-    provider,
-    propagator: new core.W3CTraceContextPropagator(),
-    settings,
-  });
 }
 
 /** The W3C `traceparent` naming `span` as the parent (for the RPC meta). */
