@@ -29,3 +29,23 @@ export {
   recordError,
 } from './span-names.ts';
 export { HttpRequestTrace, WorkerRequestTrace } from './request-trace.ts';
+export {
+  type AsyncEndEvent,
+  type AttemptEndEvent,
+  type AttemptStartEvent,
+  type CacheLookupEvent,
+  type CacheOutcomeName,
+  type EventChannel,
+  type ModelRef,
+  REQUEST_CHANNELS,
+  REQUEST_EVENT_NAMES,
+  type RequestChannels,
+  type RequestEndEvent,
+  type RequestStartEvent,
+  type StageOutcome,
+  type StepEndEvent,
+  type StepStartEvent,
+  isolatedRequestChannels,
+  subscribeEvent,
+  subscribeMetrics,
+} from './request-events.ts';
