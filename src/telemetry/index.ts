@@ -8,25 +8,27 @@ export {
   mergeExposition,
 } from './metrics.ts';
 export {
-  type AttemptKind,
-  type CreateTracingOptions,
   DEFAULT_OTLP_TRACES_ENDPOINT,
-  DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
-  HttpRequestTrace,
-  SPAN_NAMES,
-  type TraceContext,
-  Tracing,
   type TracingConfig,
   type TracingSettings,
-  WorkerRequestTrace,
-  createTracing,
-  endSpan,
-  noTracing,
-  recordError,
   resolveTracingSettings,
+} from './tracing-settings.ts';
+export { type CreateTracingOptions, createTracing } from './tracing-sdk.ts';
+export {
+  DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS,
+  Tracing,
+  noTracing,
   traceparentOf,
   tracingIfEnabled,
 } from './tracing.ts';
+export {
+  type AttemptKind,
+  SPAN_NAMES,
+  type TraceContext,
+  endSpan,
+  recordError,
+} from './span-names.ts';
+export { HttpRequestTrace, WorkerRequestTrace } from './request-trace.ts';
 export {
   REQUEST_END_CHANNEL,
   type RequestEndEvent,

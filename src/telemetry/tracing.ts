@@ -1,22 +1,23 @@
 /**
- * OpenTelemetry tracing, one tracer provider per process, off by default.
+ * OpenTelemetry tracing, one `Tracing` per process, off by default: the facade the engine holds
+ * and starts its spans through. Settings are in tracing-settings.ts, the SDK set-up (which makes
+ * a `Tracing`) in tracing-sdk.ts, span names and attributes in span-names.ts, and one request's
+ * spans in request-trace.ts.
  *
  * Trade-offs: contexts are passed explicitly (a request carries its parent `Context` through
  * the coordinator, the RPC meta's `traceparent` to the worker) rather than through a global
  * context manager, so nothing is registered globally and nothing async_hooks-based runs per
  * request. When tracing is off, callers hold no `Tracing` at all and test one value before any
- * span work, so an untraced request allocates no attributes, spans or closures for it. Spans
- * are exported in batches (BatchSpanProcessor) over OTLP/HTTP JSON; `shutdown` flushes them.
- * The SDK and exporter are imported only when tracing is on (they take ~60 ms to load). A
- * request that is not sampled makes no child spans: its unrecorded span stands in for them, and
- * the worker, seeing "not sampled" in the traceparent, makes none at all.
+ * span work, so an untraced request allocates no attributes, spans or closures for it. This file
+ * imports only the OpenTelemetry API (the SDK's types are erased). A request that is not sampled
+ * makes no child spans: its unrecorded span stands in for them, and the worker, seeing "not
+ * sampled" in the traceparent, makes none at all.
  *
  * Span names and the tree they form are listed in docs/tracing.md.
  */
 
 import {
   type Attributes,
-  type Context,
   type Link,
   ProxyTracerProvider,
   ROOT_CONTEXT,
@@ -29,219 +30,32 @@ import {
   defaultTextMapGetter,
   trace,
 } from '@opentelemetry/api';
-import type { ExportResult } from '@opentelemetry/core';
-import type { BasicTracerProvider, ReadableSpan, Sampler, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { InfergridError, toInfergridError } from '../errors.ts';
-import { INFERGRID_VERSION } from '../version.ts';
-import type { Logger } from './logger.ts';
+import type { BasicTracerProvider } from '@opentelemetry/sdk-trace-base';
+import { HttpRequestTrace, type SpanStarter, WorkerRequestTrace } from './request-trace.ts';
+import {
+  type AttemptKind,
+  SPAN_ATTRIBUTES,
+  SPAN_NAMES,
+  type TraceContext,
+  cacheLookupAttributes,
+  httpAttributes,
+  httpRoute,
+  httpSpanName,
+  routeAttributes,
+  rpcClientAttributes,
+  stepAttributes,
+  stepSpanName,
+} from './span-names.ts';
+import type { TracingSettings } from './tracing-settings.ts';
 
-/** A span's place in a trace, as passed from a request to the work done for it. */
-export type TraceContext = Context;
-
-export type TracingExporter = 'otlp' | 'console';
-export type TracingRole = 'coordinator' | 'worker';
-
-/** The `tracing:` config section (see configSchema). */
-export interface TracingConfig {
-  enabled: boolean;
-  exporter: TracingExporter;
-  endpoint?: string | undefined;
-  sampleRatio: number;
-  serviceName?: string | undefined;
-}
-
-export const DEFAULT_TRACING_CONFIG: Readonly<TracingConfig> = {
-  enabled: false,
-  exporter: 'otlp',
-  sampleRatio: 1,
-};
-
-/** Where spans go when no endpoint is configured (a local collector's OTLP/HTTP port). */
-export const DEFAULT_OTLP_TRACES_ENDPOINT = 'http://localhost:4318/v1/traces';
 /** Longest a shutdown waits for the last spans to be exported, ms. */
 export const DEFAULT_TRACING_SHUTDOWN_TIMEOUT_MS = 5000;
-
-/** Span names (the tree is in docs/tracing.md). */
-export const SPAN_NAMES = {
-  validate: 'validate',
-  cacheLookup: 'cache lookup',
-  route: 'route',
-  /** Both sides of an INFER_REQUEST: the coordinator's client span and the worker's server span. */
-  rpcInfer: 'infergrid.Worker/Infer',
-  queueWait: 'queue wait',
-  batch: 'batch execute',
-} as const;
-
-/** How a dispatch attempt came about. */
-export type AttemptKind = 'first' | 'retry' | 'hedge';
-
-/** Tracing settings after the environment has been applied over the config. */
-export interface TracingSettings {
-  enabled: boolean;
-  exporters: TracingExporter[];
-  /** The OTLP/HTTP traces URL. */
-  endpoint: string;
-  sampler: { name: string; ratio: number };
-  serviceName: string;
-}
-
-type Env = Record<string, string | undefined>;
-
-const SAMPLERS = [
-  'always_on',
-  'always_off',
-  'traceidratio',
-  'parentbased_always_on',
-  'parentbased_always_off',
-  'parentbased_traceidratio',
-] as const;
-
-/** A base URL with no path gets the OTLP traces path, as OTEL_EXPORTER_OTLP_ENDPOINT does. */
-function tracesUrl(url: string, where: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new InfergridError(
-      'CONFIG_INVALID',
-      `${where}: "${url}" is not a URL; expected e.g. ${DEFAULT_OTLP_TRACES_ENDPOINT}`,
-    );
-  }
-  return parsed.pathname === '/' || parsed.pathname === '' ? `${url.replace(/\/$/, '')}/v1/traces` : url;
-}
-
-/**
- * Applies the standard OTEL_* variables over the `tracing:` section: OTEL_TRACES_EXPORTER
- * (otlp, console, none; a list is allowed) or an OTLP endpoint variable switches tracing on,
- * `none` or OTEL_SDK_DISABLED=true switches it off. Unknown values are a CONFIG_INVALID.
- */
-export function resolveTracingSettings(
-  config: Readonly<TracingConfig>,
-  env: Env,
-  role: TracingRole,
-): TracingSettings {
-  const issues: string[] = [];
-  let enabled = config.enabled;
-  let exporters: TracingExporter[] = [config.exporter];
-  const envExporters = env.OTEL_TRACES_EXPORTER?.trim();
-  const envEndpoint = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim() || undefined;
-  const envBase = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim() || undefined;
-  if (envExporters) {
-    const names = envExporters
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean);
-    const unknown = names.filter((n) => n !== 'otlp' && n !== 'console' && n !== 'none');
-    if (unknown.length)
-      issues.push(`OTEL_TRACES_EXPORTER: "${unknown.join(',')}" is not supported; use otlp, console or none`);
-    if (names.includes('none')) enabled = false;
-    else {
-      exporters = names.filter((n): n is TracingExporter => n === 'otlp' || n === 'console');
-      enabled = exporters.length > 0;
-    }
-  } else if (envEndpoint || envBase) {
-    enabled = true;
-    exporters = ['otlp'];
-  }
-  if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') enabled = false;
-
-  let endpoint = DEFAULT_OTLP_TRACES_ENDPOINT;
-  try {
-    // the signal-specific variable is used as given; the base one gets /v1/traces
-    if (envEndpoint) endpoint = envEndpoint;
-    else if (envBase) endpoint = `${envBase.replace(/\/$/, '')}/v1/traces`;
-    else if (config.endpoint) endpoint = tracesUrl(config.endpoint, 'tracing.endpoint');
-  } catch (err) {
-    issues.push((err as Error).message);
-  }
-
-  let sampler = { name: 'parentbased_traceidratio', ratio: config.sampleRatio };
-  const envSampler = env.OTEL_TRACES_SAMPLER?.trim();
-  if (envSampler) {
-    if (!(SAMPLERS as readonly string[]).includes(envSampler))
-      issues.push(`OTEL_TRACES_SAMPLER: "${envSampler}" is not supported; use one of ${SAMPLERS.join(', ')}`);
-    const arg = env.OTEL_TRACES_SAMPLER_ARG?.trim();
-    const ratio = arg ? Number(arg) : 1;
-    if (envSampler.endsWith('traceidratio') && !(ratio >= 0 && ratio <= 1))
-      issues.push(`OTEL_TRACES_SAMPLER_ARG: "${arg}" is not a ratio from 0 to 1`);
-    sampler = { name: envSampler, ratio };
-  }
-  if (issues.length) {
-    throw new InfergridError('CONFIG_INVALID', `tracing is misconfigured:\n  ${issues.join('\n  ')}`);
-  }
-  return {
-    enabled,
-    exporters,
-    endpoint,
-    sampler,
-    serviceName: env.OTEL_SERVICE_NAME?.trim() || config.serviceName || `infergrid-${role}`,
-  };
-}
-
-function buildSampler(
-  sdk: typeof import('@opentelemetry/sdk-trace-base'),
-  { name, ratio }: TracingSettings['sampler'],
-): Sampler {
-  const root = name.endsWith('always_on')
-    ? new sdk.AlwaysOnSampler()
-    : name.endsWith('always_off')
-      ? new sdk.AlwaysOffSampler()
-      : new sdk.TraceIdRatioBasedSampler(ratio);
-  return name.startsWith('parentbased_') ? new sdk.ParentBasedSampler({ root }) : root;
-}
-
-/** ExportResultCode.SUCCESS (@opentelemetry/core, not loaded when tracing is off). */
-const EXPORT_SUCCESS = 0;
-
-/**
- * Logs failed exports instead of letting them vanish into OTel's diag channel: the first
- * failure, then at most one line a minute with the count of spans lost since.
- */
-class LoggedExporter implements SpanExporter {
-  readonly #inner: SpanExporter;
-  readonly #logger: Logger;
-  readonly #endpoint: string;
-  #lostSpans = 0;
-  #loggedAt = Number.NEGATIVE_INFINITY;
-
-  constructor(inner: SpanExporter, logger: Logger, endpoint: string) {
-    this.#inner = inner;
-    this.#logger = logger;
-    this.#endpoint = endpoint;
-  }
-
-  export(spans: ReadableSpan[], done: (result: ExportResult) => void): void {
-    this.#inner.export(spans, (result) => {
-      if (result.code !== EXPORT_SUCCESS) {
-        this.#lostSpans += spans.length;
-        const now = Date.now();
-        if (now - this.#loggedAt >= 60_000) {
-          this.#loggedAt = now;
-          this.#logger.warn(
-            { endpoint: this.#endpoint, lostSpans: this.#lostSpans, err: result.error?.message },
-            'trace export failed; spans were dropped',
-          );
-          this.#lostSpans = 0;
-        }
-      }
-      done(result);
-    });
-  }
-
-  shutdown(): Promise<void> {
-    return this.#inner.shutdown();
-  }
-
-  forceFlush(): Promise<void> {
-    return this.#inner.forceFlush?.() ?? Promise.resolve();
-  }
-}
 
 /**
  * A process's tracing. Code that traces keeps a `Tracing` only when `enabled` is true (see
  * `tracingIfEnabled`), so "is this request traced" is one check of a field.
  */
-export class Tracing {
+export class Tracing implements SpanStarter {
   readonly enabled: boolean;
   readonly tracer: Tracer;
   readonly settings: TracingSettings | undefined;
@@ -312,15 +126,15 @@ export class Tracing {
     // `{model}` rather than the name: span names stay few (a backend groups by them)
     let route = this.#routes.get(request.route);
     if (route === undefined) {
-      route = request.route.replace(/:(\w+)/g, '{$1}');
+      route = httpRoute(request.route);
       this.#routes.set(request.route, route);
     }
-    const span = this.startSpan(`${request.method} ${route}`, parent, SpanKind.SERVER, {
-      'http.request.method': request.method,
-      'http.route': route,
-      'url.path': request.path,
-      'infergrid.model': request.model,
-    });
+    const span = this.startSpan(
+      httpSpanName(request.method, route),
+      parent,
+      SpanKind.SERVER,
+      httpAttributes(request.method, route, request.path, request.model),
+    );
     return new HttpRequestTrace(this, span, trace.setSpan(parent, span));
   }
 
@@ -328,18 +142,15 @@ export class Tracing {
   startRoute(parent: TraceContext, model: string, attempt: number): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(SPAN_NAMES.route, parent, SpanKind.INTERNAL, {
-        'infergrid.model': model,
-        'infergrid.attempt': attempt,
-      })
+      this.startSpan(SPAN_NAMES.route, parent, SpanKind.INTERNAL, routeAttributes(model, attempt))
     );
   }
 
   endRoute(span: Span, workerId: string | undefined): void {
     if (workerId === undefined) {
       span.setStatus({ code: SpanStatusCode.ERROR, message: 'UNAVAILABLE' });
-      span.setAttribute('error.type', 'UNAVAILABLE');
-    } else span.setAttribute('infergrid.worker.id', workerId);
+      span.setAttribute(SPAN_ATTRIBUTES.errorType, 'UNAVAILABLE');
+    } else span.setAttribute(SPAN_ATTRIBUTES.workerId, workerId);
     span.end();
   }
 
@@ -353,33 +164,26 @@ export class Tracing {
   ): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(SPAN_NAMES.rpcInfer, parent, SpanKind.CLIENT, {
-        'rpc.system': 'infergrid',
-        'rpc.service': 'infergrid.Worker',
-        'rpc.method': 'Infer',
-        'infergrid.model': model,
-        'infergrid.worker.id': workerId,
-        'infergrid.attempt': attempt,
-        'infergrid.attempt.kind': kind,
-      })
+      this.startSpan(
+        SPAN_NAMES.rpcInfer,
+        parent,
+        SpanKind.CLIENT,
+        rpcClientAttributes(model, workerId, attempt, kind),
+      )
     );
   }
 
   startCacheLookup(parent: TraceContext, model: string): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(SPAN_NAMES.cacheLookup, parent, SpanKind.INTERNAL, { 'infergrid.model': model })
+      this.startSpan(SPAN_NAMES.cacheLookup, parent, SpanKind.INTERNAL, cacheLookupAttributes(model))
     );
   }
 
   startStep(parent: TraceContext | undefined, pipeline: string, step: string, model: string): Span {
     return (
       this.#unrecorded(parent) ??
-      this.startSpan(`step ${step}`, parent, SpanKind.INTERNAL, {
-        'infergrid.pipeline': pipeline,
-        'infergrid.pipeline.step': step,
-        'infergrid.model': model,
-      })
+      this.startSpan(stepSpanName(step), parent, SpanKind.INTERNAL, stepAttributes(pipeline, step, model))
     );
   }
 
@@ -433,208 +237,8 @@ export function tracingIfEnabled(tracing: Tracing | undefined): Tracing | undefi
   return tracing?.enabled ? tracing : undefined;
 }
 
-export interface CreateTracingOptions {
-  config?: Readonly<TracingConfig> | undefined;
-  /** Read for OTEL_*; default none. */
-  env?: Env;
-  role: TracingRole;
-  /** A worker's id (resource attribute `service.instance.id`). */
-  workerId?: string | undefined;
-  logger: Logger;
-}
-
-/** The process's tracing from its config and environment; `noTracing()` when it is off. */
-export async function createTracing(options: CreateTracingOptions): Promise<Tracing> {
-  const settings = resolveTracingSettings(
-    options.config ?? DEFAULT_TRACING_CONFIG,
-    options.env ?? {},
-    options.role,
-  );
-  if (!settings.enabled) return noTracing();
-  const [sdk, core, resources, otlp] = await Promise.all([
-    import('@opentelemetry/sdk-trace-base'),
-    import('@opentelemetry/core'),
-    import('@opentelemetry/resources'),
-    import('@opentelemetry/exporter-trace-otlp-http'),
-  ]);
-  const resource = resources.resourceFromAttributes({
-    'service.name': settings.serviceName,
-    'service.version': INFERGRID_VERSION,
-    'infergrid.role': options.role,
-    'process.pid': process.pid,
-    ...(options.workerId !== undefined
-      ? { 'service.instance.id': options.workerId, 'infergrid.worker.id': options.workerId }
-      : {}),
-  });
-  const spanProcessors = settings.exporters.map((name) => {
-    const exporter =
-      name === 'console'
-        ? new sdk.ConsoleSpanExporter()
-        : new otlp.OTLPTraceExporter({ url: settings.endpoint });
-    return new sdk.BatchSpanProcessor(new LoggedExporter(exporter, options.logger, settings.endpoint));
-  });
-  const provider = new sdk.BasicTracerProvider({
-    resource,
-    sampler: buildSampler(sdk, settings.sampler),
-    spanProcessors,
-  });
-  options.logger.info(
-    {
-      exporters: settings.exporters,
-      ...(settings.exporters.includes('otlp') ? { endpoint: settings.endpoint } : {}),
-      sampler: settings.sampler.name,
-      ratio: settings.sampler.ratio,
-      serviceName: settings.serviceName,
-    },
-    'tracing on',
-  );
-  return new Tracing(provider.getTracer('infergrid', INFERGRID_VERSION), {
-    provider,
-    propagator: new core.W3CTraceContextPropagator(),
-    settings,
-  });
-}
-
-/** Marks a span failed with the error's code (status and `error.type`); a string is a code. */
-export function recordError(span: Span, error: unknown): void {
-  const e = typeof error === 'string' ? { code: error, message: error } : toInfergridError(error);
-  span.setStatus({ code: SpanStatusCode.ERROR, message: e.code });
-  span.setAttribute('error.type', e.code);
-  span.setAttribute(
-    'infergrid.error.message',
-    e.message.length > 500 ? `${e.message.slice(0, 500)}…` : e.message,
-  );
-}
-
-/** Ends a span, failed when `error` is given. */
-export function endSpan(span: Span, error?: unknown): void {
-  if (error !== undefined) recordError(span, error);
-  span.end();
-}
-
 /** The W3C `traceparent` naming `span` as the parent (for the RPC meta). */
 export function traceparentOf(span: Span): string {
   const { traceId, spanId, traceFlags } = span.spanContext();
   return `00-${traceId}-${spanId}-${(traceFlags & 0xff).toString(16).padStart(2, '0')}`;
-}
-
-/**
- * One HTTP inference request's spans on the coordinator: the server span and, one at a time,
- * a phase under it (validation). `context` is the parent for the work done for the request.
- */
-export class HttpRequestTrace {
-  readonly span: Span;
-  readonly context: TraceContext;
-  readonly #tracing: Tracing;
-  #phase: Span | undefined;
-
-  constructor(tracing: Tracing, span: Span, context: TraceContext) {
-    this.#tracing = tracing;
-    this.span = span;
-    this.context = context;
-  }
-
-  startPhase(name: string): void {
-    this.#phase?.end();
-    this.#phase = this.#tracing.startSpan(name, this.context);
-  }
-
-  endPhase(error?: unknown): void {
-    if (!this.#phase) return;
-    endSpan(this.#phase, error);
-    this.#phase = undefined;
-  }
-
-  /** Ends the request with the status it was answered with (and the phase it failed in). */
-  end(statusCode: number, error?: unknown): void {
-    this.endPhase(error);
-    this.span.setAttribute('http.response.status_code', statusCode);
-    if (error !== undefined) recordError(this.span, error);
-    else if (statusCode >= 500)
-      this.span.setStatus({ code: SpanStatusCode.ERROR, message: String(statusCode) });
-    this.span.end();
-  }
-}
-
-/** The end of a batch none of whose requests is recorded. */
-const NO_BATCH_SPAN = (): void => {};
-
-/**
- * One INFER_REQUEST on a worker: the server span continuing the coordinator's attempt span,
- * the queue wait under it, and (through the batcher's hooks) the batch it ran in. Shaped as
- * the batcher's `SubmitTrace`; the batcher knows no tracing library.
- */
-export class WorkerRequestTrace {
-  readonly span: Span;
-  readonly context: TraceContext;
-  readonly #tracing: Tracing;
-  readonly #model: string;
-  #queue: Span | undefined;
-
-  /** Made by `Tracing.startWorkerRequest`. */
-  constructor(
-    tracing: Tracing,
-    parent: TraceContext,
-    meta: { model: string; version: string },
-    workerId: string,
-  ) {
-    this.#tracing = tracing;
-    this.#model = meta.model;
-    this.span = tracing.startSpan(SPAN_NAMES.rpcInfer, parent, SpanKind.SERVER, {
-      'rpc.system': 'infergrid',
-      'rpc.service': 'infergrid.Worker',
-      'rpc.method': 'Infer',
-      'infergrid.model': meta.model,
-      'infergrid.model.version': meta.version,
-      'infergrid.worker.id': workerId,
-    });
-    this.context = trace.setSpan(parent, this.span);
-  }
-
-  /** The request is handed to the model's queue. */
-  enqueued(): void {
-    this.#queue = this.#tracing.startSpan(SPAN_NAMES.queueWait, this.context);
-  }
-
-  /** It left the queue for a batch. */
-  dequeued(): void {
-    this.#queue?.end();
-    this.#queue = undefined;
-  }
-
-  /**
-   * A batch starts with this request first among its traced ones: a span under the first
-   * recorded request of the batch, linked to every recorded request in it. Returns what ends it.
-   */
-  batchStarted(members: readonly unknown[], rows: number): (error?: InfergridError) => void {
-    const links: Link[] = [];
-    let parent: WorkerRequestTrace | undefined;
-    for (const m of members) {
-      if (!(m instanceof WorkerRequestTrace) || !m.span.isRecording()) continue;
-      links.push({ context: m.span.spanContext() });
-      parent ??= m;
-    }
-    if (!parent) return NO_BATCH_SPAN;
-    const span = this.#tracing.startSpan(
-      SPAN_NAMES.batch,
-      parent.context,
-      SpanKind.INTERNAL,
-      {
-        'infergrid.model': this.#model,
-        'infergrid.batch.rows': rows,
-        'infergrid.batch.requests': members.length,
-      },
-      links,
-    );
-    return (error) => endSpan(span, error);
-  }
-
-  /** The request was answered (or failed: the queue wait too, if it never left the queue). */
-  end(error?: unknown): void {
-    if (this.#queue) {
-      endSpan(this.#queue, error);
-      this.#queue = undefined;
-    }
-    endSpan(this.span, error);
-  }
 }
