@@ -1,11 +1,14 @@
 /**
  * Sends a validated request to a worker and makes a worker's failure invisible when it can:
- * an attempt that fails with a retryable error (worker died or disconnected, refused for
- * overload or drain, model failed, attempt timed out) is retried on a worker not yet tried,
- * within the request's deadline, up to `maxAttempts`, and only while the retry budget allows
- * (so retries cannot multiply the load during an outage). With hedging, a copy goes to a
- * second worker when the first has not answered after the model's recent p95; the first
- * answer wins and the other attempt is cancelled. The client sees one response.
+ * an attempt that fails with a retryable error (worker died or disconnected, broke the
+ * protocol, reported a fault of its own, refused for overload or drain, attempt timed out) is
+ * retried on a worker not yet tried, within the request's deadline, up to `maxAttempts`, and
+ * only while the retry budget allows (so retries cannot multiply the load during an outage).
+ * The model's own error on the request's input (BACKEND_ERROR) is answered as it is. With
+ * hedging, a copy goes to a second worker when the first has not answered after `hedge.afterMs`
+ * or the model's recent latency percentile; the first answer wins and the other attempt is
+ * cancelled. The client sees one response. Workers are known only through a ReplicaSource,
+ * and time through an injected clock, so tests drive every path with fakes.
  *
  * Contract: the returned promise settles exactly once; every attempt started is either
  * answered or cancelled, and its outcome reaches the router (circuit breaker, latency).

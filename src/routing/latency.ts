@@ -51,12 +51,17 @@ export class LatencyWindow {
     return this.#count;
   }
 
-  /** The p-th percentile (0..100, nearest rank) of the window; recomputed at most every 32 observations. */
+  /**
+   * The p-th percentile (0..100, nearest rank) of the window; recomputed after 32 more
+   * observations, or sooner while the window is young (once the count has doubled), so a value
+   * computed from the first few samples is not served for the next 31.
+   */
   percentile(p: number): number | undefined {
     const n = Math.min(this.#count, this.#samples.length);
     if (n === 0) return undefined;
-    if (this.#cached && this.#cached.p === p && this.#count - this.#cached.atCount < 32)
-      return this.#cached.value;
+    const cached = this.#cached;
+    if (cached && cached.p === p && this.#count - cached.atCount < Math.min(32, cached.atCount))
+      return cached.value;
     const sorted = this.#samples.slice(0, n).sort();
     const value = sorted[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))]!;
     this.#cached = { p, value, atCount: this.#count };

@@ -382,12 +382,12 @@ test('latency window - keeps only the last `size` samples', () => {
 
 test('latency window - a percentile is cached for 31 more samples and recomputed at the 32nd', () => {
   const window = new LatencyWindow();
-  for (let v = 1; v <= 31; v++) window.observe(v * 10);
+  for (let v = 1; v <= 32; v++) window.observe(v * 10);
   assert.equal(window.percentile(50), 160);
   for (let i = 0; i < 31; i++) window.observe(10_000);
   assert.equal(window.percentile(50), 160, 'recomputed before 32 new samples');
   window.observe(10_000);
-  assert.equal(window.percentile(50), 10_000, 'not recomputed after 32 new samples');
+  assert.equal(window.percentile(50), 320, 'not recomputed after 32 new samples');
 });
 
 test('latency window - the cache is per percentile: asking for another recomputes at once', () => {
@@ -696,4 +696,13 @@ test('retry budget - a refused retry is counted, and a fractional floor still re
     b.canRetry(); // checked every millisecond, as under steady failing traffic
   }
   assert.equal(b.available, 1, 'half a retry a second for two seconds is one retry');
+});
+
+test('latency window - a percentile computed from the first samples is recomputed as the window grows', () => {
+  const w = new LatencyWindow(512);
+  w.observe(1);
+  assert.equal(w.percentile(99), 1);
+  for (let i = 0; i < 30; i++) w.observe(300);
+  // a value cached from one sample must not be served for the next 31 (it made healthy replicas "too slow")
+  assert.equal(w.percentile(99), 300);
 });
