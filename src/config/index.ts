@@ -26,6 +26,8 @@ export {
   type RoutingConfig,
   type RpcConfig,
   type SimOptions,
+  STRATEGIES,
+  type StrategyName,
   type WorkerConfig,
   batchingSchema,
   cacheSchema,
