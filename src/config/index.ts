@@ -37,3 +37,5 @@ export {
   routingSchema,
 } from './schema.ts';
 export { type PipelineSource, checkPipeline, parseSource } from './pipeline.ts';
+export { compareVersionsDesc } from './version-order.ts';
+export { describePolicy, policyOf, selectVersions, servedModels } from './version-policy.ts';

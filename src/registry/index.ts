@@ -5,8 +5,15 @@ export {
   type ModelSpec,
   type RepositoryIndexEntry,
   type RepositoryState,
-  compareVersionsDesc,
-  modelKey,
 } from './registry.ts';
+export { modelKey } from './versions.ts';
 export { type ModelSchema, type TensorDescriptor, validateInputs } from './validate.ts';
-export { describePolicy, policyOf, selectVersions, servedModels } from './policy.ts';
+// Version order and policy are config's (a function of the declared models); re-exported
+// here because the registry is where the rest of the code asks which versions are served.
+export {
+  compareVersionsDesc,
+  describePolicy,
+  policyOf,
+  selectVersions,
+  servedModels,
+} from '../config/index.ts';

@@ -5,14 +5,18 @@
  */
 
 import { EventEmitter } from 'node:events';
-import type { ModelConfig, VersionPolicy } from '../config/index.ts';
+import {
+  type ModelConfig,
+  type VersionPolicy,
+  compareVersionsDesc,
+  describePolicy,
+  policyOf,
+  servedModels,
+} from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
-import { describePolicy, policyOf, servedModels } from './policy.ts';
 import type { ModelSchema } from './validate.ts';
-import { compareVersionsDesc, modelKey } from './versions.ts';
-
-export { compareVersionsDesc, modelKey };
+import { modelKey } from './versions.ts';
 
 /** A model version's schema and facts, as served. */
 export interface ModelSpec extends ModelSchema {
