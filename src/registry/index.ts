@@ -6,7 +6,8 @@ export {
   type RepositoryIndexEntry,
   type RepositoryState,
 } from './registry.ts';
-export { modelKey } from './versions.ts';
+export { ReplicaTable } from './replica-table.ts';
+export { modelKey } from './model-key.ts';
 export { type ModelSchema, type TensorDescriptor, validateInputs } from './validate.ts';
 // Version order and policy are config's (a function of the declared models); re-exported
 // here because the registry is where the rest of the code asks which versions are served.

@@ -16,7 +16,7 @@ import {
 import { InfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
 import type { ModelSchema } from './validate.ts';
-import { modelKey } from './versions.ts';
+import { modelKey } from './model-key.ts';
 
 /** A model version's schema and facts, as served. */
 export interface ModelSpec extends ModelSchema {
