@@ -7,6 +7,7 @@ export {
   type RepositoryState,
 } from './registry.ts';
 export { ReplicaTable } from './replica-table.ts';
+export { ModelRepositoryState, type RepositoryReplicas } from './repository-state.ts';
 export { modelKey } from './model-key.ts';
 export { type ModelSchema, type TensorDescriptor, validateInputs } from './validate.ts';
 // Version order and policy are config's (a function of the declared models); re-exported
