@@ -8,6 +8,12 @@ export {
 } from './registry.ts';
 export { ReplicaTable } from './replica-table.ts';
 export { ModelRepositoryState, type RepositoryReplicas } from './repository-state.ts';
+export {
+  type VersionReplicas,
+  type VersionRepository,
+  VersionRouter,
+  type VersionRouterOptions,
+} from './version-router.ts';
 export { modelKey } from './model-key.ts';
 export { type ModelSchema, type TensorDescriptor, validateInputs } from './validate.ts';
 // Version order and policy are config's (a function of the declared models); re-exported
