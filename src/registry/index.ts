@@ -1,13 +1,11 @@
+export { type ModelRegistryEvents, ModelRegistry, type ModelRegistryOptions } from './registry.ts';
+export { type ModelEntry, type ModelSpec, type Replica, ReplicaTable } from './replica-table.ts';
 export {
-  type ModelEntry,
-  ModelRegistry,
-  type ModelRegistryEvents,
-  type ModelSpec,
+  ModelRepositoryState,
   type RepositoryIndexEntry,
+  type RepositoryReplicas,
   type RepositoryState,
-} from './registry.ts';
-export { ReplicaTable } from './replica-table.ts';
-export { ModelRepositoryState, type RepositoryReplicas } from './repository-state.ts';
+} from './repository-state.ts';
 export {
   type VersionReplicas,
   type VersionRepository,
