@@ -26,6 +26,8 @@ export {
   type RoutingConfig,
   type RpcConfig,
   type SimOptions,
+  STRATEGIES,
+  type StrategyName,
   type WorkerConfig,
   batchingSchema,
   cacheSchema,
@@ -35,3 +37,5 @@ export {
   routingSchema,
 } from './schema.ts';
 export { type PipelineSource, checkPipeline, parseSource } from './pipeline.ts';
+export { compareVersionsDesc } from './version-order.ts';
+export { describePolicy, policyOf, selectVersions, servedModels } from './version-policy.ts';

@@ -3,8 +3,8 @@
  * so that a running pipeline never meets a dangling reference or a cycle.
  */
 
-import { servedModels } from '../registry/policy.ts';
 import type { ModelConfig } from './schema.ts';
+import { servedModels } from './version-policy.ts';
 
 /** Where a step's input (or a pipeline output) comes from. */
 export type PipelineSource =

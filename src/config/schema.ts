@@ -4,7 +4,6 @@
  */
 
 import { z } from 'zod';
-import { STRATEGIES } from '../routing/index.ts';
 import { DATATYPES } from '../tensor/index.ts';
 
 const MIB = 1024 * 1024;
@@ -119,6 +118,20 @@ export const serveSchema = z
     stopTimeoutMs: positiveMs.default(10_000),
   })
   .strict();
+
+/**
+ * The balancing strategies a config may name. The names are config's (config depends on no
+ * other layer); src/routing implements one pick function per name and imports them from here.
+ */
+export const STRATEGIES = [
+  'round-robin',
+  'least-connections',
+  'random',
+  'least-latency',
+  'power-of-two',
+  'weighted',
+] as const;
+export type StrategyName = (typeof STRATEGIES)[number];
 
 export const routingSchema = z
   .object({

@@ -9,6 +9,9 @@
  * first one in the list taking everything.
  */
 
+import { STRATEGIES, type StrategyName } from '../config/index.ts';
+import { InfergridError } from '../errors.ts';
+
 /** One eligible worker as a strategy sees it. */
 export interface WorkerLoad {
   readonly id: string;
@@ -20,15 +23,8 @@ export interface WorkerLoad {
   readonly latencyMs?: number | undefined;
 }
 
-export const STRATEGIES = [
-  'round-robin',
-  'least-connections',
-  'random',
-  'least-latency',
-  'power-of-two',
-  'weighted',
-] as const;
-export type StrategyName = (typeof STRATEGIES)[number];
+// The names are declared by config (the layer below routing); routing re-exports them.
+export { STRATEGIES, type StrategyName };
 
 /** What a balancer remembers between picks. Owned by one balancer; strategies read it only. */
 export interface PickState {
@@ -186,5 +182,10 @@ export function pickByStrategy(
       return pickPowerOfTwo(candidates, state, random);
     case 'weighted':
       return pickWeighted(candidates, state);
+    default: {
+      // The names live in config: one added there without a case here fails to compile.
+      const missing: never = name;
+      throw new InfergridError('INTERNAL', `no pick function for strategy "${String(missing)}"`);
+    }
   }
 }

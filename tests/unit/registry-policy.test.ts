@@ -1,20 +1,14 @@
 /**
- * Version policy (which declared versions are served) and the registry's version routing: the
- * traffic split followed exactly at its boundaries with an injected draw, ready versions
- * preferred, shard keys, and setTraffic's checks.
+ * The registry's version routing under a version policy: the traffic split followed exactly at
+ * its boundaries with an injected draw, ready versions preferred, shard keys, and setTraffic's
+ * checks.
  */
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type ModelConfig, modelSchema } from '../../src/config/index.ts';
 import type { ModelStatus } from '../../src/protocol/index.ts';
-import {
-  ModelRegistry,
-  describePolicy,
-  policyOf,
-  selectVersions,
-  servedModels,
-} from '../../src/registry/index.ts';
+import { ModelRegistry } from '../../src/registry/index.ts';
 import { assertCode, caught } from '../fixtures/assert.ts';
 
 const X = [{ name: 'x', datatype: 'FP32', shape: [-1] }];
@@ -49,53 +43,6 @@ function registryWith(models: ModelConfig[], draws: number[] = []): ModelRegistr
     },
   });
 }
-
-test('policy - selectVersions orders newest first and applies all / latest / specific', () => {
-  const versions = ['2', '10', '1', '3'];
-  assert.deepEqual(selectVersions(versions, 'all'), ['10', '3', '2', '1'], 'numbers by value, not text');
-  assert.deepEqual(selectVersions(versions, { latest: 1 }), ['10']);
-  assert.deepEqual(selectVersions(versions, { latest: 2 }), ['10', '3']);
-  assert.deepEqual(selectVersions(versions, { latest: 9 }), ['10', '3', '2', '1'], 'more than there are');
-  assert.deepEqual(selectVersions(versions, { specific: ['1', '3'] }), ['3', '1']);
-  assert.deepEqual(selectVersions(versions, { specific: ['4'] }), [], 'a missing version serves nothing');
-  assert.deepEqual(selectVersions(['b', '2', 'a'], 'all'), ['2', 'b', 'a'], 'numeric labels first');
-  assert.deepEqual(versions, ['2', '10', '1', '3'], 'the input is left as it was');
-});
-
-test('policy - policyOf takes the first entry of the name that states one, else "all"', () => {
-  const models = [
-    model('m', '1'),
-    model('m', '2', { versionPolicy: { latest: 1 } }),
-    model('n', '1', { versionPolicy: { specific: ['1'] } }),
-  ];
-  assert.deepEqual(policyOf(models, 'm'), { latest: 1 });
-  assert.deepEqual(policyOf(models, 'n'), { specific: ['1'] });
-  assert.equal(policyOf(models, 'other'), 'all');
-});
-
-test('policy - describePolicy says each policy in words', () => {
-  assert.equal(describePolicy('all'), 'all versions');
-  assert.equal(describePolicy({ latest: 2 }), 'the latest 2');
-  assert.equal(describePolicy({ specific: ['1', '3'] }), 'versions 1, 3');
-});
-
-test('policy - servedModels keeps the served entries of every name in declared order', () => {
-  const models = [
-    model('m', '1', { versionPolicy: { latest: 1 } }),
-    model('n', '1'),
-    model('m', '3'),
-    model('n', '2'),
-    model('m', '2'),
-    model('k', '1', { versionPolicy: { specific: ['1', '3'] } }),
-    model('k', '2'),
-    model('k', '3'),
-  ];
-  assert.deepEqual(
-    servedModels(models).map((m) => `${m.name}@${m.version}`),
-    ['n@1', 'm@3', 'n@2', 'k@1', 'k@3'],
-  );
-  assert.deepEqual(servedModels([]), []);
-});
 
 test('registry - only served versions are entries; an unserved version is refused naming the policy', () => {
   const registry = registryWith([

@@ -1,11 +1,12 @@
 /**
  * Version policy: which declared versions of a model name are served. Workers load only
- * those; the coordinator routes only to those. Versions are ordered newest first by
+ * those; the coordinator routes only to those. It is a function of the config alone, so it
+ * lives here: config checks a pipeline step's pinned version against it at load. Versions are ordered newest first by
  * compareVersionsDesc (numbers by value, before other labels).
  */
 
-import type { ModelConfig, VersionPolicy } from '../config/index.ts';
-import { compareVersionsDesc } from './versions.ts';
+import type { ModelConfig, VersionPolicy } from './schema.ts';
+import { compareVersionsDesc } from './version-order.ts';
 
 /** The policy of a model name: the first entry of that name that states one, else "all". */
 export function policyOf(models: readonly ModelConfig[], name: string): VersionPolicy {

@@ -1,8 +1,4 @@
-/** Model keys and the order of version labels. */
-
-export function modelKey(name: string, version: string): string {
-  return `${name}@${version}`;
-}
+/** The order of version labels, which "the newest version" and `latest: N` policies mean. */
 
 /**
  * Orders versions newest first: numeric labels by number, before any other label; other
