@@ -155,7 +155,6 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         requestId: req.id,
         traceparent,
         traceContext: trace?.context,
-        trace,
         caller: ANONYMOUS,
       };
     } catch (err) {

@@ -27,11 +27,13 @@ import {
   type Logger,
   type RequestEndEvent,
   type Tracing,
-  SPAN_NAMES,
-  endSpan,
+  type StageEvent,
+  endStage,
   requestEnd,
+  startStage,
   subscribeMetrics,
   subscribeRequestLog,
+  subscribeTracing,
   tracingIfEnabled,
 } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
@@ -57,6 +59,8 @@ interface Resolved {
   entry: ModelEntry;
   /** 32-bit hash of the shard key, computed once for the version split and the worker pick. */
   shardKeyHash: number | undefined;
+  /** The validate stage, open from resolve to the end of validation (traced requests only). */
+  stage: StageEvent | undefined;
 }
 
 /** Turns an asynchronous request's result into what is kept for the client to fetch. */
@@ -109,11 +113,11 @@ export class Coordinator {
       router: this.router,
       budget: this.budget,
       retry: routing.retry,
-      tracing: this.tracing,
+      source: this,
     });
     this.pipelines = new PipelineRunner({
       runStep: (step) => this.infer(stepRequest(step)),
-      tracing: this.tracing,
+      source: this,
     });
     this.repository = new ModelRepository({
       registry: this.registry,
@@ -140,7 +144,9 @@ export class Coordinator {
       pipelineStepRuns: () => this.pipelines.stepRuns,
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
+    // the request path publishes its stages; metrics, the log line and spans are subscribers
     this.#unsubscribe = [subscribeMetrics(this, this.metrics), subscribeRequestLog(this, options.logger)];
+    if (this.tracing) this.#unsubscribe.push(subscribeTracing(this, this.tracing));
     // a worker that leaves and comes back (restart) starts with a clean record
     this.pool.on('left', (handle) => this.router.forgetWorker(handle.id, handle.key));
   }
@@ -295,7 +301,7 @@ export class Coordinator {
     let resolved: Resolved | undefined;
     try {
       resolved = this.#resolve(request);
-      this.#validate(request, resolved.entry);
+      this.#validate(request, resolved);
       const result = await this.#answer(
         request,
         resolved,
@@ -323,7 +329,7 @@ export class Coordinator {
     try {
       if (!asyncRequests) throw new InfergridError('UNAVAILABLE', 'the coordinator is not started');
       resolved = this.#resolve(request);
-      this.#validate(request, resolved.entry);
+      this.#validate(request, resolved);
       const target = resolved;
       const timeoutMs = remainingMs(request, receivedAtMs);
       const submitted = asyncRequests.submit(
@@ -423,7 +429,7 @@ export class Coordinator {
    */
   #resolve(request: InferenceRequest): Resolved {
     const { caller } = request;
-    request.trace?.startPhase(SPAN_VALIDATE);
+    const stage = startStage(this, 'validate', request.traceContext, request.model);
     const shardKeyHash = request.shardKey === undefined ? undefined : hashString(request.shardKey);
     try {
       const entry = this.registry.route(
@@ -431,9 +437,9 @@ export class Coordinator {
         request.version,
         shardKeyHash === undefined ? undefined : shardKeyHash / 2 ** 32,
       );
-      return { entry, shardKeyHash };
+      return { entry, shardKeyHash, stage };
     } catch (err) {
-      request.trace?.endPhase(err);
+      endStage(stage, err);
       if (caller.kind === 'client') throw err;
       throw new InfergridError(
         'UNAVAILABLE',
@@ -447,12 +453,12 @@ export class Coordinator {
    * Validate: the request checked against the resolved model's schema. For a pipeline's step,
    * inputs that do not fit are the pipeline definition's fault (INTERNAL), not the client's.
    */
-  #validate(request: InferenceRequest, entry: ModelEntry): void {
+  #validate(request: InferenceRequest, resolved: Resolved): void {
     const { caller } = request;
     try {
-      validateInputs(this.registry.specOf(entry), request.inputs, request.outputs);
+      validateInputs(this.registry.specOf(resolved.entry), request.inputs, request.outputs);
     } catch (err) {
-      request.trace?.endPhase(err);
+      endStage(resolved.stage, err);
       if (caller.kind === 'client') throw err;
       throw new InfergridError(
         'INTERNAL',
@@ -460,7 +466,7 @@ export class Coordinator {
         { cause: err },
       );
     }
-    request.trace?.endPhase();
+    endStage(resolved.stage);
   }
 
   /**
@@ -481,10 +487,7 @@ export class Coordinator {
     const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
     let workerId: string | undefined;
     // ends when the cache answers, or when it hands the request on to be computed
-    let lookup =
-      this.tracing && request.traceContext
-        ? this.tracing.startCacheLookup(request.traceContext, entry.name)
-        : undefined;
+    let lookup = startStage(this, 'cache', request.traceContext, entry.name);
     const running = cache.run(
       {
         model: entry.name,
@@ -496,8 +499,8 @@ export class Coordinator {
       },
       async (computeSignal) => {
         if (lookup) {
-          lookup.setAttribute('infergrid.cache.outcome', cacheMode === 'normal' ? 'miss' : cacheMode);
-          lookup.end();
+          lookup.outcome = cacheMode === 'normal' ? 'miss' : cacheMode;
+          endStage(lookup);
           lookup = undefined;
         }
         const result = await this.#execute(request, resolved, timeoutMs, computeSignal);
@@ -505,12 +508,12 @@ export class Coordinator {
         return { meta: result.meta, outputs: result.outputs };
       },
     );
-    // the failure itself is the caller's (awaited below); this only closes the span
-    if (lookup) running.catch((err: unknown) => lookup && endSpan(lookup, err));
+    // the failure itself is the caller's (awaited below); this only closes the stage
+    if (lookup) running.catch((err: unknown) => endStage(lookup, err));
     const { response, outcome } = await running;
     if (lookup) {
-      lookup.setAttribute('infergrid.cache.outcome', outcome);
-      lookup.end();
+      lookup.outcome = outcome;
+      endStage(lookup);
     }
     return { ...response, workerId, cache: outcome };
   }
@@ -607,9 +610,6 @@ export class Coordinator {
       });
   }
 }
-
-/** The phase of the front door's span that covers resolve and validate. */
-const SPAN_VALIDATE = SPAN_NAMES.validate;
 
 /** Time left of a request's budget, ms (at least 1): the coordinator's own time counts too. */
 function remainingMs(request: InferenceRequest, receivedAtMs: number): number {

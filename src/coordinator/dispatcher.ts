@@ -21,14 +21,7 @@ import { tensorsToWire } from '../protocol/index.ts';
 import { type ModelEntry, modelKey } from '../registry/index.ts';
 import { type RetryBudget, type RoutableWorker, type Router, hashBytes } from '../routing/index.ts';
 import type { RequestOptions } from '../rpc/index.ts';
-import {
-  type AttemptKind,
-  type TraceContext,
-  type Tracing,
-  endSpan,
-  traceparentOf,
-  tracingIfEnabled,
-} from '../telemetry/index.ts';
+import { type AttemptKind, type TraceContext, endStage, startStage } from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { InferReply } from './worker-pool.ts';
 
@@ -98,15 +91,18 @@ export interface DispatcherOptions {
   retry: Pick<RoutingConfig['retry'], 'maxAttempts' | 'attemptTimeoutMs'>;
   /** Default: the system clock. */
   clock?: DispatchClock;
-  /** A span per routing decision and per attempt (RPC client span); none when absent or off. */
-  tracing?: Tracing | undefined;
+  /**
+   * Who publishes this dispatcher's stage events (route, attempt) for tracing to subscribe to:
+   * the coordinator. Default: the dispatcher itself.
+   */
+  source?: object;
 }
 
 export class Dispatcher {
   readonly #options: DispatcherOptions;
   readonly clock: DispatchClock;
-  /** Set only when tracing is on. */
-  readonly tracing: Tracing | undefined;
+  /** The publisher named in stage events. */
+  readonly source: object;
   /** Retries and hedges started, for /admin. */
   retries = 0;
   hedges = 0;
@@ -114,7 +110,7 @@ export class Dispatcher {
   constructor(options: DispatcherOptions) {
     this.#options = options;
     this.clock = options.clock ?? SYSTEM_CLOCK;
-    this.tracing = tracingIfEnabled(options.tracing);
+    this.source = options.source ?? this;
   }
 
   dispatch(request: DispatchRequest): Promise<DispatchResult> {
@@ -142,7 +138,7 @@ export class Dispatcher {
         ...(request.parameters ? { parameters: request.parameters } : {}),
       },
       hedgeMs: maxAttempts > 1 ? router.hedgeDelayMs(key, routeConfig) : undefined,
-      trace: this.tracing ? request.traceContext : undefined,
+      trace: request.traceContext,
     });
     return run.promise;
   }
@@ -151,7 +147,7 @@ export class Dispatcher {
   pickFor(run: RequestRun): Replica | undefined {
     if (run.deadline - this.clock.now() <= 0) return undefined;
     const { request, key, routeConfig, shardKeyHash, tried } = run;
-    const span = run.trace && this.tracing?.startRoute(run.trace, request.entry.name, tried.size + 1);
+    const stage = startStage(this.source, 'route', run.trace, request.entry.name, tried.size + 1);
     const worker = this.#options.router.pick(
       key,
       routeConfig,
@@ -163,7 +159,10 @@ export class Dispatcher {
         allowPanic: tried.size === 0,
       },
     );
-    if (span) this.tracing!.endRoute(span, worker?.id);
+    if (stage) {
+      stage.workerId = worker?.id;
+      endStage(stage);
+    }
     return worker;
   }
 
@@ -309,9 +308,16 @@ class RequestRun implements RunPlan {
     const probe = d.router.onSend(this.key, worker.key);
     const meta: InferRequestMeta = { ...this.baseMeta, timeoutMs: attemptMs };
     // the worker's span continues this attempt's
-    const span =
-      this.trace && d.tracing?.startAttempt(this.trace, this.baseMeta.model, worker.id, this.#started, kind);
-    if (span) meta.traceparent = traceparentOf(span);
+    const stage = startStage(
+      d.source,
+      'attempt',
+      this.trace,
+      this.baseMeta.model,
+      this.#started,
+      kind,
+      worker.id,
+    );
+    if (stage?.traceparent !== undefined) meta.traceparent = stage.traceparent;
     worker
       .infer(meta, this.attachments, {
         timeoutMs: attemptMs,
@@ -319,11 +325,11 @@ class RequestRun implements RunPlan {
       })
       .then(
         (reply) => {
-          span?.end();
+          endStage(stage);
           this.#onReply(worker, controller, reply, d.clock.now() - startedAt, probe);
         },
         (err: unknown) => {
-          if (span) endSpan(span, err);
+          endStage(stage, err);
           this.#onError(worker, controller, err, attemptIsShorter, d.clock.now() - startedAt, probe);
         },
       );

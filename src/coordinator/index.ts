@@ -21,7 +21,6 @@ export {
   type Caller,
   type InferResult,
   type InferenceRequest,
-  type RequestTrace,
   cacheModeOf,
   engineFields,
 } from './request.ts';

@@ -31,13 +31,6 @@ export type Caller =
 /** The caller of every request that came through a front door without credentials. */
 export const ANONYMOUS: Caller = Object.freeze({ kind: 'client' });
 
-/** One phase span of a request's trace (the front door's span, when tracing is on). */
-export interface RequestTrace {
-  readonly context: TraceContext;
-  startPhase(name: string): void;
-  endPhase(error?: unknown): void;
-}
-
 export interface InferenceRequest {
   /** The model's name as the client gave it. */
   model: string;
@@ -68,10 +61,8 @@ export interface InferenceRequest {
   requestId?: string | undefined;
   /** The W3C traceparent the client sent, for logs (spans use `traceContext`). */
   traceparent?: string | undefined;
-  /** The span the request's work is traced under. */
+  /** The span the request's work is traced under (the front door's span); undefined: not traced. */
   traceContext?: TraceContext | undefined;
-  /** The front door's span, whose validate phase the coordinator marks. */
-  trace?: RequestTrace | undefined;
   caller: Caller;
 }
 

@@ -17,7 +17,7 @@ import { type PipelineSource, parseSource } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
 import type { ModelEntry } from '../registry/index.ts';
-import { type TraceContext, type Tracing, endSpan, tracingIfEnabled } from '../telemetry/index.ts';
+import { type TraceContext, endStage, startStage } from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 
 /** One step's request as the runner hands it to the coordinator's entry point. */
@@ -76,8 +76,8 @@ export interface PipelineRunnerOptions {
   /** Runs one step (the coordinator's own entry point: resolve, validate, cache, routing, retries). */
   runStep: (request: StepRequest) => Promise<StepResult>;
   now?: () => number;
-  /** A span per step; none when absent or off. */
-  tracing?: Tracing | undefined;
+  /** Who publishes the steps' stage events (a span per step, when tracing listens): the coordinator. Default: the runner. */
+  source?: object;
 }
 
 interface CompiledStep {
@@ -98,8 +98,7 @@ function describe(source: PipelineSource): string {
 export class PipelineRunner {
   readonly #o: PipelineRunnerOptions;
   readonly #now: () => number;
-  /** Set only when tracing is on. */
-  readonly #tracing: Tracing | undefined;
+  readonly #source: object;
   /** Compiled step lists per pipeline config (configs are replaced, never mutated). */
   readonly #compiled = new WeakMap<object, CompiledStep[]>();
   /** Pipeline requests run, and steps run for them. */
@@ -109,7 +108,7 @@ export class PipelineRunner {
   constructor(options: PipelineRunnerOptions) {
     this.#o = options;
     this.#now = options.now ?? performance.now.bind(performance);
-    this.#tracing = tracingIfEnabled(options.tracing);
+    this.#source = options.source ?? this;
   }
 
   #compile(entry: ModelEntry): CompiledStep[] {
@@ -177,7 +176,17 @@ export class PipelineRunner {
         );
       const started = this.#now();
       this.stepRuns++;
-      const span = this.#tracing?.startStep(request.traceContext, entry.name, step.name, step.model);
+      const stage = startStage(
+        this.#source,
+        'step',
+        request.traceContext,
+        step.model,
+        undefined,
+        undefined,
+        undefined,
+        entry.name,
+        step.name,
+      );
       let result: StepResult;
       try {
         result = await this.#o.runStep({
@@ -191,14 +200,15 @@ export class PipelineRunner {
           timeoutMs: remaining,
           signal: controller.signal,
           cacheMode: request.cacheMode ?? 'normal',
-          traceContext: span && this.#tracing!.contextWith(span, request.traceContext),
+          // the step's own work is traced under its span
+          traceContext: stage?.context ?? request.traceContext,
         });
-        if (span) {
-          if (result.workerId !== undefined) span.setAttribute('infergrid.worker.id', result.workerId);
-          span.end();
+        if (stage) {
+          stage.workerId = result.workerId;
+          endStage(stage);
         }
       } catch (err) {
-        if (span) endSpan(span, err);
+        endStage(stage, err);
         const e = toInfergridError(err);
         if (e.code === 'CANCELLED' || e.code === 'DEADLINE_EXCEEDED') throw e;
         throw new InfergridError(e.code, `step "${step.name}" (${step.model}): ${e.message}`, {

@@ -32,8 +32,16 @@ export { HttpRequestTrace, WorkerRequestTrace } from './request-trace.ts';
 export {
   REQUEST_END_CHANNEL,
   type RequestEndEvent,
+  STAGE_END_CHANNEL,
+  STAGE_START_CHANNEL,
+  type StageEvent,
+  endStage,
   requestEnd,
+  stageEnd,
+  stageStart,
+  startStage,
   subscribeMetrics,
   subscribeRequestEnd,
   subscribeRequestLog,
+  subscribeTracing,
 } from './request-events.ts';

@@ -9,8 +9,11 @@
  */
 
 import diagnosticsChannel from 'node:diagnostics_channel';
+import type { Span } from '@opentelemetry/api';
 import type { CoordinatorMetrics } from './metrics.ts';
 import type { Logger } from './logger.ts';
+import { type AttemptKind, SPAN_ATTRIBUTES, SPAN_NAMES, type TraceContext, endSpan } from './span-names.ts';
+import { type Tracing, traceparentOf } from './tracing.ts';
 
 /** A request the coordinator answered (ok, failed, or accepted to run asynchronously). */
 export interface RequestEndEvent {
@@ -79,4 +82,123 @@ export function subscribeRequestLog(source: object, logger: Logger): () => void 
       'inference request',
     );
   });
+}
+
+/**
+ * One traced stage of a request inside the coordinator: published on `stageStart` when it
+ * begins and the same object on `stageEnd` when it ends, filled in. Published only when a
+ * subscriber listens and the request has a trace context. The tracing subscriber keeps its
+ * span in `handle` and writes what the request path needs back: `traceparent` (an attempt's,
+ * for the worker) and `context` (a step's, for the step's own work).
+ */
+export interface StageEvent {
+  readonly source: object;
+  readonly stage: 'validate' | 'cache' | 'route' | 'attempt' | 'step';
+  /** The span the stage goes under. */
+  readonly parent: TraceContext;
+  readonly model: string;
+  /** route, attempt: the attempt's number (1 first). */
+  readonly attempt?: number;
+  /** attempt: why it was started. */
+  readonly kind?: AttemptKind;
+  /** step: the pipeline and step names. */
+  readonly pipeline?: string;
+  readonly step?: string;
+  /** route: the replica picked (undefined: none); attempt: the replica sent to; step: who answered. */
+  workerId?: string | undefined;
+  /** cache: how the request met the cache. */
+  outcome?: string;
+  /** Set when the stage failed. */
+  error?: unknown;
+  /** Written by a tracing subscriber at start. */
+  traceparent?: string;
+  context?: TraceContext;
+  handle?: unknown;
+}
+
+export const STAGE_START_CHANNEL = 'infergrid:stage:start';
+export const STAGE_END_CHANNEL = 'infergrid:stage:end';
+export const stageStart = diagnosticsChannel.channel(STAGE_START_CHANNEL);
+export const stageEnd = diagnosticsChannel.channel(STAGE_END_CHANNEL);
+
+/**
+ * Starts a traced stage: published only when tracing listens and the request is traced, so an
+ * untraced request builds nothing. The same object is published again by `endStage`.
+ */
+export function startStage(
+  source: object,
+  stage: StageEvent['stage'],
+  parent: TraceContext | undefined,
+  model: string,
+  attempt?: number,
+  kind?: AttemptKind,
+  workerId?: string,
+  pipeline?: string,
+  step?: string,
+): StageEvent | undefined {
+  if (parent === undefined || !stageStart.hasSubscribers) return undefined;
+  const event: StageEvent = { source, stage, parent, model, attempt, kind, workerId, pipeline, step };
+  stageStart.publish(event);
+  return event;
+}
+
+/** Ends a stage started by `startStage` (once; later calls do nothing). */
+export function endStage(event: StageEvent | undefined, error?: unknown): void {
+  if (event === undefined || event.handle === undefined) return;
+  if (error !== undefined) event.error = error;
+  stageEnd.publish(event);
+}
+
+/**
+ * Spans from stage events: validate, cache lookup, route, the RPC client span of each attempt
+ * (its traceparent written back for the worker's span), and one per pipeline step (its context
+ * written back for the step's own work). Returns the unsubscribe.
+ */
+export function subscribeTracing(source: object, tracing: Tracing): () => void {
+  const onStart = (message: unknown): void => {
+    const e = message as StageEvent;
+    if (e.source !== source) return;
+    let span: Span;
+    switch (e.stage) {
+      case 'validate':
+        span = tracing.startSpan(SPAN_NAMES.validate, e.parent);
+        break;
+      case 'cache':
+        span = tracing.startCacheLookup(e.parent, e.model);
+        break;
+      case 'route':
+        span = tracing.startRoute(e.parent, e.model, e.attempt ?? 1);
+        break;
+      case 'attempt':
+        span = tracing.startAttempt(e.parent, e.model, e.workerId ?? '', e.attempt ?? 1, e.kind ?? 'first');
+        e.traceparent = traceparentOf(span);
+        break;
+      case 'step':
+        span = tracing.startStep(e.parent, e.pipeline ?? '', e.step ?? '', e.model);
+        e.context = tracing.contextWith(span, e.parent);
+        break;
+    }
+    e.handle = span;
+  };
+  const onEnd = (message: unknown): void => {
+    const e = message as StageEvent;
+    if (e.source !== source || e.handle === undefined) return;
+    const span = e.handle as Span;
+    e.handle = undefined;
+    if (e.stage === 'route' && e.error === undefined) {
+      tracing.endRoute(span, e.workerId);
+      return;
+    }
+    if (e.stage === 'cache' && e.outcome !== undefined)
+      span.setAttribute(SPAN_ATTRIBUTES.cacheOutcome, e.outcome);
+    if (e.stage === 'step' && e.workerId !== undefined)
+      span.setAttribute(SPAN_ATTRIBUTES.workerId, e.workerId);
+    endSpan(span, e.error);
+  };
+  diagnosticsChannel.subscribe(STAGE_START_CHANNEL, onStart);
+  diagnosticsChannel.subscribe(STAGE_END_CHANNEL, onEnd);
+  return () => {
+    diagnosticsChannel.unsubscribe(STAGE_START_CHANNEL, onStart);
+    diagnosticsChannel.unsubscribe(STAGE_END_CHANNEL, onEnd);
+  };
 }
