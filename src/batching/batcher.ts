@@ -509,7 +509,9 @@ export class Batcher {
           for (const [i, item] of batch.entries()) this.#settle(item, { outputs: perRequest[i]! });
         },
         (err: unknown) => {
-          const error = toInfergridError(err, 'BACKEND_ERROR');
+          // a batch that was aborted ends with why, whatever the backend threw on stopping
+          const { signal } = running.controller;
+          const error = toInfergridError(signal.aborted ? signal.reason : err, 'BACKEND_ERROR');
           endTrace?.(error);
           for (const item of batch) this.#settle(item, { error });
         },
