@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createOnnxBackend } from '../src/backends/index.ts';
 import { loadConfig } from '../src/config/index.ts';
-import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../src/ocr/index.ts';
+import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../examples/ocr/index.ts';
 import { type Tensor, tensorFromJson, tensorToJsonData } from '../src/tensor/index.ts';
 import { type Spawned, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
 import { renderTextLine } from '../tests/fixtures/render-text.ts';

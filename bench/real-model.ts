@@ -45,7 +45,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type * as Ort from 'onnxruntime-node';
 import { decodeInferResponse, encodeInferRequest } from '../src/client/index.ts';
-import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../src/ocr/index.ts';
+import { ctcGreedyDecode, imageToRecognizerInput, loadCharset, resolveOcrAssets } from '../examples/ocr/index.ts';
 import { adminWorkers, spawnProcess, waitFor } from '../tests/fixtures/processes.ts';
 import { renderTextLine } from '../tests/fixtures/render-text.ts';
 import {

@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { InferenceClient } from '../src/client/index.ts';
-import { loadCharset, readLine, resolveOcrAssets } from '../src/ocr/index.ts';
+import { loadCharset, readLine, resolveOcrAssets } from './ocr/index.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

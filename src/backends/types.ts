@@ -17,7 +17,13 @@ export interface ModelInfo {
 }
 
 export interface InferContext {
-  /** Aborted when the request is cancelled or its deadline passes; a backend stops early if it can. */
+  /**
+   * Aborted when nobody wants the outputs any more: every request in the batch was cancelled
+   * (the coordinator's CANCEL, a lost connection) or passed its deadline, and has been answered
+   * so already. The reason is the last such request's error. A backend stops early if it can
+   * (throwing, typically, `signal.reason`); what it returns or throws after the abort is
+   * dropped. The model instance counts as busy until `infer` settles, whether or not it stopped.
+   */
   signal: AbortSignal;
   parameters: Parameters;
   /** Output names wanted; all outputs when undefined. */

@@ -20,6 +20,9 @@
  * Contract: every submitted request is settled exactly once — with its own outputs, or
  * OVERLOADED (queue full, at once), DEADLINE_EXCEEDED (expired before it ran; it never reaches
  * the model), its signal's reason (cancelled: removed from the queue), or the batch's error.
+ * A request cancelled or expired while its batch runs is answered at once; the batch's own
+ * signal aborts only when every request in it has been answered so, since until then someone
+ * still wants the model's outputs. The instance stays busy until `execute` settles.
  */
 
 import { InfergridError, toInfergridError } from '../errors.ts';
@@ -67,11 +70,13 @@ export interface BatcherOptions {
   refillWait?: boolean;
   /**
    * Runs one batch: never more than maxBatchSize rows, except that with maxBatchSize 1 (no
-   * batching) a request of several rows runs whole, alone.
+   * batching) a request of several rows runs whole, alone. `ctx.signal` aborts once every
+   * request of the batch was cancelled or passed its deadline (the reason: the last one's);
+   * whatever `execute` returns after that is dropped.
    */
   execute: (
     inputs: Tensor[],
-    ctx: { parameters: Parameters; outputs: string[] | undefined },
+    ctx: { parameters: Parameters; outputs: string[] | undefined; signal: AbortSignal },
   ) => Promise<Tensor[]>;
   stats: ModelStats;
   clock?: BatcherClock;
@@ -106,6 +111,14 @@ export interface SubmitOptions {
   trace?: SubmitTrace | undefined;
 }
 
+/** A batch being executed. */
+interface RunningBatch {
+  /** Aborted when `waiting` drops to 0 by cancels and deadlines: nobody wants the outputs. */
+  readonly controller: AbortController;
+  /** Its requests not yet answered. */
+  waiting: number;
+}
+
 interface Item {
   readonly inputs: Tensor[];
   readonly outputs: string[] | undefined;
@@ -123,6 +136,8 @@ interface Item {
   onAbort: (() => void) | undefined;
   /** Fires at the deadline, queued or running: the request is answered DEADLINE_EXCEEDED then. */
   deadlineTimer: unknown;
+  /** The batch it runs in, once it does. */
+  batch: RunningBatch | undefined;
   queued: boolean;
   settled: boolean;
 }
@@ -238,6 +253,7 @@ export class Batcher {
         reject,
         onAbort: undefined,
         deadlineTimer: undefined,
+        batch: undefined,
         queued: true,
         settled: false,
       };
@@ -298,11 +314,16 @@ export class Batcher {
     this.#o.stats.onQueueDepth(this.#queued);
   }
 
-  /** A cancel or deadline: a queued request leaves the queue; a running one's answer is dropped. */
+  /**
+   * A cancel or deadline: a queued request leaves the queue; a running one's answer is dropped,
+   * and when it was the last one its batch ran for, the batch's signal aborts.
+   */
   #abandon(item: Item, reason: InfergridError): void {
     if (item.settled) return;
     if (item.queued) this.#o.stats.onRejected(reason.code === 'DEADLINE_EXCEEDED' ? 'deadline' : 'cancelled');
     this.#settle(item, { error: reason });
+    const batch = item.batch;
+    if (batch && --batch.waiting === 0) batch.controller.abort(reason);
     this.#schedule();
   }
 
@@ -434,9 +455,11 @@ export class Batcher {
 
   #start(batch: Item[], now: number): void {
     const o = this.#o;
+    const running: RunningBatch = { controller: new AbortController(), waiting: batch.length };
     let traced: SubmitTrace[] | undefined;
     for (const item of batch) {
       this.#unqueue(item);
+      item.batch = running;
       o.stats.onQueued(now - item.enqueuedAt);
       if (item.trace) {
         item.trace.dequeued();
@@ -454,6 +477,7 @@ export class Batcher {
       run = o.execute(concatInputs(batch.map((i) => i.inputs)), {
         parameters: head.parameters,
         outputs: head.outputs,
+        signal: running.controller.signal,
       });
     } catch (err) {
       run = Promise.reject(err);
@@ -466,7 +490,9 @@ export class Batcher {
           for (const [i, item] of batch.entries()) this.#settle(item, { outputs: perRequest[i]! });
         },
         (err: unknown) => {
-          const error = toInfergridError(err, 'BACKEND_ERROR');
+          // a batch that was aborted ends with why, whatever the backend threw on stopping
+          const { signal } = running.controller;
+          const error = toInfergridError(signal.aborted ? signal.reason : err, 'BACKEND_ERROR');
           endTrace?.(error);
           for (const item of batch) this.#settle(item, { error });
         },

@@ -5,32 +5,10 @@
  * sizes, the queue's depth, and rejections by reason.
  */
 
-export interface CountNs {
-  count: number;
-  ns: number;
-}
+import type { CountNs, ModelStatsSnapshot } from '../protocol/index.ts';
 
-export interface ModelStatsSnapshot {
-  name: string;
-  version: string;
-  lastInferenceMs: number;
-  /** Rows (first-dimension items) run through the model. */
-  inferenceCount: number;
-  /** Model executions (batches). */
-  executionCount: number;
-  /** Per request: success/fail end to end on the worker, time queued, time in the model. */
-  success: CountNs;
-  fail: CountNs;
-  queue: CountNs;
-  /** The longest any request waited in the queue, ns. */
-  queueMaxNs: number;
-  computeInfer: CountNs;
-  /** Per executed batch size: how many batches of that size, and their compute time. */
-  batchStats: { batchSize: number; computeInfer: CountNs }[];
-  queueDepth: number;
-  maxQueueDepth: number;
-  rejected: { overloaded: number; deadline: number; cancelled: number };
-}
+// the snapshot is what a worker sends in STATS_RESPONSE, so its shape is defined with the messages
+export type { CountNs, ModelStatsSnapshot };
 
 const cn = (): CountNs => ({ count: 0, ns: 0 });
 

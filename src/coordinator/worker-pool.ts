@@ -6,20 +6,24 @@
  */
 
 import { EventEmitter } from 'node:events';
-import type { ModelStatsSnapshot } from '../batching/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type Frame,
   type InferRequestMeta,
   type InferResponseMeta,
   KIND_NAME,
+  type MetricJson,
   type ModelControlMeta,
+  type ModelStatsSnapshot,
   type ModelStatus,
   MESSAGE_KIND,
   type RegisterMeta,
   checkHeartbeat,
   checkInferResponse,
+  checkMetricsResponse,
+  checkModelControlResponse,
   checkRegister,
+  checkStatsResponse,
   tensorsFromWire,
 } from '../protocol/index.ts';
 import type { ModelRegistry } from '../registry/index.ts';
@@ -110,28 +114,43 @@ export class WorkerHandle implements RoutableWorker {
   /** The worker's per-model statistics (queue, batches, compute), fetched over its connection. */
   async stats(timeoutMs: number): Promise<ModelStatsSnapshot[]> {
     const frame = await this.conn.request(MESSAGE_KIND.STATS_REQUEST, {}, [], { timeoutMs });
-    const models = (frame.meta as { models?: unknown } | undefined)?.models;
-    if (!Array.isArray(models))
-      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent malformed statistics`);
-    return models as ModelStatsSnapshot[];
+    return this.#checkReply(frame, MESSAGE_KIND.STATS_RESPONSE, checkStatsResponse).models;
   }
 
-  /** The worker's Prometheus metrics (prom-client JSON), fetched over its connection. */
+  /**
+   * The worker's Prometheus metrics (prom-client JSON), fetched over its connection and checked
+   * as {@link MetricJson}. Typed `unknown[]` for its caller, which hands them to prom-client,
+   * whose typings (`type` a number, a `collect` function) do not describe the JSON it produces.
+   */
   async metrics(timeoutMs: number): Promise<unknown[]> {
     const frame = await this.conn.request(MESSAGE_KIND.METRICS_REQUEST, {}, [], { timeoutMs });
-    const metrics = (frame.meta as { metrics?: unknown } | undefined)?.metrics;
-    if (!Array.isArray(metrics))
-      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent malformed metrics`);
-    return metrics;
+    return this.#checkReply(frame, MESSAGE_KIND.METRICS_RESPONSE, checkMetricsResponse).metrics;
   }
 
   /** Asks the worker to load or unload models; resolves with its statuses once done. */
   async control(meta: ModelControlMeta, timeoutMs: number): Promise<ModelStatus[]> {
     const frame = await this.conn.request(MESSAGE_KIND.MODEL_CONTROL_REQUEST, meta, [], { timeoutMs });
-    const models = (frame.meta as { models?: unknown } | undefined)?.models;
-    if (!Array.isArray(models))
-      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent a malformed model-control reply`);
-    return models as ModelStatus[];
+    return this.#checkReply(frame, MESSAGE_KIND.MODEL_CONTROL_RESPONSE, checkModelControlResponse).models;
+  }
+
+  /**
+   * A reply is untrusted input: the connection resolves a request with whatever final response
+   * frame carries its id, so both the kind and the meta are checked here. A malformed reply is
+   * a PROTOCOL_ERROR (the worker's fault) naming the worker, the reply kind and the field.
+   */
+  #checkReply<T>(frame: Frame, kind: number, check: (meta: unknown) => T): T {
+    if (frame.kind !== kind) {
+      throw new InfergridError(
+        'PROTOCOL_ERROR',
+        `worker ${this.id} answered with ${KIND_NAME[frame.kind] ?? `kind ${frame.kind}`}, expected ${KIND_NAME[kind]}`,
+      );
+    }
+    try {
+      return check(frame.meta);
+    } catch (err) {
+      const cause = toInfergridError(err, 'PROTOCOL_ERROR');
+      throw new InfergridError('PROTOCOL_ERROR', `worker ${this.id} sent ${cause.message}`, { cause });
+    }
   }
 
   /** Resolves when nothing sent by this coordinator is in flight on the worker. */
@@ -154,7 +173,7 @@ export class WorkerHandle implements RoutableWorker {
     this.requests++;
     try {
       const frame = await this.conn.request(MESSAGE_KIND.INFER_REQUEST, meta, attachments, options);
-      const responseMeta = checkInferResponse(frame.meta);
+      const responseMeta = this.#checkReply(frame, MESSAGE_KIND.INFER_RESPONSE, checkInferResponse);
       return { meta: responseMeta, outputs: tensorsFromWire(responseMeta.outputs, frame.attachments) };
     } catch (err) {
       // only what says something about the worker: not a cancel, a deadline or bad input

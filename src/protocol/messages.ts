@@ -120,6 +120,51 @@ export interface ModelControlResponseMeta {
   models: ModelStatus[];
 }
 
+export interface CountNs {
+  count: number;
+  ns: number;
+}
+
+/** One model's statistics on one worker (STATS_RESPONSE); the worker's batching/ keeps them. */
+export interface ModelStatsSnapshot {
+  name: string;
+  version: string;
+  lastInferenceMs: number;
+  /** Rows (first-dimension items) run through the model. */
+  inferenceCount: number;
+  /** Model executions (batches). */
+  executionCount: number;
+  /** Per request: success/fail end to end on the worker, time queued, time in the model. */
+  success: CountNs;
+  fail: CountNs;
+  queue: CountNs;
+  /** The longest any request waited in the queue, ns. */
+  queueMaxNs: number;
+  computeInfer: CountNs;
+  /** Per executed batch size: how many batches of that size, and their compute time. */
+  batchStats: { batchSize: number; computeInfer: CountNs }[];
+  queueDepth: number;
+  maxQueueDepth: number;
+  rejected: { overloaded: number; deadline: number; cancelled: number };
+}
+
+export interface StatsResponseMeta {
+  models: ModelStatsSnapshot[];
+}
+
+/** One metric family as prom-client's `getMetricsAsJSON()` gives it (its typings say `type` is a number; it is this string). */
+export interface MetricJson {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge' | 'histogram' | 'summary';
+  aggregator: 'omit' | 'sum' | 'first' | 'min' | 'max' | 'average';
+  values: { value: number; labels: Record<string, string | number>; metricName?: string }[];
+}
+
+export interface MetricsResponseMeta {
+  metrics: MetricJson[];
+}
+
 export function checkModelControl(meta: unknown): ModelControlMeta {
   if (!isRecord(meta)) fail('MODEL_CONTROL_REQUEST: expected an object');
   if (meta.action === 'load' && Array.isArray(meta.models)) return { action: 'load', models: meta.models };
@@ -158,6 +203,57 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** What a value is, for an error message: `a string`, `a list`, `nothing`. */
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'number') return `the number ${value}`;
+  return `a ${typeof value}`;
+}
+
+function objectAt(value: unknown, where: string): Record<string, unknown> {
+  if (!isRecord(value)) fail(`${where}: expected an object, got ${describe(value)}`);
+  return value;
+}
+
+function listAt(value: unknown, where: string): unknown[] {
+  if (!Array.isArray(value)) fail(`${where}: expected a list, got ${describe(value)}`);
+  return value;
+}
+
+function stringAt(record: Record<string, unknown>, field: string, where: string): string {
+  const value = record[field];
+  if (typeof value !== 'string') fail(`${where}.${field}: expected a string, got ${describe(value)}`);
+  return value;
+}
+
+/** A count or a duration: finite and not negative. */
+function countAt(record: Record<string, unknown>, field: string, where: string): number {
+  const value = record[field];
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+    fail(`${where}.${field}: expected a non-negative number, got ${describe(value)}`);
+  return value;
+}
+
+/** An optional field: absent (undefined or null) is fine, any other value must pass `check`. */
+function optionalAt<T>(
+  record: Record<string, unknown>,
+  field: string,
+  where: string,
+  expected: string,
+  check: (value: unknown) => value is T,
+): T | undefined {
+  const value = record[field];
+  if (value === undefined || value === null) return undefined;
+  if (!check(value)) fail(`${where}.${field}: expected ${expected}, got ${describe(value)}`);
+  return value;
+}
+
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+
 function isShape(value: unknown): value is number[] {
   return Array.isArray(value) && value.every((d) => Number.isInteger(d) && d >= -1);
 }
@@ -195,28 +291,38 @@ export function checkHelloAck(meta: unknown): HelloAckMeta {
 
 const MODEL_STATES: ReadonlySet<string> = new Set(['loading', 'ready', 'unloading', 'unavailable']);
 
+/** One model's status in a REGISTER or MODEL_CONTROL_RESPONSE; `where` names the message and index. */
+function checkModelStatus(value: unknown, where: string): ModelStatus {
+  const m = objectAt(value, where);
+  const name = stringAt(m, 'name', where);
+  const version = stringAt(m, 'version', where);
+  const state = stringAt(m, 'state', where);
+  if (!MODEL_STATES.has(state))
+    fail(`${where}.state: expected one of ${[...MODEL_STATES].join(', ')}, got "${state}"`);
+  const inputs = listAt(m.inputs, `${where}.inputs`);
+  const outputs = listAt(m.outputs, `${where}.outputs`);
+  const platform = optionalAt(m, 'platform', where, 'a string', isString);
+  const batchable = optionalAt(m, 'batchable', where, 'a boolean', isBoolean);
+  const maxBatchSize = optionalAt(m, 'maxBatchSize', where, 'a non-negative integer', isCount);
+  const error = optionalAt(m, 'error', where, 'a string', isString);
+  return {
+    name,
+    version,
+    state: state as ModelState,
+    platform: platform ?? 'unknown',
+    inputs: inputs.map((s, j) => checkSpec(s, `${where}.inputs[${j}]`)),
+    outputs: outputs.map((s, j) => checkSpec(s, `${where}.outputs[${j}]`)),
+    batchable: batchable === true,
+    maxBatchSize: maxBatchSize ?? 0,
+    ...(error !== undefined ? { error } : {}),
+  };
+}
+
 export function checkRegister(meta: unknown): RegisterMeta {
   if (!isRecord(meta) || typeof meta.workerId !== 'string' || !Array.isArray(meta.models)) {
     fail('REGISTER: expected { workerId, models }');
   }
-  const models = meta.models.map((m, i): ModelStatus => {
-    const where = `REGISTER models[${i}]`;
-    if (!isRecord(m) || typeof m.name !== 'string' || typeof m.version !== 'string')
-      fail(`${where}: missing name/version`);
-    if (typeof m.state !== 'string' || !MODEL_STATES.has(m.state)) fail(`${where}: bad state`);
-    if (!Array.isArray(m.inputs) || !Array.isArray(m.outputs)) fail(`${where}: missing inputs/outputs`);
-    return {
-      name: m.name,
-      version: m.version,
-      state: m.state as ModelState,
-      platform: typeof m.platform === 'string' ? m.platform : 'unknown',
-      inputs: m.inputs.map((s, j) => checkSpec(s, `${where}.inputs[${j}]`)),
-      outputs: m.outputs.map((s, j) => checkSpec(s, `${where}.outputs[${j}]`)),
-      batchable: m.batchable === true,
-      maxBatchSize: typeof m.maxBatchSize === 'number' ? m.maxBatchSize : 0,
-      ...(typeof m.error === 'string' ? { error: m.error } : {}),
-    };
-  });
+  const models = meta.models.map((m, i) => checkModelStatus(m, `REGISTER models[${i}]`));
   return {
     workerId: meta.workerId,
     pid: typeof meta.pid === 'number' ? meta.pid : 0,
@@ -275,6 +381,110 @@ export function checkInferResponse(meta: unknown): InferResponseMeta {
   }
   for (const [i, t] of meta.outputs.entries()) checkSpec(t, `INFER_RESPONSE outputs[${i}]`);
   return meta as unknown as InferResponseMeta;
+}
+
+export function checkModelControlResponse(meta: unknown): ModelControlResponseMeta {
+  const where = 'MODEL_CONTROL_RESPONSE';
+  const models = listAt(objectAt(meta, where).models, `${where} models`);
+  return { models: models.map((m, i) => checkModelStatus(m, `${where} models[${i}]`)) };
+}
+
+function checkCountNs(record: Record<string, unknown>, field: string, where: string): CountNs {
+  const at = `${where}.${field}`;
+  const c = objectAt(record[field], at);
+  return { count: countAt(c, 'count', at), ns: countAt(c, 'ns', at) };
+}
+
+function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
+  const s = objectAt(value, where);
+  const batchStats = listAt(s.batchStats, `${where}.batchStats`).map((b, i) => {
+    const at = `${where}.batchStats[${i}]`;
+    const batch = objectAt(b, at);
+    return {
+      batchSize: countAt(batch, 'batchSize', at),
+      computeInfer: checkCountNs(batch, 'computeInfer', at),
+    };
+  });
+  const rejected = objectAt(s.rejected, `${where}.rejected`);
+  return {
+    name: stringAt(s, 'name', where),
+    version: stringAt(s, 'version', where),
+    lastInferenceMs: countAt(s, 'lastInferenceMs', where),
+    inferenceCount: countAt(s, 'inferenceCount', where),
+    executionCount: countAt(s, 'executionCount', where),
+    success: checkCountNs(s, 'success', where),
+    fail: checkCountNs(s, 'fail', where),
+    queue: checkCountNs(s, 'queue', where),
+    queueMaxNs: countAt(s, 'queueMaxNs', where),
+    computeInfer: checkCountNs(s, 'computeInfer', where),
+    batchStats,
+    queueDepth: countAt(s, 'queueDepth', where),
+    maxQueueDepth: countAt(s, 'maxQueueDepth', where),
+    rejected: {
+      overloaded: countAt(rejected, 'overloaded', `${where}.rejected`),
+      deadline: countAt(rejected, 'deadline', `${where}.rejected`),
+      cancelled: countAt(rejected, 'cancelled', `${where}.rejected`),
+    },
+  };
+}
+
+/** Rebuilds the statistics field by field, so nothing a worker adds reaches the statistics API. */
+export function checkStatsResponse(meta: unknown): StatsResponseMeta {
+  const where = 'STATS_RESPONSE';
+  const models = listAt(objectAt(meta, where).models, `${where} models`);
+  return { models: models.map((m, i) => checkModelStats(m, `${where} models[${i}]`)) };
+}
+
+const METRIC_TYPES: ReadonlySet<string> = new Set(['counter', 'gauge', 'histogram', 'summary']);
+/** prom-client's aggregators: any other name makes the merged /metrics page throw. */
+const METRIC_AGGREGATORS: ReadonlySet<string> = new Set(['omit', 'sum', 'first', 'min', 'max', 'average']);
+/** Prometheus' own name grammars: a name outside them would corrupt the text exposition. */
+const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+function checkMetric(value: unknown, where: string): MetricJson {
+  const m = objectAt(value, where);
+  const name = stringAt(m, 'name', where);
+  if (!METRIC_NAME.test(name)) fail(`${where}.name: "${name}" is not a Prometheus metric name`);
+  const help = stringAt(m, 'help', where);
+  const type = stringAt(m, 'type', where);
+  if (!METRIC_TYPES.has(type))
+    fail(`${where}.type: expected one of ${[...METRIC_TYPES].join(', ')}, got "${type}"`);
+  const aggregator = stringAt(m, 'aggregator', where);
+  if (!METRIC_AGGREGATORS.has(aggregator))
+    fail(`${where}.aggregator: expected one of ${[...METRIC_AGGREGATORS].join(', ')}, got "${aggregator}"`);
+  const values = listAt(m.values, `${where}.values`).map((v, i) => {
+    const at = `${where}.values[${i}]`;
+    const entry = objectAt(v, at);
+    if (typeof entry.value !== 'number') fail(`${at}.value: expected a number, got ${describe(entry.value)}`);
+    const labels = objectAt(entry.labels, `${at}.labels`);
+    for (const [label, labelValue] of Object.entries(labels)) {
+      if (!LABEL_NAME.test(label)) fail(`${at}.labels: "${label}" is not a Prometheus label name`);
+      if (typeof labelValue !== 'string' && typeof labelValue !== 'number')
+        fail(`${at}.labels.${label}: expected a string or a number, got ${describe(labelValue)}`);
+    }
+    const metricName = optionalAt(entry, 'metricName', at, 'a string', isString);
+    if (metricName !== undefined && !METRIC_NAME.test(metricName))
+      fail(`${at}.metricName: "${metricName}" is not a Prometheus metric name`);
+    return {
+      value: entry.value,
+      labels: Object.fromEntries(Object.entries(labels)) as Record<string, string | number>,
+      ...(metricName !== undefined ? { metricName } : {}),
+    };
+  });
+  return {
+    name,
+    help,
+    type: type as MetricJson['type'],
+    aggregator: aggregator as MetricJson['aggregator'],
+    values,
+  };
+}
+
+export function checkMetricsResponse(meta: unknown): MetricsResponseMeta {
+  const where = 'METRICS_RESPONSE';
+  const metrics = listAt(objectAt(meta, where).metrics, `${where} metrics`);
+  return { metrics: metrics.map((m, i) => checkMetric(m, `${where} metrics[${i}]`)) };
 }
 
 /** Splits tensors into headers for the meta and raw attachments for the frame (no copies). */

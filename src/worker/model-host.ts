@@ -37,9 +37,6 @@ export interface HostedModel {
   idle: Deferred<void> | undefined;
 }
 
-/** A signal for batch executions: a batch, once started, runs to the end (its requests may still leave). */
-const NEVER_ABORTED = new AbortController().signal;
-
 function malformedOutput(why: string): never {
   throw new InfergridError('BACKEND_ERROR', `the model returned a malformed output: ${why}`);
 }
@@ -95,7 +92,8 @@ function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStat
     stats,
     execute: async (inputs, ctx) => {
       const outputs = await model.infer(inputs, {
-        signal: NEVER_ABORTED,
+        // aborts once every request of the batch was cancelled or passed its deadline
+        signal: ctx.signal,
         parameters: ctx.parameters,
         outputs: ctx.outputs,
       });

@@ -15,7 +15,7 @@ import {
   imageToRecognizerInput,
   loadCharset,
   resolveOcrAssets,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import {
   adminWorkers,
   startCoordinator,

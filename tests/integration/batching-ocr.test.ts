@@ -15,7 +15,7 @@ import {
   imageToRecognizerInput,
   loadCharset,
   resolveOcrAssets,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import { bytesOf, type Tensor } from '../../src/tensor/index.ts';
 import { silentLogger } from '../../src/telemetry/index.ts';
 import { ModelHost } from '../../src/worker/index.ts';

@@ -22,7 +22,7 @@ import {
   type OcrLineResult,
   readLinesInProcess,
   resolveOcrAssets,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import { bytesOf, typedView } from '../../src/tensor/index.ts';
 import {
   adminWorkers,
@@ -36,7 +36,7 @@ import {
 import { type RenderTextOptions, renderTextLine } from '../fixtures/render-text.ts';
 import { pngClaiming } from '../fixtures/png.ts';
 
-const step = (file: string) => fileURLToPath(new URL(`../../src/ocr/steps/${file}`, import.meta.url));
+const step = (file: string) => fileURLToPath(new URL(`../../examples/ocr/steps/${file}`, import.meta.url));
 
 // As examples/demo-config.yaml, with one model worker, no cache and no batching (the defaults):
 // every request is one execution of each step, so the statistics count requests exactly.

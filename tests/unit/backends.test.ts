@@ -10,7 +10,7 @@ import { type Backend, type LoadedModel, createBackends } from '../../src/backen
 import { type ModelConfig, configSchema } from '../../src/config/index.ts';
 import { InfergridError } from '../../src/errors.ts';
 import { ELEMENT_BYTES, type Tensor, bytesOf, elementCount } from '../../src/tensor/index.ts';
-import { resolveOcrAssets } from '../../src/ocr/index.ts';
+import { resolveOcrAssets } from '../../examples/ocr/index.ts';
 
 const backends = createBackends();
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/models/${name}`, import.meta.url));

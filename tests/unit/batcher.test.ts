@@ -205,7 +205,7 @@ interface Batch {
   readonly ids: number[];
   readonly rows: number;
   readonly inputs: Tensor[];
-  readonly ctx: { parameters: Parameters; outputs: string[] | undefined };
+  readonly ctx: { parameters: Parameters; outputs: string[] | undefined; signal: AbortSignal };
   readonly startedAt: number;
   done: boolean;
   /** Resolves with the echo model's outputs. */
@@ -643,7 +643,10 @@ test('batcher - requests of different shapes, outputs or model parameters never 
     ids(warm, warmAgain),
     ids(hot),
   ]);
-  const ctxOf = (r: Req) => h.batches.find((b) => b.ids.includes(r.id))!.ctx;
+  const ctxOf = (r: Req) => {
+    const { parameters, outputs } = h.batches.find((b) => b.ids.includes(r.id))!.ctx;
+    return { parameters, outputs };
+  };
   assert.deepEqual(
     ctxOf(engine),
     { parameters: {}, outputs: undefined },
@@ -854,6 +857,57 @@ test('batcher - aborting a request whose batch runs rejects it at once; the othe
   assert.equal(h.stats.fail.count, 1);
   assert.equal(h.stats.rejected.cancelled, 0, 'it had left the queue: a failure, not a rejection');
   assert.equal(h.batcher.running, 0);
+});
+
+test("batcher - a running batch's signal aborts only when every request in it was cancelled or expired", async () => {
+  const { h } = await busy({ maxBatchSize: 4, maxQueueDelayMs: 0, refillWait: false });
+  const controller = new AbortController();
+  const b = h.submit({ signal: controller.signal });
+  const c = h.submit({ deadlineAt: 50 });
+  const d = h.submit({ deadlineAt: 80 });
+  const first = await h.finishOldest();
+  assert.equal(first.ctx.signal.aborted, false, 'a batch that finished was never aborted');
+  const batch = h.running[0]!;
+  assert.deepEqual(batch.ids, ids(b, c, d));
+
+  controller.abort(new InfergridError('CANCELLED', 'b went away'));
+  h.clock.advance(60);
+  await flush();
+  assertRejected(b, 'CANCELLED');
+  assertRejected(c, 'DEADLINE_EXCEEDED');
+  assert.equal(batch.ctx.signal.aborted, false, 'd still waits for the outputs');
+
+  h.clock.advance(30);
+  await flush();
+  const error = assertRejected(d, 'DEADLINE_EXCEEDED');
+  assert.equal(batch.ctx.signal.aborted, true, 'nobody waits any more');
+  assert.equal(batch.ctx.signal.reason, error, "the reason is the last request's error");
+
+  // the model stops (or not) in its own time: the instance is busy until it does
+  const e = h.submit();
+  await flush();
+  assert.equal(h.batcher.running, 1);
+  assertPending(e);
+  batch.fail(batch.ctx.signal.reason);
+  await flush();
+  assert.equal(b.calls.n + c.calls.n + d.calls.n, 3, 'what the aborted batch threw is dropped');
+  assert.deepEqual(h.idsOfBatches(2), [ids(e)]);
+  await h.finishOldest();
+  assertOwnOutputs(e);
+});
+
+test('batcher - a batch that finishes while some of its requests were cancelled is not aborted', async () => {
+  const { h } = await busy({ maxBatchSize: 4, maxQueueDelayMs: 0 });
+  const controller = new AbortController();
+  const b = h.submit({ signal: controller.signal });
+  const c = h.submit();
+  await h.finishOldest();
+  const batch = h.running[0]!;
+  controller.abort();
+  await h.finishOldest();
+  assertRejected(b, 'CANCELLED');
+  assertOwnOutputs(c);
+  assert.equal(batch.ctx.signal.aborted, false);
 });
 
 test('batcher - a settled request leaves no listener on its signal', async () => {

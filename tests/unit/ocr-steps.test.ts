@@ -18,7 +18,7 @@ import {
   readLineInProcess,
   readLinesInProcess,
   resolveOcrAssets,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import {
   bytesOf,
   decodeBytesElements,

@@ -17,7 +17,7 @@ import {
   normalizeToChw,
   resolveOcrAssets,
   rotate180,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import { renderTextLine } from '../fixtures/render-text.ts';
 
 const CHARSET = ['', 'a', 'b', ' '];

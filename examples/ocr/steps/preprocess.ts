@@ -9,7 +9,7 @@
  * INVALID_ARGUMENT naming its index. See `line-steps.ts`.
  */
 
-import { type JsModel, selectOutputs } from '../../backends/index.ts';
+import { type JsModel, selectOutputs } from '../../../src/backends/index.ts';
 import { PREPROCESS_INPUTS, PREPROCESS_OUTPUTS, preprocessStep, rejectUnknownOptions } from './line-steps.ts';
 
 export function load(options: Record<string, unknown> = {}): JsModel {

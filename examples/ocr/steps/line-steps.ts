@@ -14,7 +14,7 @@
  */
 
 import { fileURLToPath } from 'node:url';
-import type { Tensor, TensorSpec } from '../../tensor/index.ts';
+import type { Tensor, TensorSpec } from '../../../src/tensor/index.ts';
 import { DEFAULT_ROTATE_THRESHOLD } from '../client-pipeline.ts';
 import { ctcGreedyDecodeBatch } from '../ctc.ts';
 import { decodeOrientation } from '../orientation.ts';

@@ -3,7 +3,7 @@
  * problem a client could cause becomes INVALID_ARGUMENT naming the input) and building outputs.
  */
 
-import { InfergridError } from '../../errors.ts';
+import { InfergridError } from '../../../src/errors.ts';
 import {
   decodeBytesElements,
   describeTensor,
@@ -13,7 +13,7 @@ import {
   type Tensor,
   type TensorSpec,
   typedView,
-} from '../../tensor/index.ts';
+} from '../../../src/tensor/index.ts';
 
 /** A client's bad input: never retried, never held against the worker. */
 export function invalidArgument(message: string, details?: Record<string, unknown>): InfergridError {

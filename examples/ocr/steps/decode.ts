@@ -11,7 +11,7 @@
  * See `line-steps.ts`.
  */
 
-import { type JsModel, selectOutputs } from '../../backends/index.ts';
+import { type JsModel, selectOutputs } from '../../../src/backends/index.ts';
 import { loadCharset } from '../ctc.ts';
 import { resolveOcrAssets } from '../index.ts';
 import { DECODE_OUTPUTS, decodeInputs, decodeStep, rejectUnknownOptions } from './line-steps.ts';

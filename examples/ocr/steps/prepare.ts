@@ -12,7 +12,7 @@
  * See `line-steps.ts`.
  */
 
-import { type JsModel, selectOutputs } from '../../backends/index.ts';
+import { type JsModel, selectOutputs } from '../../../src/backends/index.ts';
 import { PREPARE_INPUTS, PREPARE_OUTPUTS, prepareStep, resolvePrepareOptions } from './line-steps.ts';
 
 export function load(options: Record<string, unknown> = {}): JsModel {

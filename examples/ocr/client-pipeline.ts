@@ -4,7 +4,7 @@
  * both models on the workers. (A later step runs the whole chain server-side as a pipeline.)
  */
 
-import type { InferenceClient } from '../client/index.ts';
+import type { InferenceClient } from '../../src/client/index.ts';
 import { ctcGreedyDecode, type DecodedText } from './ctc.ts';
 import { decodeOrientation } from './orientation.ts';
 import { imageToClassifierInput, imageToRecognizerInput, rotate180 } from './preprocess.ts';

@@ -4,7 +4,7 @@
  * must equal, and a way to read lines without a coordinator.
  */
 
-import type { Tensor } from '../../tensor/index.ts';
+import type { Tensor } from '../../../src/tensor/index.ts';
 import {
   type PrepareOptions,
   decodeStep,
