@@ -443,8 +443,8 @@ export class Coordinator {
       if (caller.kind === 'client') throw err;
       throw new InfergridError(
         'UNAVAILABLE',
-        `pipeline "${caller.pipeline}" cannot be served now: ${(err as Error).message}`,
-        { cause: err },
+        `pipeline "${caller.pipeline}" step "${caller.step}": ${(err as Error).message}`,
+        { cause: err, details: { pipeline: caller.pipeline, step: caller.step } },
       );
     }
   }
@@ -462,8 +462,8 @@ export class Coordinator {
       if (caller.kind === 'client') throw err;
       throw new InfergridError(
         'INTERNAL',
-        `pipeline "${caller.pipeline}": the step's inputs do not fit the model: ${(err as Error).message}`,
-        { cause: err },
+        `pipeline "${caller.pipeline}" step "${caller.step}" (${request.model}): its inputs do not fit the model: ${(err as Error).message}`,
+        { cause: err, details: { pipeline: caller.pipeline, step: caller.step } },
       );
     }
     endStage(resolved.stage);

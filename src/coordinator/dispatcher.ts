@@ -269,7 +269,12 @@ class RequestRun implements RunPlan {
     }
     const first = dispatcher.pickFor(this);
     if (!first) {
-      this.#fail(dispatcher.unavailable(this.request.entry));
+      // a deadline already past is the deadline, not a lack of workers
+      this.#fail(
+        this.deadline - dispatcher.clock.now() <= 0
+          ? new InfergridError('DEADLINE_EXCEEDED', 'the request ran out of time before it could be sent')
+          : dispatcher.unavailable(this.request.entry),
+      );
       return;
     }
     if (this.hedgeMs !== undefined) this.#controllers = new Set();

@@ -210,7 +210,9 @@ export class PipelineRunner {
       } catch (err) {
         endStage(stage, err);
         const e = toInfergridError(err);
-        if (e.code === 'CANCELLED' || e.code === 'DEADLINE_EXCEEDED') throw e;
+        // the coordinator already named the pipeline and step (it could not resolve or validate it)
+        if (e.code === 'CANCELLED' || e.code === 'DEADLINE_EXCEEDED' || e.details?.step === step.name)
+          throw e;
         throw new InfergridError(e.code, `step "${step.name}" (${step.model}): ${e.message}`, {
           ...(e.details ? { details: e.details } : {}),
           cause: e,

@@ -657,6 +657,14 @@ test('dispatcher - no replica rejects UNAVAILABLE naming each replica state, wit
   assert.equal(s.clock.pendingTimers, 0);
 });
 
+test('dispatcher - a request whose time is already up is DEADLINE_EXCEEDED, not UNAVAILABLE, and calls no replica', async () => {
+  const s = setup();
+  const run = s.dispatch({ timeoutMs: 0 });
+  await flush();
+  assertCode(rejected(run), 'DEADLINE_EXCEEDED', /ran out of time before it could be sent/);
+  assert.equal(s.fleet.calls.length, 0);
+});
+
 test('dispatcher - replicas all draining or disconnected reject UNAVAILABLE naming each', async () => {
   const s = setup({ ids: ['a', 'b'] });
   s.fleet.replica('a').draining = true;
