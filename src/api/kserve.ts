@@ -10,10 +10,12 @@ import {
   type Coordinator,
   type InferResult,
   type InferenceRequest,
-  engineFields,
+  cacheModeOf,
+  shardKeyOf,
 } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
+import { CACHE_PARAMETER } from '../protocol/index.ts';
 import type { ModelEntry } from '../registry/index.ts';
 import { prefersRespondAsync, replyAccepted, stripAsyncParameter, wantsAsync } from './async-routes.ts';
 import {
@@ -150,7 +152,8 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         id: body.id,
         timeoutMs,
         receivedAtMs,
-        ...engineFields(parameters),
+        shardKey: shardKeyOf(parameters),
+        cacheMode: cacheModeOf(parameters[CACHE_PARAMETER]),
         signal: undefined,
         requestId: req.id,
         traceparent,

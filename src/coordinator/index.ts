@@ -22,7 +22,7 @@ export {
   type InferResult,
   type InferenceRequest,
   cacheModeOf,
-  engineFields,
+  shardKeyOf,
 } from './request.ts';
 export {
   type InferReply,

@@ -87,14 +87,8 @@ export function cacheModeOf(value: unknown): CacheMode {
   );
 }
 
-/** The engine's own fields of a request, read from the reserved parameters any front door carries. */
-export function engineFields(parameters: Parameters | undefined): {
-  shardKey: string | undefined;
-  cacheMode: CacheMode;
-} {
-  const shardKey = parameters?.[SHARD_KEY_PARAMETER];
-  return {
-    shardKey: shardKey === undefined ? undefined : String(shardKey),
-    cacheMode: cacheModeOf(parameters?.[CACHE_PARAMETER]),
-  };
+/** The `shard_key` parameter as the request's shard key (any front door that carries parameters). */
+export function shardKeyOf(parameters: Parameters | undefined): string | undefined {
+  const value = parameters?.[SHARD_KEY_PARAMETER];
+  return value === undefined ? undefined : String(value);
 }
