@@ -36,6 +36,35 @@ test('bench histogram - quantiles stay within 1% of a sorted reference, mean/min
   assert.equal(new LatencyHistogram().summary().p99Ms, 0);
 });
 
+test('bench histogram - known values in, known percentiles out; runs added together summarise as one', () => {
+  // 1..1000 ms: the q quantile is q × 1000 ms, to the histogram's 3 significant digits
+  const histogram = new LatencyHistogram();
+  for (let ms = 1; ms <= 1000; ms++) histogram.record(ms);
+  const near = (actual: number, expected: number): void =>
+    assert.ok(Math.abs(actual - expected) <= expected * 0.001, `${actual} vs ${expected}`);
+  near(histogram.quantileMs(0.5), 500);
+  near(histogram.quantileMs(0.9), 900);
+  near(histogram.quantileMs(0.99), 990);
+  assert.equal(histogram.quantileMs(1), 1000, 'the top is the exact max, not its bucket');
+  near(histogram.quantileMs(0.001), 1);
+  const summary = histogram.summary();
+  assert.deepEqual(
+    { count: summary.count, meanMs: summary.meanMs, minMs: summary.minMs, maxMs: summary.maxMs },
+    { count: 1000, meanMs: 500.5, minMs: 1, maxMs: 1000 },
+  );
+  // values below 2 µs are kept exactly: 0.001 ms (1 µs) 90 times, 0.002 ms 10 times
+  const small = new LatencyHistogram();
+  for (let i = 0; i < 100; i++) small.record(i < 90 ? 0.001 : 0.002);
+  assert.equal(small.quantileMs(0.9), 0.001);
+  assert.equal(small.quantileMs(0.91), 0.002);
+  // two halves added together answer what one histogram of all the values answers
+  const low = new LatencyHistogram();
+  const high = new LatencyHistogram();
+  for (let ms = 1; ms <= 1000; ms++) (ms <= 500 ? low : high).record(ms);
+  low.add(high);
+  assert.deepEqual(low.summary(), summary);
+});
+
 test('bench options - durations need a unit; defaults; every problem listed at once', () => {
   assert.equal(parseDurationMs('500ms'), 500);
   assert.equal(parseDurationMs('1.5s'), 1500);
