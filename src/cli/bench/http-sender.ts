@@ -86,8 +86,11 @@ export function createHttpSender(options: HttpSenderOptions): RequestSender {
   };
   const shared = withAgent(newAgent(options.maxSockets));
   const perLoop: (typeof shared)[] = [];
-  const requestsFor = (loop: number | undefined) =>
-    options.connections === 'per-loop' && loop !== undefined ? (perLoop[loop] ??= withAgent(newAgent(1))) : shared;
+  const requestsFor = (loop: number | undefined) => {
+    if (options.connections !== 'per-loop' || loop === undefined) return shared;
+    perLoop[loop] ??= withAgent(newAgent(1));
+    return perLoop[loop];
+  };
   const request = https ? httpsRequest : httpRequest;
   let next = 0;
 
