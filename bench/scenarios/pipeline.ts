@@ -138,7 +138,7 @@ export interface PipelineResult {
   disturbed: string[];
 }
 
-const DEMO_CONFIG = fileURLToPath(new URL('../examples/demo-config.yaml', import.meta.url));
+const DEMO_CONFIG = fileURLToPath(new URL('../../examples/demo-config.yaml', import.meta.url));
 const OCR_PIPELINE = 'ocr-line';
 /** Varied lengths and characters; every 8th is rendered upside down, for the classifier and prepare. */
 const OCR_LINES = [
