@@ -29,7 +29,7 @@ import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { writeReport } from './lib/page.ts';
-import { RESULTS_DIR, type Scenario } from './lib/scenario.ts';
+import { envTrue, RESULTS_DIR, type Scenario } from './lib/scenario.ts';
 import {
   fileTimestamp,
   type ScenarioRun,
@@ -93,7 +93,6 @@ if (values.help) {
   process.exit(0);
 }
 
-const envTrue = (v: string | undefined): boolean => v !== undefined && /^(1|true|yes)$/i.test(v);
 const quick = values.quick === true || envTrue(process.env.BENCH_QUICK);
 const timeoutS = Number(
   values['timeout-s'] ?? process.env.BENCH_TIMEOUT_S ?? (quick ? DEFAULT_QUICK_TIMEOUT_S : DEFAULT_TIMEOUT_S),

@@ -1,6 +1,7 @@
 /** Pieces of docs/benchmarks.md every scenario's section uses: tables, numbers for cells, charts. */
 
-export function round(v: number, digits = 2): number {
+/** The one rounding of bench/: results keep `digits` decimals (3 by default: µs of a ms). */
+export function round(v: number, digits = 3): number {
   return Math.round(v * 10 ** digits) / 10 ** digits;
 }
 

@@ -9,6 +9,7 @@
 
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { DISTURBED_CORES } from './cpu.ts';
 import { Charts, cell, round, table } from './markdown.ts';
 import type { Scenario, TargetResult } from './scenario.ts';
 import { readSuite, type ScenarioRun, type SuiteFile } from './suite.ts';
@@ -24,9 +25,6 @@ export interface PageScenarios {
   all: readonly Scenario<unknown>[];
   targets: readonly Scenario<unknown>[];
 }
-
-/** Other work on the machine above this many cores busy makes a scenario's figures suspect. */
-const DISTURBED_CORES = 0.25;
 
 const disturbed = (run: ScenarioRun): boolean =>
   typeof run.otherCoresBusy === 'number' && run.otherCoresBusy > DISTURBED_CORES;

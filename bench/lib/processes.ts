@@ -29,7 +29,6 @@ export function scratchDir(): string {
 }
 
 export const sleep = (ms: number): Promise<unknown> => new Promise((r) => setTimeout(r, ms));
-export const round = (v: number, digits = 3): number => Math.round(v * 10 ** digits) / 10 ** digits;
 
 export interface Child {
   pid: number | undefined;

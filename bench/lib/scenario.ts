@@ -77,7 +77,8 @@ export function numberList(text: string): number[] {
 }
 
 const envName = (flag: string): string => `BENCH_${flag.toUpperCase().replaceAll('-', '_')}`;
-const envTrue = (v: string | undefined): boolean => v !== undefined && /^(1|true|yes)$/i.test(v);
+/** BENCH_QUICK=1, true or yes. */
+export const envTrue = (v: string | undefined): boolean => v !== undefined && /^(1|true|yes)$/i.test(v);
 
 /** Flags, strongest first: the command line, BENCH_* variables, the quick value, the default. */
 export function parseParams<P extends Params>(

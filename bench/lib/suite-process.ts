@@ -24,7 +24,7 @@ const STDERR_TAIL_BYTES = 16 * 1024;
 
 export interface ScenarioProcessOptions {
   cwd: string;
-  /** Node arguments after `node`: `--import tsx bench/x.ts --flag value`. */
+  /** Node arguments after `node`: `--import tsx bench/scenarios/x.ts --flag value`. */
   argv: string[];
   env: NodeJS.ProcessEnv;
   timeoutMs: number;

@@ -38,8 +38,8 @@ import { spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
 import { renderTextLine } from '../../tests/fixtures/render-text.ts';
 import { type CpuFigures, cpuFigures, cpuMark, cpuSpent } from '../lib/cpu.ts';
 import { figures, jsonBody, type LoadFigures, runLoad, summarize } from '../lib/load.ts';
-import { type Charts, cell, noChart, pct, table } from '../lib/markdown.ts';
-import { round, scratchDir, track } from '../lib/processes.ts';
+import { type Charts, cell, noChart, pct, table, round } from '../lib/markdown.ts';
+import { scratchDir, track } from '../lib/processes.ts';
 import { numberList, runIfMain, type Scenario } from '../lib/scenario.ts';
 import {
   type CountNs,

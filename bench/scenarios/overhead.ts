@@ -246,8 +246,8 @@ models:
       traced: tracedRun,
       ratio: {
         throughput: round(engineRun.rps / bareRun.rps, 3),
-        p50: round(engineRun.latencyMs.p50 / bareRun.latencyMs.p50),
-        p99: round(engineRun.latencyMs.p99 / bareRun.latencyMs.p99),
+        p50: round(engineRun.latencyMs.p50 / bareRun.latencyMs.p50, 2),
+        p99: round(engineRun.latencyMs.p99 / bareRun.latencyMs.p99, 2),
       },
       engineAddedP50Ms: round(engineRun.latencyMs.p50 - bareRun.latencyMs.p50, 3),
       tracedVsOff: {

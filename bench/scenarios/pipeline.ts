@@ -47,8 +47,8 @@ import {
   type ProcessGroups,
 } from '../lib/cpu.ts';
 import { figures, type LoadFigures, openLoad, runLoad } from '../lib/load.ts';
-import { bytesText, type Charts, cell, pct, table } from '../lib/markdown.ts';
-import { round, scratchDir, track } from '../lib/processes.ts';
+import { bytesText, type Charts, cell, pct, table, round } from '../lib/markdown.ts';
+import { scratchDir, track } from '../lib/processes.ts';
 import { numberList, runIfMain, type Scenario } from '../lib/scenario.ts';
 import type { CountNs } from '../lib/stats.ts';
 import { barChart, lineChart } from '../lib/svg.ts';

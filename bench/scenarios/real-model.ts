@@ -50,8 +50,8 @@ import {
   type ProcessGroups,
 } from '../lib/cpu.ts';
 import { type LoadFigures, type Percentiles, startForkedLoad, summarize } from '../lib/load.ts';
-import { type Charts, cell, noChart, pct, table } from '../lib/markdown.ts';
-import { forkRole, round, scratchDir, track } from '../lib/processes.ts';
+import { type Charts, cell, noChart, pct, table, round } from '../lib/markdown.ts';
+import { forkRole, scratchDir, track } from '../lib/processes.ts';
 import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import { type TransferFloor, transferRoundTrips } from '../lib/socket-floor.ts';
 import { type ModelStats, modelStats, type WorkerDelta, workerDelta } from '../lib/stats.ts';

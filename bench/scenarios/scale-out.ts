@@ -42,8 +42,8 @@ import {
   rssMiB,
 } from '../lib/cpu.ts';
 import { type LoadFigures, type LoadSpec, startForkedLoad } from '../lib/load.ts';
-import { type Charts, cell, noChart, pct, table } from '../lib/markdown.ts';
-import { round, scratchDir, sleep, track } from '../lib/processes.ts';
+import { type Charts, cell, noChart, pct, table, round } from '../lib/markdown.ts';
+import { scratchDir, sleep, track } from '../lib/processes.ts';
 import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import { type ModelStats, modelStats, type WorkerDelta, workerDelta } from '../lib/stats.ts';
 import { barChart, lineChart } from '../lib/svg.ts';
