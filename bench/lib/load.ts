@@ -68,7 +68,8 @@ export const jsonBody = (value: unknown): HttpBody => ({
   headers: { 'content-type': 'application/json' },
 });
 
-function percentiles(histogram: LatencyHistogram): Percentiles {
+/** A histogram's figures, as every result in bench/ carries them. */
+export function percentiles(histogram: LatencyHistogram): Percentiles {
   const s = histogram.summary();
   return { mean: s.meanMs, p50: s.p50Ms, p90: s.p90Ms, p99: s.p99Ms, max: s.maxMs };
 }
