@@ -167,7 +167,7 @@ export function renderReport(
     '```',
     '',
     `\`npm run bench\` runs each scenario as its own process (a time limit of ${suite.params.timeoutS} s each here),`,
-    'writes every JSON line they print to `bench/results/suite-<timestamp>.json` and regenerates this',
+    'writes the typed result each prints to `bench/results/suite-<timestamp>.json` and regenerates this',
     `page, keeping the run's data beside it as \`${REPORT_DATA}\`; \`npm run bench:report -- <suite file>\``,
     'regenerates it from a given file (the newest in bench/results without one). Each scenario alone,',
     'with the flags of this run:',
