@@ -11,8 +11,9 @@
 import { relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { newestSuiteFile } from './lib/suite-format.ts';
-import { writeReport } from './lib/suite-report.ts';
+import { writeReport } from './lib/page.ts';
+import { newestSuiteFile } from './lib/suite.ts';
+import { PAGE_SCENARIOS } from './scenarios/index.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -27,7 +28,7 @@ if (suiteFile === undefined) {
   process.exit(1);
 }
 
-const written = writeReport(suiteFile, ROOT);
+const written = writeReport(suiteFile, ROOT, PAGE_SCENARIOS);
 console.log(
   JSON.stringify({
     suite: relative(ROOT, suiteFile),

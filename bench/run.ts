@@ -1,8 +1,8 @@
 /**
- * The benchmark suite: runs every scenario (or the named ones) one after another, each as its
- * own child process with a time limit, collects the JSON lines each prints, writes them with the
- * machine's description to bench/results/suite-<timestamp>.json, and regenerates
- * docs/benchmarks.md from that file (bench/report.ts).
+ * The benchmark suite: runs every scenario (bench/scenarios/, or the named ones) one after
+ * another, each as its own child process with a time limit, collects the typed result each
+ * prints, writes them with the machine's description to bench/results/suite-<timestamp>.json,
+ * and regenerates docs/benchmarks.md from that file (bench/report.ts).
  *
  *   npm run bench                                  every scenario, default parameters
  *   npm run bench -- overhead batching             only these
@@ -15,7 +15,7 @@
  *
  * Any flag a scenario declares can be given here; it goes to each scenario that declares it
  * (`--duration-s` reaches a scenario with only `--duration-ms` in milliseconds). BENCH_*
- * variables reach every scenario too (bench/lib/params.ts); BENCH_QUICK=1 and BENCH_TIMEOUT_S
+ * variables reach every scenario too (bench/lib/scenario.ts); BENCH_QUICK=1 and BENCH_TIMEOUT_S
  * set the runner's own options. stdout carries JSON only: a start line with every parameter, one
  * summary line per scenario, and a last line with the suite file and the targets; the
  * scenarios' stderr is passed through to stderr, each line prefixed with the scenario's name.
@@ -24,11 +24,12 @@
  * exits, whatever is left of the group is stopped (bench/lib/suite-process.ts).
  */
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { RESULTS_DIR } from './lib/results.ts';
+import { writeReport } from './lib/page.ts';
+import { envTrue, RESULTS_DIR, type Scenario } from './lib/scenario.ts';
 import {
   fileTimestamp,
   type ScenarioRun,
@@ -37,23 +38,15 @@ import {
   type SuiteFile,
   suiteGit,
   suiteMachine,
-} from './lib/suite-format.ts';
+} from './lib/suite.ts';
 import { ScenarioProcesses } from './lib/suite-process.ts';
-import { writeReport } from './lib/suite-report.ts';
-import {
-  adjustForServices,
-  availableScenarios,
-  DEFAULT_QUICK_TIMEOUT_S,
-  DEFAULT_TIMEOUT_S,
-  declaredFlags,
-  readSource,
-  resolveFlags,
-  SCENARIOS,
-  scenarioFile,
-} from './lib/suite-scenarios.ts';
+import { PAGE_SCENARIOS, SCENARIOS, scenarioFile } from './scenarios/index.ts';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const RUNNER_FLAGS = new Set(['quick', 'timeout-s', 'set', 'no-report', 'help']);
+/** Per-scenario time limit, s, unless --timeout-s says otherwise. */
+const DEFAULT_TIMEOUT_S = 900;
+const DEFAULT_QUICK_TIMEOUT_S = 240;
 
 function fail(message: string): never {
   process.stderr.write(`bench: ${message}\n`);
@@ -62,10 +55,9 @@ function fail(message: string): never {
 
 // ---- what to run, with which flags ---------------------------------------------------------------
 
-const available = availableScenarios(ROOT);
-const sources = new Map(available.map((name) => [name, readSource(scenarioFile(ROOT, name))]));
-const declared = new Map(available.map((name) => [name, declaredFlags(sources.get(name)!)]));
-const scenarioFlags = new Set([...declared.values()].flatMap((flags) => [...flags]));
+const names = SCENARIOS.map((s) => s.name);
+const declared = (s: Scenario<unknown>): string[] => Object.keys(s.params);
+const scenarioFlags = new Set(SCENARIOS.flatMap(declared));
 
 const { values, positionals } = (() => {
   try {
@@ -89,15 +81,18 @@ const { values, positionals } = (() => {
 })();
 
 if (values.help) {
-  const header = readSource(fileURLToPath(import.meta.url)).split('*/')[0]!;
+  const header = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!;
   process.stderr.write(`${header.replace(/^\/\*\*\n|^ \* ?/gm, '').trimEnd()}\n\n`);
-  process.stderr.write(`scenarios here: ${available.join(', ')}\n`);
-  for (const name of available)
-    process.stderr.write(`  ${name}: ${[...declared.get(name)!].map((f) => `--${f}`).join(' ')}\n`);
+  process.stderr.write(`scenarios: ${names.join(', ')}\n`);
+  for (const s of SCENARIOS)
+    process.stderr.write(
+      `  ${s.name}: ${declared(s)
+        .map((f) => `--${f}`)
+        .join(' ')}\n`,
+    );
   process.exit(0);
 }
 
-const envTrue = (v: string | undefined): boolean => v !== undefined && /^(1|true|yes)$/i.test(v);
 const quick = values.quick === true || envTrue(process.env.BENCH_QUICK);
 const timeoutS = Number(
   values['timeout-s'] ?? process.env.BENCH_TIMEOUT_S ?? (quick ? DEFAULT_QUICK_TIMEOUT_S : DEFAULT_TIMEOUT_S),
@@ -105,28 +100,17 @@ const timeoutS = Number(
 if (!(timeoutS > 0)) fail(`--timeout-s must be a positive number of seconds, got "${values['timeout-s']}"`);
 
 const problems: string[] = [];
-for (const name of positionals) {
-  if (available.includes(name)) continue;
-  problems.push(
-    (SCENARIOS as readonly string[]).includes(name)
-      ? `scenario "${name}": bench/${name}.ts does not exist`
-      : `unknown scenario "${name}"; one of ${available.join(', ')}`,
-  );
-}
+for (const name of positionals)
+  if (!names.includes(name)) problems.push(`unknown scenario "${name}"; one of ${names.join(', ')}`);
 const sets: Record<string, Record<string, string>> = {};
 for (const item of (values.set as string[] | undefined) ?? []) {
   const m = /^([a-z0-9-]+)\.([a-z0-9-]+)=(.*)$/.exec(item);
-  if (!m) {
-    problems.push(`--set "${item}": expected <scenario>.<flag>=<value>`);
-    continue;
-  }
-  const [, scenario, flag, value] = m as unknown as [string, string, string, string];
-  if (!available.includes(scenario)) problems.push(`--set "${item}": no scenario "${scenario}"`);
-  else if (!declared.get(scenario)!.has(flag))
-    problems.push(
-      `--set "${item}": ${scenario} has no --${flag}; it takes ${[...declared.get(scenario)!].join(', ')}`,
-    );
-  else sets[scenario] = { ...sets[scenario], [flag]: value };
+  const scenario = SCENARIOS.find((s) => s.name === m?.[1]);
+  if (!m) problems.push(`--set "${item}": expected <scenario>.<flag>=<value>`);
+  else if (!scenario) problems.push(`--set "${item}": no scenario "${m[1]}"`);
+  else if (!declared(scenario).includes(m[2]!))
+    problems.push(`--set "${item}": ${m[1]} has no --${m[2]}; it takes ${declared(scenario).join(', ')}`);
+  else sets[m[1]!] = { ...sets[m[1]!], [m[2]!]: m[3]! };
 }
 if (problems.length) fail(problems.join('\n'));
 
@@ -135,34 +119,54 @@ const passThrough: Record<string, string> = Object.fromEntries(
     (entry): entry is [string, string] => !RUNNER_FLAGS.has(entry[0]) && typeof entry[1] === 'string',
   ),
 );
-const selected = positionals.length ? available.filter((n) => positionals.includes(n)) : available;
 const benchEnv = Object.fromEntries(
   Object.entries(process.env).filter(
     (entry): entry is [string, string] => entry[0].startsWith('BENCH_') && entry[1] !== undefined,
   ),
 );
 
+/**
+ * One scenario's flags, strongest first: --set for it, a runner flag it declares (a duration in
+ * seconds reaches a scenario that only takes `-ms` flags in milliseconds), then --quick, which it
+ * applies itself (its module says what a smoke run shortens). BENCH_* variables reach it anyway.
+ */
+async function flagsFor(
+  scenario: Scenario<unknown>,
+): Promise<{ flags: Record<string, string>; notes: string[] }> {
+  const own = new Set(declared(scenario));
+  const flags: Record<string, string> = { ...sets[scenario.name] };
+  const notes: string[] = [];
+  for (const [flag, value] of Object.entries(passThrough)) {
+    if (flag in flags) continue;
+    const ms = flag.replace(/-s$/, '-ms');
+    if (own.has(flag)) flags[flag] = value;
+    else if (flag.endsWith('-s') && own.has(ms) && !(ms in flags)) {
+      flags[ms] = String(Math.round(Number(value) * 1000));
+      notes.push(`--${flag} ${value} passed as --${ms} ${flags[ms]}`);
+    }
+  }
+  if (quick) {
+    flags.quick = '';
+    const shortened = Object.entries(scenario.quick ?? {}).filter(([flag]) => !(flag in flags));
+    notes.push(`quick: ${shortened.map(([f, v]) => `--${f} ${v}`).join(', ')} for a smoke run`);
+  }
+  const note = await scenario.adjustFlags?.(flags, process.env);
+  if (note) notes.push(note);
+  return { flags, notes };
+}
+
 const planned: ScenarioRun[] = [];
-for (const name of selected) {
-  const resolved = resolveFlags(name, sources.get(name)!, declared.get(name)!, {
-    quick,
-    passThrough,
-    sets: sets[name] ?? {},
-    env: process.env,
-  });
-  await adjustForServices(name, sources.get(name)!, resolved, process.env);
+for (const scenario of SCENARIOS.filter((s) => positionals.length === 0 || positionals.includes(s.name))) {
   planned.push({
-    name,
-    file: relative(ROOT, scenarioFile(ROOT, name)),
-    flags: resolved.flags,
-    notes: resolved.notes,
+    name: scenario.name,
+    file: scenarioFile(scenario.name),
+    ...(await flagsFor(scenario)),
     status: 'skipped',
     exitCode: null,
     signal: null,
     startedAt: null,
     durationS: 0,
     timeoutS,
-    results: [],
     otherStdout: [],
   });
 }
@@ -255,7 +259,7 @@ for (const run of planned) {
     signal: result.signal,
     durationS: result.durationS,
     otherCoresBusy: result.otherCoresBusy,
-    results: result.results,
+    ...(result.line ? { result: result.line.result } : {}),
     otherStdout: result.otherStdout,
   });
   if (result.status !== 'ok') run.stderrTail = result.stderrTail;
@@ -275,8 +279,7 @@ for (const run of planned) {
       timeoutS,
       otherCoresBusy: run.otherCoresBusy,
       flags: run.flags,
-      resultLines: run.results.length,
-      benches: [...new Set(run.results.map((r) => r.bench))],
+      result: run.result !== undefined,
       ...(run.notes.length ? { notes: run.notes } : {}),
     }),
   );
@@ -286,7 +289,7 @@ save();
 let reportFile: string | undefined;
 let targets: unknown;
 if (!interrupt.signal.aborted && values['no-report'] !== true) {
-  const written = writeReport(suiteFile, ROOT);
+  const written = writeReport(suiteFile, ROOT, PAGE_SCENARIOS);
   reportFile = relative(ROOT, written.markdownFile);
   targets = written.targets;
   process.stderr.write(`\nbench: wrote ${reportFile} and ${written.svgFiles.length} charts\n`);

@@ -1,10 +1,10 @@
 /**
  * The floor for one more process hop: a TCP server with no framing and no parsing. By default it
  * writes back whatever it reads: a client sending a small message and waiting for it to come back
- * (pingPong in load.ts) measures the round trip between two processes on this machine — two
+ * (pingPong in socket-floor.ts) measures the round trip between two processes on this machine — two
  * socket writes, two reads, two wake-ups — which is what a coordinator -> worker hop costs before
  * any engine code runs. With `--request-bytes M --reply-bytes N` it answers every M bytes read
- * with N bytes (transferRoundTrips in load.ts): what moving a request and its response over one
+ * with N bytes (transferRoundTrips in socket-floor.ts): what moving a request and its response over one
  * socket costs, with nothing else done. Reports its port to the parent over IPC like
  * bare-server.ts.
  */

@@ -1,27 +1,48 @@
 /**
- * A closed-loop HTTP load generator with microsecond latencies (autocannon records whole
- * milliseconds, too coarse for an engine whose overhead is a fraction of one). `concurrency`
- * loops each keep one request in flight on their own keep-alive connection.
+ * Load for the scenarios, always through infergrid's one load engine (src/cli/bench: BenchRun,
+ * its HTTP sender and its HDR histogram), closed loop, in one of two places:
+ *
+ * - in this process (`runLoad`, `openLoad`): the scenario's own process is the load generator,
+ *   and it reads its CPU time with process.cpuUsage;
+ * - in a forked child (`startForkedLoad`, running load-child.ts), for the scenarios that read the
+ *   CPU time of every process they measure: the load then never runs inside a measured process,
+ *   and the child reports its own CPU time over the timed window.
+ *
+ * `summarize` puts timings that are not HTTP requests (in-process calls, pick costs) through the
+ * same histogram, so every percentile in bench/ is computed one way.
  */
 
-import { Agent, request } from 'node:http';
-import { createConnection } from 'node:net';
-import { processCpuSeconds } from './proc.ts';
+import {
+  BenchRun,
+  createHttpSender,
+  type HttpBody,
+  LatencyHistogram,
+  type RunHooks,
+  type RunResult,
+} from '../../src/cli/bench/index.ts';
+import { forkRole } from './processes.ts';
 
-export interface LoadOptions {
+/** A request that takes longer counts as an error, so a hung engine cannot stall the run, ms. */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** What to send: `concurrency` closed loops, each with one request in flight. */
+export interface LoadSpec {
   url: string;
-  method?: 'GET' | 'POST';
-  body?: Buffer;
-  headers?: Record<string, string>;
+  /** Sent in turn, whichever loop sends each (a ring of bodies defeats a cache, say). */
+  bodies: readonly HttpBody[];
   concurrency: number;
-  durationMs: number;
-  /** Status that counts as success. Default 200. */
-  okStatus?: number;
-  /** Return every successful request's latency (ms) too, to pool several runs. */
-  keepSamples?: boolean;
+  /** See the HTTP sender: `per-loop` gives each loop its own connection. Default `shared`. */
+  connections?: 'shared' | 'per-loop';
 }
 
-export interface LatencySummary {
+/** Load applied for `warmupMs` (not counted), then measured for `durationMs`. */
+export interface LoadWindow {
+  durationMs: number;
+  warmupMs?: number;
+}
+
+/** Percentiles of a run, ms (or the unit summarize was given). */
+export interface Percentiles {
   mean: number;
   p50: number;
   p90: number;
@@ -29,221 +50,153 @@ export interface LatencySummary {
   max: number;
 }
 
-export interface LoadResult {
+/** What a scenario keeps of a closed-loop run. */
+export interface LoadFigures {
+  /** Completed (2xx) requests. */
   requests: number;
   errors: number;
-  /** Errors by HTTP status or error code. */
+  /** Errors by kind: `500 BACKEND_ERROR`, `network ECONNRESET`, `timeout`. */
   errorKinds: Record<string, number>;
   durationS: number;
+  /** Completed requests per second. */
   rps: number;
-  latencyMs: LatencySummary;
-  /** Every successful request's latency, ms, when asked for (keepSamples). */
-  samplesMs?: number[];
+  latencyMs: Percentiles;
 }
 
-/** Several runs as one: their requests over their summed time, latencies pooled. */
-export function poolRuns(runs: readonly LoadResult[]): LoadResult {
-  const samples = runs.flatMap((r) => r.samplesMs ?? []);
-  const errorKinds: Record<string, number> = {};
-  for (const r of runs)
-    for (const [k, n] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + n;
-  const requests = runs.reduce((n, r) => n + r.requests, 0);
-  const durationS = runs.reduce((t, r) => t + r.durationS, 0);
-  return {
-    requests,
-    errors: runs.reduce((n, r) => n + r.errors, 0),
-    errorKinds,
-    durationS: Math.round(durationS * 1000) / 1000,
-    rps: durationS > 0 ? Math.round(requests / durationS) : 0,
-    latencyMs: summarize(samples),
-  };
+export const jsonBody = (value: unknown): HttpBody => ({
+  body: Buffer.from(JSON.stringify(value)),
+  headers: { 'content-type': 'application/json' },
+});
+
+/** A histogram's figures, as every result in bench/ carries them. */
+export function percentiles(histogram: LatencyHistogram): Percentiles {
+  const s = histogram.summary();
+  return { mean: s.meanMs, p50: s.p50Ms, p90: s.p90Ms, p99: s.p99Ms, max: s.maxMs };
 }
 
-export function summarize(samplesMs: number[]): LatencySummary {
-  if (samplesMs.length === 0) return { mean: 0, p50: 0, p90: 0, p99: 0, max: 0 };
-  const sorted = Float64Array.from(samplesMs).sort();
-  const at = (q: number): number => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-  const round = (v: number): number => Math.round(v * 1000) / 1000;
-  let sum = 0;
-  for (const v of sorted) sum += v;
-  return {
-    mean: round(sum / sorted.length),
-    p50: round(at(0.5)),
-    p90: round(at(0.9)),
-    p99: round(at(0.99)),
-    max: round(sorted[sorted.length - 1]!),
-  };
+/** Values of any unit below 3.6e6, kept to 6 decimals, through the engine's histogram. */
+export function summarize(values: readonly number[]): Percentiles {
+  const histogram = new LatencyHistogram();
+  for (const v of values) histogram.record(v);
+  return percentiles(histogram);
 }
 
-function once(agent: Agent, url: URL, options: LoadOptions): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      {
-        agent,
-        method: options.method ?? (options.body ? 'POST' : 'GET'),
-        headers: {
-          ...(options.body
-            ? { 'content-type': 'application/json', 'content-length': String(options.body.length) }
-            : {}),
-          ...options.headers,
-        },
-      },
-      (res) => {
-        res.on('data', () => {});
-        res.on('end', () => resolve(res.statusCode ?? 0));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(options.body);
-  });
-}
-
-export async function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const url = new URL(options.url);
-  const agent = new Agent({ keepAlive: true, maxSockets: options.concurrency });
-  const okStatus = options.okStatus ?? 200;
-  const samples: number[] = [];
+/** One run's figures, or several runs' as one: their requests over their summed time. */
+export function figures(runs: RunResult | readonly RunResult[], rpsDigits = 0): LoadFigures {
+  const all = Array.isArray(runs) ? runs : [runs as RunResult];
+  const histogram = new LatencyHistogram();
   const errorKinds: Record<string, number> = {};
   let errors = 0;
-  const start = performance.now();
-  const end = start + options.durationMs;
-  const loop = async (): Promise<void> => {
-    while (performance.now() < end) {
-      const t0 = performance.now();
-      try {
-        const status = await once(agent, url, options);
-        if (status === okStatus) samples.push(performance.now() - t0);
-        else {
-          errors++;
-          errorKinds[String(status)] = (errorKinds[String(status)] ?? 0) + 1;
-        }
-      } catch (err) {
-        errors++;
-        const kind = (err as NodeJS.ErrnoException).code ?? 'error';
-        errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: options.concurrency }, loop));
-  const durationS = (performance.now() - start) / 1000;
-  agent.destroy();
+  let elapsedMs = 0;
+  for (const run of all) {
+    histogram.add(run.histogram);
+    errors += run.errors;
+    elapsedMs += run.elapsedMs;
+    for (const [kind, { count }] of run.errorKinds) errorKinds[kind] = (errorKinds[kind] ?? 0) + count;
+  }
+  const digits = 10 ** rpsDigits;
   return {
-    requests: samples.length,
+    requests: histogram.count,
     errors,
     errorKinds,
-    durationS: Math.round(durationS * 1000) / 1000,
-    rps: Math.round(samples.length / durationS),
-    latencyMs: summarize(samples),
-    ...(options.keepSamples ? { samplesMs: samples } : {}),
+    durationS: Math.round(elapsedMs) / 1000,
+    rps: elapsedMs > 0 ? Math.round(((histogram.count * 1000) / elapsedMs) * digits) / digits : 0,
+    latencyMs: percentiles(histogram),
   };
 }
 
-/**
- * One connection to a TCP echo server (echo-server.ts): sends `bytes` bytes, waits until all of
- * them are back, and again, for `durationMs`. The round trip between two processes, with nothing
- * but the sockets in between.
- */
-export function pingPong(
-  port: number,
-  durationMs: number,
-  bytes = 256,
-): Promise<{ roundTrips: number; latencyMs: LatencySummary }> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: '127.0.0.1', port });
-    socket.setNoDelay(true);
-    const message = Buffer.alloc(bytes, 0x2a);
-    const samples: number[] = [];
-    let received = 0;
-    let sentAt = 0;
-    let endAt = 0;
-    const send = (): void => {
-      received = 0;
-      sentAt = performance.now();
-      socket.write(message);
-    };
-    socket.on('connect', () => {
-      endAt = performance.now() + durationMs;
-      send();
-    });
-    socket.on('data', (chunk: Buffer) => {
-      received += chunk.byteLength;
-      if (received < bytes) return;
-      const now = performance.now();
-      samples.push(now - sentAt);
-      if (now < endAt) send();
-      else {
-        socket.destroy();
-        resolve({ roundTrips: samples.length, latencyMs: summarize(samples) });
-      }
-    });
-    socket.on('error', reject);
-    // the server went away before the run ended: fail now rather than wait for the suite's limit
-    socket.on('close', () => reject(new Error('the echo server closed the connection before the run ended')));
-  });
+export interface OpenLoad {
+  /** One closed-loop run on this load's connections (kept from one run to the next). */
+  run(window: LoadWindow, hooks?: RunHooks): Promise<RunResult>;
+  close(): void;
 }
 
-/**
- * One connection to an echo server started with --request-bytes/--reply-bytes: sends a request of
- * `requestBytes`, waits for the whole `replyBytes` answer, and again, for `durationMs`. Returns the
- * round trips and the CPU both ends spent on each (this process's from process.cpuUsage, the
- * server's from /proc): the cost of moving those bytes over one socket with nothing else done.
- */
-export function transferRoundTrips(
-  server: { port: number; pid: number | undefined },
-  requestBytes: number,
-  replyBytes: number,
-  durationMs: number,
-): Promise<{
-  roundTrips: number;
-  perS: number;
-  cpuMsPerRoundTrip: { sender: number | null; receiver: number | null };
-}> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ host: '127.0.0.1', port: server.port });
-    socket.setNoDelay(true);
-    const request = Buffer.alloc(requestBytes, 0x2a);
-    let received = 0;
-    let roundTrips = 0;
-    let started = 0;
-    let ownBefore: NodeJS.CpuUsage;
-    let serverBefore: number | undefined;
-    socket.on('connect', () => {
-      started = performance.now();
-      ownBefore = process.cpuUsage();
-      serverBefore = processCpuSeconds(server.pid);
-      socket.write(request);
-    });
-    socket.on('data', (chunk: Buffer) => {
-      received += chunk.byteLength;
-      if (received < replyBytes) return;
-      received -= replyBytes;
-      roundTrips++;
-      const elapsed = performance.now() - started;
-      if (elapsed < durationMs) {
-        socket.write(request);
-        return;
-      }
-      const own = process.cpuUsage(ownBefore);
-      const serverAfter = processCpuSeconds(server.pid);
-      socket.destroy();
-      const perTrip = (seconds: number | undefined): number | null =>
-        seconds === undefined ? null : Math.round((seconds * 1e6) / roundTrips) / 1000;
-      resolve({
-        roundTrips,
-        perS: Math.round((roundTrips * 1000) / elapsed),
-        cpuMsPerRoundTrip: {
-          // the server sends the reply, this side receives it
-          sender: perTrip(
-            serverBefore === undefined || serverAfter === undefined ? undefined : serverAfter - serverBefore,
-          ),
-          receiver: perTrip((own.user + own.system) / 1e6),
-        },
-      });
-    });
-    socket.on('error', reject);
-    // the server went away before the run ended: fail now rather than wait for the suite's limit
-    socket.on('close', () => reject(new Error('the echo server closed the connection before the run ended')));
+/** A load whose connections stay open from run to run (targets taking turns in slices). */
+export function openLoad(spec: LoadSpec): OpenLoad {
+  const sender = createHttpSender({
+    url: new URL(spec.url),
+    bodies: spec.bodies,
+    maxSockets: spec.concurrency,
+    connections: spec.connections ?? 'shared',
+    timeoutMs: REQUEST_TIMEOUT_MS,
   });
+  const mode = { kind: 'concurrency', concurrency: spec.concurrency } as const;
+  return {
+    run: (window, hooks) =>
+      new BenchRun(
+        { mode, durationMs: window.durationMs, requests: undefined, warmupMs: window.warmupMs ?? 0 },
+        sender,
+        undefined,
+        hooks,
+      ).run(),
+    close: () => sender.close(),
+  };
+}
+
+/** One closed-loop run in this process, on connections of its own. */
+export async function runLoad(spec: LoadSpec, window: LoadWindow, hooks?: RunHooks): Promise<RunResult> {
+  const load = openLoad(spec);
+  try {
+    return await load.run(window, hooks);
+  } finally {
+    load.close();
+  }
+}
+
+// ---- the forked mode ------------------------------------------------------------------------------
+
+/** A run as the forked child is sent it. */
+export interface ForkedJob {
+  type: 'run';
+  spec: LoadSpec;
+  window: LoadWindow;
+  rpsDigits: number;
+}
+
+/** What the child sends, in this order for each job. */
+export type ForkedMessage =
+  | { type: 'ready' }
+  /** The warm-up is over and the timed window starts now. */
+  | { type: 'timed' }
+  /** The timed window is over (no request starts in it any more); the child's CPU seconds in it. */
+  | { type: 'stopped'; cpuS: number }
+  /** Once the requests started in the window have been answered. */
+  | { type: 'result'; result: LoadFigures }
+  | { type: 'error'; message: string };
+
+export interface WindowHooks {
+  onMeasureStart(): void;
+  /** The load generator's CPU seconds in the window. */
+  onMeasureEnd(loadGeneratorCpuS: number): void;
+}
+
+export interface ForkedLoad {
+  pid: number | undefined;
+  /** Runs one job; resolves once every request started in its timed window has been answered. */
+  run(spec: LoadSpec, window: LoadWindow, hooks: WindowHooks): Promise<LoadFigures>;
+  stop(): Promise<void>;
+}
+
+/** Forks the engine's load generator (tracked: stopAll stops it); resolves once it is ready. */
+export async function startForkedLoad(options: {
+  readyTimeoutMs: number;
+  /** Decimals of the reported requests per second. */
+  rpsDigits: number;
+}): Promise<ForkedLoad> {
+  const child = await forkRole(
+    new URL('./load-child.ts', import.meta.url).href,
+    'load generator',
+    options.readyTimeoutMs,
+  );
+  return {
+    pid: child.pid,
+    stop: child.stop,
+    run: (spec, window, hooks) =>
+      child.ask({ type: 'run', spec, window, rpsDigits: options.rpsDigits } satisfies ForkedJob, (reply) => {
+        const m = reply as ForkedMessage;
+        if (m.type === 'timed') hooks.onMeasureStart();
+        else if (m.type === 'stopped') hooks.onMeasureEnd(m.cpuS);
+        return m.type === 'result' ? m.result : undefined;
+      }),
+  };
 }

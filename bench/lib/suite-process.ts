@@ -10,7 +10,8 @@
 
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import type { BenchLine } from './suite-format.ts';
+import { machineBusySeconds, selfAndChildrenCpuSeconds } from './cpu.ts';
+import type { ScenarioLine } from './scenario.ts';
 
 /** How long a group gets between SIGTERM and SIGKILL, ms. */
 export const DEFAULT_STOP_GRACE_MS = 5000;
@@ -23,7 +24,7 @@ const STDERR_TAIL_BYTES = 16 * 1024;
 
 export interface ScenarioProcessOptions {
   cwd: string;
-  /** Node arguments after `node`: `--import tsx bench/x.ts --flag value`. */
+  /** Node arguments after `node`: `--import tsx bench/scenarios/x.ts --flag value`. */
   argv: string[];
   env: NodeJS.ProcessEnv;
   timeoutMs: number;
@@ -39,7 +40,8 @@ export interface ScenarioProcessResult {
   exitCode: number | null;
   signal: string | null;
   durationS: number;
-  results: BenchLine[];
+  /** The scenario's result line (the last one, if it printed several). */
+  line: ScenarioLine | undefined;
   otherStdout: string[];
   stderrTail: string;
   /** Command names of processes of the group still alive after the scenario exited, stopped by the runner. */
@@ -83,42 +85,24 @@ function groupMembers(pgid: number): string[] {
   return names;
 }
 
-/** Linux clock ticks per second for /proc (USER_HZ, 100 on every common build). */
-const CLOCK_TICKS_PER_S = 100;
-
 interface CpuSnapshot {
   atMs: number;
   /** Busy CPU seconds of the whole machine, every core. */
   machineS: number;
-  /** CPU seconds of this process and of its children that have been waited for. */
+  /**
+   * CPU seconds of this process and of its children that have been waited for: a scenario's
+   * processes count in them once reaped, descendants included (each parent waits for its own),
+   * so after a scenario has exited the difference is the CPU other work took.
+   */
   suiteS: number;
 }
 
-/**
- * Machine and suite CPU time (Linux /proc; undefined elsewhere). A scenario's processes count in
- * the runner's children's time once they have been reaped, descendants included (each parent
- * waits for its own), so after a scenario has exited the difference is the CPU other work took.
- */
 function cpuSnapshot(): CpuSnapshot | undefined {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait
-    const machine = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - cpu[3]! - cpu[4]!;
-    const stat = readFileSync('/proc/self/stat', 'utf8');
-    const f = stat
-      .slice(stat.lastIndexOf(')') + 2)
-      .split(' ')
-      .map(Number);
-    // utime stime cutime cstime
-    const suite = f[11]! + f[12]! + f[13]! + f[14]!;
-    return {
-      atMs: performance.now(),
-      machineS: machine / CLOCK_TICKS_PER_S,
-      suiteS: suite / CLOCK_TICKS_PER_S,
-    };
-  } catch {
-    return undefined;
-  }
+  const machineS = machineBusySeconds();
+  const suiteS = selfAndChildrenCpuSeconds();
+  return machineS === undefined || suiteS === undefined
+    ? undefined
+    : { atMs: performance.now(), machineS, suiteS };
 }
 
 /** Cores kept busy, on average, by work other than the suite between two snapshots. */
@@ -189,13 +173,14 @@ export class ScenarioProcesses {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const pgid = child.pid;
-    const results: BenchLine[] = [];
+    let line: ScenarioLine | undefined;
     const otherStdout: string[] = [];
     let stderrTail = '';
-    const stdout = lineSplitter((line) => {
-      const parsed = parseJsonObject(line);
-      if (parsed && typeof parsed.bench === 'string') results.push(parsed as BenchLine);
-      else if (line.trim()) otherStdout.push(line);
+    const stdout = lineSplitter((text) => {
+      const parsed = parseJsonObject(text);
+      if (parsed && typeof parsed.bench === 'string' && 'result' in parsed)
+        line = parsed as unknown as ScenarioLine;
+      else if (text.trim()) otherStdout.push(text);
     });
     const stderr = lineSplitter((line) => {
       stderrTail = (stderrTail + line + '\n').slice(-STDERR_TAIL_BYTES);
@@ -250,7 +235,7 @@ export class ScenarioProcesses {
         exitCode: code,
         signal,
         durationS: Math.round((performance.now() - started) / 100) / 10,
-        results,
+        line,
         otherStdout,
         stderrTail,
         leftBehind,

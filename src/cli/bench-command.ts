@@ -86,8 +86,7 @@ export async function runBenchCommand(argv: string[]): Promise<void> {
   const { mode } = options;
   const sender = createHttpSender({
     url: new URL(`${options.url}${modelPath(options.model, options.version)}/infer`),
-    body: body.body,
-    headers: body.headers,
+    bodies: [{ body: body.body, headers: body.headers }],
     maxSockets: mode.kind === 'concurrency' ? mode.concurrency : mode.maxInFlight,
     timeoutMs: options.timeoutMs,
   });

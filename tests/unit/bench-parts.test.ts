@@ -1,7 +1,15 @@
-/** `infergrid bench`'s parts without a server: the latency histogram, the flags, and the runner's accounting. */
+/**
+ * The load engine's parts: `infergrid bench`'s latency histogram, flags and runner accounting
+ * without a server; then the same engine as bench/ scenarios drive it (against a loopback
+ * server), and a scenario's flags.
+ */
 
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
+import { figures, openLoad } from '../../bench/lib/load.ts';
+import { parseParams } from '../../bench/lib/scenario.ts';
 import {
   BenchRun,
   LatencyHistogram,
@@ -34,6 +42,35 @@ test('bench histogram - quantiles stay within 1% of a sorted reference, mean/min
   const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
   assert.equal(summary.meanMs, Math.round(mean * 1000) / 1000);
   assert.equal(new LatencyHistogram().summary().p99Ms, 0);
+});
+
+test('bench histogram - known values in, known percentiles out; runs added together summarise as one', () => {
+  // 1..1000 ms: the q quantile is q × 1000 ms, to the histogram's 3 significant digits
+  const histogram = new LatencyHistogram();
+  for (let ms = 1; ms <= 1000; ms++) histogram.record(ms);
+  const near = (actual: number, expected: number): void =>
+    assert.ok(Math.abs(actual - expected) <= expected * 0.001, `${actual} vs ${expected}`);
+  near(histogram.quantileMs(0.5), 500);
+  near(histogram.quantileMs(0.9), 900);
+  near(histogram.quantileMs(0.99), 990);
+  assert.equal(histogram.quantileMs(1), 1000, 'the top is the exact max, not its bucket');
+  near(histogram.quantileMs(0.001), 1);
+  const summary = histogram.summary();
+  assert.deepEqual(
+    { count: summary.count, meanMs: summary.meanMs, minMs: summary.minMs, maxMs: summary.maxMs },
+    { count: 1000, meanMs: 500.5, minMs: 1, maxMs: 1000 },
+  );
+  // values below 2 µs are kept exactly: 0.001 ms (1 µs) 90 times, 0.002 ms 10 times
+  const small = new LatencyHistogram();
+  for (let i = 0; i < 100; i++) small.record(i < 90 ? 0.001 : 0.002);
+  assert.equal(small.quantileMs(0.9), 0.001);
+  assert.equal(small.quantileMs(0.91), 0.002);
+  // two halves added together answer what one histogram of all the values answers
+  const low = new LatencyHistogram();
+  const high = new LatencyHistogram();
+  for (let ms = 1; ms <= 1000; ms++) (ms <= 500 ? low : high).record(ms);
+  low.add(high);
+  assert.deepEqual(low.summary(), summary);
 });
 
 test('bench options - durations need a unit; defaults; every problem listed at once', () => {
@@ -136,4 +173,63 @@ test('bench runner - closed loop: exactly `requests` are sent, never more than t
   assert.equal(result.errors, 5);
   assert.equal(result.latency.count, 20);
   assert.equal(result.interrupted, false);
+});
+
+test('bench load - the engine in a scenario: bodies in turn, one connection per loop, window hooks, runs pooled', async (t) => {
+  const sockets = new Set<number>();
+  const seen: string[] = [];
+  const server = createServer((req, res) => {
+    sockets.add(req.socket.remotePort!);
+    let body = '';
+    req.on('data', (chunk) => {
+      body += chunk;
+    });
+    req.on('end', () => {
+      seen.push(body);
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const bodies = ['a', 'b', 'c', 'd'].map((text) => ({ body: Buffer.from(text), headers: {} }));
+  const load = openLoad({
+    url: `http://127.0.0.1:${port}/`,
+    bodies,
+    concurrency: 3,
+    connections: 'per-loop',
+  });
+  t.after(() => load.close());
+  const phases: string[] = [];
+  const first = await load.run(
+    { durationMs: 150, warmupMs: 50 },
+    { onMeasureStart: () => phases.push('start'), onMeasureEnd: () => phases.push('end') },
+  );
+  const second = await load.run({ durationMs: 100 });
+  assert.deepEqual(phases, ['start', 'end']);
+  assert.equal(sockets.size, 3, 'three loops, three connections, kept from one run to the next');
+  // every body is sent in turn, whichever loop sends it: as many a's as d's, give or take one
+  const count = (text: string): number => seen.filter((b) => b === text).length;
+  assert.ok(seen.length >= 8, `${seen.length} requests`);
+  assert.ok(count('a') - count('d') <= 1 && count('a') >= count('d'), `a ${count('a')}, d ${count('d')}`);
+  const pooled = figures([first, second]);
+  assert.equal(pooled.requests, first.completed + second.completed);
+  assert.equal(pooled.durationS, Math.round(first.elapsedMs + second.elapsedMs) / 1000);
+  assert.equal(pooled.errors, 0);
+  assert.ok(pooled.latencyMs.p50 > 0 && pooled.latencyMs.p50 <= pooled.latencyMs.p99);
+});
+
+test('bench scenario flags - the command line over BENCH_* over --quick over the default', () => {
+  const scenario = {
+    name: 'x',
+    title: 'x',
+    params: { 'duration-s': '5', concurrency: '1,64', rounds: '3' },
+    quick: { 'duration-s': '2', concurrency: '1' },
+    run: async () => undefined,
+    section: () => [],
+  };
+  const parsed = parseParams(scenario, ['--quick', '--concurrency', '8'], { BENCH_DURATION_S: '9' });
+  assert.deepEqual(parsed, { quick: true, params: { 'duration-s': '9', concurrency: '8', rounds: '3' } });
+  assert.deepEqual(parseParams(scenario, [], {}).params, scenario.params);
+  assert.throws(() => parseParams(scenario, ['--durations-s', '1'], {}), /durations-s/);
 });

@@ -1,19 +1,24 @@
 /**
- * The suite's targets, computed from a hand-made suite file: each is met or not from the figures
- * the scenarios printed, and the report says what bounds each figure from what the same run
- * measured (CPU per request, the bare socket round trip, the scale-out scenario's saturation).
+ * The suite's targets, computed from hand-made typed results: each is met or not from the figures
+ * the scenarios measured, the report says what bounds each figure from what the same run measured
+ * (CPU per request, the bare socket round trip, the scale-out scenario's saturation), and a
+ * scenario that did not run leaves its targets "not measured".
  */
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { BenchLine, ScenarioRun, SuiteFile } from '../../bench/lib/suite-format.ts';
-import { SUITE_FORMAT } from '../../bench/lib/suite-format.ts';
-import { computeTargets } from '../../bench/lib/suite-targets.ts';
+import type { LoadFigures } from '../../bench/lib/load.ts';
+import { computeTargets } from '../../bench/lib/page.ts';
+import { SUITE_FORMAT, type ScenarioRun, type SuiteFile } from '../../bench/lib/suite.ts';
+import { PAGE_SCENARIOS } from '../../bench/scenarios/index.ts';
+import type { OverheadPoint, OverheadResult } from '../../bench/scenarios/overhead.ts';
+import type { EnginePoint, RealModelResult } from '../../bench/scenarios/real-model.ts';
+import type { ScaleOutPoint, ScaleOutResult } from '../../bench/scenarios/scale-out.ts';
 
-function run(name: string, results: BenchLine[]): ScenarioRun {
+function run(name: string, result: unknown): ScenarioRun {
   return {
     name,
-    file: `bench/${name}.ts`,
+    file: `bench/scenarios/${name}.ts`,
     flags: {},
     notes: [],
     status: 'ok',
@@ -23,9 +28,9 @@ function run(name: string, results: BenchLine[]): ScenarioRun {
     durationS: 1,
     timeoutS: 60,
     otherCoresBusy: 0,
-    results,
+    ...(result === undefined ? {} : { result }),
     otherStdout: [],
-  } as ScenarioRun;
+  };
 }
 
 function suite(scenarios: ScenarioRun[]): SuiteFile {
@@ -48,41 +53,80 @@ function suite(scenarios: ScenarioRun[]): SuiteFile {
     git: { commit: null, dirty: null },
     params: { quick: false, timeoutS: 60, requested: [], passThrough: {}, sets: {}, env: {}, argv: [] },
     scenarios,
-  } as SuiteFile;
+  };
 }
 
-const overhead = (c64Engine: number, c1EngineP50: number): BenchLine =>
-  ({
-    bench: 'overhead',
-    runs: [
-      {
-        concurrency: 1,
-        engine: {
-          rps: 2000,
-          latencyMs: { p50: c1EngineP50 },
-          cpuUsPerRequest: { coordinator: 200, worker: 100 },
-        },
-        bareFastify: { rps: 4000, latencyMs: { p50: 0.25 }, cpuUsPerRequest: { server: 150 } },
-      },
-      {
-        concurrency: 64,
-        engine: {
-          rps: c64Engine,
-          latencyMs: { p50: 5 },
-          cpuUsPerRequest: { coordinator: 90, worker: 40, loadGenerator: 60 },
-        },
-        bareFastify: {
-          rps: 10000,
-          latencyMs: { p50: 2 },
-          cpuUsPerRequest: { server: 40, loadGenerator: 60 },
-        },
-      },
-    ],
-    processRoundTrip: { roundTrips: 100, latencyMs: { p50: 0.08 } },
-  }) as unknown as BenchLine;
+const load = (rps: number, p50: number): LoadFigures => ({
+  requests: rps * 5,
+  errors: 0,
+  errorKinds: {},
+  durationS: 5,
+  rps,
+  latencyMs: { mean: p50, p50, p90: p50 * 1.5, p99: p50 * 3, max: p50 * 5 },
+});
 
-test('overhead targets: met and not met from the ratios, bounds from CPU per request and the socket floor', () => {
-  const [throughput, latency] = computeTargets(suite([run('overhead', [overhead(4000, 0.6)])]));
+function overheadPoint(
+  concurrency: number,
+  engine: [rps: number, p50: number, cpu: [number, number, number]],
+  bare: [rps: number, p50: number, cpu: [number, number]],
+): OverheadPoint {
+  const [coordinator, worker, loadGenerator] = engine[2];
+  const engineRun = {
+    ...load(engine[0], engine[1]),
+    cpuUsPerRequest: { coordinator, worker, loadGenerator },
+  };
+  const bareRun = {
+    ...load(bare[0], bare[1]),
+    cpuUsPerRequest: { server: bare[2][0], loadGenerator: bare[2][1] },
+  };
+  return {
+    concurrency,
+    engine: engineRun,
+    bareFastify: bareRun,
+    traced: engineRun,
+    ratio: { throughput: engine[0] / bare[0], p50: engine[1] / bare[1], p99: engine[1] / bare[1] },
+    engineAddedP50Ms: engine[1] - bare[1],
+    tracedVsOff: { throughput: 1, addedP50Ms: 0, addedP99Ms: 0 },
+  };
+}
+
+function overhead(c64Engine: number, c1EngineP50: number): OverheadResult {
+  const percentiles = { mean: 0.08, p50: 0.08, p90: 0.1, p99: 0.2, max: 1 };
+  return {
+    params: {
+      'duration-s': '5',
+      concurrency: '1,64',
+      elements: '16',
+      'warmup-s': '1',
+      'sample-ratio': '1',
+      rounds: '3',
+    },
+    tensor: 'FP32 [1,16]',
+    points: [
+      overheadPoint(1, [2000, c1EngineP50, [200, 100, 80]], [4000, 0.25, [150, 70]]),
+      overheadPoint(64, [c64Engine, 5, [90, 40, 60]], [10000, 2, [40, 60]]),
+    ],
+    backendInProcess: { callsPerS: 2_000_000, latencyMs: percentiles },
+    processRoundTrip: { roundTrips: 100, latencyMs: percentiles },
+    tracingReceiver: { exports: 0, spans: 0, bytes: 0 },
+  };
+}
+
+test('bench targets - every target of the page, in the order the README states them', () => {
+  const targets = computeTargets(suite([]), PAGE_SCENARIOS);
+  assert.deepEqual(
+    targets.map((t) => [t.id, t.status]),
+    [
+      ['overhead-c64-throughput', 'not measured'],
+      ['overhead-c1-p50', 'not measured'],
+      ['real-model-vs-direct', 'not measured'],
+      ['scale-out-vs-ideal', 'not measured'],
+    ],
+  );
+});
+
+test('bench targets - overhead: met and not met from the ratios, bounds from CPU per request and the socket floor', () => {
+  const [throughput, latency] = computeTargets(suite([run('overhead', overhead(4000, 0.6))]), PAGE_SCENARIOS);
   assert.equal(throughput!.status, 'not met');
   assert.match(throughput!.measured, /^40% \(4,000 vs 10,000 req\/s\)/);
   // engine 90 + 40 + 60 = 190 µs against bare 40 + 60 = 100 µs: 53% of bare is what the cores allow
@@ -95,29 +139,58 @@ test('overhead targets: met and not met from the ratios, bounds from CPU per req
     /spend 300 µs of CPU per request \(coordinator 200, worker 100\) where bare fastify spends 150/,
   );
 
-  const [fast, quick] = computeTargets(suite([run('overhead', [overhead(6000, 0.45)])]));
+  const [fast, quick] = computeTargets(suite([run('overhead', overhead(6000, 0.45))]), PAGE_SCENARIOS);
   assert.equal(fast!.status, 'met');
   assert.equal(quick!.status, 'met');
 });
 
-test('real-model target: the best engine point against onnxruntime alone, bound by CPU per request', () => {
-  const summary = {
-    bench: 'real-model',
-    scenario: 'summary',
-    ratio: 0.75,
-    bestEngine: { variant: 'on', concurrency: 4, rps: 70, ratio: 0.75 },
-    baseline: { best: { batch: 2, rowsPerS: 93.3 } },
+test('bench targets - real model: the best engine point against onnxruntime alone, bound by CPU per request', () => {
+  const cpu = { coordinator: 3, workers: 23, loadGenerator: 1 };
+  const point = (concurrency: number, rps: number): EnginePoint => ({
+    variant: 'on',
+    model: 'ocr-rec-batching-on',
+    concurrency,
+    ...load(rps, 50),
+    worker: {
+      inferences: 1,
+      executions: 1,
+      meanBatchSize: 1,
+      failed: 0,
+      queueMsMean: 0,
+      computeMsMean: 20,
+      byWorker: {},
+    },
+    coresBusy: { coordinator: 0.2, workers: 1.6, loadGenerator: 0.1, machine: 1.9, outsideBench: 0 },
+    cpuMsPerRequest: cpu,
+    vsBaseline: Math.round((rps / 93.3) * 1000) / 1000,
+  });
+  const best = {
+    batch: 2,
+    rowsPerS: 93.3,
+    perProcess: [],
+    coresBusy: { baseline: 1.9, machine: 1.9, outsideBench: 0 },
+    cpuMsPerRequest: { baseline: 21 },
+  };
+  const engine = [point(2, 60), point(4, 70)];
+  const result = {
+    engine,
+    bestEngine: engine[1]!,
+    best,
+    baseline: [best],
     cpuPerRow: {
       baselineMs: 21,
       engine: { coordinatorMs: 3, workersMs: 23, loadGeneratorMs: 1, totalMs: 27 },
+      overheadMs: 6,
     },
     transferFloor: {
       requestBytes: 184_320,
       responseBytes: 1_060_864,
+      roundTrips: 100,
+      perS: 100,
       cpuMsPerRoundTrip: { sender: 0.4, receiver: 0.5 },
     },
-  } as unknown as BenchLine;
-  const target = computeTargets(suite([run('real-model', [summary])]))[2]!;
+  } as unknown as RealModelResult;
+  const target = computeTargets(suite([run('real-model', result)]), PAGE_SCENARIOS)[2]!;
   assert.equal(target.status, 'not met');
   assert.match(
     target.measured,
@@ -129,53 +202,78 @@ test('real-model target: the best engine point against onnxruntime alone, bound 
     /same 180 KiB request and 1,036 KiB response cost 0\.9 ms of CPU per round trip/,
   );
 
-  // a run that printed no engine point against the baseline measured nothing
-  const none = computeTargets(suite([run('real-model', [])]))[2]!;
+  // a run that printed no result measured nothing
+  const none = computeTargets(suite([run('real-model', undefined)]), PAGE_SCENARIOS)[2]!;
   assert.equal(none.status, 'not measured');
 });
 
-test('scale-out target: judged up to the first saturated fleet, which is named with its bound and the per-core limit', () => {
-  const point = (workers: number, rps: number, ideal: number, extra: object = {}) => ({
-    bench: 'scale-out',
-    scenario: 'point',
+test('bench targets - scale-out: judged up to the first saturated fleet, which is named with its bound and the per-core limit', () => {
+  const point = (
+    workers: number,
+    rps: number,
+    ideal: number,
+    extra: Partial<ScaleOutPoint> = {},
+  ): ScaleOutPoint => ({
     workers,
-    rps,
+    concurrency: workers * 64,
+    ...load(rps, 40),
     idealRps: ideal,
+    idealBound: 'workers',
     ratio: rps / ideal,
-    coordinatorCores: workers * 0.1,
+    worker: {
+      inferences: 1,
+      executions: 1,
+      meanBatchSize: 32,
+      failed: 0,
+      queueMsMean: 1,
+      computeMsMean: 20,
+      perWorkerRequests: { min: 1, max: 1 },
+    },
+    coresBusy: {
+      coordinator: workers * 0.1,
+      workers: 0.1,
+      loadGenerator: 0.1,
+      machine: 0.5,
+      outsideBench: 0,
+    },
+    cpuMsPerRequest: { coordinator: 0.125, workers: 0.1, loadGenerator: 0.1 },
     coordinatorRpsPerCore: 8000,
     saturated: false,
+    saturatedBecause: [],
     ...extra,
   });
-  const points = [
+  const result = (points: ScaleOutPoint[]) =>
+    ({ params: { 'saturation-cores': '0.85' }, points }) as unknown as ScaleOutResult;
+  const target = (points: ScaleOutPoint[]) =>
+    computeTargets(suite([run('scale-out', result(points))]), PAGE_SCENARIOS)[3]!;
+  const saturated = (boundBy: string) => ({ saturated: true, saturatedBecause: ['x'], boundBy });
+
+  const met = target([
     point(1, 1550, 1600),
     point(2, 3000, 3200),
-    point(4, 5000, 6400, { saturated: true, boundBy: 'machine CPU (1.9 of 2 cores busy)' }),
-    point(8, 5100, 12800, { saturated: true, boundBy: 'machine CPU (2 of 2 cores busy)' }),
-  ] as unknown as BenchLine[];
-  const target = computeTargets(suite([run('scale-out', points)]))[3]!;
-  assert.equal(target.status, 'met');
-  assert.match(target.measured, /^94% of ideal at worst over 1–2 workers/);
+    point(4, 5000, 6400, saturated('machine CPU (1.9 of 2 cores busy)')),
+    point(8, 5100, 12800, saturated('machine CPU (2 of 2 cores busy)')),
+  ]);
+  assert.equal(met.status, 'met');
+  assert.match(met.measured, /^94% of ideal at worst over 1–2 workers/);
   assert.match(
-    target.measured,
+    met.measured,
     /limit is reached at 4 workers: 5,000 of 6,400 req\/s \(78%\), bound by machine CPU/,
   );
-  assert.match(target.measured, /one coordinator core answers about 8,000 req\/s/);
-  assert.match(target.bound!, /^at 4 workers, machine CPU/);
+  assert.match(met.measured, /one coordinator core answers about 8,000 req\/s/);
+  assert.match(met.bound!, /^at 4 workers, machine CPU/);
 
   // a fleet under 90% before any saturation is not met
-  const early = [point(1, 1200, 1600), point(2, 3100, 3200)] as unknown as BenchLine[];
-  const missed = computeTargets(suite([run('scale-out', early)]))[3]!;
+  const missed = target([point(1, 1200, 1600), point(2, 3100, 3200)]);
   assert.equal(missed.status, 'not met');
   assert.match(missed.measured, /no fleet up to 2 workers ran out of CPU/);
 
   // the scenario marks a fleet under 90% saturated too; with CPU to spare it is judged, not the limit
-  const slow = [
+  const judged = target([
     point(1, 1550, 1600),
-    point(2, 1600, 3200, { saturated: true, boundBy: 'round trips (0.9 of 2 cores busy)' }),
-    point(4, 5000, 6400, { saturated: true, boundBy: 'machine CPU (1.9 of 2 cores busy)' }),
-  ] as unknown as BenchLine[];
-  const judged = computeTargets(suite([run('scale-out', slow)]))[3]!;
+    point(2, 1600, 3200, saturated('round trips (0.9 of 2 cores busy)')),
+    point(4, 5000, 6400, saturated('machine CPU (1.9 of 2 cores busy)')),
+  ]);
   assert.equal(judged.status, 'not met');
   assert.match(judged.measured, /^50% of ideal at worst over 1–2 workers/);
   assert.match(judged.measured, /limit is reached at 4 workers/);

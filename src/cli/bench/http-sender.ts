@@ -1,7 +1,7 @@
 /**
- * Sends the same prepared inference request again and again over keep-alive connections
- * (node:http, lower per-request cost than fetch). A success's body is drained unread; only an
- * error's body is parsed, for its KServe `code`.
+ * Sends prepared inference requests again and again over keep-alive connections (node:http,
+ * lower per-request cost than fetch): the same body every time, or several bodies in turn. A
+ * success's body is drained unread; only an error's body is parsed, for its KServe `code`.
  */
 
 import { Agent as HttpAgent, type IncomingMessage, request as httpRequest } from 'node:http';
@@ -12,18 +12,30 @@ export type SendOutcome = { ok: true } | { ok: false; kind: string; message: str
 
 /** Sends one request; never rejects: every failure is an outcome. */
 export interface RequestSender {
-  send(): Promise<SendOutcome>;
+  /** `loop`: which closed loop sends it (per-loop connections); open loops leave it out. */
+  send(loop?: number): Promise<SendOutcome>;
   /** Closes the kept-alive connections. */
   close(): void;
+}
+
+/** One request's bytes and headers (content-length is added). */
+export interface HttpBody {
+  body: Buffer;
+  headers: Record<string, string>;
 }
 
 export interface HttpSenderOptions {
   /** The full inference URL. */
   url: URL;
-  body: Buffer;
-  headers: Record<string, string>;
+  /** Sent in turn, one per request, whichever loop sends it: usually just one. */
+  bodies: readonly HttpBody[];
   /** Connections kept open at most; at least the requests in flight, so none waits for a socket. */
   maxSockets: number;
+  /**
+   * `shared` (default): one pool of `maxSockets` connections. `per-loop`: closed loop i always
+   * uses its own connection, so a caller can open them all before load starts (see send's `loop`).
+   */
+  connections?: 'shared' | 'per-loop';
   /** No answer after this long: the request ends as a `timeout` error, ms. */
   timeoutMs: number;
 }
@@ -50,25 +62,42 @@ function networkFailure(err: NodeJS.ErrnoException): SendOutcome {
 }
 
 export function createHttpSender(options: HttpSenderOptions): RequestSender {
-  const { url, body, timeoutMs } = options;
+  const { url, timeoutMs } = options;
+  if (options.bodies.length === 0) throw new RangeError('createHttpSender needs at least one body');
   const https = url.protocol === 'https:';
-  const agentOptions = {
-    keepAlive: true,
-    maxSockets: options.maxSockets,
+  const newAgent = (maxSockets: number) => {
     // the default keeps 256 idle sockets; beyond that connections would be closed and reopened
-    maxFreeSockets: options.maxSockets,
+    const agentOptions = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets };
+    return https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
   };
-  const agent = https ? new HttpsAgent(agentOptions) : new HttpAgent(agentOptions);
+  const agents: HttpAgent[] = [];
+  // request options built once per agent, not per request: the client shares the cores it measures
+  const withAgent = (agent: HttpAgent) => {
+    agents.push(agent);
+    return options.bodies.map(({ body, headers }) => ({
+      body,
+      options: {
+        agent,
+        method: 'POST',
+        headers: { ...headers, 'content-length': String(body.byteLength) },
+        timeout: timeoutMs,
+      },
+    }));
+  };
+  const shared = withAgent(newAgent(options.maxSockets));
+  const perLoop: (typeof shared)[] = [];
+  const requestsFor = (loop: number | undefined) => {
+    if (options.connections !== 'per-loop' || loop === undefined) return shared;
+    perLoop[loop] ??= withAgent(newAgent(1));
+    return perLoop[loop];
+  };
   const request = https ? httpsRequest : httpRequest;
-  const requestOptions = {
-    agent,
-    method: 'POST',
-    headers: { ...options.headers, 'content-length': String(body.byteLength) },
-    timeout: timeoutMs,
-  };
+  let next = 0;
 
-  const send = (): Promise<SendOutcome> =>
+  const send = (loop?: number): Promise<SendOutcome> =>
     new Promise<SendOutcome>((resolve) => {
+      const requests = requestsFor(loop);
+      const { body, options: requestOptions } = requests[next++ % requests.length]!;
       const req = request(url, requestOptions, (res: IncomingMessage) => {
         const status = res.statusCode ?? 0;
         res.on('error', (err) => resolve(networkFailure(err)));
@@ -94,5 +123,8 @@ export function createHttpSender(options: HttpSenderOptions): RequestSender {
       req.end(body);
     });
 
-  return { send, close: () => agent.destroy() };
+  const close = (): void => {
+    for (const agent of agents) agent.destroy();
+  };
+  return { send, close };
 }

@@ -11,6 +11,9 @@
  *
  * Requests started during the warmup are sent but not recorded. Latency is measured from the
  * moment a request is handed to the sender to its last response byte.
+ *
+ * This is infergrid's one load engine: the `bench` command drives it, and so does every scenario
+ * in bench/ (in its own process, or in a forked load generator: bench/lib/load.ts).
  */
 
 import { LatencyHistogram, type LatencySummary } from './histogram.ts';
@@ -29,6 +32,12 @@ export interface RunPlan {
   /** Measured requests; undefined: until `durationMs` has passed. */
   requests: number | undefined;
   warmupMs: number;
+}
+
+/** Called as the measured window opens and closes (timers at warmupMs and warmupMs + durationMs). */
+export interface RunHooks {
+  onMeasureStart?(): void;
+  onMeasureEnd?(): void;
 }
 
 export interface ErrorKind {
@@ -60,6 +69,8 @@ export interface RunResult {
   throughputPerS: number;
   /** Latencies of completed requests. */
   latency: LatencySummary;
+  /** The same latencies, to summarise several runs as one (LatencyHistogram.add). */
+  histogram: LatencyHistogram;
   /** The run was stopped early (Ctrl-C); the results cover what was sent until then. */
   interrupted: boolean;
 }
@@ -100,11 +111,19 @@ export class BenchRun {
   /** Open loop: the timer waiting for the next slot, and what it runs; stop() runs it at once. */
   #wait: { timer: NodeJS.Timeout; wake: () => void } | undefined;
 
+  readonly #hooks: RunHooks;
+
   /** `now` is the clock, ms (performance.now by default). */
-  constructor(plan: RunPlan, sender: RequestSender, now: () => number = () => performance.now()) {
+  constructor(
+    plan: RunPlan,
+    sender: RequestSender,
+    now: () => number = () => performance.now(),
+    hooks: RunHooks = {},
+  ) {
     this.#plan = plan;
     this.#sender = sender;
     this.#now = now;
+    this.#hooks = hooks;
   }
 
   /** Runs the plan once; resolves when every request sent has been answered (or timed out). */
@@ -115,8 +134,17 @@ export class BenchRun {
     this.#startAt = this.#now();
     this.#measureAt = this.#startAt + warmupMs;
     if (durationMs !== undefined) this.#endAt = this.#measureAt + durationMs;
-    if (mode.kind === 'concurrency') await this.#closedLoop(mode.concurrency);
-    else await this.#openLoop(mode.ratePerS, mode.maxInFlight);
+    const { onMeasureStart, onMeasureEnd } = this.#hooks;
+    const timers = [
+      ...(onMeasureStart ? [setTimeout(onMeasureStart, warmupMs)] : []),
+      ...(onMeasureEnd && durationMs !== undefined ? [setTimeout(onMeasureEnd, warmupMs + durationMs)] : []),
+    ];
+    try {
+      if (mode.kind === 'concurrency') await this.#closedLoop(mode.concurrency);
+      else await this.#openLoop(mode.ratePerS, mode.maxInFlight);
+    } finally {
+      for (const timer of timers) clearTimeout(timer);
+    }
     return this.#result();
   }
 
@@ -159,7 +187,7 @@ export class BenchRun {
 
   async #closedLoop(concurrency: number): Promise<void> {
     const { requests } = this.#plan;
-    const loop = async (): Promise<void> => {
+    const loop = async (_: unknown, index: number): Promise<void> => {
       for (;;) {
         const sentAt = this.#now();
         if (this.#stopped || sentAt >= this.#endAt) break;
@@ -171,7 +199,7 @@ export class BenchRun {
           if (this.#scheduled === requests) this.#issuingDoneAt ??= sentAt;
         }
         this.#inFlight++;
-        const outcome = await this.#sender.send();
+        const outcome = await this.#sender.send(index);
         this.#inFlight--;
         this.#answeredAll++;
         if (measured) this.#record(outcome, sentAt);
@@ -258,6 +286,7 @@ export class BenchRun {
       elapsedMs: Math.round(elapsedMs * 1000) / 1000,
       throughputPerS: elapsedMs > 0 ? Math.round((completed / elapsedMs) * 1e6) / 1000 : 0,
       latency: this.#latency.summary(),
+      histogram: this.#latency,
       interrupted: this.#stopped,
     };
   }

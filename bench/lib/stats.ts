@@ -1,4 +1,4 @@
-/** Small helpers for the human-readable tables benchmarks print to stderr, and the stats they read. */
+/** A model's statistics as a running coordinator reports them, and what its workers did between two reads. */
 
 export interface CountNs {
   count: number;
@@ -21,28 +21,6 @@ export async function modelStats<T = ModelStats>(url: string, model: string): Pr
   const res = await fetch(`${url}/v2/models/${model}/stats`);
   if (!res.ok) throw new Error(`stats of ${model}: HTTP ${res.status} ${await res.text()}`);
   return ((await res.json()) as { model_stats: T[] }).model_stats[0]!;
-}
-
-/** Right-aligned columns with a rule under the header. */
-export function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
-}
-
-/** A number for a table cell; "-" when there is none. */
-export const fmt = (v: number | null | undefined, digits = 2): string =>
-  v === null || v === undefined || Number.isNaN(v) ? '-' : v.toFixed(digits);
-
-/** More CPU than this used outside the bench during a point makes it suspect, cores. */
-export const DISTURBED_CORES = 0.25;
-
-/** The warning a scenario prints when some of its points were disturbed (named in `points`). */
-export function disturbedWarning(points: readonly string[]): string {
-  return (
-    `warning: other work kept more than ${DISTURBED_CORES} cores busy during ${points.join(', ')}; ` +
-    'those numbers are suspect: rerun on an idle machine'
-  );
 }
 
 const roundTo = (v: number, digits: number): number => Math.round(v * 10 ** digits) / 10 ** digits;
@@ -70,3 +48,4 @@ export function workerDelta(before: ModelStats, after: ModelStats) {
     ) as Record<string, number>,
   };
 }
+export type WorkerDelta = ReturnType<typeof workerDelta>;

@@ -1,25 +1,20 @@
 /**
- * The suite file: what `npm run bench` ran, on what machine, and every JSON line each scenario
- * printed. One file per run, bench/results/suite-<timestamp>.json; `format` names its version,
- * and bench/report.ts reads nothing else.
+ * The suite file: what `npm run bench` ran, on what machine, and each scenario's typed result
+ * (the JSON line it printed, bench/lib/scenario.ts). One file per run,
+ * bench/results/suite-<timestamp>.json; `format` names its version, and bench/report.ts reads
+ * nothing else.
  */
 
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { RESULTS_DIR } from './results.ts';
+import { RESULTS_DIR } from './scenario.ts';
 
-export const SUITE_FORMAT = 'infergrid-bench-suite-v1';
+/** v2: one typed result per scenario (v1 held every JSON line each scenario printed). */
+export const SUITE_FORMAT = 'infergrid-bench-suite-v2';
 export const SUITE_PREFIX = 'suite-';
 
 export type ScenarioStatus = 'ok' | 'failed' | 'timed-out' | 'interrupted' | 'skipped';
-
-/** One JSON line a scenario printed (bench/lib/results.ts `report`). */
-export interface BenchLine {
-  bench: string;
-  at?: string;
-  [key: string]: unknown;
-}
 
 export interface SuiteMachine {
   cpuModel: string;
@@ -55,8 +50,12 @@ export interface ScenarioRun {
   timeoutS: number;
   /** Cores other work on the machine kept busy while it ran, on average (Linux only). */
   otherCoresBusy?: number | null;
-  results: BenchLine[];
-  /** Lines on stdout that were not JSON objects. */
+  /**
+   * The scenario's result, of the type its module names (bench/scenarios/<name>.ts); absent when
+   * it printed none (it failed, or did not run).
+   */
+  result?: unknown;
+  /** Lines on stdout that were not its result line. */
   otherStdout: string[];
   /** The end of the scenario's stderr, kept when it did not finish ok. */
   stderrTail?: string;

@@ -1,0 +1,29 @@
+import type { PageScenarios } from '../lib/page.ts';
+import type { Scenario } from '../lib/scenario.ts';
+import { batching } from './batching.ts';
+import { cache } from './cache.ts';
+import { overhead } from './overhead.ts';
+import { pipeline } from './pipeline.ts';
+import { realModel } from './real-model.ts';
+import { routing } from './routing.ts';
+import { scaleOut } from './scale-out.ts';
+
+/** Every scenario, in the order the suite runs them. */
+export const SCENARIOS: readonly Scenario<unknown>[] = [
+  overhead,
+  routing,
+  batching,
+  cache,
+  pipeline,
+  scaleOut,
+  realModel,
+] as readonly Scenario<unknown>[];
+
+/** For the page: its targets in the order the README states them (engine cost, real model, scale-out). */
+export const PAGE_SCENARIOS: PageScenarios = {
+  all: SCENARIOS,
+  targets: [overhead, realModel, scaleOut] as readonly Scenario<unknown>[],
+};
+
+/** Where a scenario's module lives, from the repository root: what the suite runs. */
+export const scenarioFile = (name: string): string => `bench/scenarios/${name}.ts`;

@@ -1,0 +1,832 @@
+/**
+ * What a pipeline costs, on real processes (one coordinator, its workers, this load generator):
+ *
+ * - `ocr-line`: the demo's pipeline (examples/demo-config.yaml: image BYTES -> preprocess ->
+ *   classifier -> prepare -> recognizer -> decode -> text), fed 16 rendered text lines in turn,
+ *   at several closed-loop concurrencies, in two topologies started one after the other:
+ *   `disaggregated` (the demo's: the js processors on their own pool process `pre-1`, the ONNX
+ *   models on w1 and w2) and `colocated` (the same processors hosted by w1 and w2, no pool, so
+ *   the same two model workers and one process fewer). The response cache is off for every
+ *   model, so every request runs every step. Each line carries the engine's per-step queue wait
+ *   and run time (GET /v2/models/stats, summed over workers) and the CPU time of each process
+ *   group, read from /proc around the timed run.
+ * - `hop`: the coordinator's hop per step. `sim` models with no latency echo their input (an
+ *   identity), so a pipeline of N such steps costs N coordinator -> worker -> coordinator round
+ *   trips of the tensor. A direct request to the sim model is timed against pipelines of N steps
+ *   for each tensor size, in binary tensor data both ways (no JSON numbers), on one worker. The
+ *   targets take turns in 0.5 s slices, so drift during the run falls on all of them alike.
+ *   Reported: p50 added per step against the direct request, the marginal cost of one more step
+ *   (between the shortest and longest pipeline) in latency and in coordinator CPU, its growth
+ *   per MiB of tensor, and what a direct worker-to-worker path would save (the second transfer
+ *   of each intermediate tensor).
+ *
+ *   npm run bench:pipeline -- --duration-s 10 --concurrency 1,8,32 --scenarios ocr-line,hop
+ *
+ * Trade-off: the load generator (the load engine, bench/lib/load.ts) runs in this process, so
+ * it shares the machine's cores with the engine; its CPU time is reported next to the engine's,
+ * and so is the CPU the rest of the machine used meanwhile (`coresBusy.outsideBench`): on a small
+ * shared machine another job can skew a run.
+ */
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import type { HttpBody, RunResult } from '../../src/cli/bench/index.ts';
+import { decodeInferResponse, encodeInferRequest } from '../../src/client/index.ts';
+import { adminWorkers, type Spawned, spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
+import { renderTextLine } from '../../tests/fixtures/render-text.ts';
+import {
+  addSpent,
+  type CpuFigures,
+  type CpuSpent,
+  cpuFigures,
+  cpuMark,
+  cpuSpent,
+  noteDisturbance,
+  type ProcessGroups,
+} from '../lib/cpu.ts';
+import { figures, type LoadFigures, openLoad, runLoad } from '../lib/load.ts';
+import { bytesText, type Charts, cell, pct, table, round } from '../lib/markdown.ts';
+import { scratchDir, track } from '../lib/processes.ts';
+import { numberList, runIfMain, type Scenario } from '../lib/scenario.ts';
+import type { CountNs } from '../lib/stats.ts';
+import { barChart, lineChart } from '../lib/svg.ts';
+
+const PARAMS = {
+  /** Which scenarios to run: ocr-line, hop, or both. */
+  scenarios: 'ocr-line,hop',
+  /** Timed seconds per ocr-line point (topology × concurrency). */
+  'duration-s': '10',
+  /** Untimed seconds before every point, of either scenario. */
+  'warmup-s': '1',
+  concurrency: '1,8,32',
+  /** Timed seconds per hop point (tensor size × concurrency × target), in 0.5 s slices taking turns. */
+  'hop-duration-s': '5',
+  'hop-concurrency': '1,8',
+  /** FP32 tensor sizes for the hop scenario, bytes (multiples of 4). */
+  'hop-bytes': '4096,1048576',
+  /** Pipeline lengths for the hop scenario, steps. */
+  'hop-steps': '2,4',
+};
+type PipelineParams = typeof PARAMS;
+
+/** What the workers did for one model in a timed run: calls, queue wait, run time, where. */
+export interface StepDelta {
+  calls: number;
+  failed: number;
+  /** Per call: time queued on the worker, and time in the model. */
+  queueMsMean: number;
+  computeMsMean: number;
+  byWorker: Record<string, number>;
+}
+
+export interface OcrPoint
+  extends LoadFigures,
+    CpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'> {
+  topology: Topology;
+  concurrency: number;
+  workers: string[];
+  /** `16/16`: lines the pipeline read exactly. */
+  linesReadExactly: string;
+  misread: { expected: string; read: string }[];
+  steps: Record<string, StepDelta>;
+  vsDisaggregated?: { throughput: number; p50: number; p99: number };
+}
+
+export interface HopTargetRun extends LoadFigures, CpuFigures<'coordinator' | 'worker' | 'loadGenerator'> {
+  workerCallsPerRequest: number;
+}
+
+export interface HopPoint {
+  tensor: string;
+  bytes: number;
+  concurrency: number;
+  /** By target: the identity model called directly, and each pipeline of it. */
+  runs: Record<string, HopTargetRun>;
+  p50Ms: Record<string, number>;
+  /** (p50 of the N-step pipeline - p50 of the direct request) / N, by pipeline. */
+  addedMsPerStep: Record<string, number>;
+  /** p50 cost of one more step: (p50 of the longest - p50 of the shortest pipeline) / (steps apart). */
+  marginalMsPerStep?: number;
+  coordinatorCpuMsPerStep?: number;
+}
+
+/** Per concurrency: how a step's cost grows with the tensor, and what a direct worker-to-worker path would save. */
+export interface HopSummary {
+  concurrency: number;
+  marginalMsPerStep: Record<string, number>;
+  msPerMiBPerStep: number;
+  coordinatorCpuMsPerMiBPerStep: number | null;
+  directWorkerToWorker: {
+    pipeline: string;
+    bytes: number;
+    savedTransferBytes: number;
+    /** Half of the intermediate tensors' byte cost: one of their two crossings. An estimate. */
+    estimatedSavedP50Ms: number;
+    /** All of the coordinator's byte work on the intermediate tensors. An estimate. */
+    estimatedSavedCoordinatorCpuMs: number | null;
+  };
+}
+
+export interface PipelineResult {
+  params: PipelineParams;
+  ocr: OcrPoint[];
+  hop: HopPoint[];
+  hopSummary: HopSummary[];
+  /** Points during which other work kept the cores busy. */
+  disturbed: string[];
+}
+
+const DEMO_CONFIG = fileURLToPath(new URL('../../examples/demo-config.yaml', import.meta.url));
+const OCR_PIPELINE = 'ocr-line';
+/** Varied lengths and characters; every 8th is rendered upside down, for the classifier and prepare. */
+const OCR_LINES = [
+  'Total 1284.50 EUR',
+  'Invoice No. 2024-0117',
+  'Due date 15/03/2025',
+  'VAT 20% 214.08',
+  'Thank you for your order',
+  'Qty 3 x 12.99',
+  'Subtotal 1070.42',
+  'Order A7781-XZ',
+  'Delivery Monday 9am',
+  'Card ending 4821',
+  'Paid in full',
+  'Reference 55-0931-7',
+  'Discount -15.00',
+  'Shipping 4.95',
+  'Customer ID 88120',
+  'Page 2 of 3',
+];
+const UPSIDE_DOWN_EVERY = 8;
+const HOP_MODEL = 'ident';
+const READY_TIMEOUT_MS = 120_000;
+/** Length of one hop slice; targets take turns slice by slice, ms. */
+const HOP_SLICE_MS = 500;
+const MIB = 1024 * 1024;
+
+/** The scenario's numbers, checked together. */
+function settings(params: PipelineParams) {
+  const s = {
+    scenarios: new Set(params.scenarios.split(',').map((x) => x.trim())),
+    durationMs: Number(params['duration-s']) * 1000,
+    warmupMs: Number(params['warmup-s']) * 1000,
+    hopDurationMs: Number(params['hop-duration-s']) * 1000,
+    concurrencies: numberList(params.concurrency),
+    hopConcurrencies: numberList(params['hop-concurrency']),
+    hopBytes: numberList(params['hop-bytes']),
+    hopSteps: numberList(params['hop-steps']).sort((a, b) => a - b),
+  };
+  const problems: string[] = [];
+  const unknown = [...s.scenarios].filter((x) => x !== 'ocr-line' && x !== 'hop');
+  if (unknown.length) problems.push(`--scenarios: unknown ${unknown.join(', ')} (ocr-line, hop)`);
+  if (!(s.durationMs > 0)) problems.push('--duration-s must be > 0');
+  if (!(s.hopDurationMs > 0)) problems.push('--hop-duration-s must be > 0');
+  if (!(s.warmupMs >= 0)) problems.push('--warmup-s must be >= 0');
+  if (s.concurrencies.length === 0) problems.push('--concurrency must list positive integers');
+  if (s.hopConcurrencies.length === 0) problems.push('--hop-concurrency must list positive integers');
+  if (s.hopBytes.length === 0 || s.hopBytes.some((b) => !Number.isInteger(b) || b % 4 !== 0))
+    problems.push('--hop-bytes must list positive multiples of 4 (FP32 elements)');
+  if (s.hopSteps.length === 0 || s.hopSteps.some((n) => !Number.isInteger(n) || n < 2))
+    problems.push('--hop-steps must list integers >= 2');
+  if (problems.length) throw new RangeError(problems.join('; '));
+  return s;
+}
+type Settings = ReturnType<typeof settings>;
+
+const httpBody = (request: ReturnType<typeof encodeInferRequest>): HttpBody => ({
+  body: Buffer.from(request.body),
+  headers: request.headers,
+});
+
+/** One request through fetch, decoded; throws on an error status. */
+async function inferOnce(url: string, request: HttpBody) {
+  const res = await fetch(url, { method: 'POST', ...request });
+  const body = Buffer.from(await res.arrayBuffer());
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${body.toString('utf8').slice(0, 500)}`);
+  return {
+    response: decodeInferResponse(body, res.headers.get('inference-header-content-length'), res.status),
+    cache: res.headers.get('infergrid-cache'),
+  };
+}
+
+// ---- processes ----------------------------------------------------------------------------------
+
+interface Fleet {
+  url: string;
+  coordinator: Spawned;
+  workers: Map<string, Spawned>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A coordinator and the given workers, dialing it; resolves once every worker has its models
+ * (`placement`: worker id -> model names) ready.
+ */
+async function startFleet(configFile: string, placement: Map<string, string[]>): Promise<Fleet> {
+  const started: Spawned[] = [];
+  const stop = async (): Promise<void> => {
+    await Promise.all(started.map((s) => s.stop(2000)));
+  };
+  try {
+    const coordinator = await spawnProcess(['coordinator', '--config', configFile], { cleanup: track });
+    started.push(coordinator);
+    const rpc = `127.0.0.1:${coordinator.ready.rpcPort}`;
+    const workers = new Map<string, Spawned>();
+    await Promise.all(
+      [...placement.keys()].map(async (id) => {
+        const w = await spawnProcess(['worker', '--config', configFile, '--id', id, '--coordinator', rpc], {
+          cleanup: track,
+        });
+        started.push(w);
+        workers.set(id, w);
+      }),
+    );
+    const url = `http://127.0.0.1:${coordinator.ready.httpPort}`;
+    await waitFor(
+      `workers ${[...placement.keys()].join(', ')} with their models ready`,
+      async () => {
+        const listed = await adminWorkers(url);
+        return [...placement].every(([id, models]) => {
+          const w = listed.find((x) => x.id === id);
+          return w && models.every((m) => w.models.some((x) => x.name === m && x.state === 'ready'));
+        });
+      },
+      READY_TIMEOUT_MS,
+    );
+    return { url, coordinator, workers, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+// ---- the workers' statistics ---------------------------------------------------------------------
+
+interface ModelStats {
+  name: string;
+  inference_count: number;
+  execution_count: number;
+  inference_stats: { fail: CountNs; queue: CountNs; compute_infer: CountNs };
+  infergrid: { workers: { id: string; inference_count: number }[] };
+}
+
+async function allStats(url: string): Promise<Map<string, ModelStats>> {
+  const res = await fetch(`${url}/v2/models/stats`);
+  if (!res.ok) throw new Error(`GET /v2/models/stats: HTTP ${res.status} ${await res.text()}`);
+  const body = (await res.json()) as { model_stats: ModelStats[] };
+  return new Map(body.model_stats.map((s) => [s.name, s]));
+}
+
+/** What the workers did for one model between two snapshots: calls, queue wait, run time, where. */
+function modelDelta(before: ModelStats | undefined, after: ModelStats) {
+  const zero: CountNs = { count: 0, ns: 0 };
+  const perCallMs = (b: CountNs | undefined, a: CountNs): number => {
+    const calls = a.count - (b?.count ?? 0);
+    return calls === 0 ? 0 : round((a.ns - (b?.ns ?? 0)) / calls / 1e6);
+  };
+  const byWorker: Record<string, number> = {};
+  for (const w of after.infergrid.workers) {
+    const old = before?.infergrid.workers.find((x) => x.id === w.id)?.inference_count ?? 0;
+    byWorker[w.id] = w.inference_count - old;
+  }
+  return {
+    calls: after.inference_count - (before?.inference_count ?? 0),
+    failed: after.inference_stats.fail.count - (before?.inference_stats.fail.count ?? 0),
+    /** Per call: time queued on the worker, and time in the model. */
+    queueMsMean: perCallMs(before?.inference_stats.queue ?? zero, after.inference_stats.queue),
+    computeMsMean: perCallMs(
+      before?.inference_stats.compute_infer ?? zero,
+      after.inference_stats.compute_infer,
+    ),
+    byWorker,
+  };
+}
+
+function statsDelta(before: Map<string, ModelStats>, after: Map<string, ModelStats>, models: string[]) {
+  return Object.fromEntries(
+    models.flatMap((m) => {
+      const a = after.get(m);
+      return a ? [[m, modelDelta(before.get(m), a)]] : [];
+    }),
+  );
+}
+
+// ---- scenario ocr-line ----------------------------------------------------------------------------
+
+type Topology = 'disaggregated' | 'colocated';
+
+interface DemoModel {
+  name: string;
+  backend: string;
+  path?: string;
+  pool?: string;
+  workers?: string[];
+  cache?: { enabled?: boolean; ttlMs?: number };
+  pipeline?: { steps: { model: string }[] };
+  [key: string]: unknown;
+}
+
+interface DemoConfig {
+  workers?: { id: string }[];
+  pools?: { name: string; processes?: number }[];
+  models?: DemoModel[];
+  [key: string]: unknown;
+}
+
+/**
+ * The demo config for one topology: ports picked by the OS, no response cache for any model
+ * (and no SQLite tier), relative model paths made absolute (the config is written elsewhere),
+ * and for `colocated` the pool's processors placed on the model workers instead.
+ */
+function ocrConfig(topology: Topology) {
+  const demo = parseYaml(readFileSync(DEMO_CONFIG, 'utf8')) as DemoConfig;
+  const models = demo.models ?? [];
+  const pipeline = models.find((m) => m.name === OCR_PIPELINE);
+  if (!pipeline?.pipeline) throw new Error(`${DEMO_CONFIG} defines no pipeline "${OCR_PIPELINE}"`);
+  const modelWorkers = (demo.workers ?? []).map((w) => w.id);
+  const pools = demo.pools ?? [];
+  const poolWorkers = pools.flatMap((p) =>
+    Array.from({ length: p.processes ?? 1 }, (_, i) => ({ id: `${p.name}-${i + 1}`, pool: p.name })),
+  );
+  for (const m of models) {
+    m.cache = { enabled: false };
+    if (m.path && !m.path.startsWith('pkg:') && !isAbsolute(m.path))
+      m.path = resolve(dirname(DEMO_CONFIG), m.path);
+    if (topology === 'colocated' && m.pool !== undefined) {
+      delete m.pool;
+      m.workers = [...modelWorkers];
+    }
+  }
+  const { cache: _cache, pools: _pools, ...rest } = demo;
+  const config = {
+    ...rest,
+    coordinator: { host: '127.0.0.1', port: 0, rpcPort: 0 },
+    logging: { level: 'warn' },
+    ...(topology === 'disaggregated' && pools.length ? { pools } : {}),
+    models,
+  };
+  const hosts =
+    topology === 'disaggregated' ? [...modelWorkers, ...poolWorkers.map((w) => w.id)] : modelWorkers;
+  const placement = new Map<string, string[]>(hosts.map((id) => [id, []]));
+  for (const m of models) {
+    if (m.backend === 'pipeline') continue;
+    const on =
+      m.pool !== undefined ? poolWorkers.filter((w) => w.pool === m.pool).map((w) => w.id) : m.workers;
+    for (const id of on ?? hosts) placement.get(id)?.push(m.name);
+  }
+  const steps = pipeline.pipeline.steps.map((s) => s.model);
+  const groups = (pids: Map<string, Spawned>): ProcessGroups => ({
+    modelWorkers: modelWorkers.map((id) => pids.get(id)?.child.pid),
+    ...(topology === 'disaggregated' ? { pool: poolWorkers.map((w) => pids.get(w.id)?.child.pid) } : {}),
+  });
+  return { yaml: stringifyYaml(config), placement, steps, groups, workers: hosts };
+}
+
+async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promise<OcrPoint[]> {
+  // rendered and encoded once, sent in turn: the load loop only writes bytes
+  const images = await Promise.all(
+    OCR_LINES.map((text, i) =>
+      renderTextLine(text, { rotate180: i % UPSIDE_DOWN_EVERY === UPSIDE_DOWN_EVERY - 1 }),
+    ),
+  );
+  const bodies = images.map((png) =>
+    httpBody(encodeInferRequest([{ name: 'image', datatype: 'BYTES', shape: [1], data: [png] }])),
+  );
+  const points: OcrPoint[] = [];
+  for (const topology of ['disaggregated', 'colocated'] as const) {
+    const config = ocrConfig(topology);
+    const file = join(dir, `ocr-${topology}.yaml`);
+    writeFileSync(file, config.yaml);
+    const fleet = await startFleet(file, config.placement);
+    try {
+      const url = `${fleet.url}/v2/models/${OCR_PIPELINE}/infer`;
+      // every line once: the pipeline reads (or misreads) them, and nothing answers from a cache
+      const misread: { expected: string; read: string }[] = [];
+      for (const [i, body] of bodies.entries()) {
+        const { response, cache } = await inferOnce(url, body);
+        if (cache !== null)
+          throw new Error(`${OCR_PIPELINE} answered from the cache (${cache}); it must be off`);
+        const read = String(response.outputs.find((o) => o.name === 'text')?.data[0] ?? '');
+        if (read !== OCR_LINES[i]) misread.push({ expected: OCR_LINES[i]!, read });
+      }
+      const groups: ProcessGroups = {
+        coordinator: [fleet.coordinator.child.pid],
+        ...config.groups(fleet.workers),
+      };
+      for (const concurrency of s.concurrencies) {
+        const spec = { url, bodies, concurrency };
+        await runLoad(spec, { durationMs: s.warmupMs });
+        const statsBefore = await allStats(fleet.url);
+        const cpuBefore = cpuMark(groups, 'loadGenerator');
+        const load = figures(await runLoad(spec, { durationMs: s.durationMs }));
+        const cpu = cpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'>(
+          cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')),
+          load.requests,
+        );
+        // colocated: no pool process
+        cpu.cpuMsPerRequest.pool ??= null;
+        cpu.coresBusy.pool ??= null;
+        const statsAfter = await allStats(fleet.url);
+        noteDisturbance(disturbed, `ocr-line ${topology} c=${concurrency}`, cpu);
+        const base = points.find((p) => p.topology === 'disaggregated' && p.concurrency === concurrency);
+        points.push({
+          topology,
+          concurrency,
+          workers: config.workers,
+          linesReadExactly: `${OCR_LINES.length - misread.length}/${OCR_LINES.length}`,
+          misread,
+          ...load,
+          ...cpu,
+          steps: statsDelta(statsBefore, statsAfter, config.steps),
+          ...(topology === 'colocated' && base && base.rps > 0 && base.latencyMs.p50 > 0
+            ? {
+                vsDisaggregated: {
+                  throughput: round(load.rps / base.rps),
+                  p50: round(load.latencyMs.p50 / base.latencyMs.p50, 2),
+                  p99: round(load.latencyMs.p99 / base.latencyMs.p99, 2),
+                },
+              }
+            : {}),
+        });
+      }
+    } finally {
+      await fleet.stop();
+    }
+  }
+  return points;
+}
+
+// ---- scenario hop -----------------------------------------------------------------------------------
+
+const pipelineName = (steps: number): string => `${HOP_MODEL}-x${steps}`;
+
+function hopConfigYaml(hopSteps: number[]): string {
+  const spec = (name: string) => `[{ name: ${name}, datatype: FP32, shape: [-1, -1] }]`;
+  const pipelines = hopSteps.map((n) => {
+    const steps = Array.from({ length: n }, (_, i) => {
+      const from = i === 0 ? '$INPUT0' : `s${i}.OUTPUT0`;
+      return `        - { name: s${i + 1}, model: ${HOP_MODEL}, inputs: { INPUT0: ${from} } }`;
+    });
+    return `  - name: ${pipelineName(n)}
+    backend: pipeline
+    inputs: ${spec('INPUT0')}
+    outputs: ${spec('OUTPUT0')}
+    pipeline:
+      steps:
+${steps.join('\n')}
+      outputs: { OUTPUT0: s${n}.OUTPUT0 }
+`;
+  });
+  return `coordinator: { host: 127.0.0.1, port: 0, rpcPort: 0 }
+logging: { level: warn }
+models:
+  # sim echoes input i as output i when the datatypes agree: an identity with no latency
+  - name: ${HOP_MODEL}
+    backend: sim
+    sim: { latencyMs: 0 }
+    inputs: ${spec('INPUT0')}
+    outputs: ${spec('OUTPUT0')}
+${pipelines.join('')}`;
+}
+
+/**
+ * Times every target at one concurrency in interleaved slices (round r starts at target r), so
+ * that drift over the run (GC, heap growth, a noisy neighbour on a shared VM) falls on every
+ * target alike instead of on whichever ran first; each target's runs, CPU time and worker calls
+ * are summed over its slices, on connections kept from slice to slice.
+ */
+async function hopRuns(
+  s: Settings,
+  url: string,
+  targets: string[],
+  body: HttpBody,
+  concurrency: number,
+  groups: ProcessGroups,
+): Promise<Map<string, HopTargetRun>> {
+  const sliceMs = Math.min(HOP_SLICE_MS, s.hopDurationMs);
+  const rounds = Math.max(1, Math.round(s.hopDurationMs / sliceMs));
+  const acc = new Map(
+    targets.map((model) => [
+      model,
+      {
+        load: openLoad({ url: `${url}/v2/models/${model}/infer`, bodies: [body], concurrency }),
+        runs: [] as RunResult[],
+        cpu: undefined as CpuSpent | undefined,
+        workerCalls: 0,
+      },
+    ]),
+  );
+  try {
+    for (const a of acc.values()) await a.load.run({ durationMs: s.warmupMs });
+    for (let r = 0; r < rounds; r++) {
+      for (let k = 0; k < targets.length; k++) {
+        const a = acc.get(targets[(r + k) % targets.length]!)!;
+        const statsBefore = await allStats(url);
+        const cpuBefore = cpuMark(groups, 'loadGenerator');
+        a.runs.push(await a.load.run({ durationMs: sliceMs }));
+        a.cpu = addSpent(a.cpu, cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')));
+        const statsAfter = await allStats(url);
+        a.workerCalls += modelDelta(statsBefore.get(HOP_MODEL), statsAfter.get(HOP_MODEL)!).calls;
+      }
+    }
+  } finally {
+    for (const a of acc.values()) a.load.close();
+  }
+  return new Map(
+    [...acc].map(([model, a]) => {
+      const load = figures(a.runs);
+      return [
+        model,
+        {
+          ...load,
+          ...cpuFigures<'coordinator' | 'worker' | 'loadGenerator'>(a.cpu!, load.requests),
+          workerCallsPerRequest: load.requests === 0 ? 0 : round(a.workerCalls / load.requests, 2),
+        },
+      ];
+    }),
+  );
+}
+
+async function hopScenario(s: Settings, dir: string, disturbed: string[]): Promise<HopPoint[]> {
+  const file = join(dir, 'hop.yaml');
+  writeFileSync(file, hopConfigYaml(s.hopSteps));
+  const fleet = await startFleet(file, new Map([['w1', [HOP_MODEL]]]));
+  const points: HopPoint[] = [];
+  try {
+    const groups: ProcessGroups = {
+      coordinator: [fleet.coordinator.child.pid],
+      worker: [fleet.workers.get('w1')?.child.pid],
+    };
+    const targets = [HOP_MODEL, ...s.hopSteps.map(pipelineName)];
+    /** Cost of one more step, from the shortest and the longest pipeline (undefined with one length). */
+    const slope = (byLength: (n: number) => number): number | undefined => {
+      const first = s.hopSteps[0]!;
+      const last = s.hopSteps.at(-1)!;
+      return first === last ? undefined : (byLength(last) - byLength(first)) / (last - first);
+    };
+    for (const bytes of s.hopBytes) {
+      const elements = bytes / 4;
+      const data = Float32Array.from({ length: elements }, (_, i) => (i % 1000) / 7);
+      const body = httpBody(
+        encodeInferRequest([{ name: 'INPUT0', datatype: 'FP32', shape: [1, elements], data }], {
+          binary: true,
+        }),
+      );
+      // every target returns the tensor it was sent: the steps really pass it along
+      for (const model of targets) {
+        const { response } = await inferOnce(`${fleet.url}/v2/models/${model}/infer`, body);
+        const out = response.outputs[0]?.data as Float32Array | undefined;
+        if (!(out instanceof Float32Array) || out.length !== elements || out.some((v, i) => v !== data[i]))
+          throw new Error(`${model} did not return its ${bytes}-byte input unchanged`);
+      }
+      for (const concurrency of s.hopConcurrencies) {
+        const runs = await hopRuns(s, fleet.url, targets, body, concurrency, groups);
+        for (const [model, r] of runs)
+          noteDisturbance(disturbed, `hop ${model} ${bytes} B c=${concurrency}`, r);
+        const p50 = (n: number) => runs.get(pipelineName(n))!.latencyMs.p50;
+        const marginalMs = slope(p50);
+        const marginalCpuMs = slope(
+          (n) => runs.get(pipelineName(n))!.cpuMsPerRequest.coordinator ?? Number.NaN,
+        );
+        points.push({
+          tensor: `FP32 [1,${elements}] (${bytes} bytes), binary both ways`,
+          bytes,
+          concurrency,
+          runs: Object.fromEntries(runs),
+          p50Ms: Object.fromEntries(targets.map((m) => [m, runs.get(m)!.latencyMs.p50])),
+          addedMsPerStep: Object.fromEntries(
+            s.hopSteps.map((n) => [
+              pipelineName(n),
+              round((p50(n) - runs.get(HOP_MODEL)!.latencyMs.p50) / n),
+            ]),
+          ),
+          ...(marginalMs !== undefined ? { marginalMsPerStep: round(marginalMs) } : {}),
+          ...(marginalCpuMs !== undefined && !Number.isNaN(marginalCpuMs)
+            ? { coordinatorCpuMsPerStep: round(marginalCpuMs) }
+            : {}),
+        });
+      }
+    }
+  } finally {
+    await fleet.stop();
+  }
+  return points;
+}
+
+/**
+ * Per concurrency, how the cost of a step grows with the tensor (between the smallest and the
+ * largest size), and what a direct worker-to-worker path would save at the largest size.
+ */
+function hopSummary(s: Settings, hop: HopPoint[]): HopSummary[] {
+  const small = Math.min(...s.hopBytes);
+  const large = Math.max(...s.hopBytes);
+  const longest = s.hopSteps.at(-1)!;
+  const dMiB = (large - small) / MIB;
+  return s.hopConcurrencies.flatMap((concurrency) => {
+    const at = (bytes: number) => hop.find((p) => p.bytes === bytes && p.concurrency === concurrency);
+    const sm = at(small);
+    const lg = at(large);
+    if (small === large || sm?.marginalMsPerStep === undefined || lg?.marginalMsPerStep === undefined)
+      return [];
+    const msPerMiB = (lg.marginalMsPerStep - sm.marginalMsPerStep) / dMiB;
+    const cpuPerMiB =
+      sm.coordinatorCpuMsPerStep === undefined || lg.coordinatorCpuMsPerStep === undefined
+        ? null
+        : (lg.coordinatorCpuMsPerStep - sm.coordinatorCpuMsPerStep) / dMiB;
+    // a step's bytes cross twice (to the worker, back); a direct path keeps one crossing per
+    // intermediate tensor, and the coordinator touches none of them
+    const savedMs = ((longest - 1) * (large / MIB) * msPerMiB) / 2;
+    return [
+      {
+        concurrency,
+        marginalMsPerStep: { [small]: sm.marginalMsPerStep, [large]: lg.marginalMsPerStep },
+        msPerMiBPerStep: round(msPerMiB),
+        coordinatorCpuMsPerMiBPerStep: cpuPerMiB === null ? null : round(cpuPerMiB),
+        directWorkerToWorker: {
+          pipeline: pipelineName(longest),
+          bytes: large,
+          savedTransferBytes: (longest - 1) * large,
+          estimatedSavedP50Ms: round(savedMs),
+          estimatedSavedCoordinatorCpuMs:
+            cpuPerMiB === null ? null : round((longest - 1) * (large / MIB) * cpuPerMiB),
+        },
+      },
+    ];
+  });
+}
+
+async function run(params: PipelineParams): Promise<PipelineResult> {
+  const s = settings(params);
+  const dir = scratchDir();
+  const disturbed: string[] = [];
+  const ocr = s.scenarios.has('ocr-line') ? await ocrScenario(s, dir, disturbed) : [];
+  const hop = s.scenarios.has('hop') ? await hopScenario(s, dir, disturbed) : [];
+  return { params, ocr, hop, hopSummary: hopSummary(s, hop), disturbed };
+}
+
+// ---- the page -------------------------------------------------------------------------------------
+
+function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
+  const topologies = [...new Set(ocr.map((p) => p.topology))];
+  const concurrencies = [...new Set(ocr.map((p) => p.concurrency))];
+  const at = (t: Topology, c: number) => ocr.find((p) => p.topology === t && p.concurrency === c);
+  return [
+    '### OCR line pipeline, by topology',
+    '',
+    'The demo pipeline (image → preprocess → classifier → prepare → recognizer → decode → text) on 16',
+    'rendered lines in turn, cache off. `disaggregated`: the js steps on their own pool process;',
+    '`colocated`: the same steps on the two model workers. CPU is per answered request.',
+    '',
+    ...table(
+      [
+        'topology',
+        'concurrency',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'errors',
+        'lines read',
+        'CPU ms/req coordinator',
+        'model workers',
+        'pool',
+        'vs disaggregated',
+      ],
+      ocr.map((p) => [
+        p.topology,
+        cell(p.concurrency),
+        cell(p.rps),
+        cell(p.latencyMs.p50, 1),
+        cell(p.latencyMs.p99, 1),
+        cell(p.errors),
+        p.linesReadExactly,
+        cell(p.cpuMsPerRequest.coordinator),
+        cell(p.cpuMsPerRequest.modelWorkers),
+        cell(p.cpuMsPerRequest.pool),
+        pct(p.vsDisaggregated?.throughput),
+      ]),
+    ),
+    charts.add(
+      'pipeline-ocr-throughput',
+      lineChart({
+        title: 'Pipeline (ocr-line): throughput by topology',
+        xLabel: 'concurrency (closed loop)',
+        yLabel: 'requests / s',
+        series: topologies.map((t) => ({
+          name: t,
+          points: concurrencies.flatMap((c) => {
+            const p = at(t, c);
+            return p ? [{ x: c, y: p.rps }] : [];
+          }),
+        })),
+      }),
+      'Pipeline: OCR line throughput by topology',
+    ),
+    '',
+    charts.add(
+      'pipeline-ocr-latency',
+      barChart({
+        title: 'Pipeline (ocr-line): latency by topology',
+        valueLabel: 'ms',
+        categories: concurrencies.map((c) => `concurrency ${c}`),
+        series: topologies.flatMap((t) =>
+          (['p50', 'p99'] as const).map((q) => ({
+            name: `${t} ${q}`,
+            values: concurrencies.map((c) => at(t, c)?.latencyMs[q]),
+          })),
+        ),
+      }),
+      'Pipeline: OCR line latency percentiles by topology',
+    ),
+    '',
+  ];
+}
+
+function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): string[] {
+  const steps = (model: string): number => Number(/-x(\d+)$/.exec(model)?.[1] ?? 1);
+  const models = [...new Set(hop.flatMap((p) => Object.keys(p.p50Ms)))].sort((a, b) => steps(a) - steps(b));
+  const out = [
+    "### The coordinator's hop per step",
+    '',
+    'Identity `sim` models chained N times (each step a coordinator → worker → coordinator round trip of',
+    'the tensor, binary both ways), against the same model called directly.',
+    '',
+    ...table(
+      [
+        'tensor',
+        'concurrency',
+        ...models.map((m) => `p50 ms ${m}`),
+        'added ms/step (longest)',
+        'marginal ms/step',
+        'coordinator CPU ms/step',
+      ],
+      hop.map((p) => [
+        bytesText(p.bytes),
+        cell(p.concurrency),
+        ...models.map((m) => cell(p.p50Ms[m], 3)),
+        cell(p.addedMsPerStep[models.at(-1) ?? ''], 3),
+        cell(p.marginalMsPerStep, 3),
+        cell(p.coordinatorCpuMsPerStep, 3),
+      ]),
+    ),
+  ];
+  // one chart per tensor size: a 1 MiB step costs a hundred times a 4 KiB one
+  for (const bytes of new Set(hop.map((p) => p.bytes)))
+    out.push(
+      charts.add(
+        `pipeline-hop-${bytes}`,
+        lineChart({
+          title: `Pipeline (hop): p50 vs steps, ${bytesText(bytes)} tensor`,
+          xLabel: 'worker calls per request (1 = the model called directly)',
+          yLabel: 'p50 ms',
+          xScale: 'linear',
+          series: hop
+            .filter((p) => p.bytes === bytes)
+            .map((p) => ({
+              name: `concurrency ${cell(p.concurrency)}`,
+              points: models.flatMap((m) =>
+                p.p50Ms[m] === undefined ? [] : [{ x: steps(m), y: p.p50Ms[m]! }],
+              ),
+            })),
+        }),
+        `Pipeline: p50 latency against the number of steps, ${bytesText(bytes)} tensor`,
+      ),
+      '',
+    );
+  for (const s of summary) {
+    const direct = s.directWorkerToWorker;
+    out.push(
+      `- concurrency ${cell(s.concurrency)}: a step costs ${cell(s.msPerMiBPerStep, 3)} ms p50 per MiB of ` +
+        `tensor (coordinator CPU ${cell(s.coordinatorCpuMsPerMiBPerStep, 3)} ms per MiB); a direct worker-to-worker ` +
+        `path in ${direct.pipeline} at ${bytesText(direct.bytes)} would save about ${cell(direct.estimatedSavedP50Ms, 3)} ms p50 (estimate).`,
+    );
+  }
+  if (summary.length) out.push('');
+  return out;
+}
+
+function section(result: PipelineResult, charts: Charts): string[] {
+  if (result.ocr.length + result.hop.length === 0) return ['_No pipeline results in this run._', ''];
+  return [
+    ...(result.ocr.length ? ocrSection(result.ocr, charts) : []),
+    ...(result.hop.length ? hopSection(result.hop, result.hopSummary, charts) : []),
+  ];
+}
+
+export const pipeline: Scenario<PipelineResult, PipelineParams> = {
+  name: 'pipeline',
+  title: 'Pipelines',
+  params: PARAMS,
+  quick: {
+    'duration-s': '2',
+    'warmup-s': '0.5',
+    concurrency: '1,8',
+    'hop-duration-s': '1',
+    'hop-concurrency': '1,8',
+  },
+  run,
+  section,
+};
+
+await runIfMain(import.meta.url, pipeline);
