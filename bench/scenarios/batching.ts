@@ -31,7 +31,7 @@ import {
   imageToRecognizerInput,
   loadCharset,
   resolveOcrAssets,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import { type Tensor, tensorFromJson, tensorToJsonData } from '../../src/tensor/index.ts';
 import type { HttpBody } from '../../src/cli/bench/index.ts';
 import { spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';

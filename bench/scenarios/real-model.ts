@@ -37,7 +37,7 @@ import {
   imageToRecognizerInput,
   loadCharset,
   resolveOcrAssets,
-} from '../../src/ocr/index.ts';
+} from '../../examples/ocr/index.ts';
 import { adminWorkers, spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
 import { renderTextLine } from '../../tests/fixtures/render-text.ts';
 import {

@@ -23,8 +23,10 @@ export interface InferContext {
    * so already. The reason is the last such request's error. A backend stops early if it can
    * (throwing, typically, `signal.reason`); what it returns or throws after the abort is
    * dropped. The model instance counts as busy until `infer` settles, whether or not it stopped.
+   * A batch never starts aborted. Reading it may make it (the batcher makes the signal lazily),
+   * so a backend that cannot stop need not touch it.
    */
-  signal: AbortSignal;
+  readonly signal: AbortSignal;
   parameters: Parameters;
   /** Output names wanted; all outputs when undefined. */
   outputs?: string[] | undefined;

@@ -91,12 +91,9 @@ function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStat
     defaultPriorityLevel: b.defaultPriorityLevel,
     stats,
     execute: async (inputs, ctx) => {
-      const outputs = await model.infer(inputs, {
-        // aborts once every request of the batch was cancelled or passed its deadline
-        signal: ctx.signal,
-        parameters: ctx.parameters,
-        outputs: ctx.outputs,
-      });
+      // ctx's signal aborts once every request of the batch was cancelled or passed its
+      // deadline; it is made only if the backend reads it
+      const outputs = await model.infer(inputs, ctx);
       checkOutputs(outputs);
       return outputs;
     },
