@@ -473,7 +473,21 @@ export class Coordinator {
    * Cache and execute: from the response cache when the model caches and the request allows it
    * (joining an identical request in flight), else a pipeline here or a model on a worker.
    */
-  async #answer(
+  #answer(
+    request: InferenceRequest,
+    resolved: Resolved,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<InferResult> {
+    const policy = resolved.entry.config?.cache;
+    // not async: a model without a cache costs no extra promise on the hot path
+    if (!this.#cache || !policy?.enabled) return this.#execute(request, resolved, timeoutMs, signal);
+    return this.#cached(this.#cache, policy, request, resolved, timeoutMs, signal);
+  }
+
+  async #cached(
+    cache: ResponseCache,
+    policy: { ttlMs?: number | undefined },
     request: InferenceRequest,
     resolved: Resolved,
     timeoutMs: number,
@@ -481,9 +495,6 @@ export class Coordinator {
   ): Promise<InferResult> {
     const { entry } = resolved;
     const { cacheMode } = request;
-    const policy = entry.config?.cache;
-    const cache = this.#cache;
-    if (!cache || !policy?.enabled) return this.#execute(request, resolved, timeoutMs, signal);
     const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
     let workerId: string | undefined;
     // ends when the cache answers, or when it hands the request on to be computed
@@ -519,27 +530,14 @@ export class Coordinator {
   }
 
   /** Runs a request past the cache: a pipeline here, a model on a worker. */
-  async #execute(
+  #execute(
     request: InferenceRequest,
     resolved: Resolved,
     timeoutMs: number,
     signal: AbortSignal | undefined,
   ): Promise<InferResult> {
     const { entry } = resolved;
-    if (entry.config?.backend === 'pipeline') {
-      const result = await this.pipelines.run({
-        entry,
-        inputs: request.inputs,
-        outputs: request.outputs,
-        parameters: request.parameters,
-        id: request.id,
-        timeoutMs,
-        signal,
-        cacheMode: request.cacheMode,
-        traceContext: request.traceContext,
-      });
-      return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
-    }
+    if (entry.config?.backend === 'pipeline') return this.#runPipeline(request, entry, timeoutMs, signal);
     const dispatch: DispatchRequest = {
       entry,
       shardKeyHash: resolved.shardKeyHash,
@@ -552,6 +550,26 @@ export class Coordinator {
       traceContext: request.traceContext,
     };
     return this.dispatcher.dispatch(dispatch);
+  }
+
+  async #runPipeline(
+    request: InferenceRequest,
+    entry: ModelEntry,
+    timeoutMs: number,
+    signal: AbortSignal | undefined,
+  ): Promise<InferResult> {
+    const result = await this.pipelines.run({
+      entry,
+      inputs: request.inputs,
+      outputs: request.outputs,
+      parameters: request.parameters,
+      id: request.id,
+      timeoutMs,
+      signal,
+      cacheMode: request.cacheMode,
+      traceContext: request.traceContext,
+    });
+    return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
   }
 
   /** The registry and pool as the dispatcher sees them: a model's ready replicas, and why none is. */
