@@ -40,14 +40,33 @@ export interface RequestEndEvent {
 
 export const REQUEST_END_CHANNEL = 'infergrid:request:end';
 
+/** A subscriber's own failure: written to stderr once per channel, never thrown into the request path. */
+const reported = new Set<string>();
+function reportSubscriberError(channel: string, err: unknown): void {
+  if (reported.has(channel)) return;
+  reported.add(channel);
+  process.emitWarning(
+    `a subscriber of ${channel} failed (further failures are not reported): ${String(err)}`,
+  );
+}
+
 /** Published by the coordinator's entry point once per request outcome. */
 export const requestEnd = diagnosticsChannel.channel(REQUEST_END_CHANNEL);
 
-/** Calls `onEnd` for each request end published by `source`; returns the unsubscribe. */
+/**
+ * Calls `onEnd` for each request end published by `source`; returns the unsubscribe. A
+ * subscriber that throws is contained here: diagnostics_channel would rethrow it on the next
+ * tick, as an uncaught exception that ends the process.
+ */
 export function subscribeRequestEnd(source: object, onEnd: (event: RequestEndEvent) => void): () => void {
   const listener = (message: unknown): void => {
     const event = message as RequestEndEvent;
-    if (event.source === source) onEnd(event);
+    if (event.source !== source) return;
+    try {
+      onEnd(event);
+    } catch (err) {
+      reportSubscriberError(REQUEST_END_CHANNEL, err);
+    }
   };
   diagnosticsChannel.subscribe(REQUEST_END_CHANNEL, listener);
   return () => diagnosticsChannel.unsubscribe(REQUEST_END_CHANNEL, listener);
@@ -158,42 +177,20 @@ export function subscribeTracing(source: object, tracing: Tracing): () => void {
   const onStart = (message: unknown): void => {
     const e = message as StageEvent;
     if (e.source !== source) return;
-    let span: Span;
-    switch (e.stage) {
-      case 'validate':
-        span = tracing.startSpan(SPAN_NAMES.validate, e.parent);
-        break;
-      case 'cache':
-        span = tracing.startCacheLookup(e.parent, e.model);
-        break;
-      case 'route':
-        span = tracing.startRoute(e.parent, e.model, e.attempt ?? 1);
-        break;
-      case 'attempt':
-        span = tracing.startAttempt(e.parent, e.model, e.workerId ?? '', e.attempt ?? 1, e.kind ?? 'first');
-        e.traceparent = traceparentOf(span);
-        break;
-      case 'step':
-        span = tracing.startStep(e.parent, e.pipeline ?? '', e.step ?? '', e.model);
-        e.context = tracing.contextWith(span, e.parent);
-        break;
+    try {
+      startSpanFor(e, tracing);
+    } catch (err) {
+      reportSubscriberError(STAGE_START_CHANNEL, err);
     }
-    e.handle = span;
   };
   const onEnd = (message: unknown): void => {
     const e = message as StageEvent;
     if (e.source !== source || e.handle === undefined) return;
-    const span = e.handle as Span;
-    e.handle = undefined;
-    if (e.stage === 'route' && e.error === undefined) {
-      tracing.endRoute(span, e.workerId);
-      return;
+    try {
+      endSpanFor(e, tracing);
+    } catch (err) {
+      reportSubscriberError(STAGE_END_CHANNEL, err);
     }
-    if (e.stage === 'cache' && e.outcome !== undefined)
-      span.setAttribute(SPAN_ATTRIBUTES.cacheOutcome, e.outcome);
-    if (e.stage === 'step' && e.workerId !== undefined)
-      span.setAttribute(SPAN_ATTRIBUTES.workerId, e.workerId);
-    endSpan(span, e.error);
   };
   diagnosticsChannel.subscribe(STAGE_START_CHANNEL, onStart);
   diagnosticsChannel.subscribe(STAGE_END_CHANNEL, onEnd);
@@ -201,4 +198,41 @@ export function subscribeTracing(source: object, tracing: Tracing): () => void {
     diagnosticsChannel.unsubscribe(STAGE_START_CHANNEL, onStart);
     diagnosticsChannel.unsubscribe(STAGE_END_CHANNEL, onEnd);
   };
+}
+
+function startSpanFor(e: StageEvent, tracing: Tracing): void {
+  let span: Span;
+  switch (e.stage) {
+    case 'validate':
+      span = tracing.startSpan(SPAN_NAMES.validate, e.parent);
+      break;
+    case 'cache':
+      span = tracing.startCacheLookup(e.parent, e.model);
+      break;
+    case 'route':
+      span = tracing.startRoute(e.parent, e.model, e.attempt ?? 1);
+      break;
+    case 'attempt':
+      span = tracing.startAttempt(e.parent, e.model, e.workerId ?? '', e.attempt ?? 1, e.kind ?? 'first');
+      e.traceparent = traceparentOf(span);
+      break;
+    case 'step':
+      span = tracing.startStep(e.parent, e.pipeline ?? '', e.step ?? '', e.model);
+      e.context = tracing.contextWith(span, e.parent);
+      break;
+  }
+  e.handle = span;
+}
+
+function endSpanFor(e: StageEvent, tracing: Tracing): void {
+  const span = e.handle as Span;
+  e.handle = undefined;
+  if (e.stage === 'route' && e.error === undefined) {
+    tracing.endRoute(span, e.workerId);
+    return;
+  }
+  if (e.stage === 'cache' && e.outcome !== undefined)
+    span.setAttribute(SPAN_ATTRIBUTES.cacheOutcome, e.outcome);
+  if (e.stage === 'step' && e.workerId !== undefined) span.setAttribute(SPAN_ATTRIBUTES.workerId, e.workerId);
+  endSpan(span, e.error);
 }

@@ -125,3 +125,20 @@ test('request events - a subscriber sees only its own source; after unsubscribin
   requestEnd.publish(ended(mine, { name: 'c', version: '1' }));
   assert.deepEqual(seen, ['a']);
 });
+
+test('request events - a subscriber that throws is contained: the publisher goes on and the process stays up', async () => {
+  const source = {};
+  const warned = new Promise<Error>((resolve) => process.once('warning', resolve));
+  const unsubscribe = subscribeRequestEnd(source, () => {
+    throw new Error('subscriber bug');
+  });
+  try {
+    assert.doesNotThrow(() => requestEnd.publish(ended(source, { name: 'a', version: '1' })));
+    const warning = await warned;
+    assert.match(warning.message, /infergrid:request:end failed.*subscriber bug/);
+    // diagnostics_channel would rethrow an escaped error on the next tick; give it that tick
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    unsubscribe();
+  }
+});
