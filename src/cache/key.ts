@@ -12,7 +12,8 @@ import { createHash } from 'node:crypto';
 import { ENGINE_PARAMETERS, type Parameters } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 
-const MATERIAL_VERSION = 'infergrid-cache-key-v1';
+// v2: dimensions are hashed as 64 bits (v1 hashed them as 32, so [2^32 + 1, 0] met [1, 0])
+const MATERIAL_VERSION = 'infergrid-cache-key-v2';
 
 export interface CacheKey {
   /** `<model>@<version>:<128-bit hex>`: the store key (its prefix names the model). */
@@ -38,6 +39,12 @@ export function cacheKey(
     u32.writeUInt32LE(n >>> 0, 0);
     hash.update(u32);
   };
+  const u64 = Buffer.alloc(8);
+  /** A dimension: any non-negative safe integer, all 64 bits of it. */
+  const dim = (n: number): void => {
+    u64.writeBigUInt64LE(BigInt(n), 0);
+    hash.update(u64);
+  };
   const field = (bytes: Uint8Array | string): void => {
     const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
     num(b.byteLength);
@@ -52,7 +59,7 @@ export function cacheKey(
     field(t.name);
     field(t.datatype);
     num(t.shape.length);
-    for (const d of t.shape) num(d);
+    for (const d of t.shape) dim(d);
     field(t.data);
   }
   if (outputs === undefined) num(0xffffffff);

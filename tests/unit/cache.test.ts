@@ -255,6 +255,14 @@ test("cache key - the engine's own parameters (priority, timeout, shard_key, cac
   assert.equal(keyOf(only).key, keyOf(none).key, 'only engine parameters is the same as none');
 });
 
+test('cache key - dimensions are hashed whole: [2^32 + 1, 0] and [1, 0] are different keys', () => {
+  const withShape = (shape: number[]): CacheKey =>
+    cacheKey('m', '1', [tensor('x', 'FP32', shape, new Uint8Array(0))], undefined, undefined);
+  assert.notEqual(withShape([2 ** 32 + 1, 0]).key, withShape([1, 0]).key);
+  assert.notEqual(withShape([2 ** 40, 0]).key, withShape([0, 0]).key);
+  assert.equal(withShape([2 ** 40, 0]).key, withShape([2 ** 40, 0]).key);
+});
+
 test('cache key - fields cannot run into one another (every field is length-prefixed)', () => {
   const pairs: [string, KeyInput, KeyInput][] = [];
   const data = f32(1);
