@@ -19,6 +19,7 @@ import {
   decodeBytesElements,
   describeTensor,
   elementCount,
+  flattenJsonData,
   isDatatype,
   tensorFromJson,
 } from '../tensor/index.ts';
@@ -195,7 +196,7 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
  */
 function bytesFromBase64(input: JsonInput): Tensor {
   const { name, shape, data } = input;
-  const flat = Array.isArray(data) ? (data as unknown[]).flat(Number.POSITIVE_INFINITY) : [data];
+  const flat = flattenJsonData(name, shape, data);
   const expected = shape.reduce((a, b) => a * b, 1);
   if (flat.length !== expected)
     invalid(`input "${name}": shape ${JSON.stringify(shape)} holds ${expected} elements, got ${flat.length}`);

@@ -10,7 +10,7 @@
 
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
 import { InfergridError } from '../errors.ts';
-import { type Tensor, tensorToJsonData } from '../tensor/index.ts';
+import { MAX_TENSOR_RANK, type Tensor, tensorToJsonData } from '../tensor/index.ts';
 
 export interface JsonInput {
   name: string;
@@ -93,6 +93,10 @@ export function parseInferBody(body: unknown): InferBody {
     if (typeof input.name !== 'string' || input.name === '') bad(`${where}.name must be a non-empty string`);
     if (typeof input.datatype !== 'string')
       bad(`${where} ("${input.name}"): datatype must be a string such as "FP32"`);
+    if (Array.isArray(input.shape) && input.shape.length > MAX_TENSOR_RANK)
+      bad(
+        `${where} ("${input.name}"): shape has ${input.shape.length} dimensions; at most ${MAX_TENSOR_RANK}`,
+      );
     if (!Array.isArray(input.shape) || !input.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
       bad(
         `${where} ("${input.name}"): shape must be a list of non-negative integers, got ${JSON.stringify(input.shape)}`,

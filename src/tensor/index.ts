@@ -12,5 +12,5 @@ export {
   typedView,
 } from './datatypes.ts';
 export { fromHalfBits, toHalfBits } from './fp16.ts';
-export { tensorFromJson, tensorToJsonData } from './json.ts';
+export { MAX_TENSOR_RANK, flattenJsonData, tensorFromJson, tensorToJsonData } from './json.ts';
 export type { Tensor, TensorSpec } from './tensor.ts';

@@ -27,12 +27,32 @@ const INT_RANGE: Partial<Record<Datatype, readonly [number, number]>> = {
   INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
 };
 
-/** Number of leaves (non-array values) in nested arrays; 1 for a scalar. */
-function countLeaves(node: unknown): number {
+/** Most dimensions a tensor may have (ONNX and Triton allow far fewer in practice). */
+export const MAX_TENSOR_RANK = 64;
+
+/**
+ * Number of leaves (non-array values) in nested arrays; 1 for a scalar. Arrays may nest at most
+ * `maxDepth` levels (a tensor's rank: KServe data is flat or nested by its shape), so a hostile
+ * body nested thousands deep is refused before any walk could overflow the stack.
+ */
+function countLeaves(name: string, node: unknown, maxDepth: number): number {
   if (!Array.isArray(node)) return 1;
+  if (maxDepth <= 0)
+    throw new InfergridError(
+      'INVALID_ARGUMENT',
+      `input "${name}": data is nested deeper than its shape allows (at most one level per dimension)`,
+    );
   let n = 0;
-  for (const item of node) n += Array.isArray(item) ? countLeaves(item) : 1;
+  for (const item of node) n += Array.isArray(item) ? countLeaves(name, item, maxDepth - 1) : 1;
   return n;
+}
+
+/** The elements of (possibly nested) JSON `data` in row-major order, its nesting checked against the shape. */
+export function flattenJsonData(name: string, shape: readonly number[], data: unknown): unknown[] {
+  countLeaves(name, data, Math.max(1, shape.length));
+  const out: unknown[] = [];
+  forEachLeaf(data, (v) => out.push(v));
+  return out;
 }
 
 /** Calls visit(leaf, index) for every leaf in row-major order, without building a flat copy. */
@@ -72,7 +92,7 @@ function badElement(
  */
 export function tensorFromJson(name: string, datatype: Datatype, shape: number[], data: unknown): Tensor {
   const expected = elementCount(shape);
-  const given = countLeaves(data);
+  const given = countLeaves(name, data, Math.max(1, shape.length));
   if (given !== expected) {
     throw new InfergridError(
       'INVALID_ARGUMENT',

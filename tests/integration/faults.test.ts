@@ -131,6 +131,28 @@ test('faults - bad input and dead workers get typed errors, never hangs or crash
     assert.match(noInputs.json.error!, /"inputs" must be a non-empty array/);
   });
 
+  await t.test(
+    'data nested 10,000 deep or a 65-dimension shape -> 400, and the coordinator answers on',
+    async () => {
+      const deep = `{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":${'['.repeat(10_000)}1${']'.repeat(10_000)}}]}`;
+      const res = await post(`${url}/v2/models/echo/infer`, deep);
+      assert.equal(res.status, 400, JSON.stringify(res.json));
+      assert.equal(res.json.code, 'INVALID_ARGUMENT');
+      assert.match(res.json.error!, /nested deeper than its shape allows/);
+      const base64 = `{"inputs":[{"name":"INPUT0","datatype":"BYTES","shape":[1],"parameters":{"content_type":"base64"},"data":${'['.repeat(10_000)}"AA=="${']'.repeat(10_000)}}]}`;
+      const res64 = await post(`${url}/v2/models/echo/infer`, base64);
+      assert.equal(res64.status, 400, JSON.stringify(res64.json));
+      assert.match(res64.json.error!, /nested deeper than its shape allows/);
+      const wide = JSON.stringify({
+        inputs: [{ name: 'INPUT0', datatype: 'FP32', shape: Array(65).fill(1), data: [1] }],
+      });
+      const resWide = await post(`${url}/v2/models/echo/infer`, wide);
+      assert.equal(resWide.status, 400);
+      assert.match(resWide.json.error!, /shape has 65 dimensions; at most 64/);
+      assert.equal((await client.infer('echo', x1)).outputs[0]!.data.length, 4);
+    },
+  );
+
   await t.test('a body without a JSON content type is still read as JSON (curl -d)', async () => {
     const res = await post(`${url}/v2/models/echo/infer`, ECHO_BODY, {
       'content-type': 'application/x-www-form-urlencoded',
