@@ -132,7 +132,7 @@ function checkRawTensor(
   if (datatype === 'BYTES') {
     let elements: number;
     try {
-      elements = decodeBytesElements(data, what).length;
+      elements = decodeBytesElements(data, what, count).length;
     } catch (err) {
       throw new InfergridError(
         code,

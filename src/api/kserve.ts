@@ -11,6 +11,7 @@ import {
   type InferResult,
   type InferenceRequest,
   cacheModeOf,
+  checkRequestShape,
   shardKeyOf,
 } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
@@ -134,6 +135,8 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         config.coordinator.requestTimeoutMs,
         config.coordinator.maxRequestTimeoutMs,
       );
+      // before any tensor is decoded: a hostile body costs no more than its parse
+      checkRequestShape(config.coordinator.limits, body.inputs, body.id);
       isAsync = wantsAsync(req.headers, body.parameters);
       if (isAsync && (body.binaryOutputs ? body.binaryOutputs.size > 0 : body.binaryDataOutput))
         throw new InfergridError(

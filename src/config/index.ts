@@ -10,6 +10,8 @@ export {
   type BatchingConfig,
   type CacheConfig,
   type CoordinatorConfig,
+  type RequestLimits,
+  requestLimitsSchema,
   DEFAULT_BODY_LIMIT_BYTES,
   DEFAULT_HTTP_PORT,
   DEFAULT_MAX_FRAME_BYTES,

@@ -33,6 +33,30 @@ const tensorSpec = z
   })
   .strict();
 
+/** What one inference request may hold, whatever front door it came through (each over it is a 400). */
+export const requestLimitsSchema = z
+  .object({
+    /** Inputs in one request. */
+    maxInputs: z.number().int().positive().default(64),
+    /** Characters in a request's `id`. */
+    maxIdLength: z.number().int().positive().default(256),
+    /** Elements across all of a request's tensors (shape products). */
+    maxElements: z
+      .number()
+      .int()
+      .positive()
+      .default(64 * 1024 * 1024),
+    /** BYTES elements across a request's tensors (each one is an object where it is decoded). */
+    maxBytesElements: z.number().int().positive().default(65_536),
+    /** Bytes in one BYTES element. */
+    maxBytesElementBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(16 * MIB),
+  })
+  .strict();
+
 export const coordinatorSchema = z
   .object({
     /** HTTP listen address. */
@@ -51,6 +75,8 @@ export const coordinatorSchema = z
     maxRequestTimeoutMs: positiveMs.default(10 * 60_000),
     /** Static workers to dial (host:port), reconnected with backoff. */
     workers: z.array(hostPort).default([]),
+    /** Limits on what one inference request may hold. */
+    limits: requestLimitsSchema.default(requestLimitsSchema.parse({})),
   })
   .strict();
 
@@ -490,6 +516,7 @@ export type ModelConfig = z.infer<typeof modelSchema>;
 export type WorkerConfig = z.infer<typeof workerSchema>;
 export type RpcConfig = z.infer<typeof rpcSchema>;
 export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
+export type RequestLimits = z.infer<typeof requestLimitsSchema>;
 export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
 export type RoutingConfig = z.infer<typeof routingSchema>;

@@ -42,6 +42,7 @@ import { AsyncRequests, persistentTier } from '../async/index.ts';
 import { PipelineRunner, type StepRequest } from '../pipeline/index.ts';
 import { type FleetWorker, fleetSnapshot } from './fleet.ts';
 import { type DispatchRequest, Dispatcher, type Replica, type ReplicaSource } from './dispatcher.ts';
+import { checkBytesTensor, checkRequestShape } from './limits.ts';
 import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
 import { HealthMonitor } from './health-monitor.ts';
@@ -456,6 +457,11 @@ export class Coordinator {
   #validate(request: InferenceRequest, resolved: Resolved): void {
     const { caller } = request;
     try {
+      if (caller.kind === 'client') {
+        const { limits } = this.#config.coordinator;
+        checkRequestShape(limits, request.inputs, request.id);
+        for (const t of request.inputs) if (t.datatype === 'BYTES') checkBytesTensor(limits, t);
+      }
       validateInputs(this.registry.specOf(resolved.entry), request.inputs, request.outputs);
     } catch (err) {
       endStage(resolved.stage, err);

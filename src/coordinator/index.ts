@@ -15,6 +15,7 @@ export {
   type ReplicaSource,
   SYSTEM_CLOCK,
 } from './dispatcher.ts';
+export { checkBytesTensor, checkRequestShape } from './limits.ts';
 export { HealthMonitor, type HealthMonitorOptions } from './health-monitor.ts';
 export {
   ANONYMOUS,

@@ -19,11 +19,21 @@ export function encodeBytesElements(elements: readonly Uint8Array[]): Uint8Array
 }
 
 /** Splits raw BYTES data into its elements (views, not copies). Throws if the layout is broken. */
-export function decodeBytesElements(data: Uint8Array, name = 'tensor'): Uint8Array[] {
+export function decodeBytesElements(
+  data: Uint8Array,
+  name = 'tensor',
+  maxCount = Number.POSITIVE_INFINITY,
+): Uint8Array[] {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const out: Uint8Array[] = [];
   let offset = 0;
   while (offset < data.byteLength) {
+    // a peer's data never makes more element views than the shape it declared
+    if (out.length >= maxCount)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `${name}: BYTES data holds more than ${maxCount} elements`,
+      );
     if (offset + 4 > data.byteLength) {
       throw new InfergridError(
         'INVALID_ARGUMENT',

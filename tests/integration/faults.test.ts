@@ -27,6 +27,7 @@ const SIM_IO = `
 const CONFIG = `
 coordinator:
   bodyLimitBytes: 65536
+  limits: { maxBytesElements: 100, maxBytesElementBytes: 1024 }
 rpc: { heartbeatIntervalMs: 100, peerTimeoutMs: 3000 }
 workers: [{ id: w1 }, { id: crasher }, { id: victim }, { id: drainer }, { id: ghost }]
 models:
@@ -149,6 +150,45 @@ test('faults - bad input and dead workers get typed errors, never hangs or crash
       const resWide = await post(`${url}/v2/models/echo/infer`, wide);
       assert.equal(resWide.status, 400);
       assert.match(resWide.json.error!, /shape has 65 dimensions; at most 64/);
+      assert.equal((await client.infer('echo', x1)).outputs[0]!.data.length, 4);
+    },
+  );
+
+  await t.test(
+    'requests over coordinator.limits -> 400 naming the limit, before any data is decoded',
+    async () => {
+      const infer = (body: unknown) => post(`${url}/v2/models/echo/infer`, JSON.stringify(body));
+      const input = (i: number) => ({ name: `in${i}`, datatype: 'FP32', shape: [1], data: [1] });
+      const many = await infer({ inputs: Array.from({ length: 65 }, (_, i) => input(i)) });
+      assert.equal(many.status, 400);
+      assert.match(many.json.error!, /65 inputs; at most 64 \(coordinator\.limits\.maxInputs\)/);
+      const longId = await infer({ id: 'x'.repeat(300), inputs: x1 });
+      assert.equal(longId.status, 400);
+      assert.match(longId.json.error!, /"id" is 300 characters; at most 256/);
+      const strings = await infer({
+        inputs: [{ name: 'INPUT0', datatype: 'BYTES', shape: [200], data: Array(200).fill('a') }],
+      });
+      assert.equal(strings.status, 400);
+      assert.match(strings.json.error!, /BYTES tensors hold 200 elements; at most 100/);
+      const big = await infer({
+        inputs: [{ name: 'INPUT0', datatype: 'BYTES', shape: [1], data: ['a'.repeat(2000)] }],
+      });
+      assert.equal(big.status, 400);
+      assert.match(big.json.error!, /BYTES element 0 is 2000 bytes; at most 1024/);
+      // 8,000 zero-length BYTES elements behind a shape of [1]: refused without making 8,000 views
+      const header = Buffer.from(
+        JSON.stringify({
+          inputs: [
+            { name: 'INPUT0', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: 32_000 } },
+          ],
+        }),
+      );
+      const zeros = await post(`${url}/v2/models/echo/infer`, Buffer.concat([header, Buffer.alloc(32_000)]), {
+        'content-type': 'application/octet-stream',
+        'inference-header-content-length': String(header.length),
+      });
+      assert.equal(zeros.status, 400, zeros.text);
+      assert.match(zeros.json.error!, /BYTES data holds more than 1 elements/);
       assert.equal((await client.infer('echo', x1)).outputs[0]!.data.length, 4);
     },
   );
