@@ -1,7 +1,8 @@
 /**
- * The cache key of a request: SHA-256 over canonical bytes — model, resolved version, every
- * input's name, datatype, shape and bytes (inputs in name order), the requested outputs, and
- * the request parameters that can change the result (every parameter but the engine's own,
+ * The cache key of a request: SHA-256 over canonical bytes — model, resolved version, the
+ * version's generation (a hash of its config and model files, so a reload never meets an old
+ * answer), every input's name, datatype, shape and bytes (inputs in name order), the requested
+ * outputs, and the request parameters that can change the result (every parameter but the engine's own,
  * in key order, each value with its type). Every field is length-prefixed, so no two different
  * requests share key material. The store key carries the first 128 bits; the full digest is
  * kept with the entry and compared on every hit, so a collision can never return another
@@ -29,6 +30,8 @@ export function modelPrefix(model: string, version?: string): string {
 export function cacheKey(
   model: string,
   version: string,
+  /** The model version's generation (its config and model files): a reload changes every key. */
+  generation: string,
   inputs: readonly Tensor[],
   outputs: readonly string[] | undefined,
   parameters: Parameters | undefined,
@@ -53,6 +56,7 @@ export function cacheKey(
   field(MATERIAL_VERSION);
   field(model);
   field(version);
+  field(generation);
   const sorted = [...inputs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   num(sorted.length);
   for (const t of sorted) {

@@ -501,7 +501,14 @@ export class Coordinator {
   ): Promise<InferResult> {
     const { entry } = resolved;
     const { cacheMode } = request;
-    const key = cacheKey(entry.name, entry.version, request.inputs, request.outputs, request.parameters);
+    const key = cacheKey(
+      entry.name,
+      entry.version,
+      this.#generationOf(entry),
+      request.inputs,
+      request.outputs,
+      request.parameters,
+    );
     let workerId: string | undefined;
     // ends when the cache answers, or when it hands the request on to be computed
     let lookup = startStage(this, 'cache', request.traceContext, entry.name);
@@ -533,6 +540,27 @@ export class Coordinator {
       endStage(lookup);
     }
     return { ...response, workerId, cache: outcome };
+  }
+
+  /**
+   * What a version's answers come from, for its cache keys: its own generation (config and model
+   * files), and for a pipeline also that of the version each step goes to now.
+   */
+  #generationOf(entry: ModelEntry): string {
+    const steps = entry.config?.backend === 'pipeline' ? entry.config.pipeline?.steps : undefined;
+    if (!steps) return entry.generation;
+    let generation = entry.generation;
+    for (const step of steps) {
+      let stepGeneration: string;
+      try {
+        stepGeneration = this.#generationOf(this.registry.route(step.model, step.version));
+      } catch {
+        // the step cannot be served: the pipeline fails before its answer could be stored
+        stepGeneration = 'unavailable';
+      }
+      generation += `|${step.name}=${stepGeneration}`;
+    }
+    return generation;
   }
 
   /** Runs a request past the cache: a pipeline here, a model on a worker. */

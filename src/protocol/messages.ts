@@ -51,6 +51,8 @@ export interface ModelStatus {
   maxBatchSize: number;
   /** Why the model is unavailable, when it is. */
   error?: string;
+  /** What it was loaded from: the SHA-256 of its model file, when it has one (cache keys carry it). */
+  fingerprint?: string;
 }
 
 export interface RegisterMeta {
@@ -305,6 +307,7 @@ function checkModelStatus(value: unknown, where: string): ModelStatus {
   const batchable = optionalAt(m, 'batchable', where, 'a boolean', isBoolean);
   const maxBatchSize = optionalAt(m, 'maxBatchSize', where, 'a non-negative integer', isCount);
   const error = optionalAt(m, 'error', where, 'a string', isString);
+  const fingerprint = optionalAt(m, 'fingerprint', where, 'a hex string', isFingerprint);
   return {
     name,
     version,
@@ -315,7 +318,12 @@ function checkModelStatus(value: unknown, where: string): ModelStatus {
     batchable: batchable === true,
     maxBatchSize: maxBatchSize ?? 0,
     ...(error !== undefined ? { error } : {}),
+    ...(fingerprint !== undefined ? { fingerprint } : {}),
   };
+}
+
+function isFingerprint(value: unknown): value is string {
+  return typeof value === 'string' && /^[0-9a-f]{1,128}$/.test(value);
 }
 
 export function checkRegister(meta: unknown): RegisterMeta {

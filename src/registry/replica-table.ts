@@ -8,6 +8,7 @@
  * table writes them through its own record type; callers get the read-only ModelEntry view.
  */
 
+import { createHash } from 'node:crypto';
 import { type ModelConfig, compareVersionsDesc } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
@@ -30,6 +31,8 @@ export interface Replica {
   readonly spec: ModelSpec;
   /** Identity of that schema, to tell replicas that agree from those that do not. */
   readonly schemaKey: string;
+  /** SHA-256 of the model file the replica loaded, when it has one. */
+  readonly fingerprint: string | undefined;
 }
 
 /** One name@version: its config (while served), its current schema and its replicas. */
@@ -47,6 +50,12 @@ export interface ModelEntry {
   readonly specKey: string | undefined;
   /** workerId -> its replica, in registration order. */
   readonly replicas: ReadonlyMap<string, Replica>;
+  /**
+   * What the version's answers come from: a hash of its config and of the model files its
+   * replicas loaded. Cache keys carry it, so a reload with another config or file (or a restart
+   * after one) never meets an answer the old model gave, in any cache tier.
+   */
+  readonly generation: string;
 }
 
 /** The table's own, writable form of an entry. */
@@ -57,6 +66,19 @@ interface EntryRecord {
   spec: ModelSpec | undefined;
   specKey: string | undefined;
   readonly replicas: Map<string, Replica>;
+  generation: string;
+}
+
+/** See ModelEntry.generation. */
+function generationOf(entry: EntryRecord): string {
+  const files = new Set<string>();
+  for (const r of entry.replicas.values()) if (r.fingerprint !== undefined) files.add(r.fingerprint);
+  return createHash('sha256')
+    .update(JSON.stringify(entry.config ?? null))
+    .update('\0')
+    .update([...files].sort().join(','))
+    .digest('hex')
+    .slice(0, 32);
 }
 
 function schemaKeyOf(spec: ModelSpec): string {
@@ -124,7 +146,13 @@ export class ReplicaTable {
         maxBatchSize: m.maxBatchSize,
         quantized: entry.config?.quantized ?? false,
       };
-      entry.replicas.set(workerId, { state: m.state, error: m.error, spec, schemaKey: schemaKeyOf(spec) });
+      entry.replicas.set(workerId, {
+        state: m.state,
+        error: m.error,
+        spec,
+        schemaKey: schemaKeyOf(spec),
+        fingerprint: m.fingerprint,
+      });
       touched.add(entry);
     }
     for (const entry of touched) this.#refresh(entry);
@@ -194,7 +222,8 @@ export class ReplicaTable {
     let entry = this.#entries.get(key);
     if (!entry) {
       const spec = config ? specFromConfig(config) : undefined;
-      entry = { name, version, config, spec, specKey: undefined, replicas: new Map() };
+      entry = { name, version, config, spec, specKey: undefined, replicas: new Map(), generation: '' };
+      entry.generation = generationOf(entry);
       this.#entries.set(key, entry);
       const versions = this.#versions.get(name) ?? [];
       versions.push(version);
@@ -213,6 +242,7 @@ export class ReplicaTable {
       else this.#versions.delete(entry.name);
       return;
     }
+    entry.generation = generationOf(entry);
     for (const replica of entry.replicas.values()) {
       if (replica.state === 'ready') {
         entry.spec = replica.spec;

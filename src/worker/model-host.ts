@@ -4,6 +4,8 @@
  * stays listed as unavailable with its error, so the coordinator can say why.
  */
 
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import type { Backend, LoadedModel, ModelInfo } from '../backends/index.ts';
 import { Batcher, ModelStats, type ModelStatsSnapshot } from '../batching/index.ts';
 import type { ModelConfig } from '../config/index.ts';
@@ -32,9 +34,22 @@ export interface HostedModel {
   batcher: Batcher | undefined;
   readonly stats: ModelStats;
   error: string | undefined;
+  /** SHA-256 of the model file it was loaded from, when it has one. */
+  fingerprint: string | undefined;
   /** Requests submitted and not yet settled (an unload waits for them). */
   active: number;
   idle: Deferred<void> | undefined;
+}
+
+/** SHA-256 of a model file, streamed; undefined when it cannot be read (the backend's load then says why). */
+async function fileFingerprint(path: string): Promise<string | undefined> {
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  } catch {
+    return undefined;
+  }
+  return hash.digest('hex');
 }
 
 function malformedOutput(why: string): never {
@@ -145,6 +160,7 @@ export class ModelHost {
       batcher: undefined,
       stats: new ModelStats(config.name, config.version, this.#observer?.(config.name, config.version)),
       error: undefined,
+      fingerprint: undefined,
       active: 0,
       idle: undefined,
     };
@@ -155,6 +171,8 @@ export class ModelHost {
     try {
       const backend = this.#backends.get(config.backend);
       if (!backend) throw new InfergridError('MODEL_LOAD_FAILED', `no backend named "${config.backend}"`);
+      // what the cache keys of its answers carry: a reload from a changed file never meets old answers
+      if (config.path !== undefined) hosted.fingerprint = await fileFingerprint(config.path);
       const model = await backend.load(config, {
         warn: (message) => this.#logger.warn({ model: config.name }, message),
       });
@@ -270,6 +288,7 @@ export class ModelHost {
       batchable: hosted.config.batchable,
       maxBatchSize: hosted.config.maxBatchSize,
       ...(hosted.error ? { error: hosted.error } : {}),
+      ...(hosted.fingerprint ? { fingerprint: hosted.fingerprint } : {}),
     };
   }
 

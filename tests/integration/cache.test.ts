@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import {
   spawnInfergrid,
@@ -225,4 +226,65 @@ test('cache - a Redis that goes away at run time costs misses, never failed requ
     tiers: { name: string; errors: number }[];
   };
   assert.ok(admin.tiers.find((tier) => tier.name === 'redis')!.errors > 0, 'the failures were counted');
+});
+
+test('cache - a reload with another config never answers from the old model, in any tier, nor after a restart', {
+  timeout: 120_000,
+}, async (t) => {
+  const scale = fileURLToPath(new URL('../fixtures/models/scale.ts', import.meta.url));
+  const yaml = (factor: number) => `
+models:
+  - name: m
+    backend: js
+    path: ${scale}
+    options: { factor: ${factor} }
+    cache: { enabled: true, ttlMs: 600000 }
+cache: { sqlite: { path: cache.sqlite } }
+`;
+  const config = writeConfig(t, yaml(2));
+  /** A config beside the first one, sharing its SQLite file. */
+  const withFactor = (factor: number): string => {
+    const file = join(dirname(config), `factor-${factor}.yaml`);
+    writeFileSync(file, yaml(factor));
+    return file;
+  };
+  const serve = async (file: string, worker: string) => {
+    const coordinator = await startCoordinator(t, file);
+    await startWorker(t, file, worker, { coordinator: coordinator.rpcAddress });
+    await waitForWorkers(coordinator.url, 1, ['m']);
+    return coordinator;
+  };
+  const first = await serve(config, 'w1');
+  assert.deepEqual((await infer(first.url, 3)).body.outputs![0]!.data, [6, 6, 6, 6]);
+  assert.equal((await infer(first.url, 3)).cache, 'hit');
+
+  // the poisoning scenario: reload the model with another config, ask the same question
+  const reload = await fetch(`${first.url}/v2/repository/models/m/load`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      parameters: {
+        config: { name: 'm', backend: 'js', path: scale, options: { factor: 3 }, cache: { enabled: true } },
+      },
+    }),
+  });
+  assert.equal(reload.status, 200, await reload.text());
+  const after = await infer(first.url, 3);
+  assert.equal(after.cache, 'miss', 'the old answer is in memory and SQLite, but not for this model');
+  assert.deepEqual(after.body.outputs![0]!.data, [9, 9, 9, 9]);
+  assert.equal((await infer(first.url, 3)).cache, 'hit');
+  assert.equal(await first.stop(), 0);
+
+  // a restart with a changed model: SQLite holds the old answers, and none of them is served
+  const second = await serve(withFactor(5), 'w2');
+  const five = await infer(second.url, 3);
+  assert.equal(five.cache, 'miss');
+  assert.deepEqual(five.body.outputs![0]!.data, [15, 15, 15, 15]);
+  assert.equal(await second.stop(), 0);
+
+  // a restart with the first model: what it computed is still valid, and SQLite answers it
+  const third = await serve(withFactor(2), 'w3');
+  const two = await infer(third.url, 3);
+  assert.equal(two.cache, 'hit');
+  assert.deepEqual(two.body.outputs![0]!.data, [6, 6, 6, 6]);
 });

@@ -56,6 +56,7 @@ function f32(...values: number[]): Uint8Array {
 interface KeyInput {
   model: string;
   version: string;
+  generation?: string;
   inputs: Tensor[];
   outputs: string[] | undefined;
   parameters: Parameters | undefined;
@@ -76,7 +77,7 @@ function baseRequest(): KeyInput {
 }
 
 function keyOf(r: KeyInput): CacheKey {
-  return cacheKey(r.model, r.version, r.inputs, r.outputs, r.parameters);
+  return cacheKey(r.model, r.version, r.generation ?? 'g1', r.inputs, r.outputs, r.parameters);
 }
 
 function response(tag: number, model = 'ocr'): CachedResponse {
@@ -121,12 +122,18 @@ test('cache key - the same request gives the same key, whatever the order of inp
   assert.equal(keyOf(view).key, base.key, 'a view into a larger buffer hashes only its own bytes');
 });
 
-test('cache key - any change to model, version, an input, the outputs or a model parameter changes it', () => {
+test('cache key - any change to model, version, generation, an input, the outputs or a model parameter changes it', () => {
   const variants: [string, (r: KeyInput) => void][] = [
     [
       'model',
       (r) => {
         r.model = 'ocr2';
+      },
+    ],
+    [
+      'generation (a reload with another config or model file)',
+      (r) => {
+        r.generation = 'g2';
       },
     ],
     [
@@ -257,7 +264,7 @@ test("cache key - the engine's own parameters (priority, timeout, shard_key, cac
 
 test('cache key - dimensions are hashed whole: [2^32 + 1, 0] and [1, 0] are different keys', () => {
   const withShape = (shape: number[]): CacheKey =>
-    cacheKey('m', '1', [tensor('x', 'FP32', shape, new Uint8Array(0))], undefined, undefined);
+    cacheKey('m', '1', 'g1', [tensor('x', 'FP32', shape, new Uint8Array(0))], undefined, undefined);
   assert.notEqual(withShape([2 ** 32 + 1, 0]).key, withShape([1, 0]).key);
   assert.notEqual(withShape([2 ** 40, 0]).key, withShape([0, 0]).key);
   assert.equal(withShape([2 ** 40, 0]).key, withShape([2 ** 40, 0]).key);

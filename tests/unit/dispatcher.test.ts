@@ -54,6 +54,7 @@ function modelEntry(routing: Record<string, unknown>): ModelEntry {
     spec: undefined,
     specKey: undefined,
     replicas: new Map(),
+    generation: 'g1',
   };
 }
 

@@ -158,3 +158,29 @@ test('replica table - an entry only workers reported lives as long as a worker h
   table.removeWorker('w2');
   assert.deepEqual([...table.entries()], []);
 });
+
+test('replica table - the generation follows the config and the model files, and is the same after a restart', () => {
+  const built = (options: Record<string, unknown>, fingerprint: string | undefined) => {
+    const table = new ReplicaTable();
+    table.attach(model('m', '1', options));
+    table.setWorkerModels('w1', [{ ...status('m', '1'), ...(fingerprint ? { fingerprint } : {}) }]);
+    return table.get('m', '1')!.generation;
+  };
+  const first = built({ options: { factor: 2 } }, 'aa');
+  assert.match(first, /^[0-9a-f]{32}$/);
+  assert.equal(
+    built({ options: { factor: 2 } }, 'aa'),
+    first,
+    'same config and file: same generation (a restart keeps the cache)',
+  );
+  assert.notEqual(built({ options: { factor: 3 } }, 'aa'), first, 'another config');
+  assert.notEqual(built({ options: { factor: 2 } }, 'bb'), first, 'another model file');
+
+  const table = new ReplicaTable();
+  const before = table.attach(model('m', '1')).generation;
+  table.setWorkerModels('w1', [{ ...status('m', '1'), fingerprint: 'cc' }]);
+  const loaded = table.get('m', '1')!.generation;
+  assert.notEqual(loaded, before, 'a replica reporting its file changes it');
+  table.attach(model('m', '1', { options: { reloaded: true } }));
+  assert.notEqual(table.get('m', '1')!.generation, loaded, 'a run-time load with a new config changes it');
+});
