@@ -132,8 +132,14 @@ function checkRawTensor(
   if (datatype === 'BYTES') {
     let elements: number;
     try {
-      elements = decodeBytesElements(data, what, count).length;
+      // at most one view past the shape's count: a hostile body never makes more
+      elements = decodeBytesElements(data, what, count + 1).length;
     } catch (err) {
+      if (err instanceof InfergridError && err.details?.tooMany)
+        throw new InfergridError(
+          code,
+          `${what}: ${tensor} needs ${count} elements, the binary data holds more`,
+        );
       throw new InfergridError(
         code,
         `${(err as Error).message} (binary BYTES elements are each a 4-byte little-endian length, then the bytes)`,
@@ -143,7 +149,7 @@ function checkRawTensor(
     if (elements !== count) {
       throw new InfergridError(
         code,
-        `${what}: ${tensor} needs ${count} elements, the binary data holds ${elements}`,
+        `${what}: ${tensor} needs ${count} elements, the binary data holds ${elements > count ? 'more' : elements}`,
       );
     }
     return;
@@ -196,7 +202,7 @@ const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
  */
 function bytesFromBase64(input: JsonInput): Tensor {
   const { name, shape, data } = input;
-  const flat = flattenJsonData(name, shape, data);
+  const flat = flattenJsonData(name, data);
   const expected = shape.reduce((a, b) => a * b, 1);
   if (flat.length !== expected)
     invalid(`input "${name}": shape ${JSON.stringify(shape)} holds ${expected} elements, got ${flat.length}`);

@@ -33,6 +33,9 @@ export function decodeBytesElements(
       throw new InfergridError(
         'INVALID_ARGUMENT',
         `${name}: BYTES data holds more than ${maxCount} elements`,
+        {
+          details: { tooMany: true },
+        },
       );
     if (offset + 4 > data.byteLength) {
       throw new InfergridError(

@@ -32,24 +32,24 @@ export const MAX_TENSOR_RANK = 64;
 
 /**
  * Number of leaves (non-array values) in nested arrays; 1 for a scalar. Arrays may nest at most
- * `maxDepth` levels (a tensor's rank: KServe data is flat or nested by its shape), so a hostile
- * body nested thousands deep is refused before any walk could overflow the stack.
+ * `maxDepth` levels (KServe data is flat or nested; how it nests need not follow the shape), so a
+ * hostile body nested thousands deep is refused before any walk could overflow the stack.
  */
 function countLeaves(name: string, node: unknown, maxDepth: number): number {
   if (!Array.isArray(node)) return 1;
   if (maxDepth <= 0)
     throw new InfergridError(
       'INVALID_ARGUMENT',
-      `input "${name}": data is nested deeper than its shape allows (at most one level per dimension)`,
+      `input "${name}": data is nested more than ${MAX_TENSOR_RANK} levels deep`,
     );
   let n = 0;
   for (const item of node) n += Array.isArray(item) ? countLeaves(name, item, maxDepth - 1) : 1;
   return n;
 }
 
-/** The elements of (possibly nested) JSON `data` in row-major order, its nesting checked against the shape. */
-export function flattenJsonData(name: string, shape: readonly number[], data: unknown): unknown[] {
-  countLeaves(name, data, Math.max(1, shape.length));
+/** The elements of (possibly nested) JSON `data` in row-major order, nested at most MAX_TENSOR_RANK deep. */
+export function flattenJsonData(name: string, data: unknown): unknown[] {
+  countLeaves(name, data, MAX_TENSOR_RANK);
   const out: unknown[] = [];
   forEachLeaf(data, (v) => out.push(v));
   return out;
@@ -92,7 +92,7 @@ function badElement(
  */
 export function tensorFromJson(name: string, datatype: Datatype, shape: number[], data: unknown): Tensor {
   const expected = elementCount(shape);
-  const given = countLeaves(name, data, Math.max(1, shape.length));
+  const given = countLeaves(name, data, MAX_TENSOR_RANK);
   if (given !== expected) {
     throw new InfergridError(
       'INVALID_ARGUMENT',
