@@ -51,9 +51,26 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     bodyLimit: bodyLimitBytes,
     // keep-alive connections from load balancers and benchmarks outlive the default 72 s
     keepAliveTimeout: 65_000,
+    // a client that trickles its headers or body holds a socket no longer than these; node
+    // checks them every connectionsCheckingInterval, so that is kept well under the shorter one
+    requestTimeout: config.coordinator.bodyTimeoutMs,
+    http: {
+      // node refuses a headers timeout longer than the whole request's
+      headersTimeout: Math.min(config.coordinator.headersTimeoutMs, config.coordinator.bodyTimeoutMs),
+      requestTimeout: config.coordinator.bodyTimeoutMs,
+      connectionsCheckingInterval: Math.max(
+        50,
+        Math.min(
+          1000,
+          Math.floor(Math.min(config.coordinator.headersTimeoutMs, config.coordinator.bodyTimeoutMs) / 4),
+        ),
+      ),
+    },
     // a load balancer's or client's request id is kept (logs carry it)
     requestIdHeader: 'x-request-id',
   });
+  // beyond the cap, new connections are closed at once (an open socket costs memory whatever it sends)
+  app.server.maxConnections = config.coordinator.maxConnections;
   app.removeAllContentTypeParsers();
   // a body with Inference-Header-Content-Length is JSON followed by binary tensors: kept as bytes
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body: Buffer, done) => {

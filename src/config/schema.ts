@@ -77,6 +77,12 @@ export const coordinatorSchema = z
     workers: z.array(hostPort).default([]),
     /** Limits on what one inference request may hold. */
     limits: requestLimitsSchema.default(requestLimitsSchema.parse({})),
+    /** Time a client has to send a request's headers, ms; a slower one is closed (408). */
+    headersTimeoutMs: positiveMs.default(15_000),
+    /** Time a client has to send a whole request, body included, ms; a slower one is closed (408). */
+    bodyTimeoutMs: positiveMs.default(120_000),
+    /** Open HTTP connections at most; more are closed as they arrive. */
+    maxConnections: z.number().int().positive().default(16_384),
   })
   .strict();
 

@@ -1,0 +1,72 @@
+/**
+ * The HTTP front door against clients that hold sockets: one that trickles its headers or its
+ * body is closed after coordinator.headersTimeoutMs / bodyTimeoutMs, and connections past
+ * coordinator.maxConnections are closed as they arrive. Real coordinator processes; the test
+ * waits on socket events, never on a clock.
+ */
+
+import assert from 'node:assert/strict';
+import { type Socket, connect } from 'node:net';
+import { test } from 'node:test';
+import { startCoordinator, writeConfig } from '../fixtures/processes.ts';
+
+/** A raw socket to the coordinator, with everything it received and a promise of its close. */
+async function open(url: string): Promise<{ socket: Socket; received: () => string; closed: Promise<void> }> {
+  const { hostname, port } = new URL(url);
+  const socket = connect({ host: hostname, port: Number(port) });
+  let text = '';
+  socket.on('data', (d) => {
+    text += d.toString('latin1');
+  });
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  return { socket, received: () => text, closed };
+}
+
+test('http limits - a client that trickles its headers or its body is closed, and the server answers on', {
+  timeout: 60_000,
+}, async (t) => {
+  const coordinator = await startCoordinator(
+    t,
+    writeConfig(t, 'coordinator: { headersTimeoutMs: 400, bodyTimeoutMs: 800 }\nmodels: []\n'),
+  );
+  const slowHeaders = await open(coordinator.url);
+  t.after(() => slowHeaders.socket.destroy());
+  slowHeaders.socket.write('POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  const slowBody = await open(coordinator.url);
+  t.after(() => slowBody.socket.destroy());
+  slowBody.socket.write(
+    'POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp',
+  );
+  await slowHeaders.closed;
+  await slowBody.closed;
+  assert.match(slowHeaders.received(), /^(HTTP\/1\.1 408|$)/, 'closed with a 408, or before any answer');
+  assert.match(slowBody.received(), /^(HTTP\/1\.1 408|$)/);
+  assert.equal((await fetch(`${coordinator.url}/v2/health/live`)).status, 200);
+});
+
+test('http limits - connections past maxConnections are closed as they arrive; the others are served', {
+  timeout: 60_000,
+}, async (t) => {
+  const coordinator = await startCoordinator(
+    t,
+    writeConfig(t, 'coordinator: { maxConnections: 3 }\nmodels: []\n'),
+  );
+  const held = await Promise.all([open(coordinator.url), open(coordinator.url), open(coordinator.url)]);
+  t.after(() => {
+    for (const h of held) h.socket.destroy();
+  });
+  const extra = await open(coordinator.url);
+  t.after(() => extra.socket.destroy());
+  await extra.closed;
+  assert.equal(extra.received(), '', 'closed without an answer');
+  // the held ones still work: a request on one of them is answered
+  const first = held[0]!;
+  first.socket.write('GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+  await first.closed;
+  assert.match(first.received(), /^HTTP\/1\.1 200/);
+});
