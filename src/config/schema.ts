@@ -96,6 +96,10 @@ export const rpcSchema = z
     peerTimeoutMs: positiveMs.default(5000),
     /** Time allowed for HELLO/REGISTER after connecting, ms. */
     handshakeTimeoutMs: positiveMs.default(5000),
+    /** Connections waiting for their handshake at once on a listening port; more are closed as they arrive. */
+    maxPendingHandshakes: z.number().int().positive().default(64),
+    /** Refused RPC connections are logged at most once per this many ms (with the count left out). */
+    refusalLogIntervalMs: positiveMs.default(1000),
     /** Time allowed for a TCP connect, ms. */
     connectTimeoutMs: positiveMs.default(3000),
     /** First reconnect delay, ms (doubles up to reconnectMaxDelayMs, with jitter). */

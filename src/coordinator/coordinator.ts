@@ -15,6 +15,7 @@ import { createPackr } from '../protocol/index.ts';
 import { type ModelEntry, ModelRegistry, validateInputs } from '../registry/index.ts';
 import { RetryBudget, Router, hashString } from '../routing/index.ts';
 import {
+  AcceptGate,
   Redialer,
   RpcConnection,
   type RpcConnectionOptions,
@@ -94,6 +95,8 @@ export class Coordinator {
   #rpcServer: Server | undefined;
   #cache: ResponseCache | undefined;
   #asyncRequests: AsyncRequests | undefined;
+  /** Bounds the connections waiting for their handshake on the RPC port (once started). */
+  #gate: AcceptGate | undefined;
   #rpcPort: number | undefined;
   readonly #unsubscribe: (() => void)[];
 
@@ -167,6 +170,11 @@ export class Coordinator {
       logger: this.#logger,
     });
     const { rpcHost, rpcPort, workers } = this.#config.coordinator;
+    this.#gate = new AcceptGate({
+      maxPendingHandshakes: this.#config.rpc.maxPendingHandshakes,
+      logIntervalMs: this.#config.rpc.refusalLogIntervalMs,
+      logger: this.#logger,
+    });
     const server = createServer((socket) => this.#accept(socket));
     this.#rpcServer = server;
     await new Promise<void>((resolve, reject) => {
@@ -636,6 +644,8 @@ export class Coordinator {
   }
 
   #accept(socket: Socket): void {
+    const gate = this.#gate;
+    if (!gate?.admit(socket)) return;
     const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
     const rpc = this.#config.rpc;
     acceptHandshake(
@@ -654,12 +664,16 @@ export class Coordinator {
         }
         return this.pool.admit(conn, 'inbound', rpc.handshakeTimeoutMs);
       })
-      .catch((err: InfergridError) => {
-        this.#logger.warn(
-          { peer: conn.remoteAddress, code: err.code, err: err.message },
-          'refused an RPC connection',
-        );
-      });
+      .then(
+        () => gate.done(),
+        (err: InfergridError) => {
+          gate.done();
+          gate.refused(
+            { peer: conn.remoteAddress, code: err.code, err: err.message },
+            'refused an RPC connection',
+          );
+        },
+      );
   }
 }
 

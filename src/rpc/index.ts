@@ -9,3 +9,4 @@ export {
 export { dial } from './dial.ts';
 export { type HandshakeIdentity, acceptHandshake, dialHandshake } from './handshake.ts';
 export { Redialer, type RedialerOptions } from './redial.ts';
+export { AcceptGate, type AcceptGateOptions } from './accept-gate.ts';

@@ -29,6 +29,7 @@ import {
 import { validateInputs } from '../registry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import {
+  AcceptGate,
   type IncomingRequest,
   Redialer,
   RpcConnection,
@@ -103,6 +104,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #links: Redialer[] = [];
   /** Set only when tracing is on. */
   readonly #tracing: Tracing | undefined;
+  /** Bounds the connections waiting for their handshake on the listening port. */
+  readonly #gate: AcceptGate;
   readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
   #server: Server | undefined;
   #port: number | undefined;
@@ -115,6 +118,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.id = options.id ?? `${hostname()}-${process.pid}`;
     this.#options = options;
     this.#tracing = tracingIfEnabled(options.tracing);
+    this.#gate = new AcceptGate({
+      maxPendingHandshakes: options.rpc.maxPendingHandshakes,
+      logIntervalMs: options.rpc.refusalLogIntervalMs,
+      logger: options.logger,
+    });
   }
 
   get inFlight(): number {
@@ -220,8 +228,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   #accept(socket: Socket): void {
+    const gate = this.#gate;
+    if (!gate.admit(socket)) return;
     const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
     if (this.#draining) {
+      gate.done();
       conn.close(new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`), true);
       return;
     }
@@ -230,10 +241,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
       { role: 'worker', id: this.id, token: this.#options.token },
       this.#options.rpc.handshakeTimeoutMs,
     )
-      .then(() => this.#adopt(conn))
-      .catch((err: InfergridError) => {
-        this.#options.logger.warn({ peer: conn.remoteAddress, err: err.message }, 'refused a connection');
-      });
+      .then(
+        () => {
+          gate.done();
+          this.#adopt(conn);
+        },
+        (err: InfergridError) => {
+          gate.done();
+          gate.refused({ peer: conn.remoteAddress, err: err.message }, 'refused a connection');
+        },
+      )
+      // adopting a connection that completed its handshake is not expected to fail; if it does, say so
+      .catch((err: unknown) => this.#options.logger.error({ err }, 'could not adopt a connection'));
   }
 
   #registerMeta(): RegisterMeta {

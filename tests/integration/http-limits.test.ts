@@ -1,14 +1,15 @@
 /**
- * The HTTP front door against clients that hold sockets: one that trickles its headers or its
- * body is closed after coordinator.headersTimeoutMs / bodyTimeoutMs, and connections past
- * coordinator.maxConnections are closed as they arrive. Real coordinator processes; the test
- * waits on socket events, never on a clock.
+ * The HTTP front door and the RPC port against peers that hold sockets: a client that trickles
+ * its headers or its body is closed after coordinator.headersTimeoutMs / bodyTimeoutMs,
+ * connections past coordinator.maxConnections are closed as they arrive, and so are RPC
+ * connections past rpc.maxPendingHandshakes. Real coordinator processes; the tests wait on
+ * socket events, never on a clock.
  */
 
 import assert from 'node:assert/strict';
 import { type Socket, connect } from 'node:net';
 import { test } from 'node:test';
-import { startCoordinator, writeConfig } from '../fixtures/processes.ts';
+import { startCoordinator, startWorker, waitForWorkers, writeConfig } from '../fixtures/processes.ts';
 
 /** A raw socket to the coordinator, with everything it received and a promise of its close. */
 async function open(url: string): Promise<{ socket: Socket; received: () => string; closed: Promise<void> }> {
@@ -69,4 +70,36 @@ test('http limits - connections past maxConnections are closed as they arrive; t
   first.socket.write('GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
   await first.closed;
   assert.match(first.received(), /^HTTP\/1\.1 200/);
+});
+
+test('rpc limits - connections that never handshake are capped; the port still admits a worker once they go', {
+  timeout: 60_000,
+}, async (t) => {
+  const config = writeConfig(
+    t,
+    `rpc: { maxPendingHandshakes: 3, handshakeTimeoutMs: 60000 }
+models:
+  - name: m
+    backend: sim
+    inputs: [{ name: x, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: y, datatype: FP32, shape: [-1] }]
+`,
+  );
+  const coordinator = await startCoordinator(t, config);
+  const rpcUrl = `http://${coordinator.rpcAddress}`;
+  const silent = await Promise.all([open(rpcUrl), open(rpcUrl), open(rpcUrl)]);
+  t.after(() => {
+    for (const s of silent) s.socket.destroy();
+  });
+  const extra = await open(rpcUrl);
+  t.after(() => extra.socket.destroy());
+  await extra.closed;
+  assert.equal(extra.received(), '', 'closed at once, before any handshake');
+  // the silent ones leave; their places free up, and a real worker joins
+  for (const s of silent) s.socket.destroy();
+  await Promise.all(silent.map((s) => s.closed));
+  await startWorker(t, config, 'w', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 1, ['m']);
+  const res = await coordinator.client.infer('m', [{ name: 'x', datatype: 'FP32', shape: [1], data: [2] }]);
+  assert.deepEqual(res.outputs[0]!.data, [2]);
 });
