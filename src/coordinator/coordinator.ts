@@ -372,19 +372,17 @@ export class Coordinator {
     err: unknown,
     transport: { requestId?: string | undefined; traceparent?: string | undefined; receivedAtMs: number },
   ): void {
-    if (!requestEnd.hasSubscribers) return;
-    requestEnd.publish({
-      source: this,
+    const { requestId, traceparent, receivedAtMs } = transport;
+    this.#publish(
       model,
-      entry: undefined,
-      code: toInfergridError(err).code,
-      phase: 'answered',
-      durationMs: performance.now() - transport.receivedAtMs,
-      workerId: undefined,
-      cache: undefined,
-      requestId: transport.requestId,
-      traceparent: transport.traceparent,
-    } satisfies RequestEndEvent);
+      undefined,
+      toInfergridError(err).code,
+      'answered',
+      receivedAtMs,
+      undefined,
+      requestId,
+      traceparent,
+    );
   }
 
   async #runAsync(
@@ -416,18 +414,32 @@ export class Coordinator {
     result: InferResult | undefined,
   ): void {
     // a pipeline's steps are counted by the pipeline runner, not as clients' requests
-    if (!requestEnd.hasSubscribers || request.caller.kind !== 'client') return;
+    if (request.caller.kind !== 'client') return;
+    this.#publish(request.model, entry, code, phase, sinceMs, result, request.requestId, request.traceparent);
+  }
+
+  #publish(
+    model: string,
+    entry: ModelEntry | undefined,
+    code: string | undefined,
+    phase: RequestEndEvent['phase'],
+    sinceMs: number,
+    result: InferResult | undefined,
+    requestId: string | undefined,
+    traceparent: string | undefined,
+  ): void {
+    if (!requestEnd.hasSubscribers) return;
     requestEnd.publish({
       source: this,
-      model: request.model,
+      model,
       entry,
       code,
       phase,
       durationMs: performance.now() - sinceMs,
       workerId: result?.workerId,
       cache: result?.cache,
-      requestId: request.requestId,
-      traceparent: request.traceparent,
+      requestId,
+      traceparent,
     } satisfies RequestEndEvent);
   }
 

@@ -1,6 +1,6 @@
 /**
- * One request's spans, from start to end: on the coordinator the HTTP server span and its
- * phases, on a worker the INFER_REQUEST span, its queue wait and the batch it ran in.
+ * One request's spans, from start to end: on the coordinator the HTTP server span (its stages
+ * are stage events), on a worker the INFER_REQUEST span, its queue wait and the batch it ran in.
  *
  * These objects are made only for a traced request (callers keep no `Tracing` when it is off),
  * and hold their open child span in a field rather than in a closure; the one closure is the
@@ -33,35 +33,20 @@ export interface SpanStarter {
 }
 
 /**
- * One HTTP inference request's spans on the coordinator: the server span and, one at a time,
- * a phase under it (validation). `context` is the parent for the work done for the request.
+ * One HTTP inference request's server span on the coordinator. `context` is the parent for the
+ * work done for the request (its stages' spans come from the stage events, request-events.ts).
  */
 export class HttpRequestTrace {
   readonly span: Span;
   readonly context: TraceContext;
-  readonly #tracing: SpanStarter;
-  #phase: Span | undefined;
 
-  constructor(tracing: SpanStarter, span: Span, context: TraceContext) {
-    this.#tracing = tracing;
+  constructor(span: Span, context: TraceContext) {
     this.span = span;
     this.context = context;
   }
 
-  startPhase(name: string): void {
-    this.#phase?.end();
-    this.#phase = this.#tracing.startSpan(name, this.context);
-  }
-
-  endPhase(error?: unknown): void {
-    if (!this.#phase) return;
-    endSpan(this.#phase, error);
-    this.#phase = undefined;
-  }
-
-  /** Ends the request with the status it was answered with (and the phase it failed in). */
+  /** Ends the request with the status it was answered with. */
   end(statusCode: number, error?: unknown): void {
-    this.endPhase(error);
     this.span.setAttribute(SPAN_ATTRIBUTES.httpStatusCode, statusCode);
     if (error !== undefined) recordError(this.span, error);
     else if (statusCode >= 500)

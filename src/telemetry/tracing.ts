@@ -135,7 +135,7 @@ export class Tracing implements SpanStarter {
       SpanKind.SERVER,
       httpAttributes(request.method, route, request.path, request.model),
     );
-    return new HttpRequestTrace(this, span, trace.setSpan(parent, span));
+    return new HttpRequestTrace(span, trace.setSpan(parent, span));
   }
 
   /** A span around one routing decision (a pick among the replicas); end it with `endRoute`. */
