@@ -2,16 +2,19 @@
  * Operator routes:
  *   GET    /admin/workers        every connected worker: state, health, load, and per model its
  *                                replica state, circuit, latency and picks; plus routing totals
- *   POST   /admin/workers        {"address": "host:port", "weight"?: n} dials a static worker;
- *                                {"id": "w1"} re-admits a removed worker
+ *   POST   /admin/workers        {"address": "host:port", "weight"?: n} dials a static worker
+ *                                (only addresses coordinator.dial.allow lists, at most
+ *                                coordinator.dial.maxTargets); {"id": "w1"} re-admits a removed worker
  *   DELETE /admin/workers/{id}   drains the worker out of this coordinator and removes it
- *                                (?timeout_ms= how long to wait for its in-flight requests)
+ *                                (?timeout_ms= how long to wait for its in-flight requests);
+ *                                `{id}` may also be a dialed address (host:port), connected or not
  */
 
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
 import { parseHostPort } from '../util/address.ts';
+import { DialAllowList } from './dial-allow.ts';
 
 const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
 /** A timer holds at most 2^31-1 ms. */
@@ -21,8 +24,18 @@ function iso(ms: number | undefined): string | null {
   return ms === undefined ? null : new Date(ms).toISOString();
 }
 
-export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinator): void {
+export interface DialPolicy {
+  allow: readonly string[];
+  maxTargets: number;
+}
+
+export function registerAdminRoutes(
+  app: FastifyInstance,
+  coordinator: Coordinator,
+  dialPolicy: DialPolicy,
+): void {
   const { pool, router, dispatcher, budget } = coordinator;
+  const allowList = new DialAllowList(dialPolicy.allow);
 
   app.get('/admin/workers', async () => {
     return {
@@ -88,6 +101,20 @@ export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinat
     } catch (err) {
       throw new InfergridError('INVALID_ARGUMENT', (err as Error).message);
     }
+    if (!allowList.allows(address)) {
+      throw new InfergridError(
+        'PERMISSION_DENIED',
+        `${body.address} is not an address this coordinator may dial; list it (or its network) in coordinator.dial.allow`,
+      );
+    }
+    const targets = coordinator.staticWorkers;
+    if (targets.length >= dialPolicy.maxTargets && !targets.includes(body.address)) {
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `this coordinator already dials ${targets.length} workers, the most coordinator.dial.maxTargets allows; remove one first (DELETE /admin/workers/<host:port>)`,
+        { details: { maxTargets: dialPolicy.maxTargets } },
+      );
+    }
     const added = coordinator.addStaticWorker(address, body.weight as number | undefined);
     // 202: the worker is being dialed; it shows in GET /admin/workers once it has registered
     return reply.code(added ? 202 : 200).send({ address: body.address, dialing: true, alreadyKnown: !added });
@@ -104,8 +131,12 @@ export function registerAdminRoutes(app: FastifyInstance, coordinator: Coordinat
           `timeout_ms must be a whole number of ms from 0 to ${MAX_TIMER_MS}, got "${raw}"`,
         );
       }
-      const { drained } = await coordinator.removeWorker(req.params.id, timeoutMs);
-      return { removed: req.params.id, drained };
+      const target = coordinator.stopStaticWorker(req.params.id);
+      // a dialed address that never connected: it is no longer dialed, and nothing is to drain
+      if (target.stopped && target.workerId === undefined) return { removed: req.params.id, drained: true };
+      const id = target.workerId ?? req.params.id;
+      const { drained } = await coordinator.removeWorker(id, timeoutMs);
+      return { removed: id, drained };
     },
   );
 }

@@ -108,7 +108,8 @@ export function registerAsyncRoutes(app: FastifyInstance, requests: AsyncRequest
   if (!requests) return;
   app.get<{ Params: { id: string } }>(`${ASYNC_REQUESTS_PATH}/:id`, async (req, reply) => {
     const { id } = req.params;
-    const record = await requests.get(id);
+    // another key's request answers 404, like an unknown one
+    const record = await requests.get(id, req.principal?.name);
     if (record === undefined) return sendError(reply, notFound(id, requests.resultTtlMs));
     return reply.code(200).send(asyncRecordBody(record));
   });
@@ -116,7 +117,7 @@ export function registerAsyncRoutes(app: FastifyInstance, requests: AsyncRequest
   app.delete<{ Params: { id: string } }>(`${ASYNC_REQUESTS_PATH}/:id`, async (req, reply) => {
     const { id } = req.params;
     try {
-      const outcome = await requests.delete(id);
+      const outcome = await requests.delete(id, req.principal?.name);
       if (outcome === undefined) return sendError(reply, notFound(id, requests.resultTtlMs));
       return reply.code(200).send({ id, action: outcome });
     } catch (err) {

@@ -1,7 +1,8 @@
 /**
- * The coordinator's HTTP front door (fastify). JSON bodies are parsed by our own parser for
- * every content type, so `curl -d` without a content type works and a parse error names
- * the problem; the body limit answers 413.
+ * The coordinator's HTTP front door (fastify). Every request passes the front guard first
+ * (Host, Origin, credentials: front-guard.ts). JSON bodies are parsed by our own parser, so a
+ * parse error names the problem; clients that are not browsers may send JSON under any
+ * content type (`curl -d`), browsers only under a JSON one. The body limit answers 413.
  */
 
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
@@ -10,6 +11,8 @@ import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { type Logger, subscribeRequestEnd } from '../telemetry/index.ts';
 import { registerAdminRoutes } from './admin.ts';
+import { ApiKeyAuth } from './auth.ts';
+import { type Surface, installFrontGuard, isBrowser } from './front-guard.ts';
 import { INFERENCE_HEADER_CONTENT_LENGTH } from './binary-tensors.ts';
 import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
@@ -26,6 +29,21 @@ export interface HttpServerOptions {
   config: Readonly<InfergridConfig>;
   logger: Logger;
   serverVersion: string;
+  /** Credentials; shared by the listeners of one coordinator, so a key's rate limit is too. Default: from config.auth. */
+  auth?: ApiKeyAuth;
+  /** `admin`: the admin listener (coordinator.admin). Default `main`. */
+  surface?: Surface;
+  /** PEM certificate and key: serve HTTPS. */
+  tls?: { cert: Buffer; key: Buffer } | undefined;
+}
+
+/** Content types a JSON body may come with: none, application/json, or any `+json`. */
+function isJsonType(contentType: string | undefined): boolean {
+  if (contentType === undefined) return true;
+  const type = contentType.split(';', 1)[0]!.trim().toLowerCase();
+  return (
+    type === '' || type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'))
+  );
 }
 
 function parseJson(_req: unknown, body: string, done: (err: Error | null, value?: unknown) => void): void {
@@ -46,6 +64,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const { config, logger } = options;
   const bodyLimitBytes = config.coordinator.bodyLimitBytes;
   const app = Fastify({
+    ...(options.tls ? { https: options.tls } : {}),
     // errors are logged by the error handler below; one line per request is not wanted at info
     logger: false,
     bodyLimit: bodyLimitBytes,
@@ -71,11 +90,25 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   });
   // beyond the cap, new connections are closed at once (an open socket costs memory whatever it sends)
   app.server.maxConnections = config.coordinator.maxConnections;
+  const auth = options.auth ?? new ApiKeyAuth(config.auth.apiKeys, config.auth.anonymous);
+  installFrontGuard(app, { config: config.coordinator, auth, surface: options.surface ?? 'main' });
   app.removeAllContentTypeParsers();
   // a body with Inference-Header-Content-Length is JSON followed by binary tensors: kept as bytes
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body: Buffer, done) => {
     if (req.headers[INFERENCE_HEADER_CONTENT_LENGTH] !== undefined) {
       done(null, body);
+      return;
+    }
+    // a browser may post text/plain or a form without a preflight: such bodies are not JSON to
+    // us when a browser sends them (or whoever sends them, with strictContentType)
+    const contentType = req.headers['content-type'];
+    if (!isJsonType(contentType) && (config.coordinator.strictContentType || isBrowser(req))) {
+      done(
+        new InfergridError(
+          'UNSUPPORTED_MEDIA_TYPE',
+          `a ${JSON.stringify(contentType)} body is not read as JSON here; send Content-Type: application/json (or the binary tensor extension)`,
+        ),
+      );
       return;
     }
     parseJson(req, body.toString('utf8'), done);
@@ -120,7 +153,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   });
   registerStatsRoutes(app, options.coordinator);
   registerCacheAdminRoutes(app, options.coordinator);
-  registerAdminRoutes(app, options.coordinator);
+  registerAdminRoutes(app, options.coordinator, config.coordinator.dial);
   registerRepositoryRoutes(app, options.coordinator);
   registerOverviewRoutes(app, { ...options, requestCounts, serverName: SERVER_NAME });
   registerMetricsRoutes(app, options.coordinator);

@@ -6,3 +6,5 @@ export {
   encodeInferResponse,
   parseInferRequestBody,
 } from './binary-tensors.ts';
+export { ApiKeyAuth, generateApiKey, hashApiKey, scopeOf } from './auth.ts';
+export { hostAllowed, isLoopbackHost } from './front-guard.ts';

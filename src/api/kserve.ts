@@ -161,7 +161,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         requestId: req.id,
         traceparent,
         traceContext: trace?.context,
-        caller: ANONYMOUS,
+        caller: req.principal?.caller ?? ANONYMOUS,
       };
     } catch (err) {
       coordinator.refused(req.params.model, err, { requestId: req.id, traceparent, receivedAtMs });

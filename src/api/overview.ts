@@ -268,6 +268,8 @@ export function registerOverviewRoutes(app: FastifyInstance, options: OverviewOp
   );
   const sendFile = (file: string) => async (_req: unknown, reply: FastifyReply) => {
     const f = files.get(file)!;
+    // security headers (CSP, frame-ancestors 'none', nosniff) from @fastify/helmet, registered by the front guard
+    await reply.helmet();
     return reply.type(f.type).header('cache-control', 'no-cache').send(f.body);
   };
   // the page links its files relatively, so it also works behind a path-prefixing proxy

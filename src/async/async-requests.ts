@@ -79,6 +79,8 @@ export interface AsyncSubmitOptions {
    * the store this long plus resultTtlMs. Default 3600000.
    */
   timeoutMs?: number;
+  /** Who submits it (an API key's name): only the same owner can read or cancel it. */
+  owner?: string | undefined;
 }
 
 /** Produces the response JSON; aborting the signal asks it to stop (DELETE, close). */
@@ -196,7 +198,12 @@ export class AsyncRequests {
     const id = randomUUID();
     const submittedAtMs = this.#now();
     const entry: Run = {
-      record: { status: 'pending', id, submittedAtMs },
+      record: {
+        status: 'pending',
+        id,
+        submittedAtMs,
+        ...(options.owner !== undefined ? { owner: options.owner } : {}),
+      },
       controller: new AbortController(),
       settled: false,
     };
@@ -234,11 +241,12 @@ export class AsyncRequests {
    * or forgotten. A pending record from the store whose owner's lease has lapsed comes back as
    * failed UNAVAILABLE. A store that cannot be read counts as a miss (logged).
    */
-  async get(id: string): Promise<AsyncRecord | undefined> {
+  async get(id: string, owner?: string): Promise<AsyncRecord | undefined> {
     const local = this.#local(id);
-    if (local !== 'absent') return local;
+    if (local !== 'absent') return local?.owner === owner ? local : undefined;
     const stored = await this.#read(id);
-    if (!stored) return undefined;
+    // another owner's request is answered like an unknown one: its existence is not told
+    if (!stored || stored.record.owner !== owner) return undefined;
     if (stored.record.status !== 'pending') return stored.record;
     if (stored.instanceId === this.instanceId || (await this.#isAlive(stored.instanceId))) {
       return stored.record;
@@ -259,7 +267,9 @@ export class AsyncRequests {
    * Undefined when unknown. A request pending on another live coordinator cannot be cancelled
    * from here: UNAVAILABLE naming it.
    */
-  async delete(id: string): Promise<AsyncDeleteOutcome | undefined> {
+  async delete(id: string, owner?: string): Promise<AsyncDeleteOutcome | undefined> {
+    // another owner's request is left alone and answered like an unknown one
+    if (await this.#ownedByAnother(id, owner)) return undefined;
     const run = this.#runs.get(id);
     if (run && !run.settled) {
       const err = new InfergridError('CANCELLED', `request ${id} was cancelled by DELETE /v2/requests/${id}`);
@@ -384,16 +394,28 @@ export class AsyncRequests {
     this.#settle(run, {
       status: 'done',
       id: run.record.id,
+      ...(run.record.owner !== undefined ? { owner: run.record.owner } : {}),
       submittedAtMs: run.record.submittedAtMs,
       finishedAtMs: this.#now(),
       response,
     });
   }
 
+  /** Whether request `id` exists and was submitted by someone other than `owner`. */
+  async #ownedByAnother(id: string, owner: string | undefined): Promise<boolean> {
+    const run = this.#runs.get(id);
+    if (run) return run.record.owner !== owner;
+    const local = this.#local(id);
+    if (local !== 'absent') return local !== undefined && local.owner !== owner;
+    const stored = await this.#read(id);
+    return stored !== undefined && stored.record.owner !== owner;
+  }
+
   #failed(pending: PendingRecord, err: InfergridError): FailedRecord {
     return {
       status: 'failed',
       id: pending.id,
+      ...(pending.owner !== undefined ? { owner: pending.owner } : {}),
       submittedAtMs: pending.submittedAtMs,
       finishedAtMs: this.#now(),
       error: err.toWire(),

@@ -11,14 +11,19 @@ import type { WireError } from '../errors.ts';
 
 export type AsyncRequestStatus = 'pending' | 'done' | 'failed';
 
-export interface PendingRecord {
+/** Who submitted a request: the API key's name; absent for a request without credentials. */
+interface Owned {
+  readonly owner?: string | undefined;
+}
+
+export interface PendingRecord extends Owned {
   readonly status: 'pending';
   readonly id: string;
   /** Epoch ms, by the owner's clock. */
   readonly submittedAtMs: number;
 }
 
-export interface DoneRecord {
+export interface DoneRecord extends Owned {
   readonly status: 'done';
   readonly id: string;
   readonly submittedAtMs: number;
@@ -27,7 +32,7 @@ export interface DoneRecord {
   readonly response: object;
 }
 
-export interface FailedRecord {
+export interface FailedRecord extends Owned {
   readonly status: 'failed';
   readonly id: string;
   readonly submittedAtMs: number;
@@ -64,6 +69,7 @@ interface PersistedV1 {
   id: string;
   status: AsyncRequestStatus;
   instance: string;
+  owner?: string;
   submitted_at_ms: number;
   finished_at_ms?: number;
   expires_at_ms: number;
@@ -82,6 +88,7 @@ export function encodeRecord(record: AsyncRecord, instanceId: string, expiresAtM
     submitted_at_ms: record.submittedAtMs,
     expires_at_ms: expiresAtMs,
   };
+  if (record.owner !== undefined) out.owner = record.owner;
   if (record.status !== 'pending') out.finished_at_ms = record.finishedAtMs;
   if (record.status === 'done') out.response = record.response;
   if (record.status === 'failed') {
@@ -110,7 +117,12 @@ export function decodeRecord(bytes: Uint8Array): StoredRecord {
   if (typeof p.submitted_at_ms !== 'number' || typeof p.expires_at_ms !== 'number') {
     throw new Error('submitted_at_ms or expires_at_ms missing');
   }
-  const base = { id: p.id, submittedAtMs: p.submitted_at_ms };
+  if (p.owner !== undefined && typeof p.owner !== 'string') throw new Error('owner is not a string');
+  const base = {
+    id: p.id,
+    submittedAtMs: p.submitted_at_ms,
+    ...(p.owner !== undefined ? { owner: p.owner } : {}),
+  };
   const meta = { instanceId: p.instance, expiresAtMs: p.expires_at_ms };
   if (p.status === 'pending') return { record: { status: 'pending', ...base }, ...meta };
   if (typeof p.finished_at_ms !== 'number') throw new Error('finished_at_ms missing');

@@ -16,6 +16,8 @@ Options:
       --rpc-port <port>    RPC port, 0 for any free one   (default 9000)
   -w, --worker <host:port> dial a static worker; repeatable
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
+      --insecure           allow an HTTP API without API keys beyond loopback
+                           (said loudly at start-up; see docs/security.md)
   -h, --help               show this help
 
 Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_PORT, INFERGRID_RPC_PORT,
@@ -31,6 +33,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     'rpc-port': { type: 'string' },
     worker: { type: 'string', short: 'w', multiple: true },
     'log-level': { type: 'string' },
+    insecure: { type: 'boolean' },
   });
   if (values.help) {
     console.log(COORDINATOR_HELP);
@@ -46,6 +49,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
       rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
       workers: values.worker as string[] | undefined,
       logLevel: values['log-level'] as string | undefined,
+      insecure: values.insecure as boolean | undefined,
     },
   });
   const logger = createLogger({

@@ -20,6 +20,8 @@ Options:
   -p, --port <port>        HTTP port, 0 for any free one    (default 8000)
       --rpc-port <port>    RPC port, 0 for any free one     (default 9000)
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
+      --insecure           allow an HTTP API without API keys beyond loopback
+                           (said loudly at start-up; see docs/security.md)
   -h, --help               show this help
 
 Environment: INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collection, default
@@ -48,6 +50,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     port: { type: 'string', short: 'p' },
     'rpc-port': { type: 'string' },
     'log-level': { type: 'string' },
+    insecure: { type: 'boolean' },
   });
   if (values.help) {
     console.log(SERVE_HELP);
@@ -63,10 +66,11 @@ export async function runServeCommand(argv: string[]): Promise<void> {
       port: portFlag(values.port, '--port'),
       rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
       logLevel: values['log-level'] as string | undefined,
+      insecure: values.insecure as boolean | undefined,
     },
   });
   const token = loaded.config.auth.token ?? randomBytes(24).toString('hex');
-  const config = { ...loaded.config, auth: { token } };
+  const config = { ...loaded.config, auth: { ...loaded.config.auth, token } };
   const logger = createLogger({ level: config.logging.level, format: config.logging.format, name: 'serve' });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
 
@@ -127,6 +131,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     ? '127.0.0.1'
     : config.coordinator.host;
   const models = [...new Set([...registry.entries()].map((e) => e.name))];
-  console.log(banner(`http://${host}:${running.httpPort}`, models, ready));
+  const scheme = config.coordinator.tls ? 'https' : 'http';
+  console.log(banner(`${scheme}://${host}:${running.httpPort}`, models, ready));
   notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
 }

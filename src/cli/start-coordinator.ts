@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import { createHttpServer } from '../api/index.ts';
-import type { InfergridConfig } from '../config/index.ts';
+import { ApiKeyAuth, createHttpServer, isLoopbackHost } from '../api/index.ts';
+import type { InfergridConfig, TlsListenerConfig } from '../config/index.ts';
 import { Coordinator } from '../coordinator/index.ts';
+import { InfergridError } from '../errors.ts';
 import { type Logger, createTracing } from '../telemetry/index.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 
@@ -9,20 +11,66 @@ export interface RunningCoordinator {
   coordinator: Coordinator;
   app: FastifyInstance;
   httpPort: number;
+  /** The admin listener's port, when coordinator.admin is set. */
+  adminPort: number | undefined;
   rpcPort: number;
   /** Stops taking HTTP requests, closes worker connections and the RPC port, flushes spans. */
   close(): Promise<void>;
 }
 
 /**
- * Starts a coordinator's RPC side and HTTP side from a loaded config; `env` is read for the
- * OTEL_* tracing variables.
+ * An open HTTP API (no API keys) is allowed on loopback only; elsewhere it takes
+ * auth.insecure (--insecure), and then it is said loudly. Throws CONFIG_INVALID otherwise.
+ */
+export function checkHttpExposure(config: Readonly<InfergridConfig>, logger: Logger): void {
+  if (config.auth.apiKeys.length > 0) return;
+  const hosts = [
+    config.coordinator.host,
+    ...(config.coordinator.admin ? [config.coordinator.admin.host] : []),
+  ];
+  const exposed = hosts.filter((h) => !isLoopbackHost(h));
+  if (exposed.length === 0) return;
+  if (!config.auth.insecure) {
+    throw new InfergridError(
+      'CONFIG_INVALID',
+      `the HTTP API would listen on ${exposed.join(', ')} with no API keys: anyone who reaches it could load models and read every request. Add auth.apiKeys (infergrid apikey makes one; see docs/security.md), listen on 127.0.0.1, or pass --insecure`,
+    );
+  }
+  logger.warn(
+    { hosts: exposed },
+    'INSECURE: the HTTP API listens beyond loopback with no API keys; anyone who reaches it can load models, change routing and read requests (--insecure)',
+  );
+}
+
+function tlsFiles(tls: TlsListenerConfig | undefined): { cert: Buffer; key: Buffer } | undefined {
+  if (!tls) return undefined;
+  try {
+    return { cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) };
+  } catch (err) {
+    throw new InfergridError('CONFIG_INVALID', `cannot read the HTTP TLS files: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
+function portOf(app: FastifyInstance, fallback: number): number {
+  const address = app.server.address();
+  return typeof address === 'object' && address ? address.port : fallback;
+}
+
+/**
+ * Starts a coordinator's RPC side and HTTP side (and its admin listener, when configured) from
+ * a loaded config; `env` is read for the OTEL_* tracing variables.
  */
 export async function startCoordinator(
   config: Readonly<InfergridConfig>,
   logger: Logger,
   env: Record<string, string | undefined> = process.env,
 ): Promise<RunningCoordinator> {
+  checkHttpExposure(config, logger);
+  const { coordinator: http } = config;
+  const mainTls = tlsFiles(http.tls);
+  const adminTls = tlsFiles(http.admin?.tls);
   const tracing = await createTracing({ config: config.tracing, env, role: 'coordinator', logger });
   const coordinator = new Coordinator({ config, logger, tracing });
   try {
@@ -31,24 +79,40 @@ export async function startCoordinator(
     await tracing.shutdown();
     throw err;
   }
-  const app = createHttpServer({ coordinator, config, logger, serverVersion: INFERGRID_VERSION });
+  // one set of credentials for both listeners: a key's rate limit is the same wherever it calls
+  const auth = new ApiKeyAuth(config.auth.apiKeys, config.auth.anonymous);
+  const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth };
+  const app = createHttpServer({ ...common, tls: mainTls });
+  const admin = http.admin ? createHttpServer({ ...common, surface: 'admin', tls: adminTls }) : undefined;
   try {
-    await app.listen({ host: config.coordinator.host, port: config.coordinator.port });
+    await app.listen({ host: http.host, port: http.port });
+    if (admin && http.admin) await admin.listen({ host: http.admin.host, port: http.admin.port });
   } catch (err) {
+    await app.close();
+    await admin?.close();
     await coordinator.stop();
     await tracing.shutdown();
     throw err;
   }
-  const address = app.server.address();
-  const httpPort = typeof address === 'object' && address ? address.port : config.coordinator.port;
-  logger.info({ address: `http://${config.coordinator.host}:${httpPort}` }, 'coordinator HTTP listening');
+  const httpPort = portOf(app, http.port);
+  const adminPort = admin && http.admin ? portOf(admin, http.admin.port) : undefined;
+  const scheme = mainTls ? 'https' : 'http';
+  logger.info({ address: `${scheme}://${http.host}:${httpPort}` }, 'coordinator HTTP listening');
+  if (adminPort !== undefined) {
+    logger.info(
+      { address: `${adminTls ? 'https' : 'http'}://${http.admin!.host}:${adminPort}` },
+      'coordinator admin listener up (admin routes are served here only)',
+    );
+  }
   return {
     coordinator,
     app,
     httpPort,
+    adminPort,
     rpcPort: coordinator.rpcPort!,
     async close() {
       await app.close();
+      await admin?.close();
       await coordinator.stop();
       await tracing.shutdown();
     },

@@ -27,6 +27,8 @@ export interface ConfigOverrides {
   workers?: string[] | undefined;
   token?: string | undefined;
   logLevel?: string | undefined;
+  /** --insecure: run without credentials where they are otherwise required. */
+  insecure?: boolean | undefined;
 }
 
 export interface LoadConfigOptions {
@@ -71,6 +73,30 @@ function applyEnv(raw: Raw, env: Record<string, string | undefined>, issues: str
     coordinator.rpcPort = numberFrom(env.INFERGRID_RPC_PORT, issues, 'INFERGRID_RPC_PORT');
   if (env.INFERGRID_TOKEN) section(raw, 'auth').token = env.INFERGRID_TOKEN;
   if (env.INFERGRID_LOG_LEVEL) section(raw, 'logging').level = env.INFERGRID_LOG_LEVEL;
+  if (env.INFERGRID_API_KEYS) {
+    const auth = section(raw, 'auth');
+    const listed = Array.isArray(auth.apiKeys) ? auth.apiKeys : [];
+    auth.apiKeys = [...listed, ...apiKeysFromEnv(env.INFERGRID_API_KEYS, issues)];
+  }
+}
+
+/**
+ * INFERGRID_API_KEYS: entries `name:scope[+scope]:sha256hex`, separated by commas or white
+ * space, e.g. `ci:infer:9f86d0...,ops:admin:60303a...` (`infergrid apikey` prints one).
+ */
+export function apiKeysFromEnv(text: string, issues: string[]): Raw[] {
+  const out: Raw[] = [];
+  for (const entry of text.split(/[\s,]+/).filter(Boolean)) {
+    const parts = entry.split(':');
+    if (parts.length !== 3) {
+      issues.push(
+        `INFERGRID_API_KEYS: "${entry.slice(0, 40)}" is not name:scope[+scope]:sha256 (infergrid apikey prints one)`,
+      );
+      continue;
+    }
+    out.push({ name: parts[0], scopes: parts[1]!.split('+'), sha256: parts[2] });
+  }
+  return out;
 }
 
 function applyOverrides(raw: Raw, o: ConfigOverrides): void {
@@ -85,6 +111,7 @@ function applyOverrides(raw: Raw, o: ConfigOverrides): void {
   }
   if (o.token !== undefined) section(raw, 'auth').token = o.token;
   if (o.logLevel !== undefined) section(raw, 'logging').level = o.logLevel;
+  if (o.insecure) section(raw, 'auth').insecure = true;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -240,6 +267,18 @@ function expandPools(config: InfergridConfig, issues: string[]): void {
   });
 }
 
+/** Key names and hashes are each used once: a log line or an async request names one holder. */
+function checkApiKeys(config: InfergridConfig, issues: string[]): void {
+  const names = new Set<string>();
+  const hashes = new Set<string>();
+  config.auth.apiKeys.forEach((key, i) => {
+    if (names.has(key.name)) issues.push(`auth.apiKeys[${i}].name: "${key.name}" is used twice`);
+    if (hashes.has(key.sha256)) issues.push(`auth.apiKeys[${i}].sha256: the same key is listed twice`);
+    names.add(key.name);
+    hashes.add(key.sha256);
+  });
+}
+
 /** A model path as a file: `pkg:` found in node_modules, relative ones against `baseDir`. */
 export function resolveModelPath(path: string, baseDir: string): string | undefined {
   if (path.startsWith('pkg:')) return resolvePackagePath(path.slice(4), baseDir);
@@ -296,6 +335,13 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     result.data.cache.sqlite.path = resolve(baseDir, result.data.cache.sqlite.path);
   }
   if (result.success) {
+    const { coordinator } = result.data;
+    for (const tls of [coordinator.tls, coordinator.admin?.tls]) {
+      if (!tls) continue;
+      tls.certFile = resolve(baseDir, tls.certFile);
+      tls.keyFile = resolve(baseDir, tls.keyFile);
+    }
+    checkApiKeys(result.data, issues);
     expandPools(result.data, issues);
     const { models, workers } = result.data;
     const index = <T>(list: T[]): Indexed<T>[] => list.map((value, i) => ({ index: i, value }));

@@ -57,6 +57,44 @@ export const requestLimitsSchema = z
   })
   .strict();
 
+/** Certificate and key files for a TLS listener (PEM), relative to the config file's folder. */
+export const tlsListenerSchema = z
+  .object({
+    certFile: z.string().min(1),
+    keyFile: z.string().min(1),
+  })
+  .strict();
+
+/** What an HTTP credential may do: `infer` (data plane), `metrics` (read-only operations), `admin` (everything). */
+export const API_SCOPES = ['infer', 'metrics', 'admin'] as const;
+export type ApiScope = (typeof API_SCOPES)[number];
+/** Scopes a request without credentials may be granted (`health`: liveness, readiness, server metadata). */
+export const ANONYMOUS_SCOPES = ['health', ...API_SCOPES] as const;
+export type AnonymousScope = (typeof ANONYMOUS_SCOPES)[number];
+
+export const rateLimitSchema = z
+  .object({
+    /** Sustained requests per second. */
+    requestsPerSecond: z.number().positive(),
+    /** Requests that may arrive at once above the rate (the bucket's size); default: one second's worth. */
+    burst: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const apiKeySchema = z
+  .object({
+    /** Who holds the key; logs, metrics and async requests name it. */
+    name,
+    /** SHA-256 of the key, hex (`infergrid apikey` prints it); the key itself is never stored. */
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, 'expected 64 lowercase hex digits (infergrid apikey prints them)'),
+    scopes: z.array(z.enum(API_SCOPES)).min(1),
+    /** This key's request rate; none when absent. */
+    rateLimit: rateLimitSchema.optional(),
+  })
+  .strict();
+
 export const coordinatorSchema = z
   .object({
     /** HTTP listen address. */
@@ -83,6 +121,43 @@ export const coordinatorSchema = z
     bodyTimeoutMs: positiveMs.default(120_000),
     /** Open HTTP connections at most; more are closed as they arrive. */
     maxConnections: z.number().int().positive().default(16_384),
+    /** Serve HTTPS with these files; plain HTTP when absent. */
+    tls: tlsListenerSchema.optional(),
+    /**
+     * A second listener for the admin routes (repository load/unload, /admin/* changes, cache
+     * clear); when set, the main listener no longer serves them (like Triton's restricted API).
+     */
+    admin: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: port.default(0),
+        tls: tlsListenerSchema.optional(),
+      })
+      .strict()
+      .optional(),
+    /**
+     * Host header names accepted (a name, `name:port` or `*.suffix`), against DNS rebinding.
+     * Default: when listening on loopback, localhost/127.0.0.1/[::1] only; else any.
+     */
+    allowedHosts: z.array(z.string().min(1)).default([]),
+    /** Origins a browser may call the API from (CORS); cross-origin requests are refused when empty. */
+    corsOrigins: z.array(z.string().min(1)).default([]),
+    /**
+     * true: a body must say it is JSON (or use the binary extension) whoever sends it. false:
+     * clients that are not browsers may send JSON as text/plain or a form (curl -d, Triton's
+     * asyncio client); browsers are held to JSON content types either way.
+     */
+    strictContentType: z.boolean().default(false),
+    /** Workers that POST /admin/workers may dial. */
+    dial: z
+      .object({
+        /** Addresses allowed: `host`, `host:port`, or an IPv4/IPv6 CIDR block (`10.0.0.0/8`); loopback only by default. */
+        allow: z.array(z.string().min(1)).default(['127.0.0.0/8', '::1/128', 'localhost']),
+        /** Static workers at most (config ones included). */
+        maxTargets: z.number().int().positive().default(256),
+      })
+      .strict()
+      .default({ allow: ['127.0.0.0/8', '::1/128', 'localhost'], maxTargets: 256 }),
   })
   .strict();
 
@@ -479,17 +554,24 @@ export const modelSchema = z
   })
   .strict();
 
+export const authSchema = z
+  .object({
+    /** Shared secret every RPC peer must present; INFERGRID_TOKEN overrides it. */
+    token: z.string().optional(),
+    /** HTTP API keys (Authorization: Bearer); when none, the HTTP API is open (loopback only, unless insecure). */
+    apiKeys: z.array(apiKeySchema).default([]),
+    /** What a request without credentials may do when keys are configured. */
+    anonymous: z.array(z.enum(ANONYMOUS_SCOPES)).default(['health']),
+    /** Run without credentials where they are otherwise required (--insecure); logged loudly. */
+    insecure: z.boolean().default(false),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     coordinator: coordinatorSchema.default(coordinatorSchema.parse({})),
     rpc: rpcSchema.default(rpcSchema.parse({})),
-    auth: z
-      .object({
-        /** Shared secret every RPC peer must present; INFERGRID_TOKEN overrides it. */
-        token: z.string().optional(),
-      })
-      .strict()
-      .default({}),
+    auth: authSchema.default(authSchema.parse({})),
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -527,6 +609,10 @@ export type WorkerConfig = z.infer<typeof workerSchema>;
 export type RpcConfig = z.infer<typeof rpcSchema>;
 export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
 export type RequestLimits = z.infer<typeof requestLimitsSchema>;
+export type AuthConfig = z.infer<typeof authSchema>;
+export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
+export type RateLimitConfig = z.infer<typeof rateLimitSchema>;
+export type TlsListenerConfig = z.infer<typeof tlsListenerSchema>;
 export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
 export type RoutingConfig = z.infer<typeof routingSchema>;

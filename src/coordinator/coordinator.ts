@@ -251,6 +251,19 @@ export class Coordinator {
     return true;
   }
 
+  /**
+   * Stops dialing the static target `label` (host:port) whether or not it ever connected. A
+   * worker it connected is left to `removeWorker`: its id is returned. False: no such target.
+   */
+  stopStaticWorker(label: string): { stopped: boolean; workerId?: string } {
+    const link = this.#statics.get(label);
+    if (!link) return { stopped: false };
+    for (const [id, l] of this.#staticOf) if (l === label) return { stopped: true, workerId: id };
+    void link.stop();
+    this.#statics.delete(label);
+    return { stopped: true };
+  }
+
   /** Static worker addresses being dialed. */
   get staticWorkers(): string[] {
     return [...this.#statics.keys()];
@@ -343,9 +356,7 @@ export class Coordinator {
       const timeoutMs = remainingMs(request, receivedAtMs);
       const submitted = asyncRequests.submit(
         (signal) => this.#runAsync(request, target, timeoutMs, signal, encode),
-        {
-          timeoutMs,
-        },
+        { timeoutMs, owner: request.caller.kind === 'client' ? request.caller.id : undefined },
       );
       this.#published(request, target.entry, undefined, 'accepted', receivedAtMs, undefined);
       return submitted;

@@ -3,6 +3,7 @@
 // over the last HISTORY_POINTS snapshots kept in this page.
 
 const OVERVIEW_URL = '../admin/overview';
+const KEY_STORAGE = 'infergrid-api-key';
 const POLL_INTERVAL_MS = 1000;
 /** A snapshot older than this marks the page stale. */
 const STALE_AFTER_MS = 5000;
@@ -237,7 +238,11 @@ function setStatus(state, text) {
 
 async function poll() {
   try {
-    const res = await fetch(OVERVIEW_URL, { cache: 'no-store' });
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    const headers = key ? { authorization: `Bearer ${key}` } : {};
+    const res = await fetch(OVERVIEW_URL, { cache: 'no-store', headers });
+    // a coordinator with API keys: ask for one (the page's own files need none)
+    document.getElementById('key-form').hidden = !(res.status === 401 || res.status === 403);
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     render(await res.json());
     lastOkAtMs = Date.now();
@@ -252,5 +257,12 @@ async function poll() {
     setTimeout(poll, POLL_INTERVAL_MS);
   }
 }
+
+document.getElementById('key-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = document.getElementById('key-input');
+  sessionStorage.setItem(KEY_STORAGE, input.value.trim());
+  input.value = '';
+});
 
 poll();
