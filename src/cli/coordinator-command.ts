@@ -59,7 +59,13 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
   });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
   const running = await startCoordinator(config, logger);
-  notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
+  notifyParent({
+    type: 'ready',
+    role: 'coordinator',
+    httpPort: running.httpPort,
+    rpcPort: running.rpcPort,
+    ...(running.adminPort !== undefined ? { adminPort: running.adminPort } : {}),
+  });
   onShutdownSignal(async (signal) => {
     logger.info({ signal }, 'coordinator stopping');
     await running.close();
