@@ -72,6 +72,10 @@ export const ERROR_CODES = {
    * replica may succeed: retried, and counts against the worker's health.
    */
   WORKER_FAULT: { httpStatus: 503, wireStatus: 23, retryable: true, fault: 'worker' },
+  /** The request line and headers are larger than the HTTP server reads (node's maxHeaderSize). */
+  HEADERS_TOO_LARGE: { httpStatus: 431, wireStatus: 24, retryable: false, fault: 'client' },
+  /** The client took longer than coordinator.headersTimeoutMs or bodyTimeoutMs to send its request. */
+  REQUEST_TIMEOUT: { httpStatus: 408, wireStatus: 25, retryable: false, fault: 'client' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
