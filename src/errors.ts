@@ -72,12 +72,16 @@ export const ERROR_CODES = {
    * replica may succeed: retried, and counts against the worker's health.
    */
   WORKER_FAULT: { httpStatus: 503, wireStatus: 23, retryable: true, fault: 'worker' },
+  /** The request line and headers are larger than the HTTP server reads (node's maxHeaderSize). */
+  HEADERS_TOO_LARGE: { httpStatus: 431, wireStatus: 24, retryable: false, fault: 'client' },
+  /** The client took longer than coordinator.headersTimeoutMs or bodyTimeoutMs to send its request. */
+  REQUEST_TIMEOUT: { httpStatus: 408, wireStatus: 25, retryable: false, fault: 'client' },
   /** An HTTP request without valid credentials for its route (no API key, or an unknown one). */
-  UNAUTHENTICATED: { httpStatus: 401, wireStatus: 24, retryable: false, fault: 'client' },
+  UNAUTHENTICATED: { httpStatus: 401, wireStatus: 26, retryable: false, fault: 'client' },
   /** Valid credentials without the scope the route needs. */
-  PERMISSION_DENIED: { httpStatus: 403, wireStatus: 25, retryable: false, fault: 'client' },
+  PERMISSION_DENIED: { httpStatus: 403, wireStatus: 27, retryable: false, fault: 'client' },
   /** The API key is over its rate limit; Retry-After says when to come back. */
-  RATE_LIMITED: { httpStatus: 429, wireStatus: 26, retryable: false, fault: 'client' },
+  RATE_LIMITED: { httpStatus: 429, wireStatus: 28, retryable: false, fault: 'client' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -3,10 +3,14 @@
  * stable `code` and any details. 503 and 429 carry Retry-After.
  */
 
+import { STATUS_CODES, maxHeaderSize } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply } from 'fastify';
 import { InfergridError, toInfergridError } from '../errors.ts';
 
 export const DEFAULT_RETRY_AFTER_SECONDS = 1;
+/** Longest path parameter the router takes (fastify's maxParamLength), characters. */
+export const MAX_PATH_PARAM_CHARS = 100;
 
 /** Maps fastify's own errors (body parsing, limits) onto the catalog. */
 export function fromFastifyError(err: FastifyError, bodyLimitBytes: number): InfergridError {
@@ -23,6 +27,18 @@ export function fromFastifyError(err: FastifyError, bodyLimitBytes: number): Inf
       return new InfergridError('MALFORMED_REQUEST', 'request body is empty; expected a JSON object');
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new InfergridError('MALFORMED_REQUEST', 'request body length does not match Content-Length');
+    // the router's own refusals, before any route runs (fastify's frameworkErrors)
+    case 'FST_ERR_BAD_URL':
+      return new InfergridError(
+        'MALFORMED_REQUEST',
+        'the URL path has a %-escape that does not decode (not two hex digits, or not UTF-8); write a literal "%" as %25',
+      );
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return new InfergridError(
+        'MALFORMED_REQUEST',
+        `a path parameter (model name, version or request id) is longer than ${MAX_PATH_PARAM_CHARS} characters`,
+        { details: { maxPathParamChars: MAX_PATH_PARAM_CHARS } },
+      );
     default:
       break;
   }
@@ -41,4 +57,44 @@ export function sendError(reply: FastifyReply, err: InfergridError): FastifyRepl
   const body: Record<string, unknown> = { error: err.message, code: err.code };
   if (err.details !== undefined) body.details = err.details;
   return reply.code(status).type('application/json').send(body);
+}
+
+/** What node's HTTP parser refused, before any route could run, as a catalog error. */
+function fromClientError(err: Error & { code?: string }): InfergridError {
+  switch (err.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return new InfergridError(
+        'REQUEST_TIMEOUT',
+        'the request was not received in time (coordinator.headersTimeoutMs for its headers, bodyTimeoutMs for all of it)',
+      );
+    case 'HPE_HEADER_OVERFLOW':
+      return new InfergridError(
+        'HEADERS_TOO_LARGE',
+        `the request line and headers are over ${maxHeaderSize} bytes; shorten the URL or the headers`,
+        { details: { maxHeaderBytes: maxHeaderSize } },
+      );
+    default:
+      return new InfergridError(
+        'MALFORMED_REQUEST',
+        `not a valid HTTP/1.1 request (${err.code ?? err.message})`,
+      );
+  }
+}
+
+/**
+ * fastify's clientErrorHandler: answers a request node could not parse (or that came too slowly)
+ * in the engine's error shape, then closes the connection, as fastify's own handler does.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  // a reset peer has nobody to answer
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const typed = fromClientError(err);
+  const body = JSON.stringify({ error: typed.message, code: typed.code });
+  const status = typed.httpStatus;
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }

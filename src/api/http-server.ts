@@ -16,7 +16,7 @@ import { type Surface, installFrontGuard, isBrowser } from './front-guard.ts';
 import { INFERENCE_HEADER_CONTENT_LENGTH } from './binary-tensors.ts';
 import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
-import { fromFastifyError, sendError } from './errors.ts';
+import { MAX_PATH_PARAM_CHARS, answerClientError, fromFastifyError, sendError } from './errors.ts';
 import { SERVER_NAME, registerKserveRoutes } from './kserve.ts';
 import { registerOverviewRoutes } from './overview.ts';
 import { RequestCounts } from './request-counts.ts';
@@ -87,6 +87,11 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     },
     // a load balancer's or client's request id is kept (logs carry it)
     requestIdHeader: 'x-request-id',
+    maxParamLength: MAX_PATH_PARAM_CHARS,
+    // a URL the router cannot decode is answered in the engine's error shape, like any other
+    frameworkErrors: (err, _req, reply) => sendError(reply, fromFastifyError(err, bodyLimitBytes)),
+    // and so is a request node's parser refuses (headers too large, not HTTP, too slow)
+    clientErrorHandler: answerClientError,
   });
   // beyond the cap, new connections are closed at once (an open socket costs memory whatever it sends)
   app.server.maxConnections = config.coordinator.maxConnections;

@@ -45,8 +45,9 @@ test('http limits - a client that trickles its headers or its body is closed, an
   );
   await slowHeaders.closed;
   await slowBody.closed;
-  assert.match(slowHeaders.received(), /^(HTTP\/1\.1 408|$)/, 'closed with a 408, or before any answer');
-  assert.match(slowBody.received(), /^(HTTP\/1\.1 408|$)/);
+  // closed with a 408 in the engine's error shape, or before any answer
+  assert.match(slowHeaders.received(), /^(HTTP\/1\.1 408 [\s\S]*"code":"REQUEST_TIMEOUT"\}|)$/);
+  assert.match(slowBody.received(), /^(HTTP\/1\.1 408 [\s\S]*"code":"REQUEST_TIMEOUT"\}|)$/);
   assert.equal((await fetch(`${coordinator.url}/v2/health/live`)).status, 200);
 });
 
@@ -102,4 +103,45 @@ models:
   await waitForWorkers(coordinator.url, 1, ['m']);
   const res = await coordinator.client.infer('m', [{ name: 'x', datatype: 'FP32', shape: [1], data: [2] }]);
   assert.deepEqual(res.outputs[0]!.data, [2]);
+});
+
+/** The status and parsed JSON body of the one raw answer a socket received. */
+function answerOf(raw: string): { status: number; body: Record<string, unknown> } {
+  const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(raw)?.[1]);
+  const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+  return { status, body };
+}
+
+test('http limits - a URL the router cannot decode or a path parameter over 100 characters gets the engine error shape', {
+  timeout: 60_000,
+}, async (t) => {
+  const coordinator = await startCoordinator(t, writeConfig(t, 'models: []\n'));
+  for (const path of ['/v2/models/%zz/infer', '/v2/%c0%af', `/v2/models/${'m'.repeat(101)}`]) {
+    const res = await fetch(`${coordinator.url}${path}`, { method: path.endsWith('infer') ? 'POST' : 'GET' });
+    assert.equal(res.status, 400, path);
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(body.code, 'MALFORMED_REQUEST', path);
+    assert.equal(typeof body.error, 'string');
+    assert.equal(body.statusCode, undefined, 'not fastify’s own shape');
+  }
+});
+
+test('http limits - headers over 16 KiB or bytes that are not HTTP get the engine error shape, and the server answers on', {
+  timeout: 60_000,
+}, async (t) => {
+  const coordinator = await startCoordinator(t, writeConfig(t, 'models: []\n'));
+  const big = await open(coordinator.url);
+  t.after(() => big.socket.destroy());
+  big.socket.write(`GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nx-big: ${'x'.repeat(17_000)}\r\n\r\n`);
+  const garbage = await open(coordinator.url);
+  t.after(() => garbage.socket.destroy());
+  garbage.socket.write('\x00\x01 not http at all\r\n\r\n');
+  await Promise.all([big.closed, garbage.closed]);
+  const tooLarge = answerOf(big.received());
+  assert.equal(tooLarge.status, 431);
+  assert.equal(tooLarge.body.code, 'HEADERS_TOO_LARGE');
+  const malformed = answerOf(garbage.received());
+  assert.equal(malformed.status, 400);
+  assert.equal(malformed.body.code, 'MALFORMED_REQUEST');
+  assert.equal((await fetch(`${coordinator.url}/v2/health/live`)).status, 200);
 });
