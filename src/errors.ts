@@ -72,6 +72,11 @@ export const ERROR_CODES = {
    * replica may succeed: retried, and counts against the worker's health.
    */
   WORKER_FAULT: { httpStatus: 503, wireStatus: 23, retryable: true, fault: 'worker' },
+  /**
+   * The server's policy refuses this, whoever asks: a model path outside the repository roots,
+   * or a runtime `js` model while repository.allowRuntimeJs is off.
+   */
+  FORBIDDEN: { httpStatus: 403, wireStatus: 24, retryable: false, fault: 'client' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

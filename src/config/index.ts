@@ -3,9 +3,16 @@ export {
   type LoadConfigOptions,
   type LoadedConfig,
   loadConfig,
-  resolveModelPath,
-  resolvePackagePath,
 } from './load.ts';
+export {
+  type LocatedPath,
+  type ModelPathsOptions,
+  ModelPaths,
+  OUTSIDE_ROOTS_MESSAGE,
+  type RuntimeLoadPolicy,
+  admitRuntimeModel,
+  isInsideRoot,
+} from './model-paths.ts';
 export {
   type BatchingConfig,
   type CacheConfig,
@@ -24,6 +31,7 @@ export {
   type PipelineConfig,
   type PipelineStepConfig,
   type PoolConfig,
+  type RepositoryConfig,
   type VersionPolicy,
   type RoutingConfig,
   type RpcConfig,
