@@ -36,7 +36,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     console.log(COORDINATOR_HELP);
     return;
   }
-  const { config } = loadConfig({
+  const { config, baseDir } = loadConfig({
     file: values.config as string | undefined,
     env: process.env,
     overrides: {
@@ -54,7 +54,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     name: 'coordinator',
   });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
-  const running = await startCoordinator(config, logger);
+  const running = await startCoordinator(config, logger, baseDir);
   notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
   onShutdownSignal(async (signal) => {
     logger.info({ signal }, 'coordinator stopping');

@@ -15,16 +15,18 @@ export interface RunningCoordinator {
 }
 
 /**
- * Starts a coordinator's RPC side and HTTP side from a loaded config; `env` is read for the
- * OTEL_* tracing variables.
+ * Starts a coordinator's RPC side and HTTP side from a loaded config; `baseDir` is the config
+ * file's folder (relative model paths of runtime loads resolve against it), `env` is read for
+ * the OTEL_* tracing variables.
  */
 export async function startCoordinator(
   config: Readonly<InfergridConfig>,
   logger: Logger,
+  baseDir: string,
   env: Record<string, string | undefined> = process.env,
 ): Promise<RunningCoordinator> {
   const tracing = await createTracing({ config: config.tracing, env, role: 'coordinator', logger });
-  const coordinator = new Coordinator({ config, logger, tracing });
+  const coordinator = new Coordinator({ config, logger, tracing, baseDir });
   try {
     await coordinator.start();
   } catch (err) {
