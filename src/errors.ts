@@ -82,6 +82,11 @@ export const ERROR_CODES = {
   PERMISSION_DENIED: { httpStatus: 403, wireStatus: 27, retryable: false, fault: 'client' },
   /** The API key is over its rate limit; Retry-After says when to come back. */
   RATE_LIMITED: { httpStatus: 429, wireStatus: 28, retryable: false, fault: 'client' },
+  /**
+   * The server's policy refuses this, whoever asks: a model path outside the repository roots,
+   * or a runtime `js` model while repository.allowRuntimeJs is off.
+   */
+  FORBIDDEN: { httpStatus: 403, wireStatus: 29, retryable: false, fault: 'client' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

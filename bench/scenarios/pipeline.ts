@@ -364,6 +364,8 @@ function ocrConfig(topology: Topology) {
     ...rest,
     coordinator: { host: '127.0.0.1', port: 0, rpcPort: 0 },
     logging: { level: 'warn' },
+    // the demo's step modules stay where they are: beside the demo config
+    repository: { roots: [dirname(DEMO_CONFIG)] },
     ...(topology === 'disaggregated' && pools.length ? { pools } : {}),
     models,
   };

@@ -39,7 +39,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     console.log(COORDINATOR_HELP);
     return;
   }
-  const { config } = loadConfig({
+  const { config, baseDir } = loadConfig({
     file: values.config as string | undefined,
     env: process.env,
     overrides: {
@@ -58,7 +58,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     name: 'coordinator',
   });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
-  const running = await startCoordinator(config, logger);
+  const running = await startCoordinator(config, logger, baseDir);
   notifyParent({
     type: 'ready',
     role: 'coordinator',

@@ -74,7 +74,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
   const logger = createLogger({ level: config.logging.level, format: config.logging.format, name: 'serve' });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
 
-  const running = await startCoordinator(config, logger);
+  const running = await startCoordinator(config, logger, loaded.baseDir);
   const rpcHost = ['0.0.0.0', '::', ''].includes(config.coordinator.rpcHost)
     ? '127.0.0.1'
     : config.coordinator.rpcHost;

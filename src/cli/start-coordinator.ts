@@ -60,11 +60,13 @@ function portOf(app: FastifyInstance, fallback: number): number {
 
 /**
  * Starts a coordinator's RPC side and HTTP side (and its admin listener, when configured) from
- * a loaded config; `env` is read for the OTEL_* tracing variables.
+ * a loaded config; `baseDir` is the config file's folder (relative model paths of runtime loads
+ * resolve against it), `env` is read for the OTEL_* tracing variables.
  */
 export async function startCoordinator(
   config: Readonly<InfergridConfig>,
   logger: Logger,
+  baseDir: string,
   env: Record<string, string | undefined> = process.env,
 ): Promise<RunningCoordinator> {
   checkHttpExposure(config, logger);
@@ -72,7 +74,7 @@ export async function startCoordinator(
   const mainTls = tlsFiles(http.tls);
   const adminTls = tlsFiles(http.admin?.tls);
   const tracing = await createTracing({ config: config.tracing, env, role: 'coordinator', logger });
-  const coordinator = new Coordinator({ config, logger, tracing });
+  const coordinator = new Coordinator({ config, logger, tracing, baseDir });
   try {
     await coordinator.start();
   } catch (err) {

@@ -4,9 +4,16 @@ export {
   type LoadedConfig,
   apiKeysFromEnv,
   loadConfig,
-  resolveModelPath,
-  resolvePackagePath,
 } from './load.ts';
+export {
+  type LocatedPath,
+  type ModelPathsOptions,
+  ModelPaths,
+  OUTSIDE_ROOTS_MESSAGE,
+  type RuntimeLoadPolicy,
+  admitRuntimeModel,
+  isInsideRoot,
+} from './model-paths.ts';
 export {
   ANONYMOUS_SCOPES,
   API_SCOPES,
@@ -33,6 +40,7 @@ export {
   type PipelineConfig,
   type PipelineStepConfig,
   type PoolConfig,
+  type RepositoryConfig,
   type VersionPolicy,
   type RoutingConfig,
   type RpcConfig,

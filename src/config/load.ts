@@ -3,11 +3,11 @@
  * reported at once, each with its path, in one CONFIG_INVALID error.
  */
 
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { InfergridError } from '../errors.ts';
+import { ModelPaths, realPathOf } from './model-paths.ts';
 import { checkPipeline } from './pipeline.ts';
 import {
   type InfergridConfig,
@@ -120,21 +120,6 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out || '(root)';
 }
 
-/** Finds `<package>/<file>` in a node_modules folder above `from` (or above infergrid itself). */
-export function resolvePackagePath(spec: string, from: string): string | undefined {
-  const m = /^((?:@[^/]+\/)?[^/]+)\/(.+)$/.exec(spec);
-  if (!m) return undefined;
-  const starts = [from, dirname(fileURLToPath(import.meta.url))];
-  for (const start of starts) {
-    for (let dir = resolve(start); ; dir = dirname(dir)) {
-      const candidate = join(dir, 'node_modules', m[1]!, m[2]!);
-      if (existsSync(candidate)) return candidate;
-      if (dirname(dir) === dir) break;
-    }
-  }
-  return undefined;
-}
-
 interface Indexed<T> {
   index: number;
   value: T;
@@ -154,11 +139,14 @@ function parseEach<T>(
   return out;
 }
 
-/** Checks that span fields: uniqueness, per-backend requirements, paths on disk, worker references. */
+/**
+ * Checks that span fields: uniqueness, per-backend requirements, paths on disk and inside the
+ * repository roots (each replaced by its real path), worker references.
+ */
 function crossCheck(
   models: Indexed<ModelConfig>[],
   workers: Indexed<WorkerConfig>[],
-  baseDir: string,
+  paths: ModelPaths,
   issues: string[],
 ): void {
   const workerIds = new Set<string>();
@@ -218,11 +206,19 @@ function crossCheck(
       issues.push(`${where}: backend "sim" needs inputs and outputs declared`);
     }
     if (m.path) {
-      const resolved = resolveModelPath(m.path, baseDir);
-      if (resolved === undefined)
+      const located = paths.locate(m.path);
+      if (located.state === 'found') m.path = located.path;
+      else if (located.state === 'missing') issues.push(`${where}.path: ${located.path} does not exist`);
+      else if (located.state === 'package-missing')
         issues.push(`${where}.path: package file "${m.path}" not found in any node_modules`);
-      else if (!existsSync(resolved)) issues.push(`${where}.path: ${resolved} does not exist`);
-      else m.path = resolved;
+      else if (m.path.startsWith('pkg:'))
+        issues.push(
+          `${where}.path: model "${m.name}": "${m.path}" is not a file inside an installed package (pkg:<package>/<file>, inside the package's folder)`,
+        );
+      else
+        issues.push(
+          `${where}.path: model "${m.name}": ${resolve(paths.baseDir, m.path)} is outside the repository roots (${paths.roots.join(', ')}); move it into one, or add its folder to repository.roots`,
+        );
     }
     if (m.workers && workerIds.size > 0) {
       for (const id of m.workers) {
@@ -279,10 +275,20 @@ function checkApiKeys(config: InfergridConfig, issues: string[]): void {
   });
 }
 
-/** A model path as a file: `pkg:` found in node_modules, relative ones against `baseDir`. */
-export function resolveModelPath(path: string, baseDir: string): string | undefined {
-  if (path.startsWith('pkg:')) return resolvePackagePath(path.slice(4), baseDir);
-  return isAbsolute(path) ? path : resolve(baseDir, path);
+/**
+ * `repository.roots` as real absolute paths (relative ones against `baseDir`); a root that does
+ * not exist is a problem. `raw` is the parsed section, or the file's own when parsing failed.
+ */
+function resolveRoots(raw: unknown, baseDir: string, issues: string[]): string[] {
+  const given =
+    Array.isArray(raw) && raw.length > 0 && raw.every((r) => typeof r === 'string' && r !== '')
+      ? (raw as string[])
+      : ['.'];
+  return given.map((root, i) => {
+    const { real, exists } = realPathOf(resolve(baseDir, root));
+    if (!exists) issues.push(`repository.roots[${i}]: ${real} does not exist`);
+    return real;
+  });
 }
 
 function deepFreeze<T>(value: T): Readonly<T> {
@@ -343,12 +349,17 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     }
     checkApiKeys(result.data, issues);
     expandPools(result.data, issues);
-    const { models, workers } = result.data;
+    const { models, workers, repository } = result.data;
+    repository.roots = resolveRoots(repository.roots, baseDir, issues);
+    const paths = new ModelPaths({ roots: repository.roots, baseDir });
     const index = <T>(list: T[]): Indexed<T>[] => list.map((value, i) => ({ index: i, value }));
-    crossCheck(index(models), index(workers), baseDir, issues);
+    crossCheck(index(models), index(workers), paths, issues);
   } else {
     for (const issue of result.error.issues) issues.push(`${formatPath(issue.path)}: ${issue.message}`);
-    crossCheck(parseEach(raw.models, modelSchema), parseEach(raw.workers, workerSchema), baseDir, issues);
+    const rawRepository = raw.repository as Raw | undefined;
+    const roots = resolveRoots(rawRepository?.roots, baseDir, []);
+    const paths = new ModelPaths({ roots, baseDir });
+    crossCheck(parseEach(raw.models, modelSchema), parseEach(raw.workers, workerSchema), paths, issues);
   }
   if (issues.length > 0) {
     const where = file ? `config file ${file}` : 'configuration';

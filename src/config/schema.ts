@@ -588,6 +588,20 @@ export const configSchema = z
     cache: cacheSchema.default(cacheSchema.parse({})),
     /** Pools of worker processes `serve` starts (models name them with `pool:`). */
     pools: z.array(poolSchema).default([]),
+    /** Where models may be loaded from, and what the repository load API may define (docs/repository-security.md). */
+    repository: z
+      .object({
+        /**
+         * Folders model files load from (symlinks followed), relative ones against the config
+         * file's folder. Default: that folder. `pkg:<package>/<file>` paths load from inside
+         * that installed package besides.
+         */
+        roots: z.array(z.string().min(1)).min(1).default(['.']),
+        /** Let the repository load API define `js` models, whose module's code runs in the worker. */
+        allowRuntimeJs: z.boolean().default(false),
+      })
+      .strict()
+      .default({ roots: ['.'], allowRuntimeJs: false }),
     /** Asynchronous requests (`parameters.async` or `Prefer: respond-async`). */
     async: z
       .object({
@@ -623,3 +637,4 @@ export type PoolConfig = z.infer<typeof poolSchema>;
 export type PipelineConfig = z.infer<typeof pipelineSchema>;
 export type PipelineStepConfig = z.infer<typeof pipelineStepSchema>;
 export type VersionPolicy = z.infer<typeof versionPolicySchema>;
+export type RepositoryConfig = InfergridConfig['repository'];

@@ -9,7 +9,7 @@
  */
 
 import { type Server, type Socket, createServer } from 'node:net';
-import type { InfergridConfig } from '../config/index.ts';
+import { type InfergridConfig, ModelPaths } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { createPackr } from '../protocol/index.ts';
 import { type ModelEntry, ModelRegistry, validateInputs } from '../registry/index.ts';
@@ -54,6 +54,8 @@ export interface CoordinatorOptions {
   logger: Logger;
   /** Spans for cache lookups, routing, RPC attempts and pipeline steps; none when absent or off. */
   tracing?: Tracing | undefined;
+  /** The config file's folder: relative model paths of runtime loads resolve against it. Default: the working directory. */
+  baseDir?: string | undefined;
 }
 
 /** A request resolved to a model version and checked against its schema. */
@@ -128,6 +130,13 @@ export class Coordinator {
       pool: this.pool,
       logger: options.logger,
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
+      runtimeLoads: {
+        paths: new ModelPaths({
+          roots: options.config.repository.roots,
+          baseDir: options.baseDir ?? process.cwd(),
+        }),
+        allowRuntimeJs: options.config.repository.allowRuntimeJs,
+      },
     });
     this.metrics = new CoordinatorMetrics({
       workers: () => this.fleet(),

@@ -8,8 +8,14 @@
  * there well after the worker joined.
  */
 
-import { type ModelConfig, checkPipeline, modelSchema } from '../config/index.ts';
-import { InfergridError, toInfergridError } from '../errors.ts';
+import {
+  type ModelConfig,
+  type RuntimeLoadPolicy,
+  admitRuntimeModel,
+  checkPipeline,
+  modelSchema,
+} from '../config/index.ts';
+import { type ErrorCode, InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelStatus } from '../protocol/index.ts';
 import type { ModelRegistry, RepositoryIndexEntry } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
@@ -21,6 +27,17 @@ export interface ModelRepositoryOptions {
   logger: Logger;
   /** How long a worker may take to load a model, ms. */
   loadTimeoutMs: number;
+  /**
+   * What a config sent to the load API may name: files inside the repository roots, and `js`
+   * models only when allowed. Checked here to fail fast; each worker checks again for itself.
+   */
+  runtimeLoads: RuntimeLoadPolicy;
+}
+
+/** A worker's failed load or unload: the text names the worker; the code is the worker's. */
+interface JobFailure {
+  text: string;
+  code: ErrorCode;
 }
 
 /** Whether a model's placement puts it on this worker (no placement: every worker). */
@@ -55,7 +72,9 @@ export class ModelRepository {
   /**
    * Loads every served version of `name` on the workers placed to host it and resolves once
    * each has answered; with `config`, (re)defines the model first (a new model, or a new path
-   * or settings for a known one). MODEL_LOAD_FAILED names each worker that failed and why.
+   * or settings for a known one). MODEL_LOAD_FAILED names each worker that failed and why;
+   * FORBIDDEN when the config names a file outside the repository roots or a js model that
+   * runtime loads may not define (here, or on every worker that answered).
    */
   async load(name: string, config?: unknown): Promise<RepositoryIndexEntry[]> {
     const { registry } = this.#o;
@@ -83,6 +102,8 @@ export class ModelRepository {
           `config.path: required for backend "${parsed.data.backend}"`,
         );
       }
+      // missing files are the workers' to report: they may hold files this machine lacks
+      admitRuntimeModel(parsed.data, this.#o.runtimeLoads);
       configs = [parsed.data];
     } else {
       configs = registry.declared().filter((m) => m.name === name);
@@ -127,7 +148,7 @@ export class ModelRepository {
 
     const servedVersions = new Set(served.map((c) => c.version));
     const workers = this.#o.pool.list().filter((w) => !w.draining);
-    const jobs: Promise<string | undefined>[] = [];
+    const jobs: Promise<JobFailure | undefined>[] = [];
     for (const worker of workers) {
       const wanted = served.filter((c) => placedOn(c, worker));
       const stale = this.#hostedVersions(name, worker.id).filter((v) => !servedVersions.has(v));
@@ -141,15 +162,15 @@ export class ModelRepository {
         `no connected worker is placed to host model "${name}"${placement ? ` (placement: ${placement.join(', ')})` : ''}; connected: ${workers.map((w) => w.id).join(', ') || 'none'}`,
       );
     }
-    const failures = (await Promise.all(jobs)).filter((f): f is string => f !== undefined);
-    if (failures.length > 0)
-      throw new InfergridError(
-        'MODEL_LOAD_FAILED',
-        `model "${name}" failed to load: ${failures.join('; ')}`,
-        {
-          details: { failures },
-        },
-      );
+    const failures = (await Promise.all(jobs)).filter((f) => f !== undefined);
+    if (failures.length > 0) {
+      const texts = failures.map((f) => f.text);
+      // refused by policy everywhere: the client's request is at fault, not a worker
+      const code = failures.every((f) => f.code === 'FORBIDDEN') ? 'FORBIDDEN' : 'MODEL_LOAD_FAILED';
+      throw new InfergridError(code, `model "${name}" failed to load: ${texts.join('; ')}`, {
+        details: { failures: texts },
+      });
+    }
   }
 
   /**
@@ -165,7 +186,7 @@ export class ModelRepository {
       .list()
       .filter((w) => this.#hostedVersions(name, w.id).length > 0)
       .map((w) => this.#track(w, name, this.#unloadOn(w, name)));
-    const failures = (await Promise.all(jobs)).filter((f): f is string => f !== undefined);
+    const failures = (await Promise.all(jobs)).filter((f) => f !== undefined).map((f) => f.text);
     if (failures.length > 0)
       this.#o.logger.warn({ model: name, failures }, 'some workers could not unload the model');
   }
@@ -175,7 +196,11 @@ export class ModelRepository {
   }
 
   /** Marks a control job of (worker, name) as running until it settles. */
-  #track(worker: WorkerHandle, name: string, job: Promise<string | undefined>): Promise<string | undefined> {
+  #track(
+    worker: WorkerHandle,
+    name: string,
+    job: Promise<JobFailure | undefined>,
+  ): Promise<JobFailure | undefined> {
     const key = `${worker.key}\0${name}`;
     this.#pending.set(key, (this.#pending.get(key) ?? 0) + 1);
     return job.finally(() => {
@@ -194,21 +219,24 @@ export class ModelRepository {
   }
 
   /** Loads on one worker; resolves with a failure description, or undefined when all loaded. */
-  async #loadOn(worker: WorkerHandle, configs: ModelConfig[]): Promise<string | undefined> {
+  async #loadOn(worker: WorkerHandle, configs: ModelConfig[]): Promise<JobFailure | undefined> {
     let statuses: ModelStatus[];
     try {
       statuses = await worker.control({ action: 'load', models: configs }, this.#o.loadTimeoutMs);
     } catch (err) {
-      return `${worker.id}: ${toInfergridError(err).message}`;
+      return failureOn(worker, err);
     }
     const failed = statuses.filter((s) => s.state !== 'ready');
     if (failed.length === 0) return undefined;
-    return failed
-      .map((s) => `${worker.id}: ${s.name}@${s.version} ${s.state}${s.error ? ` (${s.error})` : ''}`)
-      .join('; ');
+    return {
+      text: failed
+        .map((s) => `${worker.id}: ${s.name}@${s.version} ${s.state}${s.error ? ` (${s.error})` : ''}`)
+        .join('; '),
+      code: 'MODEL_LOAD_FAILED',
+    };
   }
 
-  async #unloadOn(worker: WorkerHandle, name: string, versions?: string[]): Promise<string | undefined> {
+  async #unloadOn(worker: WorkerHandle, name: string, versions?: string[]): Promise<JobFailure | undefined> {
     try {
       await worker.control(
         { action: 'unload', name, ...(versions ? { versions } : {}) },
@@ -216,7 +244,7 @@ export class ModelRepository {
       );
       return undefined;
     } catch (err) {
-      return `${worker.id}: ${toInfergridError(err).message}`;
+      return failureOn(worker, err);
     }
   }
 
@@ -230,7 +258,7 @@ export class ModelRepository {
     for (const [name, want] of this.#desired) {
       if (this.#pending.has(`${worker.key}\0${name}`)) continue;
       const hosted = this.#hostedVersions(name, worker.id);
-      const jobs: Promise<string | undefined>[] = [];
+      const jobs: Promise<JobFailure | undefined>[] = [];
       if (want === 'unloaded' && hosted.length > 0) jobs.push(this.#unloadOn(worker, name));
       if (want === 'loaded') {
         const served = registry.servedConfigs(name);
@@ -244,11 +272,19 @@ export class ModelRepository {
       for (const job of jobs) {
         void this.#track(worker, name, job).then((failure) => {
           if (failure)
-            logger.warn({ worker: worker.id, model: name, failure }, 'could not bring a worker in line');
+            logger.warn(
+              { worker: worker.id, model: name, failure: failure.text },
+              'could not bring a worker in line',
+            );
         });
       }
     }
   }
+}
+
+function failureOn(worker: WorkerHandle, err: unknown): JobFailure {
+  const error = toInfergridError(err);
+  return { text: `${worker.id}: ${error.message}`, code: error.code };
 }
 
 function parseJson(text: string): unknown {

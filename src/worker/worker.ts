@@ -12,7 +12,14 @@
 import { EventEmitter } from 'node:events';
 import { type Server, type Socket, createServer } from 'node:net';
 import { hostname } from 'node:os';
-import { type ModelConfig, type RpcConfig, modelSchema } from '../config/index.ts';
+import {
+  type ModelConfig,
+  ModelPaths,
+  type RpcConfig,
+  type RuntimeLoadPolicy,
+  admitRuntimeModel,
+  modelSchema,
+} from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type HeartbeatMeta,
@@ -67,10 +74,11 @@ export interface WorkerOptions {
   /** Traces each INFER_REQUEST (continuing the coordinator's trace), its queue wait and batch. */
   tracing?: Tracing | undefined;
   /**
-   * Turns the path of a model loaded at run time into a file on this machine (`pkg:`,
-   * relative to the config's folder); undefined when it does not exist. Default: as given.
+   * What a coordinator may have this worker load at run time: files inside this worker's own
+   * repository roots (a coordinator may be hostile, so the worker checks for itself), and `js`
+   * models only when allowed. Default: no file at all and no js model.
    */
-  resolveModelPath?: (path: string) => string | undefined;
+  runtimeLoads?: RuntimeLoadPolicy;
   rpc: RpcConfig;
   logger: Logger;
 }
@@ -106,6 +114,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #tracing: Tracing | undefined;
   /** Bounds the connections waiting for their handshake on the listening port. */
   readonly #gate: AcceptGate;
+  readonly #runtimeLoads: RuntimeLoadPolicy;
   readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
   #server: Server | undefined;
   #port: number | undefined;
@@ -118,6 +127,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.id = options.id ?? `${hostname()}-${process.pid}`;
     this.#options = options;
     this.#tracing = tracingIfEnabled(options.tracing);
+    this.#runtimeLoads = options.runtimeLoads ?? {
+      paths: new ModelPaths({ roots: [], baseDir: process.cwd() }),
+      allowRuntimeJs: false,
+    };
     this.#gate = new AcceptGate({
       maxPendingHandshakes: options.rpc.maxPendingHandshakes,
       logIntervalMs: options.rpc.refusalLogIntervalMs,
@@ -300,7 +313,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  /** A model config sent by a coordinator, checked and with its path made local. */
+  /**
+   * A model config sent by a coordinator, checked against this worker's runtime load policy,
+   * with its path replaced by the real file to open.
+   */
   #modelConfig(raw: unknown): ModelConfig {
     const parsed = modelSchema.safeParse(raw);
     if (!parsed.success) {
@@ -311,17 +327,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
       );
     }
     const config = parsed.data;
-    if (config.path) {
-      const local = this.#options.resolveModelPath
-        ? this.#options.resolveModelPath(config.path)
-        : config.path;
-      if (local === undefined)
-        throw new InfergridError(
-          'MODEL_LOAD_FAILED',
-          `model "${config.name}": ${config.path} was not found on worker ${this.id}`,
-        );
-      config.path = local;
-    }
+    const located = admitRuntimeModel(config, this.#runtimeLoads);
+    if (located?.state === 'found') config.path = located.path;
+    else if (located?.state === 'missing')
+      throw new InfergridError(
+        'MODEL_LOAD_FAILED',
+        `model "${config.name}": ${located.path} was not found on worker ${this.id}`,
+      );
+    else if (located?.state === 'package-missing')
+      throw new InfergridError(
+        'MODEL_LOAD_FAILED',
+        `model "${config.name}": package file "${config.path}" was not found in any node_modules on worker ${this.id}`,
+      );
     return config;
   }
 

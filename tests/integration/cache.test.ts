@@ -20,6 +20,7 @@ import {
   startWorker,
   waitFor,
   waitForWorkers,
+  fixtureRepositoryYaml,
   writeConfig,
 } from '../fixtures/processes.ts';
 
@@ -240,7 +241,7 @@ models:
     options: { factor: ${factor} }
     cache: { enabled: true, ttlMs: 600000 }
 cache: { sqlite: { path: cache.sqlite } }
-`;
+${fixtureRepositoryYaml({ allowRuntimeJs: true })}`;
   const config = writeConfig(t, yaml(2));
   /** A config beside the first one, sharing its SQLite file. */
   const withFactor = (factor: number): string => {

@@ -17,7 +17,6 @@ import {
   startCoordinator,
   startWorker,
   waitFor,
-  waitForWorkers,
   writeConfig,
 } from '../fixtures/processes.ts';
 

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
@@ -18,6 +18,7 @@ import {
   startWorker,
   waitFor,
   waitForWorkers,
+  fixtureRepositoryYaml,
   writeConfig,
 } from '../fixtures/processes.ts';
 
@@ -226,7 +227,10 @@ models:
 test('repository - a model defined at run time with parameters.config serves; bad configs are refused', {
   timeout: 60_000,
 }, async (t) => {
-  const file = writeConfig(t, `rpc: { heartbeatIntervalMs: 100 }\nmodels:\n  - name: m${SIM_YAML}\n`);
+  const file = writeConfig(
+    t,
+    `rpc: { heartbeatIntervalMs: 100 }\nmodels:\n  - name: m${SIM_YAML}\n${fixtureRepositoryYaml({ allowRuntimeJs: true })}`,
+  );
   const coordinator = await startCoordinator(t, file);
   const { url } = coordinator;
   const w1 = await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
@@ -304,8 +308,8 @@ test('repository - a model defined at run time with parameters.config serves; ba
   const notObject = await repository(url, 'bad', 'load', '[1]');
   assert.equal(notObject.status, 400, notObject.text);
 
-  // a config naming a file that does not exist: the load fails naming the file
-  const missing = join(tempDir(t), 'no-such-model.ts');
+  // a config naming a file inside a root that does not exist: the load fails naming the file
+  const missing = join(dirname(DOUBLE), 'no-such-model.ts');
   const ghost = await repository(
     url,
     'ghost',
