@@ -26,7 +26,8 @@ if (positionals.length === 0) {
   );
   process.exit(2);
 }
-const client = new InferenceClient(values.url!);
+// a coordinator with API keys: INFERGRID_API_KEY holds one with the infer scope
+const client = new InferenceClient(values.url!, { apiKey: process.env.INFERGRID_API_KEY });
 const charset = values['client-side'] ? loadCharset(resolveOcrAssets().keysPath) : [];
 
 async function readOne(path: string): Promise<{ text: string; confidence: number; angle: number }> {

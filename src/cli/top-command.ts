@@ -15,6 +15,7 @@ size, queue depth and cache hit rate (the figures of its /dashboard, from /admin
 
 Options:
   -u, --url <url>          the coordinator's HTTP address   (default http://127.0.0.1:8000)
+      --api-key <key>      an API key with the metrics scope (or INFERGRID_API_KEY)
       --once               print one snapshot and exit (also when stdout is not a terminal)
       --json               print the raw /admin/overview JSON once and exit
       --interval-ms <ms>   time between refreshes           (default 1000)
@@ -73,11 +74,17 @@ export interface OverviewSnapshot {
 }
 
 /** Fetches the overview; a coordinator that cannot be reached is an error saying so. */
-export async function fetchOverview(url: string): Promise<{ json: OverviewSnapshot; text: string }> {
+export async function fetchOverview(
+  url: string,
+  apiKey?: string | undefined,
+): Promise<{ json: OverviewSnapshot; text: string }> {
   const target = `${url.replace(/\/+$/, '')}/admin/overview`;
   let res: Response;
   try {
-    res = await fetch(target, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+    res = await fetch(target, {
+      signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+      ...(apiKey ? { headers: { authorization: `Bearer ${apiKey}` } } : {}),
+    });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     const why = cause?.code ?? cause?.message ?? (err as Error).message;
@@ -88,6 +95,12 @@ export async function fetchOverview(url: string): Promise<{ json: OverviewSnapsh
     );
   }
   const text = await res.text();
+  if (res.status === 401 || res.status === 403) {
+    throw new InfergridError(
+      res.status === 401 ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED',
+      `${target} answered ${res.status}: this coordinator needs an API key with the metrics scope; pass it with --api-key or INFERGRID_API_KEY`,
+    );
+  }
   if (!res.ok) {
     throw new InfergridError(
       'UNAVAILABLE',
@@ -217,6 +230,7 @@ export async function runTopCommand(argv: string[]): Promise<void> {
     once: { type: 'boolean' },
     json: { type: 'boolean' },
     'interval-ms': { type: 'string' },
+    'api-key': { type: 'string' },
   });
   if (values.help) {
     console.log(TOP_HELP);
@@ -226,8 +240,9 @@ export async function runTopCommand(argv: string[]): Promise<void> {
   if (!/^https?:\/\//.test(url))
     throw new InfergridError('CONFIG_INVALID', `--url must start with http:// or https://, got "${url}"`);
   const intervalMs = intervalFlag(values['interval-ms']);
+  const apiKey = (values['api-key'] as string | undefined) ?? process.env.INFERGRID_API_KEY;
 
-  const first = await fetchOverview(url);
+  const first = await fetchOverview(url, apiKey);
   if (values.json) {
     process.stdout.write(`${first.text}\n`);
     return;
@@ -252,7 +267,7 @@ export async function runTopCommand(argv: string[]): Promise<void> {
     stdout.write(`${CLEAR}${renderOverview(last, url)}${footer}`);
     await delay(intervalMs);
     try {
-      last = (await fetchOverview(url)).json;
+      last = (await fetchOverview(url, apiKey)).json;
       problem = undefined;
     } catch (err) {
       problem = (err as Error).message;

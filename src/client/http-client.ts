@@ -298,9 +298,12 @@ export function decodeInferResponse(
 
 export class InferenceClient {
   readonly baseUrl: string;
+  readonly #authorization: Record<string, string>;
 
-  constructor(baseUrl: string) {
+  /** `apiKey`: sent as `Authorization: Bearer` on every request (a coordinator with auth.apiKeys). */
+  constructor(baseUrl: string, options: { apiKey?: string | undefined } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
+    this.#authorization = options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {};
   }
 
   /** Sends a request; answers the body and its Inference-Header-Content-Length, or throws the server's error. */
@@ -311,7 +314,7 @@ export class InferenceClient {
   ): Promise<{ body: Buffer; headerLength: string | null; status: number }> {
     const response = await fetch(`${this.baseUrl}${path}`, {
       method,
-      ...(init.headers ? { headers: init.headers } : {}),
+      headers: { ...this.#authorization, ...init.headers },
       ...(init.body === undefined ? {} : { body: init.body }),
       ...(init.signal ? { signal: init.signal } : {}),
     });

@@ -7,12 +7,15 @@
  */
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { hashApiKey } from '../../src/api/index.ts';
+import { InferenceClient } from '../../src/client/index.ts';
 import {
+  BIN,
   spawnProcess,
   startCoordinator,
   startWorker,
@@ -173,6 +176,33 @@ test('http security - API keys and scopes: 401 without or with a wrong key, 403 
   assert.equal((await call(infer, { body: INFER_BODY, key: KEYS.admin })).status, 200);
   // the model is still there: nothing a refused request asked for happened
   assert.equal((await call(`${url}/v2/models/m/ready`, { key: KEYS.client })).status, 200);
+});
+
+test('http security - the client library and infergrid top take an API key', {
+  timeout: 60_000,
+}, async (t) => {
+  const { url } = await keyedFleet(t);
+  const input = { name: 'INPUT0', datatype: 'FP32' as const, shape: [1, 2], data: [1, 2] };
+  await assert.rejects(new InferenceClient(url).infer('m', [input]), /UNAUTHENTICATED|needs an API key/);
+  const answer = await new InferenceClient(url, { apiKey: KEYS.client }).infer('m', [input]);
+  assert.equal(answer.outputs[0]?.name, 'OUTPUT0');
+  const top = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [BIN, 'top', '--once', '--url', url, ...args],
+        { env: { ...process.env, ...env } },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+      );
+    });
+  const refused = await top([]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.out, /needs an API key with the metrics scope; pass it with --api-key/);
+  const shown = await top(['--api-key', KEYS.ops]);
+  assert.equal(shown.code, 0, shown.out);
+  assert.match(shown.out, /\bm\b/);
+  assert.equal((await top([], { INFERGRID_API_KEY: KEYS.ops })).code, 0);
 });
 
 test('http security - a key over its rate limit gets 429 with Retry-After; other keys are not slowed', {
