@@ -52,7 +52,7 @@ export const ERROR_CODES = {
   FRAME_TOO_LARGE: { httpStatus: 413, wireStatus: 14, retryable: false, fault: 'none' },
   /** An RPC frame of a kind this side does not know. */
   UNKNOWN_MESSAGE: { httpStatus: 502, wireStatus: 15, retryable: true, fault: 'worker' },
-  /** The RPC peer's auth token was missing or wrong. */
+  /** The RPC peer could not prove it holds the connection's key (or this side could not check it). */
   AUTH_FAILED: { httpStatus: 401, wireStatus: 16, retryable: false, fault: 'none' },
   /** The RPC peer speaks an incompatible protocol version. */
   VERSION_MISMATCH: { httpStatus: 502, wireStatus: 17, retryable: false, fault: 'none' },

@@ -2,6 +2,7 @@ import { loadConfig } from '../config/index.ts';
 import { createLogger } from '../telemetry/index.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
 import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
+import { requireRpcCredentials } from './rpc-credentials.ts';
 import { startCoordinator } from './start-coordinator.ts';
 
 export const COORDINATOR_HELP = `Usage: infergrid coordinator [options]
@@ -15,10 +16,16 @@ Options:
       --rpc-host <addr>    RPC listen address for workers (default 127.0.0.1)
       --rpc-port <port>    RPC port, 0 for any free one   (default 9000)
   -w, --worker <host:port> dial a static worker; repeatable
+      --insecure           run RPC without authentication when no cluster secret is set:
+                           anyone who reaches the RPC port can join as a worker
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
   -h, --help               show this help
 
-Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_PORT, INFERGRID_RPC_PORT,
+Workers prove their key on the RPC port (HMAC challenge-response; the secret never crosses
+the wire). Without a cluster secret the coordinator refuses to start unless --insecure.
+rpc.tls in the config adds TLS (docs/rpc-security.md).
+
+Environment: INFERGRID_TOKEN (the cluster secret that workers' keys derive from), INFERGRID_PORT, INFERGRID_RPC_PORT,
 INFERGRID_HOST, INFERGRID_LOG_LEVEL, INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a
 full collection, default 200; 0 for V8's own; see docs/configuration.md).`;
 
@@ -30,6 +37,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     'rpc-host': { type: 'string' },
     'rpc-port': { type: 'string' },
     worker: { type: 'string', short: 'w', multiple: true },
+    insecure: { type: 'boolean' },
     'log-level': { type: 'string' },
   });
   if (values.help) {
@@ -45,6 +53,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
       rpcHost: values['rpc-host'] as string | undefined,
       rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
       workers: values.worker as string[] | undefined,
+      insecure: values.insecure as boolean | undefined,
       logLevel: values['log-level'] as string | undefined,
     },
   });
@@ -54,6 +63,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     name: 'coordinator',
   });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
+  requireRpcCredentials('coordinator', config.auth, logger);
   const running = await startCoordinator(config, logger);
   notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
   onShutdownSignal(async (signal) => {

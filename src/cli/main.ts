@@ -2,6 +2,7 @@ import { InfergridError } from '../errors.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 import { BENCH_HELP, runBenchCommand } from './bench-command.ts';
 import { COORDINATOR_HELP, runCoordinatorCommand } from './coordinator-command.ts';
+import { CREDENTIAL_HELP, runCredentialCommand } from './credential-command.ts';
 import { tuneHeap } from './heap.ts';
 import { SERVE_HELP, runServeCommand } from './serve-command.ts';
 import { TOP_HELP, runTopCommand } from './top-command.ts';
@@ -17,6 +18,7 @@ Commands:
   worker       a process that loads models and serves them over RPC
   top          a coordinator's workers and models live in the terminal (--once, --json)
   bench        load a running coordinator with one model's requests; throughput, latency, errors
+  credential   print a worker's RPC key, derived from the cluster secret (--worker <id>)
   help <cmd>   help for a command
 
 Run 'infergrid <command> --help' for a command's options.`;
@@ -27,6 +29,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   worker: { run: runWorkerCommand, help: WORKER_HELP },
   top: { run: runTopCommand, help: TOP_HELP },
   bench: { run: runBenchCommand, help: BENCH_HELP },
+  credential: { run: runCredentialCommand, help: CREDENTIAL_HELP },
 };
 
 /** Commands that serve until stopped, whose heap is sized for serving (heap.ts). */

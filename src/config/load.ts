@@ -26,6 +26,8 @@ export interface ConfigOverrides {
   rpcPort?: number | undefined;
   workers?: string[] | undefined;
   token?: string | undefined;
+  /** --insecure: RPC without authentication when no secret or key is set. */
+  insecure?: boolean | undefined;
   logLevel?: string | undefined;
 }
 
@@ -70,6 +72,7 @@ function applyEnv(raw: Raw, env: Record<string, string | undefined>, issues: str
   if (env.INFERGRID_RPC_PORT)
     coordinator.rpcPort = numberFrom(env.INFERGRID_RPC_PORT, issues, 'INFERGRID_RPC_PORT');
   if (env.INFERGRID_TOKEN) section(raw, 'auth').token = env.INFERGRID_TOKEN;
+  if (env.INFERGRID_WORKER_KEY) section(raw, 'auth').workerKey = env.INFERGRID_WORKER_KEY;
   if (env.INFERGRID_LOG_LEVEL) section(raw, 'logging').level = env.INFERGRID_LOG_LEVEL;
 }
 
@@ -84,6 +87,7 @@ function applyOverrides(raw: Raw, o: ConfigOverrides): void {
     coordinator.workers = [...existing, ...o.workers];
   }
   if (o.token !== undefined) section(raw, 'auth').token = o.token;
+  if (o.insecure) section(raw, 'auth').insecure = true;
   if (o.logLevel !== undefined) section(raw, 'logging').level = o.logLevel;
 }
 

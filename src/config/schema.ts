@@ -485,11 +485,31 @@ export const configSchema = z
     rpc: rpcSchema.default(rpcSchema.parse({})),
     auth: z
       .object({
-        /** Shared secret every RPC peer must present; INFERGRID_TOKEN overrides it. */
-        token: z.string().optional(),
+        /**
+         * The cluster secret (INFERGRID_TOKEN overrides it). A coordinator derives every
+         * worker's key from it; a worker given it derives its own. It never crosses the wire.
+         */
+        token: z.string().min(1).optional(),
+        /**
+         * This worker's own key, 64 hex digits from `infergrid credential --worker <id>`
+         * (INFERGRID_WORKER_KEY overrides it). Preferred over the cluster secret on a worker: it
+         * proves this worker's id and no other.
+         */
+        workerKey: z
+          .string()
+          .regex(
+            /^[0-9a-fA-F]{64}$/,
+            'a worker key is 64 hex digits, as `infergrid credential --worker <id>` prints',
+          )
+          .optional(),
+        /**
+         * Run RPC without authentication when no secret or key is set (--insecure): anyone who
+         * reaches the RPC port can join as a worker, or control a listening worker. Default false.
+         */
+        insecure: z.boolean().default(false),
       })
       .strict()
-      .default({}),
+      .default({ insecure: false }),
     logging: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -19,7 +19,9 @@ import {
   Redialer,
   RpcConnection,
   type RpcConnectionOptions,
+  type RpcCredentials,
   acceptHandshake,
+  clusterCredentials,
   dial,
   dialHandshake,
 } from '../rpc/index.ts';
@@ -90,6 +92,8 @@ export class Coordinator {
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
+  /** Every worker's key, from the cluster secret; none when RPC runs without authentication. */
+  readonly #credentials: RpcCredentials | undefined;
   /** Worker id -> the static address it was dialed at. */
   readonly #staticOf = new Map<string, string>();
   #rpcServer: Server | undefined;
@@ -104,6 +108,8 @@ export class Coordinator {
     this.#config = options.config;
     this.#logger = options.logger;
     this.tracing = tracingIfEnabled(options.tracing);
+    const { token } = options.config.auth;
+    this.#credentials = token ? clusterCredentials(token) : undefined;
     const { routing } = options.config;
     this.registry = new ModelRegistry(options.config.models);
     this.pool = new WorkerPool(this.registry, routing.health, options.logger);
@@ -236,7 +242,7 @@ export class Coordinator {
       setup: async (conn) => {
         await dialHandshake(
           conn,
-          { role: 'coordinator', id: 'coordinator', token: this.#config.auth.token },
+          { role: 'coordinator', id: 'coordinator', credentials: this.#credentials },
           rpc.handshakeTimeoutMs,
         );
         const handle = await this.pool.admit(conn, 'static', rpc.handshakeTimeoutMs);
@@ -660,22 +666,13 @@ export class Coordinator {
     if (!gate?.admit(socket)) return;
     const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
     const rpc = this.#config.rpc;
+    // the handshake refuses anything but a worker holding the key of the id it gives
     acceptHandshake(
       conn,
-      { role: 'coordinator', id: 'coordinator', token: this.#config.auth.token },
+      { role: 'coordinator', id: 'coordinator', credentials: this.#credentials },
       rpc.handshakeTimeoutMs,
     )
-      .then((hello) => {
-        if (hello.role !== 'worker') {
-          const err = new InfergridError(
-            'PROTOCOL_ERROR',
-            `the RPC port takes workers; a ${hello.role} connected`,
-          );
-          conn.close(err, true);
-          throw err;
-        }
-        return this.pool.admit(conn, 'inbound', rpc.handshakeTimeoutMs);
-      })
+      .then(() => this.pool.admit(conn, 'inbound', rpc.handshakeTimeoutMs))
       .then(
         () => gate.done(),
         (err: InfergridError) => {

@@ -30,12 +30,14 @@ import { validateInputs } from '../registry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import {
   AcceptGate,
+  type HandshakeIdentity,
   type IncomingRequest,
   Redialer,
   RpcConnection,
   acceptHandshake,
   dial,
   dialHandshake,
+  workerCredentials,
 } from '../rpc/index.ts';
 import {
   type Logger,
@@ -56,8 +58,11 @@ export interface WorkerOptions {
   listen?: HostPort;
   /** Coordinators to dial and keep dialing. */
   coordinators?: HostPort[];
-  /** Shared secret for RPC peers. */
-  token?: string | undefined;
+  /**
+   * This worker's RPC key (auth.workerKey, or derived from the cluster secret for this id);
+   * connections prove it both ways. None: no authentication (--insecure).
+   */
+  key?: Buffer | undefined;
   /** Relative capacity reported to coordinators for weighted balancing. Default 1. */
   weight?: number;
   /** Prometheus metrics of this process, sent to coordinators that ask. */
@@ -106,6 +111,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #tracing: Tracing | undefined;
   /** Bounds the connections waiting for their handshake on the listening port. */
   readonly #gate: AcceptGate;
+  /** Who this worker is in every handshake, and the key it proves. */
+  readonly #identity: HandshakeIdentity;
   readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
   #server: Server | undefined;
   #port: number | undefined;
@@ -117,6 +124,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.id = options.id ?? `${hostname()}-${process.pid}`;
     this.#options = options;
+    this.#identity = {
+      role: 'worker',
+      id: this.id,
+      credentials: options.key ? workerCredentials(this.id, options.key) : undefined,
+    };
     this.#tracing = tracingIfEnabled(options.tracing);
     this.#gate = new AcceptGate({
       maxPendingHandshakes: options.rpc.maxPendingHandshakes,
@@ -162,11 +174,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         label: formatHostPort(address),
         dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs),
         setup: async (conn) => {
-          await dialHandshake(
-            conn,
-            { role: 'worker', id: this.id, token: this.#options.token },
-            rpc.handshakeTimeoutMs,
-          );
+          await dialHandshake(conn, this.#identity, rpc.handshakeTimeoutMs);
           this.#adopt(conn);
         },
         backoff: { initialDelayMs: rpc.reconnectInitialDelayMs, maxDelayMs: rpc.reconnectMaxDelayMs },
@@ -236,11 +244,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       conn.close(new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`), true);
       return;
     }
-    acceptHandshake(
-      conn,
-      { role: 'worker', id: this.id, token: this.#options.token },
-      this.#options.rpc.handshakeTimeoutMs,
-    )
+    acceptHandshake(conn, this.#identity, this.#options.rpc.handshakeTimeoutMs)
       .then(
         () => {
           gate.done();
