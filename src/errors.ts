@@ -72,6 +72,12 @@ export const ERROR_CODES = {
    * replica may succeed: retried, and counts against the worker's health.
    */
   WORKER_FAULT: { httpStatus: 503, wireStatus: 23, retryable: true, fault: 'worker' },
+  /**
+   * A worker registered with the id of a worker that is still connected. Refused, never a
+   * replacement: the first keeps serving; a restarted worker gets in once the old connection
+   * is gone (closed, or silent for rpc.peerTimeoutMs).
+   */
+  WORKER_ID_IN_USE: { httpStatus: 409, wireStatus: 24, retryable: false, fault: 'none' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
