@@ -11,7 +11,7 @@
 import { type ModelConfig, checkPipeline, modelSchema } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelStatus } from '../protocol/index.ts';
-import type { ModelRegistry, RepositoryIndexEntry } from '../registry/index.ts';
+import { type ModelRegistry, type RepositoryIndexEntry, isPlacedOn } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import type { WorkerHandle, WorkerPool } from './worker-pool.ts';
 
@@ -23,9 +23,8 @@ export interface ModelRepositoryOptions {
   loadTimeoutMs: number;
 }
 
-/** Whether a model's placement puts it on this worker (no placement: every worker). */
 function placedOn(config: ModelConfig, worker: WorkerHandle): boolean {
-  return !config.workers || config.workers.includes(worker.id);
+  return isPlacedOn(config, worker.id);
 }
 
 export class ModelRepository {

@@ -74,6 +74,8 @@ export class WorkerHandle implements RoutableWorker {
   readonly healthCheck: HealthCheck;
   /** An operator asked to drain this worker out of this coordinator (DELETE /admin/workers/{id}). */
   removing = false;
+  /** Models it reported that this coordinator does not place on it (name@version), each warned about once. */
+  readonly ignoredModels = new Set<string>();
   #idle: Deferred<void> | undefined;
 
   /** This incarnation: the id plus a number no other connection of this coordinator had. */
@@ -283,7 +285,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
       throw err;
     }
     this.#workers.set(handle.id, handle);
-    this.#registry.setWorkerModels(handle.id, register.models);
+    this.#registry.setWorkerModels(handle.id, this.#placed(handle, register.models));
     handle.conn.setMessageHandler((frame) => this.#onMessage(handle, frame));
     handle.conn.on('close', (err) => {
       if (this.#workers.get(handle.id) !== handle) return;
@@ -304,6 +306,27 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     return handle;
   }
 
+  /**
+   * The models of a worker's report that this coordinator places on it (its config, or a
+   * repository load); it is routed those only. The rest are ignored, with a warning once each.
+   */
+  #placed(handle: WorkerHandle, models: readonly ModelStatus[]): ModelStatus[] {
+    const placed: ModelStatus[] = [];
+    const ignored: string[] = [];
+    for (const m of models) {
+      if (this.#registry.placesOn(handle.id, m.name, m.version)) placed.push(m);
+      else if (!handle.ignoredModels.has(`${m.name}@${m.version}`)) ignored.push(`${m.name}@${m.version}`);
+    }
+    if (ignored.length > 0) {
+      for (const key of ignored) handle.ignoredModels.add(key);
+      this.#logger.warn(
+        { worker: handle.id, models: ignored },
+        "the worker reports models this coordinator's config does not place on it (models[].workers / pool) and no repository load asked for; ignored, no requests go to them there",
+      );
+    }
+    return placed;
+  }
+
   #onMessage(handle: WorkerHandle, frame: Frame): void {
     try {
       switch (frame.kind) {
@@ -319,7 +342,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         case MESSAGE_KIND.REGISTER: {
           const register = checkRegister(frame.meta);
           if (register.draining) handle.state = 'draining';
-          this.#registry.setWorkerModels(handle.id, register.models);
+          this.#registry.setWorkerModels(handle.id, this.#placed(handle, register.models));
           break;
         }
         case MESSAGE_KIND.DRAIN:
