@@ -299,6 +299,13 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   if (result.success && result.data.cache.sqlite && !isAbsolute(result.data.cache.sqlite.path)) {
     result.data.cache.sqlite.path = resolve(baseDir, result.data.cache.sqlite.path);
   }
+  const tls = result.success ? result.data.rpc.tls : undefined;
+  if (tls) {
+    for (const key of ['certFile', 'keyFile', 'caFile'] as const) {
+      const path = tls[key];
+      if (path !== undefined) tls[key] = resolve(baseDir, path);
+    }
+  }
   if (result.success) {
     expandPools(result.data, issues);
     const { models, workers } = result.data;

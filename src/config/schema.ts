@@ -105,6 +105,28 @@ export const rpcSchema = z
     /** First reconnect delay, ms (doubles up to reconnectMaxDelayMs, with jitter). */
     reconnectInitialDelayMs: positiveMs.default(100),
     reconnectMaxDelayMs: positiveMs.default(5000),
+    /**
+     * TLS on every RPC connection; plain TCP when absent. Paths are relative to the config
+     * file's folder. A side that listens (the coordinator's RPC port, a worker's --port)
+     * needs certFile and keyFile; a side that dials checks the peer's certificate against
+     * caFile (default: the system's trusted CAs) for serverName (default: the host dialed).
+     */
+    tls: z
+      .object({
+        /** PEM certificate (chain) this side presents when it listens. */
+        certFile: z.string().min(1).optional(),
+        /** PEM private key of certFile. */
+        keyFile: z.string().min(1).optional(),
+        /** PEM CA certificate(s) a dialed peer's certificate must chain to. */
+        caFile: z.string().min(1).optional(),
+        /** Name the dialed peer's certificate must carry; default the host dialed. */
+        serverName: z.string().min(1).optional(),
+      })
+      .strict()
+      .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+        message: 'certFile and keyFile go together',
+      })
+      .optional(),
   })
   .strict();
 

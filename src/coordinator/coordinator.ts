@@ -20,10 +20,14 @@ import {
   RpcConnection,
   type RpcConnectionOptions,
   type RpcCredentials,
+  type RpcTls,
   acceptHandshake,
   clusterCredentials,
   dial,
   dialHandshake,
+  loadRpcTls,
+  requireServerCertificate,
+  secureAccepted,
 } from '../rpc/index.ts';
 import {
   CoordinatorMetrics,
@@ -97,6 +101,8 @@ export class Coordinator {
   /** Worker id -> the static address it was dialed at. */
   readonly #staticOf = new Map<string, string>();
   #rpcServer: Server | undefined;
+  /** rpc.tls loaded at start; undefined: plain TCP. */
+  #tls: RpcTls | undefined;
   #cache: ResponseCache | undefined;
   #asyncRequests: AsyncRequests | undefined;
   /** Bounds the connections waiting for their handshake on the RPC port (once started). */
@@ -167,6 +173,9 @@ export class Coordinator {
 
   /** Opens the RPC port for workers and starts dialing the static workers. */
   async start(): Promise<void> {
+    // files that cannot be read stop the start before anything is opened
+    this.#tls = loadRpcTls(this.#config.rpc.tls);
+    requireServerCertificate(this.#tls, 'the coordinator');
     // the cache first: a store that cannot be opened stops the start before any port is taken
     this.#cache = new ResponseCache(await createCacheStore(this.#config.cache, this.#logger), this.#logger);
     this.#asyncRequests = new AsyncRequests({
@@ -238,7 +247,7 @@ export class Coordinator {
     const rpc = this.#config.rpc;
     const link = new Redialer({
       label,
-      dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs),
+      dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs, this.#tls),
       setup: async (conn) => {
         await dialHandshake(
           conn,
@@ -664,7 +673,10 @@ export class Coordinator {
   #accept(socket: Socket): void {
     const gate = this.#gate;
     if (!gate?.admit(socket)) return;
-    const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
+    const conn = new RpcConnection(secureAccepted(socket, this.#tls), {
+      ...this.#connectionOptions(),
+      side: 'listener',
+    });
     const rpc = this.#config.rpc;
     // the handshake refuses anything but a worker holding the key of the id it gives
     acceptHandshake(

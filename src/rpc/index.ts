@@ -17,4 +17,11 @@ export {
 export { dial } from './dial.ts';
 export { type HandshakeIdentity, acceptHandshake, dialHandshake } from './handshake.ts';
 export { Redialer, type RedialerOptions } from './redial.ts';
+export {
+  type RpcTls,
+  type RpcTlsFiles,
+  loadRpcTls,
+  requireServerCertificate,
+  secureAccepted,
+} from './tls.ts';
 export { AcceptGate, type AcceptGateOptions } from './accept-gate.ts';

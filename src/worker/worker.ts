@@ -35,8 +35,12 @@ import {
   Redialer,
   RpcConnection,
   acceptHandshake,
+  type RpcTls,
   dial,
   dialHandshake,
+  loadRpcTls,
+  requireServerCertificate,
+  secureAccepted,
   workerCredentials,
 } from '../rpc/index.ts';
 import {
@@ -115,6 +119,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #identity: HandshakeIdentity;
   readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
   #server: Server | undefined;
+  /** rpc.tls loaded at start; undefined: plain TCP. */
+  #tls: RpcTls | undefined;
   #port: number | undefined;
   #inFlight = 0;
   #draining = false;
@@ -152,7 +158,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Starts listening (if configured) and dialing coordinators; resolves once listening. */
   async start(): Promise<void> {
     const { listen, coordinators = [], rpc, logger } = this.#options;
+    this.#tls = loadRpcTls(rpc.tls);
     if (listen) {
+      requireServerCertificate(this.#tls, `worker ${this.id}`);
       const server = createServer((socket) => this.#accept(socket));
       this.#server = server;
       await new Promise<void>((resolve, reject) => {
@@ -172,7 +180,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const address of coordinators) {
       const link = new Redialer({
         label: formatHostPort(address),
-        dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs),
+        dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs, this.#tls),
         setup: async (conn) => {
           await dialHandshake(conn, this.#identity, rpc.handshakeTimeoutMs);
           this.#adopt(conn);
@@ -238,7 +246,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #accept(socket: Socket): void {
     const gate = this.#gate;
     if (!gate.admit(socket)) return;
-    const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
+    const conn = new RpcConnection(secureAccepted(socket, this.#tls), {
+      ...this.#connectionOptions(),
+      side: 'listener',
+    });
     if (this.#draining) {
       gate.done();
       conn.close(new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`), true);
