@@ -6,6 +6,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
@@ -34,6 +35,7 @@ import {
 import { parseHostPort } from '../../src/util/address.ts';
 import { assertCode } from '../fixtures/assert.ts';
 import {
+  BIN,
   TEST_CLUSTER_SECRET,
   adminWorkers,
   spawnInfergrid,
@@ -349,6 +351,25 @@ for (const role of ['coordinator', 'worker'] as const) {
     },
   );
 }
+
+test(
+  "rpc security - `infergrid credential` prints a worker's key from the cluster secret, and says what it needs",
+  TIMEOUT,
+  () => {
+    const run = (args: string[], env: NodeJS.ProcessEnv) =>
+      spawnSync(process.execPath, [BIN, 'credential', ...args], {
+        env: { ...process.env, ...env },
+        encoding: 'utf8',
+      });
+    const printed = run(['--worker', 'gpu-1'], { INFERGRID_TOKEN: 's3cret' });
+    assert.equal(printed.status, 0, printed.stderr);
+    assert.equal(printed.stdout.trim(), deriveWorkerKey('s3cret', 'gpu-1').toString('hex'));
+    const noSecret = run(['--worker', 'gpu-1'], { INFERGRID_TOKEN: '' });
+    assert.equal(noSecret.status, 1);
+    assert.match(noSecret.stderr, /no cluster secret to derive the key from/);
+    assert.match(run(['--help'], {}).stdout, /Usage: infergrid credential --worker <id>/);
+  },
+);
 
 test('rpc security - a worker key without --id is refused at start-up', TIMEOUT, async (t) => {
   const config = writeConfig(t, MODELS);
