@@ -52,7 +52,7 @@ export const ERROR_CODES = {
   FRAME_TOO_LARGE: { httpStatus: 413, wireStatus: 14, retryable: false, fault: 'none' },
   /** An RPC frame of a kind this side does not know. */
   UNKNOWN_MESSAGE: { httpStatus: 502, wireStatus: 15, retryable: true, fault: 'worker' },
-  /** The RPC peer's auth token was missing or wrong. */
+  /** The RPC peer could not prove it holds the connection's key (or this side could not check it). */
   AUTH_FAILED: { httpStatus: 401, wireStatus: 16, retryable: false, fault: 'none' },
   /** The RPC peer speaks an incompatible protocol version. */
   VERSION_MISMATCH: { httpStatus: 502, wireStatus: 17, retryable: false, fault: 'none' },
@@ -87,6 +87,12 @@ export const ERROR_CODES = {
    * or a runtime `js` model while repository.allowRuntimeJs is off.
    */
   FORBIDDEN: { httpStatus: 403, wireStatus: 29, retryable: false, fault: 'client' },
+  /**
+   * A worker registered with the id of a worker that is still connected. Refused, never a
+   * replacement: the first keeps serving; a restarted worker gets in once the old connection
+   * is gone (closed, or silent for rpc.peerTimeoutMs).
+   */
+  WORKER_ID_IN_USE: { httpStatus: 409, wireStatus: 30, retryable: false, fault: 'none' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

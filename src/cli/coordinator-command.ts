@@ -2,6 +2,7 @@ import { loadConfig } from '../config/index.ts';
 import { createLogger } from '../telemetry/index.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
 import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
+import { requireRpcCredentials } from './rpc-credentials.ts';
 import { startCoordinator } from './start-coordinator.ts';
 
 export const COORDINATOR_HELP = `Usage: infergrid coordinator [options]
@@ -16,11 +17,16 @@ Options:
       --rpc-port <port>    RPC port, 0 for any free one   (default 9000)
   -w, --worker <host:port> dial a static worker; repeatable
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
-      --insecure           allow an HTTP API without API keys beyond loopback
-                           (said loudly at start-up; see docs/security.md)
+      --insecure           run without credentials, said loudly at start-up: RPC without a
+                           cluster secret (anyone who reaches the RPC port can join as a
+                           worker), and an HTTP API without API keys beyond loopback
   -h, --help               show this help
 
-Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_PORT, INFERGRID_RPC_PORT,
+Workers prove their key on the RPC port (HMAC challenge-response; the secret never crosses
+the wire). Without a cluster secret the coordinator refuses to start unless --insecure.
+rpc.tls in the config adds TLS (docs/rpc-security.md).
+
+Environment: INFERGRID_TOKEN (the cluster secret that workers' keys derive from), INFERGRID_PORT, INFERGRID_RPC_PORT,
 INFERGRID_HOST, INFERGRID_LOG_LEVEL, INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a
 full collection, default 200; 0 for V8's own; see docs/configuration.md).`;
 
@@ -58,6 +64,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     name: 'coordinator',
   });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
+  requireRpcCredentials('coordinator', config.auth, logger);
   const running = await startCoordinator(config, logger, baseDir);
   notifyParent({
     type: 'ready',

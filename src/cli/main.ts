@@ -3,6 +3,7 @@ import { INFERGRID_VERSION } from '../version.ts';
 import { APIKEY_HELP, runApikeyCommand } from './apikey-command.ts';
 import { BENCH_HELP, runBenchCommand } from './bench-command.ts';
 import { COORDINATOR_HELP, runCoordinatorCommand } from './coordinator-command.ts';
+import { CREDENTIAL_HELP, runCredentialCommand } from './credential-command.ts';
 import { tuneHeap } from './heap.ts';
 import { SERVE_HELP, runServeCommand } from './serve-command.ts';
 import { TOP_HELP, runTopCommand } from './top-command.ts';
@@ -19,6 +20,7 @@ Commands:
   top          a coordinator's workers and models live in the terminal (--once, --json)
   bench        load a running coordinator with one model's requests; throughput, latency, errors
   apikey       make an HTTP API key and the hash the coordinator's config takes
+  credential   print a worker's RPC key, derived from the cluster secret (--worker <id>)
   help <cmd>   help for a command
 
 Run 'infergrid <command> --help' for a command's options.`;
@@ -30,6 +32,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: s
   top: { run: runTopCommand, help: TOP_HELP },
   bench: { run: runBenchCommand, help: BENCH_HELP },
   apikey: { run: runApikeyCommand, help: APIKEY_HELP },
+  credential: { run: runCredentialCommand, help: CREDENTIAL_HELP },
 };
 
 /** Commands that serve until stopped, whose heap is sized for serving (heap.ts). */

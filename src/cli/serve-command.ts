@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
+import { deriveWorkerKey } from '../rpc/index.ts';
 import { Supervisor } from '../serve/index.ts';
 import { createLogger } from '../telemetry/index.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
@@ -12,7 +13,9 @@ export const SERVE_HELP = `Usage: infergrid serve --config <file> [options]
 
 The embedded default: a coordinator in this process plus the config's local workers
 (config.workers) as child processes, started, supervised (a crashed worker is restarted with
-backoff) and stopped together. Workers get a fresh random RPC token unless one is configured.
+backoff) and stopped together. The coordinator gets a fresh random cluster secret unless one
+is configured (auth.token / INFERGRID_TOKEN); each worker gets only its own key, derived from it
+(INFERGRID_WORKER_KEY), so no worker can pose as another.
 
 Options:
   -c, --config <file>      YAML config                      (required)
@@ -41,6 +44,11 @@ function banner(httpUrl: string, models: string[], ready: boolean): string {
     `  npm run client -- examples/images/hello-world.png --url ${httpUrl}`,
     '',
   ].join('\n');
+}
+
+function withoutClusterSecret(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { INFERGRID_TOKEN: _secret, ...rest } = env;
+  return rest;
 }
 
 export async function runServeCommand(argv: string[]): Promise<void> {
@@ -97,7 +105,11 @@ export async function runServeCommand(argv: string[]): Promise<void> {
         '--log-level',
         config.logging.level,
       ],
-      env: { ...process.env, INFERGRID_TOKEN: token },
+      // its own key and not the cluster secret (which would let it derive any worker's)
+      env: {
+        ...withoutClusterSecret(process.env),
+        INFERGRID_WORKER_KEY: deriveWorkerKey(token, w.id).toString('hex'),
+      },
     });
   }
 

@@ -9,6 +9,7 @@ import { ModelHost, Worker } from '../worker/index.ts';
 import { serveMetrics } from './metrics-server.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
 import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
+import { requireRpcCredentials, workerKeyFrom } from './rpc-credentials.ts';
 
 export const WORKER_HELP = `Usage: infergrid worker --config <file> [options]
 
@@ -32,10 +33,19 @@ Options:
       --metrics-port <port>      serve Prometheus metrics at http://<host>:<port>/metrics, 0 for any
                                  free port (default: the config entry's metricsPort; none). The
                                  coordinator's /metrics includes this worker's either way.
+      --insecure                 run RPC without authentication when no key is set: anyone
+                                 who reaches this worker can use it as a coordinator
       --log-level <level>        fatal|error|warn|info|debug|trace|silent
   -h, --help                     show this help
 
-Environment: INFERGRID_TOKEN (RPC auth token), INFERGRID_LOG_LEVEL, OTEL_* (tracing; see
+Every RPC connection proves this worker's key both ways (HMAC challenge-response; the key
+never crosses the wire). Give the worker its own key (INFERGRID_WORKER_KEY, from
+'infergrid credential --worker <id>'; needs --id) or the cluster secret (INFERGRID_TOKEN);
+without either it refuses to start unless --insecure. rpc.tls in the config adds TLS
+(docs/rpc-security.md).
+
+Environment: INFERGRID_WORKER_KEY (this worker's RPC key, 64 hex digits), INFERGRID_TOKEN (the
+cluster secret, from which the worker derives its key), INFERGRID_LOG_LEVEL, OTEL_* (tracing; see
 docs/tracing.md), INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collection,
 default 200; 0 for V8's own; see docs/configuration.md).`;
 
@@ -73,6 +83,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     coordinator: { type: 'string', multiple: true },
     weight: { type: 'string' },
     'metrics-port': { type: 'string' },
+    insecure: { type: 'boolean' },
     'log-level': { type: 'string' },
   });
   if (values.help) {
@@ -84,9 +95,17 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   const { config, baseDir } = loadConfig({
     file: values.config as string,
     env: process.env,
-    overrides: { logLevel: values['log-level'] as string | undefined },
+    overrides: {
+      logLevel: values['log-level'] as string | undefined,
+      insecure: values.insecure as boolean | undefined,
+    },
   });
   const id = values.id as string | undefined;
+  if (config.auth.workerKey && id === undefined)
+    throw new InfergridError(
+      'CONFIG_INVALID',
+      'a worker key (INFERGRID_WORKER_KEY or auth.workerKey) belongs to one worker id: give it with --id',
+    );
   const entry = id === undefined ? undefined : config.workers.find((w) => w.id === id);
   const models = modelsForWorker(
     config.models,
@@ -113,6 +132,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     name: `worker${id ? `:${id}` : ''}`,
   });
   exitOnFatal((err, what) => logger.fatal({ err }, what));
+  requireRpcCredentials('worker', config.auth, logger);
   // the id the Worker would pick, known here so spans carry it
   const workerId = id ?? `${hostname()}-${process.pid}`;
   const tracing = await createTracing({
@@ -153,7 +173,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     host: modelHost,
     ...(port !== undefined ? { listen: { host, port } } : {}),
     coordinators,
-    token: config.auth.token,
+    key: workerKeyFrom(config.auth, workerId),
     weight,
     pool: entry?.pool,
     metrics,

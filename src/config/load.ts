@@ -27,7 +27,7 @@ export interface ConfigOverrides {
   workers?: string[] | undefined;
   token?: string | undefined;
   logLevel?: string | undefined;
-  /** --insecure: run without credentials where they are otherwise required. */
+  /** --insecure: run without credentials where they are otherwise required (RPC, an open HTTP API beyond loopback). */
   insecure?: boolean | undefined;
 }
 
@@ -72,6 +72,7 @@ function applyEnv(raw: Raw, env: Record<string, string | undefined>, issues: str
   if (env.INFERGRID_RPC_PORT)
     coordinator.rpcPort = numberFrom(env.INFERGRID_RPC_PORT, issues, 'INFERGRID_RPC_PORT');
   if (env.INFERGRID_TOKEN) section(raw, 'auth').token = env.INFERGRID_TOKEN;
+  if (env.INFERGRID_WORKER_KEY) section(raw, 'auth').workerKey = env.INFERGRID_WORKER_KEY;
   if (env.INFERGRID_LOG_LEVEL) section(raw, 'logging').level = env.INFERGRID_LOG_LEVEL;
   if (env.INFERGRID_API_KEYS) {
     const auth = section(raw, 'auth');
@@ -339,6 +340,13 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const result = configSchema.safeParse(raw);
   if (result.success && result.data.cache.sqlite && !isAbsolute(result.data.cache.sqlite.path)) {
     result.data.cache.sqlite.path = resolve(baseDir, result.data.cache.sqlite.path);
+  }
+  const tls = result.success ? result.data.rpc.tls : undefined;
+  if (tls) {
+    for (const key of ['certFile', 'keyFile', 'caFile'] as const) {
+      const path = tls[key];
+      if (path !== undefined) tls[key] = resolve(baseDir, path);
+    }
   }
   if (result.success) {
     const { coordinator } = result.data;

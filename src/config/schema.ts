@@ -180,6 +180,28 @@ export const rpcSchema = z
     /** First reconnect delay, ms (doubles up to reconnectMaxDelayMs, with jitter). */
     reconnectInitialDelayMs: positiveMs.default(100),
     reconnectMaxDelayMs: positiveMs.default(5000),
+    /**
+     * TLS on every RPC connection; plain TCP when absent. Paths are relative to the config
+     * file's folder. A side that listens (the coordinator's RPC port, a worker's --port)
+     * needs certFile and keyFile; a side that dials checks the peer's certificate against
+     * caFile (default: the system's trusted CAs) for serverName (default: the host dialed).
+     */
+    tls: z
+      .object({
+        /** PEM certificate (chain) this side presents when it listens. */
+        certFile: z.string().min(1).optional(),
+        /** PEM private key of certFile. */
+        keyFile: z.string().min(1).optional(),
+        /** PEM CA certificate(s) a dialed peer's certificate must chain to. */
+        caFile: z.string().min(1).optional(),
+        /** Name the dialed peer's certificate must carry; default the host dialed. */
+        serverName: z.string().min(1).optional(),
+      })
+      .strict()
+      .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+        message: 'certFile and keyFile go together',
+      })
+      .optional(),
   })
   .strict();
 
@@ -556,13 +578,33 @@ export const modelSchema = z
 
 export const authSchema = z
   .object({
-    /** Shared secret every RPC peer must present; INFERGRID_TOKEN overrides it. */
-    token: z.string().optional(),
+    /**
+     * The cluster secret (INFERGRID_TOKEN overrides it). A coordinator derives every
+     * worker's key from it; a worker given it derives its own. It never crosses the wire.
+     */
+    token: z.string().min(1).optional(),
+    /**
+     * This worker's own key, 64 hex digits from `infergrid credential --worker <id>`
+     * (INFERGRID_WORKER_KEY overrides it). Preferred over the cluster secret on a worker: it
+     * proves this worker's id and no other.
+     */
+    workerKey: z
+      .string()
+      .regex(
+        /^[0-9a-fA-F]{64}$/,
+        'a worker key is 64 hex digits, as `infergrid credential --worker <id>` prints',
+      )
+      .optional(),
     /** HTTP API keys (Authorization: Bearer); when none, the HTTP API is open (loopback only, unless insecure). */
     apiKeys: z.array(apiKeySchema).default([]),
     /** What a request without credentials may do when keys are configured. */
     anonymous: z.array(z.enum(ANONYMOUS_SCOPES)).default(['health']),
-    /** Run without credentials where they are otherwise required (--insecure); logged loudly. */
+    /**
+     * Run without credentials where they are otherwise required (--insecure), said loudly at
+     * start-up: RPC without authentication when no secret or key is set (anyone who reaches the
+     * RPC port can join as a worker, or control a listening worker), and an HTTP API without
+     * keys beyond loopback.
+     */
     insecure: z.boolean().default(false),
   })
   .strict();

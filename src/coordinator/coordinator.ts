@@ -19,9 +19,15 @@ import {
   Redialer,
   RpcConnection,
   type RpcConnectionOptions,
+  type RpcCredentials,
+  type RpcTls,
   acceptHandshake,
+  clusterCredentials,
   dial,
   dialHandshake,
+  loadRpcTls,
+  requireServerCertificate,
+  secureAccepted,
 } from '../rpc/index.ts';
 import {
   CoordinatorMetrics,
@@ -92,9 +98,13 @@ export class Coordinator {
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
+  /** Every worker's key, from the cluster secret; none when RPC runs without authentication. */
+  readonly #credentials: RpcCredentials | undefined;
   /** Worker id -> the static address it was dialed at. */
   readonly #staticOf = new Map<string, string>();
   #rpcServer: Server | undefined;
+  /** rpc.tls loaded at start; undefined: plain TCP. */
+  #tls: RpcTls | undefined;
   #cache: ResponseCache | undefined;
   #asyncRequests: AsyncRequests | undefined;
   /** Bounds the connections waiting for their handshake on the RPC port (once started). */
@@ -106,6 +116,8 @@ export class Coordinator {
     this.#config = options.config;
     this.#logger = options.logger;
     this.tracing = tracingIfEnabled(options.tracing);
+    const { token } = options.config.auth;
+    this.#credentials = token ? clusterCredentials(token) : undefined;
     const { routing } = options.config;
     this.registry = new ModelRegistry(options.config.models);
     this.pool = new WorkerPool(this.registry, routing.health, options.logger);
@@ -170,6 +182,9 @@ export class Coordinator {
 
   /** Opens the RPC port for workers and starts dialing the static workers. */
   async start(): Promise<void> {
+    // files that cannot be read stop the start before anything is opened
+    this.#tls = loadRpcTls(this.#config.rpc.tls);
+    requireServerCertificate(this.#tls, 'the coordinator');
     // the cache first: a store that cannot be opened stops the start before any port is taken
     this.#cache = new ResponseCache(await createCacheStore(this.#config.cache, this.#logger), this.#logger);
     this.#asyncRequests = new AsyncRequests({
@@ -241,11 +256,11 @@ export class Coordinator {
     const rpc = this.#config.rpc;
     const link = new Redialer({
       label,
-      dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs),
+      dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs, this.#tls),
       setup: async (conn) => {
         await dialHandshake(
           conn,
-          { role: 'coordinator', id: 'coordinator', token: this.#config.auth.token },
+          { role: 'coordinator', id: 'coordinator', credentials: this.#credentials },
           rpc.handshakeTimeoutMs,
         );
         const handle = await this.pool.admit(conn, 'static', rpc.handshakeTimeoutMs);
@@ -678,24 +693,18 @@ export class Coordinator {
   #accept(socket: Socket): void {
     const gate = this.#gate;
     if (!gate?.admit(socket)) return;
-    const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
+    const conn = new RpcConnection(secureAccepted(socket, this.#tls), {
+      ...this.#connectionOptions(),
+      side: 'listener',
+    });
     const rpc = this.#config.rpc;
+    // the handshake refuses anything but a worker holding the key of the id it gives
     acceptHandshake(
       conn,
-      { role: 'coordinator', id: 'coordinator', token: this.#config.auth.token },
+      { role: 'coordinator', id: 'coordinator', credentials: this.#credentials },
       rpc.handshakeTimeoutMs,
     )
-      .then((hello) => {
-        if (hello.role !== 'worker') {
-          const err = new InfergridError(
-            'PROTOCOL_ERROR',
-            `the RPC port takes workers; a ${hello.role} connected`,
-          );
-          conn.close(err, true);
-          throw err;
-        }
-        return this.pool.admit(conn, 'inbound', rpc.handshakeTimeoutMs);
-      })
+      .then(() => this.pool.admit(conn, 'inbound', rpc.handshakeTimeoutMs))
       .then(
         () => gate.done(),
         (err: InfergridError) => {

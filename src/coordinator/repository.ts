@@ -17,7 +17,7 @@ import {
 } from '../config/index.ts';
 import { type ErrorCode, InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelStatus } from '../protocol/index.ts';
-import type { ModelRegistry, RepositoryIndexEntry } from '../registry/index.ts';
+import { type ModelRegistry, type RepositoryIndexEntry, isPlacedOn } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import type { WorkerHandle, WorkerPool } from './worker-pool.ts';
 
@@ -40,9 +40,8 @@ interface JobFailure {
   code: ErrorCode;
 }
 
-/** Whether a model's placement puts it on this worker (no placement: every worker). */
 function placedOn(config: ModelConfig, worker: WorkerHandle): boolean {
-  return !config.workers || config.workers.includes(worker.id);
+  return isPlacedOn(config, worker.id);
 }
 
 export class ModelRepository {

@@ -2,7 +2,9 @@
  * Membership: the workers this coordinator can send requests to, whether they dialed in or
  * were dialed as static workers. A worker joins when it has completed the handshake and sent
  * REGISTER, updates its models with later REGISTERs, reports load in heartbeats, and leaves
- * when its connection closes (a lost peer is detected by the connection's own watchdog).
+ * when its connection closes (a lost peer is detected by the connection's own watchdog). A
+ * worker id belongs to one connection at a time: a second registration with a connected id is
+ * refused (WORKER_ID_IN_USE), never a replacement of the first.
  */
 
 import { EventEmitter } from 'node:events';
@@ -72,6 +74,8 @@ export class WorkerHandle implements RoutableWorker {
   readonly healthCheck: HealthCheck;
   /** An operator asked to drain this worker out of this coordinator (DELETE /admin/workers/{id}). */
   removing = false;
+  /** Models it reported that this coordinator does not place on it (name@version), each warned about once. */
+  readonly ignoredModels = new Set<string>();
   #idle: Deferred<void> | undefined;
 
   /** This incarnation: the id plus a number no other connection of this coordinator had. */
@@ -268,34 +272,20 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
 
   #add(handle: WorkerHandle, register: RegisterMeta): WorkerHandle {
     const previous = this.#workers.get(handle.id);
-    if (previous && !previous.conn.closed && previous.pid === handle.pid) {
-      // the same process twice (it dials us and we dial it): keep the first, or the two
-      // connections would replace each other forever
+    if (previous) {
+      // never a replacement: the id is the first connection's until it closes (a restarted
+      // worker's old connection closes with its process, or after rpc.peerTimeoutMs of silence,
+      // and its redialer backs off until then). The same process twice (it dials us and we
+      // dial it) lands here too.
       const err = new InfergridError(
-        'PROTOCOL_ERROR',
-        `worker "${handle.id}" (pid ${handle.pid}) is already connected to this coordinator`,
+        'WORKER_ID_IN_USE',
+        `worker id "${handle.id}" is in use: a worker with it (pid ${previous.pid}, ${previous.origin === 'static' ? 'dialed by' : 'dialed in to'} this coordinator) is already connected to this coordinator; this one is pid ${handle.pid}. A restarted worker gets in once the old connection is gone (closed, or silent for rpc.peerTimeoutMs)`,
       );
       handle.conn.close(err, true);
       throw err;
     }
-    if (previous) {
-      // a restarted worker whose old connection is not yet known to be dead: the old one
-      // leaves now (its close handler will find it already gone)
-      this.#logger.warn(
-        { worker: handle.id },
-        'a new process registered with the id of a connected worker; replacing it',
-      );
-      this.#workers.delete(handle.id);
-      this.#registry.removeWorker(handle.id);
-      const replaced = new InfergridError(
-        'CONNECTION_LOST',
-        'replaced by a newer process with the same worker id',
-      );
-      this.emit('left', previous, replaced);
-      previous.conn.close(replaced);
-    }
     this.#workers.set(handle.id, handle);
-    this.#registry.setWorkerModels(handle.id, register.models);
+    this.#registry.setWorkerModels(handle.id, this.#placed(handle, register.models));
     handle.conn.setMessageHandler((frame) => this.#onMessage(handle, frame));
     handle.conn.on('close', (err) => {
       if (this.#workers.get(handle.id) !== handle) return;
@@ -316,6 +306,27 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     return handle;
   }
 
+  /**
+   * The models of a worker's report that this coordinator places on it (its config, or a
+   * repository load); it is routed those only. The rest are ignored, with a warning once each.
+   */
+  #placed(handle: WorkerHandle, models: readonly ModelStatus[]): ModelStatus[] {
+    const placed: ModelStatus[] = [];
+    const ignored: string[] = [];
+    for (const m of models) {
+      if (this.#registry.placesOn(handle.id, m.name, m.version)) placed.push(m);
+      else if (!handle.ignoredModels.has(`${m.name}@${m.version}`)) ignored.push(`${m.name}@${m.version}`);
+    }
+    if (ignored.length > 0) {
+      for (const key of ignored) handle.ignoredModels.add(key);
+      this.#logger.warn(
+        { worker: handle.id, models: ignored },
+        "the worker reports models this coordinator's config does not place on it (models[].workers / pool) and no repository load asked for; ignored, no requests go to them there",
+      );
+    }
+    return placed;
+  }
+
   #onMessage(handle: WorkerHandle, frame: Frame): void {
     try {
       switch (frame.kind) {
@@ -331,7 +342,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
         case MESSAGE_KIND.REGISTER: {
           const register = checkRegister(frame.meta);
           if (register.draining) handle.state = 'draining';
-          this.#registry.setWorkerModels(handle.id, register.models);
+          this.#registry.setWorkerModels(handle.id, this.#placed(handle, register.models));
           break;
         }
         case MESSAGE_KIND.DRAIN:

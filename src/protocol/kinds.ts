@@ -3,9 +3,9 @@
  * Codes are append-only: never renumber or reuse one.
  */
 export const MESSAGE_KIND = {
-  /** Dialer -> listener, first frame on a connection: magic, protocol version, role, id, auth token. */
+  /** Dialer -> listener, first frame on a connection: magic, protocol version, role, id, nonce. */
   HELLO: 1,
-  /** Listener -> dialer: handshake accepted (a refusal is an ERROR frame, then close). */
+  /** Listener -> dialer, last handshake frame: the dialer is accepted (a refusal is an ERROR frame, then close). */
   HELLO_ACK: 2,
   /** Worker -> coordinator, after the handshake: id, address, the models it hosts with their schemas. */
   REGISTER: 3,
@@ -36,6 +36,10 @@ export const MESSAGE_KIND = {
   METRICS_REQUEST: 16,
   /** Worker -> coordinator: `{ metrics }`, prom-client's getMetricsAsJSON(). */
   METRICS_RESPONSE: 17,
+  /** Listener -> dialer, answering HELLO: role, id, its own nonce and its proof of the connection's key. */
+  CHALLENGE: 18,
+  /** Dialer -> listener, answering CHALLENGE: its proof of the connection's key. */
+  PROOF: 19,
 } as const;
 
 export type MessageKind = (typeof MESSAGE_KIND)[keyof typeof MESSAGE_KIND];

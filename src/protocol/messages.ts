@@ -14,8 +14,14 @@ import {
   isDatatype,
 } from '../tensor/index.ts';
 
-/** Bumped when a change breaks older peers; the handshake refuses a different major version. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped when a change breaks older peers; the handshake refuses a different version.
+ * 2: the handshake proves both sides hold the connection's key (HELLO, CHALLENGE, PROOF,
+ * HELLO_ACK) instead of sending a token.
+ */
+export const PROTOCOL_VERSION = 2;
+/** Bytes of each side's handshake nonce. */
+export const NONCE_BYTES = 32;
 export const PROTOCOL_MAGIC = 'infergrid';
 
 export type PeerRole = 'coordinator' | 'worker';
@@ -29,7 +35,22 @@ export interface HelloMeta {
   protocolVersion: number;
   role: PeerRole;
   id: string;
-  token?: string;
+  /** The dialer's fresh random nonce, {@link NONCE_BYTES} bytes. */
+  nonce: Uint8Array;
+}
+
+/** Listener -> dialer: who it is, its own nonce, and its proof of the key (absent when it holds none). */
+export interface ChallengeMeta {
+  protocolVersion: number;
+  role: PeerRole;
+  id: string;
+  nonce: Uint8Array;
+  proof?: Uint8Array;
+}
+
+/** Dialer -> listener: its proof of the key (absent when it holds none). */
+export interface ProofMeta {
+  proof?: Uint8Array;
 }
 
 export interface HelloAckMeta {
@@ -272,14 +293,47 @@ function checkSpec(value: unknown, where: string): TensorSpec {
   return { name: value.name, datatype: value.datatype, shape: value.shape };
 }
 
-export function checkHello(meta: unknown): HelloMeta {
-  if (!isRecord(meta) || meta.magic !== PROTOCOL_MAGIC) fail('HELLO: not an infergrid peer (bad magic)');
-  if (typeof meta.protocolVersion !== 'number') fail('HELLO: missing protocolVersion');
+/**
+ * The protocol version a HELLO or CHALLENGE says it speaks, read before anything else is
+ * checked: a peer of another version is told VERSION_MISMATCH, not about fields its version
+ * lacks. `magic` is checked on a HELLO only (the first frame).
+ */
+export function peerProtocolVersion(what: 'HELLO' | 'CHALLENGE', meta: unknown): number {
+  if (!isRecord(meta) || (what === 'HELLO' && meta.magic !== PROTOCOL_MAGIC))
+    fail(`${what}: not an infergrid peer (bad magic)`);
+  if (typeof meta.protocolVersion !== 'number') fail(`${what}: missing protocolVersion`);
+  return meta.protocolVersion;
+}
+
+const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
+const isNonce = (v: unknown): v is Uint8Array => isBytes(v) && v.byteLength === NONCE_BYTES;
+
+/** role, id and nonce, shared by HELLO and CHALLENGE. */
+function checkPeer(what: string, meta: Record<string, unknown>): void {
   if (meta.role !== 'coordinator' && meta.role !== 'worker')
-    fail('HELLO: role must be coordinator or worker');
-  if (typeof meta.id !== 'string') fail('HELLO: missing id');
-  if (meta.token !== undefined && typeof meta.token !== 'string') fail('HELLO: token must be a string');
+    fail(`${what}: role must be coordinator or worker`);
+  if (typeof meta.id !== 'string') fail(`${what}: missing id`);
+  if (!isNonce(meta.nonce)) fail(`${what}: nonce must be ${NONCE_BYTES} bytes`);
+}
+
+export function checkHello(meta: unknown): HelloMeta {
+  peerProtocolVersion('HELLO', meta);
+  checkPeer('HELLO', meta as Record<string, unknown>);
   return meta as unknown as HelloMeta;
+}
+
+export function checkChallenge(meta: unknown): ChallengeMeta {
+  peerProtocolVersion('CHALLENGE', meta);
+  const m = meta as Record<string, unknown>;
+  checkPeer('CHALLENGE', m);
+  optionalAt(m, 'proof', 'CHALLENGE', 'bytes', isBytes);
+  return meta as unknown as ChallengeMeta;
+}
+
+export function checkProof(meta: unknown): ProofMeta {
+  if (!isRecord(meta)) fail('PROOF: expected an object');
+  optionalAt(meta, 'proof', 'PROOF', 'bytes', isBytes);
+  return meta as unknown as ProofMeta;
 }
 
 export function checkHelloAck(meta: unknown): HelloAckMeta {

@@ -1,4 +1,9 @@
-export { type ModelRegistryEvents, ModelRegistry, type ModelRegistryOptions } from './registry.ts';
+export {
+  type ModelRegistryEvents,
+  ModelRegistry,
+  type ModelRegistryOptions,
+  isPlacedOn,
+} from './registry.ts';
 export { type ModelEntry, type ModelSpec, type Replica, ReplicaTable } from './replica-table.ts';
 export {
   ModelRepositoryState,

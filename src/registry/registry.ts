@@ -16,6 +16,11 @@ import { type ModelEntry, type ModelSpec, ReplicaTable } from './replica-table.t
 import { ModelRepositoryState, type RepositoryIndexEntry } from './repository-state.ts';
 import { VersionRouter } from './version-router.ts';
 
+/** Whether a model's placement (its `workers:`, which `pool:` expands into) puts it on this worker; none: every worker. */
+export function isPlacedOn(config: ModelConfig, workerId: string): boolean {
+  return !config.workers || config.workers.includes(workerId);
+}
+
 export interface ModelRegistryEvents {
   /** Some replica's state, some model's schema, a split or the repository state changed. */
   changed: [];
@@ -133,6 +138,17 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   /** Every declared config, served or not (run-time loads included). */
   declared(): readonly ModelConfig[] {
     return this.#repository.declared();
+  }
+
+  /**
+   * Whether this coordinator places name@version on a worker: a declared config (the config
+   * file's, or one loaded at run time) placed on it. A worker's reports are trusted for these
+   * only; a worker cannot make itself a replica of a model by saying it hosts it.
+   */
+  placesOn(workerId: string, name: string, version: string): boolean {
+    return this.declared().some(
+      (c) => c.name === name && c.version === version && c.backend !== 'pipeline' && isPlacedOn(c, workerId),
+    );
   }
 
   /** Whether an operator unloaded this name. */

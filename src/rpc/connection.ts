@@ -93,6 +93,8 @@ const RESPONSE_KINDS: ReadonlySet<number> = new Set([
 /** Kinds of the handshake itself. */
 const HANDSHAKE_KINDS: ReadonlySet<number> = new Set([
   MESSAGE_KIND.HELLO,
+  MESSAGE_KIND.CHALLENGE,
+  MESSAGE_KIND.PROOF,
   MESSAGE_KIND.HELLO_ACK,
   MESSAGE_KIND.ERROR,
 ]);

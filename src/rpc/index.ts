@@ -6,7 +6,22 @@ export {
   type RpcConnectionOptions,
   type RequestOptions,
 } from './connection.ts';
+export {
+  type RpcCredentials,
+  WORKER_KEY_LABEL,
+  clusterCredentials,
+  deriveWorkerKey,
+  parseWorkerKey,
+  workerCredentials,
+} from './credentials.ts';
 export { dial } from './dial.ts';
 export { type HandshakeIdentity, acceptHandshake, dialHandshake } from './handshake.ts';
 export { Redialer, type RedialerOptions } from './redial.ts';
+export {
+  type RpcTls,
+  type RpcTlsFiles,
+  loadRpcTls,
+  requireServerCertificate,
+  secureAccepted,
+} from './tls.ts';
 export { AcceptGate, type AcceptGateOptions } from './accept-gate.ts';

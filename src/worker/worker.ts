@@ -37,12 +37,18 @@ import { validateInputs } from '../registry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import {
   AcceptGate,
+  type HandshakeIdentity,
   type IncomingRequest,
   Redialer,
   RpcConnection,
   acceptHandshake,
+  type RpcTls,
   dial,
   dialHandshake,
+  loadRpcTls,
+  requireServerCertificate,
+  secureAccepted,
+  workerCredentials,
 } from '../rpc/index.ts';
 import {
   type Logger,
@@ -63,8 +69,11 @@ export interface WorkerOptions {
   listen?: HostPort;
   /** Coordinators to dial and keep dialing. */
   coordinators?: HostPort[];
-  /** Shared secret for RPC peers. */
-  token?: string | undefined;
+  /**
+   * This worker's RPC key (auth.workerKey, or derived from the cluster secret for this id);
+   * connections prove it both ways. None: no authentication (--insecure).
+   */
+  key?: Buffer | undefined;
   /** Relative capacity reported to coordinators for weighted balancing. Default 1. */
   weight?: number;
   /** Prometheus metrics of this process, sent to coordinators that ask. */
@@ -115,8 +124,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Bounds the connections waiting for their handshake on the listening port. */
   readonly #gate: AcceptGate;
   readonly #runtimeLoads: RuntimeLoadPolicy;
+  /** Who this worker is in every handshake, and the key it proves. */
+  readonly #identity: HandshakeIdentity;
   readonly stats: WorkerStats = { requests: 0, failures: 0, rejected: 0 };
   #server: Server | undefined;
+  /** rpc.tls loaded at start; undefined: plain TCP. */
+  #tls: RpcTls | undefined;
   #port: number | undefined;
   #inFlight = 0;
   #draining = false;
@@ -126,6 +139,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     super();
     this.id = options.id ?? `${hostname()}-${process.pid}`;
     this.#options = options;
+    this.#identity = {
+      role: 'worker',
+      id: this.id,
+      credentials: options.key ? workerCredentials(this.id, options.key) : undefined,
+    };
     this.#tracing = tracingIfEnabled(options.tracing);
     this.#runtimeLoads = options.runtimeLoads ?? {
       paths: new ModelPaths({ roots: [], baseDir: process.cwd() }),
@@ -153,7 +171,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Starts listening (if configured) and dialing coordinators; resolves once listening. */
   async start(): Promise<void> {
     const { listen, coordinators = [], rpc, logger } = this.#options;
+    this.#tls = loadRpcTls(rpc.tls);
     if (listen) {
+      requireServerCertificate(this.#tls, `worker ${this.id}`);
       const server = createServer((socket) => this.#accept(socket));
       this.#server = server;
       await new Promise<void>((resolve, reject) => {
@@ -173,13 +193,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const address of coordinators) {
       const link = new Redialer({
         label: formatHostPort(address),
-        dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs),
+        dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs, this.#tls),
         setup: async (conn) => {
-          await dialHandshake(
-            conn,
-            { role: 'worker', id: this.id, token: this.#options.token },
-            rpc.handshakeTimeoutMs,
-          );
+          await dialHandshake(conn, this.#identity, rpc.handshakeTimeoutMs);
           this.#adopt(conn);
         },
         backoff: { initialDelayMs: rpc.reconnectInitialDelayMs, maxDelayMs: rpc.reconnectMaxDelayMs },
@@ -243,17 +259,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #accept(socket: Socket): void {
     const gate = this.#gate;
     if (!gate.admit(socket)) return;
-    const conn = new RpcConnection(socket, { ...this.#connectionOptions(), side: 'listener' });
+    const conn = new RpcConnection(secureAccepted(socket, this.#tls), {
+      ...this.#connectionOptions(),
+      side: 'listener',
+    });
     if (this.#draining) {
       gate.done();
       conn.close(new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`), true);
       return;
     }
-    acceptHandshake(
-      conn,
-      { role: 'worker', id: this.id, token: this.#options.token },
-      this.#options.rpc.handshakeTimeoutMs,
-    )
+    acceptHandshake(conn, this.#identity, this.#options.rpc.handshakeTimeoutMs)
       .then(
         () => {
           gate.done();

@@ -29,13 +29,14 @@ import {
   startCoordinator,
   startWorker,
   waitForWorkers,
+  TEST_CLUSTER_SECRET,
   writeConfig,
 } from '../fixtures/processes.ts';
 import { type RawPeer, completeHandshake, openRawPeer } from '../fixtures/raw-rpc.ts';
 
-const TOKEN = 'rpc-fuzz-secret';
+// the fixtures give every process this cluster secret (INFERGRID_TOKEN)
+const TOKEN = TEST_CLUSTER_SECRET;
 const CONFIG = `
-auth: { token: ${TOKEN} }
 rpc: { handshakeTimeoutMs: 1000 }
 models:
   - name: m
@@ -97,8 +98,16 @@ const TEMPLATES: Record<number, () => Record<string, unknown>> = {
     protocolVersion: PROTOCOL_VERSION,
     role: 'worker',
     id: 'fuzz',
-    token: TOKEN,
+    nonce: new Uint8Array(32),
   }),
+  [MESSAGE_KIND.CHALLENGE]: () => ({
+    protocolVersion: PROTOCOL_VERSION,
+    role: 'coordinator',
+    id: 'c',
+    nonce: new Uint8Array(32),
+    proof: new Uint8Array(32),
+  }),
+  [MESSAGE_KIND.PROOF]: () => ({ proof: new Uint8Array(32) }),
   [MESSAGE_KIND.HELLO_ACK]: () => ({ protocolVersion: PROTOCOL_VERSION, role: 'coordinator', id: 'c' }),
   [MESSAGE_KIND.REGISTER]: () => ({
     workerId: 'fuzz-register',

@@ -1,6 +1,6 @@
 /**
  * Who dials whom: workers dialing the coordinator, the coordinator dialing static workers,
- * auth tokens, and reconnection when either side restarts — all with real processes.
+ * credentials, and reconnection when either side restarts — all with real processes.
  */
 
 import assert from 'node:assert/strict';
@@ -70,14 +70,18 @@ test('topology - a coordinator dials static workers and round-robins over them',
   assert.ok(workers.every((w) => w.address?.startsWith('127.0.0.1:')));
 });
 
-test('topology - a worker with the wrong token is refused and says why', { timeout: 60_000 }, async (t) => {
+test('topology - a worker with the wrong cluster secret is refused and says why', {
+  timeout: 60_000,
+}, async (t) => {
   const config = writeConfig(t, CONFIG);
   const coordinator = await startCoordinator(t, config);
   const intruder = await startWorker(t, config, 'intruder', {
     coordinator: coordinator.rpcAddress,
     env: { INFERGRID_TOKEN: 'wrong' },
   });
-  await waitFor('the refusal in the worker log', () => intruder.output().includes('wrong auth token'));
+  await waitFor('the refusal in the worker log', () =>
+    intruder.output().includes('proved a different key for worker \\"intruder\\"'),
+  );
   assert.deepEqual(await adminWorkers(coordinator.url), []);
 });
 

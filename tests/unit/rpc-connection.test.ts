@@ -8,6 +8,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { Socket } from 'node:net';
 import { test } from 'node:test';
@@ -16,6 +17,7 @@ import {
   FRAME_FLAG,
   type Frame,
   MESSAGE_KIND,
+  NONCE_BYTES,
   PROTOCOL_MAGIC,
   PROTOCOL_VERSION,
   checkHeartbeat,
@@ -619,7 +621,7 @@ test(
   TIMEOUT,
   async (t) => {
     const server = await startServer(t);
-    const received = collector<Frame>(1);
+    const received = collector<Frame>(2);
     const { socket: raw, errors: rawErrors, closed: rawClosed } = rawClient(t, server.port, received.push);
 
     // the listener heartbeats itself: sending keeps nothing alive, only hearing does
@@ -631,23 +633,26 @@ test(
     });
     t.after(() => listener.close());
     const listenerClosed = nextClose(listener);
+    // no credentials on either side: the raw peer's PROOF (none) may go right behind its HELLO
     const accepted = acceptHandshake(listener, { role: 'coordinator', id: 'c1' }, 5000);
-    raw.write(
-      encodeFrameToBuffer(
-        packr,
-        {
-          kind: MESSAGE_KIND.HELLO,
-          flags: 0,
-          requestId: 0,
-          meta: { magic: PROTOCOL_MAGIC, protocolVersion: PROTOCOL_VERSION, role: 'worker', id: 'silent' },
-          attachments: [],
-        },
-        MAX_FRAME_BYTES,
-      ),
-    );
-    const hello = await accepted;
-    assert.equal(hello.id, 'silent');
-    const [ack] = await received.full;
+    const hello = {
+      magic: PROTOCOL_MAGIC,
+      protocolVersion: PROTOCOL_VERSION,
+      role: 'worker',
+      id: 'silent',
+      nonce: randomBytes(NONCE_BYTES),
+    };
+    for (const [kind, meta] of [
+      [MESSAGE_KIND.HELLO, hello],
+      [MESSAGE_KIND.PROOF, {}],
+    ] as const) {
+      raw.write(
+        encodeFrameToBuffer(packr, { kind, flags: 0, requestId: 0, meta, attachments: [] }, MAX_FRAME_BYTES),
+      );
+    }
+    assert.equal((await accepted).id, 'silent');
+    const [challenge, ack] = await received.full;
+    assert.equal(challenge?.kind, MESSAGE_KIND.CHALLENGE);
     assert.equal(ack?.kind, MESSAGE_KIND.HELLO_ACK);
     assert.equal(listener.ready, true);
 
