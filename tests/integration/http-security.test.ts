@@ -8,7 +8,8 @@
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
 import { type TestContext, test } from 'node:test';
@@ -22,6 +23,7 @@ import {
   waitFor,
   writeConfig,
 } from '../fixtures/processes.ts';
+import { makeTestPki } from '../fixtures/tls.ts';
 
 const KEYS = {
   client: 'ig_client-key-for-tests-0000000000000000000000',
@@ -400,4 +402,44 @@ test('http security - an open API beyond loopback refuses to start, unless --ins
     cleanup: (stop) => t.after(stop),
   });
   await waitFor('the insecure warning', () => /INSECURE/.test(insecure.output()));
+});
+
+/** A GET over HTTPS trusting `ca`; resolves with the status, rejects on a TLS failure. */
+function httpsGet(url: string, ca: Buffer, headers: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ca, headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+test('http security - HTTPS from certificate files: keys over TLS work, plain HTTP and an untrusted CA do not', {
+  timeout: 60_000,
+}, async (t) => {
+  const config = writeConfig(
+    t,
+    `coordinator: { tls: { certFile: test-cert.pem, keyFile: test-key.pem } }\n${KEYED}`,
+  );
+  const dir = dirname(config);
+  const pki = makeTestPki(dir, { names: ['127.0.0.1', 'localhost'] });
+  const other = makeTestPki(dir, { prefix: 'other' });
+  const coordinator = await startCoordinator(t, config);
+  const url = `https://127.0.0.1:${coordinator.ready.httpPort}`;
+  const ca = readFileSync(pki.caFile);
+  assert.equal(await httpsGet(`${url}/v2/health/live`, ca), 200);
+  assert.equal(await httpsGet(`${url}/v2/models/m`, ca), 401, 'TLS carries the same credentials rules');
+  await startWorker(t, config, 'w1', { coordinator: coordinator.rpcAddress });
+  await waitFor(
+    'm ready over HTTPS',
+    async () =>
+      (await httpsGet(`${url}/v2/models/m/ready`, ca, { authorization: `Bearer ${KEYS.client}` })) === 200,
+  );
+  await assert.rejects(
+    httpsGet(`${url}/v2/health/live`, readFileSync(other.caFile)),
+    /self[- ]signed|unable to verify|certificate/i,
+  );
+  await assert.rejects(fetch(`http://127.0.0.1:${coordinator.ready.httpPort}/v2/health/live`));
 });
