@@ -1,7 +1,8 @@
 /**
  * What every HTTP request passes before a route sees it, in this order:
  *   1. Host: one of the configured names (or, listening on loopback, a loopback name), so a
- *      DNS-rebound page cannot reach a local server under its own name.
+ *      DNS-rebound page cannot reach a local server under its own name (health routes excepted:
+ *      probes name the address, and liveness tells a page nothing).
  *   2. Origin: a browser's cross-origin request is refused unless the origin is allowed
  *      (coordinator.corsOrigins, then answered with CORS headers by @fastify/cors).
  *   3. The admin listener: when one is configured, admin routes live only there.
@@ -138,7 +139,10 @@ export function installFrontGuard(app: FastifyInstance, options: FrontGuardOptio
   }
   app.decorateRequest('principal', undefined as unknown as Principal);
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-    if (!hostAllowed(req.headers.host, config.allowedHosts, listenHost)) {
+    // liveness and readiness answer whatever the Host (a load balancer's probe names the address);
+    // they tell a rebound page nothing
+    const path = req.url.split('?', 1)[0]!;
+    if (!path.startsWith('/v2/health/') && !hostAllowed(req.headers.host, config.allowedHosts, listenHost)) {
       return sendError(
         reply,
         new InfergridError(
@@ -159,7 +163,6 @@ export function installFrontGuard(app: FastifyInstance, options: FrontGuardOptio
     }
     // a CORS preflight carries no credentials and runs nothing; @fastify/cors answers it
     if (req.method === 'OPTIONS' && allowedOrigins.size > 0) return;
-    const path = req.url.split('?', 1)[0]!;
     const need = scopeOf(req.method, path);
     if (adminElsewhere && need === 'admin') {
       return sendError(

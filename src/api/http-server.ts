@@ -87,7 +87,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     },
     // a load balancer's or client's request id is kept (logs carry it)
     requestIdHeader: 'x-request-id',
-    maxParamLength: MAX_PATH_PARAM_CHARS,
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_CHARS },
     // a URL the router cannot decode is answered in the engine's error shape, like any other
     frameworkErrors: (err, _req, reply) => sendError(reply, fromFastifyError(err, bodyLimitBytes)),
     // and so is a request node's parser refuses (headers too large, not HTTP, too slow)

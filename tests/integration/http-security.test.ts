@@ -102,6 +102,17 @@ function rawPost(url: string, body: string, headers: Record<string, string>): Pr
   });
 }
 
+function rawGet(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
 function expectError(a: Answer, status: number, code: string, message?: RegExp): void {
   assert.equal(a.status, status, JSON.stringify(a.json));
   assert.equal(a.json.code, code);
@@ -282,6 +293,8 @@ test('http security - browsers: a foreign Origin, a rebound Host name and a text
     origin: 'http://evil.example',
   });
   expectError(rebound, 400, 'INVALID_ARGUMENT', /Host "evil\.example" is not a name this server answers to/);
+  const probe = await rawGet(`${url}/v2/health/live`, { host: '10.0.0.9:8000' });
+  assert.equal(probe, 200, 'a health probe is answered whatever Host it names');
   // a same-origin browser request is still held to a JSON content type
   const host = new URL(url).host;
   const sameOrigin = await call(`${url}/v2/repository/index`, {
