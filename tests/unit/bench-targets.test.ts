@@ -14,6 +14,7 @@ import { PAGE_SCENARIOS } from '../../bench/scenarios/index.ts';
 import type { OverheadPoint, OverheadResult } from '../../bench/scenarios/overhead.ts';
 import type { EnginePoint, RealModelResult } from '../../bench/scenarios/real-model.ts';
 import type { ScaleOutPoint, ScaleOutResult } from '../../bench/scenarios/scale-out.ts';
+import type { SecurityResult, SecurityRun } from '../../bench/scenarios/security.ts';
 
 function run(name: string, result: unknown): ScenarioRun {
   return {
@@ -121,6 +122,7 @@ test('bench targets - every target of the page, in the order the README states t
       ['overhead-c1-p50', 'not measured'],
       ['real-model-vs-direct', 'not measured'],
       ['scale-out-vs-ideal', 'not measured'],
+      ['security-auth-c64-throughput', 'not measured'],
     ],
   );
 });
@@ -142,6 +144,34 @@ test('bench targets - overhead: met and not met from the ratios, bounds from CPU
   const [fast, quick] = computeTargets(suite([run('overhead', overhead(6000, 0.45))]), PAGE_SCENARIOS);
   assert.equal(fast!.status, 'met');
   assert.equal(quick!.status, 'met');
+});
+
+function security(authRps: number): SecurityResult {
+  const setup = (rps: number, coordinator: number): SecurityRun => ({
+    ...load(rps, 5),
+    cpuUsPerRequest: { coordinator, worker: 40, loadGenerator: 60 },
+    otherCoresBusy: 0.1,
+  });
+  return {
+    params: { 'duration-s': '5', concurrency: '64', elements: '16', 'warmup-s': '1', rounds: '3', keys: '8' },
+    tensor: 'FP32 [1,16]',
+    notMeasured: { 'rpc-tls': 'rpc.tls not supported by this build' },
+    points: [{ concurrency: 64, runs: { open: setup(10000, 90), auth: setup(authRps, 95) }, vsOpen: {} }],
+    disturbed: [],
+  };
+}
+
+test("bench targets - security: API keys judged against the open API at concurrency 64, bound by the coordinator's CPU", () => {
+  const met = computeTargets(suite([run('security', security(9600))]), PAGE_SCENARIOS).at(-1)!;
+  assert.equal(met.id, 'security-auth-c64-throughput');
+  assert.equal(met.status, 'met');
+  assert.match(met.measured, /^96% \(9,600 vs 10,000 req\/s\)/);
+  assert.match(
+    met.bound!,
+    /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* adds \+5 µs/,
+  );
+  const notMet = computeTargets(suite([run('security', security(9400))]), PAGE_SCENARIOS).at(-1)!;
+  assert.equal(notMet.status, 'not met');
 });
 
 test('bench targets - real model: the best engine point against onnxruntime alone, bound by CPU per request', () => {
