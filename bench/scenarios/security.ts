@@ -383,7 +383,7 @@ function authBound(p: SecurityPoint): string | undefined {
   return (
     `CPU per request, all processes: open ${cell(openCpu, 0)} µs (coordinator ${cell(open.cpuUsPerRequest.coordinator, 0)}), ` +
     `with keys ${cell(authCpu, 0)} µs (coordinator ${cell(auth.cpuUsPerRequest.coordinator, 0)}): ` +
-    `the key check adds ${signed(auth.cpuUsPerRequest.coordinator! - open.cpuUsPerRequest.coordinator!)} µs to the coordinator` +
+    `the keys change the coordinator's CPU per request by ${signed(auth.cpuUsPerRequest.coordinator! - open.cpuUsPerRequest.coordinator!)} µs` +
     (auth.otherCoresBusy !== null
       ? `; other work kept ${cell(auth.otherCoresBusy)} cores busy meanwhile`
       : '')

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { LoadFigures } from '../../bench/lib/load.ts';
 import { computeTargets } from '../../bench/lib/page.ts';
-import { SUITE_FORMAT, type ScenarioRun, type SuiteFile } from '../../bench/lib/suite.ts';
+import { foldSuite, SUITE_FORMAT, type ScenarioRun, type SuiteFile } from '../../bench/lib/suite.ts';
 import { PAGE_SCENARIOS } from '../../bench/scenarios/index.ts';
 import type { OverheadPoint, OverheadResult } from '../../bench/scenarios/overhead.ts';
 import type { EnginePoint, RealModelResult } from '../../bench/scenarios/real-model.ts';
@@ -168,7 +168,7 @@ test("bench targets - security: API keys judged against the open API at concurre
   assert.match(met.measured, /^96% \(9,600 vs 10,000 req\/s\)/);
   assert.match(
     met.bound!,
-    /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* adds \+5 µs/,
+    /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* by \+5 µs/,
   );
   const notMet = computeTargets(suite([run('security', security(9400))]), PAGE_SCENARIOS).at(-1)!;
   assert.equal(notMet.status, 'not met');
@@ -307,4 +307,25 @@ test('bench targets - scale-out: judged up to the first saturated fleet, which i
   assert.equal(judged.status, 'not met');
   assert.match(judged.measured, /^50% of ideal at worst over 1–2 workers/);
   assert.match(judged.measured, /limit is reached at 4 workers/);
+});
+
+test('bench report - runs folded into the page data replace their namesakes, keep the suite order and say where they were measured', () => {
+  const base = suite([run('overhead', overhead(4000, 0.6)), run('routing', undefined)]);
+  const added = {
+    ...suite([run('security', security(9600)), run('overhead', overhead(6000, 0.45))]),
+    startedAt: '2026-12-07T01:44:03.000Z',
+    git: { commit: '0123456789abcdef', dirty: false },
+  };
+  const folded = foldSuite(base, added, ['overhead', 'routing', 'security']);
+  assert.deepEqual(
+    folded.scenarios.map((s) => s.name),
+    ['overhead', 'routing', 'security'],
+  );
+  assert.equal((folded.scenarios[0]!.result as OverheadResult).points[1]!.engine.rps, 6000);
+  assert.deepEqual(folded.scenarios[1]!.notes, []);
+  assert.match(
+    folded.scenarios[2]!.notes.at(-1)!,
+    /^measured apart .*2026-12-07 01:44 UTC at commit 0123456789ab, on test \(2 cores/,
+  );
+  assert.equal(folded.startedAt, base.startedAt, "the page's header still describes the base run");
 });
