@@ -33,6 +33,8 @@ export interface LoadSpec {
   concurrency: number;
   /** See the HTTP sender: `per-loop` gives each loop its own connection. Default `shared`. */
   connections?: 'shared' | 'per-loop';
+  /** For an https: URL, the CA (PEM) its certificate must chain to; the system's when absent. */
+  ca?: string;
 }
 
 /** Load applied for `warmupMs` (not counted), then measured for `durationMs`. */
@@ -119,6 +121,7 @@ export function openLoad(spec: LoadSpec): OpenLoad {
     maxSockets: spec.concurrency,
     connections: spec.connections ?? 'shared',
     timeoutMs: REQUEST_TIMEOUT_MS,
+    ca: spec.ca,
   });
   const mode = { kind: 'concurrency', concurrency: spec.concurrency } as const;
   return {

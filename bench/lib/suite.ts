@@ -146,3 +146,26 @@ export function readSuite(file: string): SuiteFile {
     throw new Error(`${file}: format "${String(suite.format)}", expected "${SUITE_FORMAT}"`);
   return suite as SuiteFile;
 }
+
+/**
+ * `base` with the scenario runs of `added` in place of its own of the same name (new ones
+ * appended, in `order`): a scenario measured again, or for the first time, without rerunning the
+ * whole suite. Each added run says when, at what commit and on what machine it was measured,
+ * since the page's header describes `base`'s run.
+ */
+export function foldSuite(base: SuiteFile, added: SuiteFile, order: readonly string[]): SuiteFile {
+  const commit = added.git.commit ? `commit ${added.git.commit.slice(0, 12)}` : 'an unknown commit';
+  const m = added.machine;
+  const runs = new Map(base.scenarios.map((run) => [run.name, run]));
+  for (const run of added.scenarios)
+    runs.set(run.name, {
+      ...run,
+      notes: [
+        ...run.notes,
+        `measured apart from the rest of this page, ${added.startedAt.slice(0, 16).replace('T', ' ')} UTC at ${commit}` +
+          `${added.git.dirty ? ' with uncommitted changes' : ''}, on ${m.cpuModel} (${m.cpus} cores, load average ${m.loadAverage1m} at its start)`,
+      ],
+    });
+  const rank = (name: string): number => (order.includes(name) ? order.indexOf(name) : order.length);
+  return { ...base, scenarios: [...runs.values()].sort((a, b) => rank(a.name) - rank(b.name)) };
+}

@@ -7,6 +7,7 @@ import { pipeline } from './pipeline.ts';
 import { realModel } from './real-model.ts';
 import { routing } from './routing.ts';
 import { scaleOut } from './scale-out.ts';
+import { security } from './security.ts';
 
 /** Every scenario, in the order the suite runs them. */
 export const SCENARIOS: readonly Scenario<unknown>[] = [
@@ -17,12 +18,16 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
   pipeline,
   scaleOut,
   realModel,
+  security,
 ] as readonly Scenario<unknown>[];
 
-/** For the page: its targets in the order the README states them (engine cost, real model, scale-out). */
+/**
+ * For the page: its targets in the order the README states them (engine cost, real model,
+ * scale-out), then issue 14's (what auth costs).
+ */
 export const PAGE_SCENARIOS: PageScenarios = {
   all: SCENARIOS,
-  targets: [overhead, realModel, scaleOut] as readonly Scenario<unknown>[],
+  targets: [overhead, realModel, scaleOut, security] as readonly Scenario<unknown>[],
 };
 
 /** Where a scenario's module lives, from the repository root: what the suite runs. */

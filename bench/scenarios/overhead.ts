@@ -7,9 +7,9 @@
  *   npm run bench:overhead -- --duration-s 5 --concurrency 1,64
  *
  * The timed load at each concurrency is split into --rounds rounds that take turns (bare,
- * engine, traced engine, then again), each target's rounds pooled into one result: on a shared VM
- * whose speed drifts by tens of percent within minutes, a drift reaches every target alike
- * instead of whichever ran during it.
+ * engine, traced engine, then engine, traced, bare, ...; bench/lib/rounds.ts), each target's
+ * rounds pooled into one result: on a shared VM whose speed drifts by tens of percent within
+ * minutes, a drift reaches every target alike instead of whichever ran during it.
  *
  * Every server runs in its own process; the load comes from this one (the load engine in this
  * process, bench/lib/load.ts, fresh connections for each round). All of them share the machine's
@@ -29,13 +29,14 @@ import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createSimBackend } from '../../src/backends/index.ts';
-import { LatencyHistogram, type RunResult } from '../../src/cli/bench/index.ts';
+import { LatencyHistogram } from '../../src/cli/bench/index.ts';
 import { configSchema } from '../../src/config/index.ts';
-import { spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
-import { cpuMark, cpuSpent } from '../lib/cpu.ts';
-import { figures, jsonBody, type LoadFigures, type Percentiles, percentiles, runLoad } from '../lib/load.ts';
+import { spawnProcess } from '../../tests/fixtures/processes.ts';
+import { type EngineTarget, startEngine } from '../lib/engine.ts';
+import { jsonBody, type LoadFigures, type Percentiles, percentiles, runLoad } from '../lib/load.ts';
 import { type Charts, cell, pct, round, table } from '../lib/markdown.ts';
 import { scratchDir, track } from '../lib/processes.ts';
+import { interleavedRounds, pool, type TargetRun } from '../lib/rounds.ts';
 import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import { pingPong } from '../lib/socket-floor.ts';
 import { barChart, lineChart } from '../lib/svg.ts';
@@ -48,15 +49,13 @@ const PARAMS = {
   /** Share of requests the traced engine records (tracing.sampleRatio). */
   'sample-ratio': '1',
   /**
-   * The timed load is split into this many rounds that take turns (bare, engine, traced, then
-   * again): a drift in the machine's speed (a shared VM's neighbours) reaches all of them alike.
+   * The timed load is split into this many rounds that take turns (bare, engine, traced, then engine,
+   * traced, bare, ...): a drift in the machine's speed (a shared VM's neighbours) reaches all of them alike.
    */
   rounds: '3',
 };
 type OverheadParams = typeof PARAMS;
 
-/** A target's rounds pooled, with the CPU µs each process spent per request. */
-export type TargetRun<G extends string> = LoadFigures & { cpuUsPerRequest: Record<G, number | null> };
 type EngineGroups = 'coordinator' | 'worker' | 'loadGenerator';
 
 export interface OverheadPoint {
@@ -134,42 +133,8 @@ async function directBackend(elements: number, ms: number): Promise<OverheadResu
   return { callsPerS: Math.round(histogram.count / (ms / 1000)), latencyMs: percentiles(histogram) };
 }
 
-interface Target {
-  url: string;
-  /** The processes serving it, whose CPU time is read around each run. */
-  pids: Record<string, number | undefined>;
-}
-
-/** A coordinator and a worker; `env` switches tracing on. Resolves once echo is ready. */
-async function startEngine(configFile: string, env?: NodeJS.ProcessEnv): Promise<Target> {
-  const options = { cleanup: track, ...(env ? { env } : {}) };
-  const coordinator = await spawnProcess(['coordinator', '--config', configFile], options);
-  const rpc = `127.0.0.1:${coordinator.ready.rpcPort}`;
-  const worker = await spawnProcess(['worker', '--config', configFile, '--coordinator', rpc], options);
-  const url = `http://127.0.0.1:${coordinator.ready.httpPort}`;
-  await waitFor('the echo model to be ready', async () => (await fetch(`${url}/v2/models/echo/ready`)).ok);
-  return { url, pids: { coordinator: coordinator.child.pid, worker: worker.child.pid } };
-}
-
-/** One round: the run, and the CPU seconds every process (this one: the load) spent meanwhile. */
-interface Round {
-  run: RunResult;
-  cpuS: Record<string, number | undefined>;
-}
-
-/** The rounds of one target as one result, with CPU per request over all of them. */
-function pool<G extends string>(rounds: readonly Round[]): TargetRun<G> {
-  const load = figures(rounds.map((r) => r.run));
-  const cpuUsPerRequest: Record<string, number | null> = {};
-  for (const k of Object.keys(rounds[0]!.cpuS)) {
-    const spent = rounds.map((r) => r.cpuS[k]);
-    cpuUsPerRequest[k] =
-      spent.some((v) => v === undefined) || load.requests === 0
-        ? null
-        : Math.round((spent.reduce((a, b) => a! + b!, 0)! * 1e6) / load.requests);
-  }
-  return { ...load, cpuUsPerRequest: cpuUsPerRequest as Record<G, number | null> };
-}
+/** A server measured: the engine, or the bare route (whose one process is `server`). */
+type Target = Pick<EngineTarget, 'url'> & { pids: Record<string, number | undefined> };
 
 async function run(params: OverheadParams): Promise<OverheadResult> {
   const durationMs = Number(params['duration-s']) * 1000;
@@ -191,13 +156,15 @@ models:
   const receiver = await startNoopReceiver();
   const engine = await startEngine(configFile);
   const traced = await startEngine(configFile, {
-    OTEL_TRACES_EXPORTER: 'otlp',
-    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-    OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
-    OTEL_TRACES_SAMPLER_ARG: params['sample-ratio'],
-    // export every 100 ms rather than every 5 s, so the traced rounds' exports (and the receiver's
-    // work in this process) land in those rounds, not in the bare or engine rounds after them
-    OTEL_BSP_SCHEDULE_DELAY: '100',
+    env: {
+      OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: params['sample-ratio'],
+      // export every 100 ms rather than every 5 s, so the traced rounds' exports (and the receiver's
+      // work in this process) land in those rounds, not in the bare or engine rounds after them
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+    },
   });
   const script = (name: string): string => fileURLToPath(new URL(`../lib/${name}`, import.meta.url));
   const bareServer = await spawnProcess([], { cleanup: track, script: script('bare-server.ts') });
@@ -228,16 +195,11 @@ models:
   for (const concurrency of numberList(params.concurrency)) {
     const targets = [bare, engine, traced];
     const spec = (target: Target) => ({ url: urlOf(target), bodies: [body], concurrency });
-    for (const target of targets) await runLoad(spec(target), { durationMs: warmupMs });
-    const measured: Round[][] = targets.map(() => []);
-    for (let r = 0; r < rounds; r++) {
-      for (const [i, target] of targets.entries()) {
-        const groups = Object.fromEntries(Object.entries(target.pids).map(([k, pid]) => [k, [pid]]));
-        const before = cpuMark(groups, 'loadGenerator');
-        const result = await runLoad(spec(target), { durationMs: durationMs / rounds });
-        measured[i]!.push({ run: result, cpuS: cpuSpent(before, cpuMark(groups, 'loadGenerator')).seconds });
-      }
-    }
+    // fresh connections for each round
+    const measured = await interleavedRounds(
+      targets.map((target) => ({ pids: target.pids, run: (window) => runLoad(spec(target), window) })),
+      { rounds, durationMs, warmupMs },
+    );
     const bareRun = pool<'server' | 'loadGenerator'>(measured[0]!);
     const engineRun = pool<EngineGroups>(measured[1]!);
     const tracedRun = pool<EngineGroups>(measured[2]!);

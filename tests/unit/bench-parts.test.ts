@@ -5,8 +5,12 @@
  */
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { figures, openLoad } from '../../bench/lib/load.ts';
 import { parseParams } from '../../bench/lib/scenario.ts';
@@ -18,6 +22,7 @@ import {
   parseBenchOptions,
   parseDurationMs,
 } from '../../src/cli/bench/index.ts';
+import { makeTestPki } from '../fixtures/tls.ts';
 
 test('bench histogram - quantiles stay within 1% of a sorted reference, mean/min/max exact', () => {
   let seed = 42;
@@ -217,6 +222,47 @@ test('bench load - the engine in a scenario: bodies in turn, one connection per 
   assert.equal(pooled.durationS, Math.round(first.elapsedMs + second.elapsedMs) / 1000);
   assert.equal(pooled.errors, 0);
   assert.ok(pooled.latencyMs.p50 > 0 && pooled.latencyMs.p50 <= pooled.latencyMs.p99);
+});
+
+test('bench load - https with a private CA: the certificate checked against it, connections kept alive', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'infergrid-bench-tls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pki = makeTestPki(dir, { names: ['127.0.0.1', 'localhost'] });
+  const sockets = new Set<number>();
+  let handshakes = 0;
+  const server = createHttpsServer(
+    { cert: readFileSync(pki.certFile), key: readFileSync(pki.keyFile) },
+    (req, res) => {
+      sockets.add(req.socket.remotePort!);
+      req.resume().on('end', () => res.end('{}'));
+    },
+  );
+  server.on('secureConnection', () => handshakes++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const spec = {
+    url: `https://127.0.0.1:${port}/`,
+    bodies: [{ body: Buffer.from('x'), headers: {} }],
+    concurrency: 2,
+  };
+
+  const trusted = openLoad({ ...spec, ca: readFileSync(pki.caFile, 'utf8') });
+  t.after(() => trusted.close());
+  const run = await trusted.run({ durationMs: 150 });
+  assert.equal(run.errors, 0);
+  assert.ok(run.completed >= 4, `${run.completed} requests`);
+  assert.ok(handshakes <= 2 && sockets.size <= 2, `${handshakes} handshakes on ${sockets.size} connections`);
+
+  const untrusted = openLoad(spec);
+  t.after(() => untrusted.close());
+  const refused = figures(await untrusted.run({ durationMs: 50 }));
+  assert.equal(refused.requests, 0);
+  assert.ok(refused.errors > 0);
+  assert.ok(
+    Object.keys(refused.errorKinds).every((kind) => kind === 'network UNABLE_TO_VERIFY_LEAF_SIGNATURE'),
+    JSON.stringify(refused.errorKinds),
+  );
 });
 
 test('bench scenario flags - the command line over BENCH_* over --quick over the default', () => {

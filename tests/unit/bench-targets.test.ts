@@ -9,11 +9,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { LoadFigures } from '../../bench/lib/load.ts';
 import { computeTargets } from '../../bench/lib/page.ts';
-import { SUITE_FORMAT, type ScenarioRun, type SuiteFile } from '../../bench/lib/suite.ts';
+import { foldSuite, SUITE_FORMAT, type ScenarioRun, type SuiteFile } from '../../bench/lib/suite.ts';
 import { PAGE_SCENARIOS } from '../../bench/scenarios/index.ts';
 import type { OverheadPoint, OverheadResult } from '../../bench/scenarios/overhead.ts';
 import type { EnginePoint, RealModelResult } from '../../bench/scenarios/real-model.ts';
 import type { ScaleOutPoint, ScaleOutResult } from '../../bench/scenarios/scale-out.ts';
+import type { SecurityResult, SecurityRun } from '../../bench/scenarios/security.ts';
 
 function run(name: string, result: unknown): ScenarioRun {
   return {
@@ -121,6 +122,7 @@ test('bench targets - every target of the page, in the order the README states t
       ['overhead-c1-p50', 'not measured'],
       ['real-model-vs-direct', 'not measured'],
       ['scale-out-vs-ideal', 'not measured'],
+      ['security-auth-c64-throughput', 'not measured'],
     ],
   );
 });
@@ -142,6 +144,34 @@ test('bench targets - overhead: met and not met from the ratios, bounds from CPU
   const [fast, quick] = computeTargets(suite([run('overhead', overhead(6000, 0.45))]), PAGE_SCENARIOS);
   assert.equal(fast!.status, 'met');
   assert.equal(quick!.status, 'met');
+});
+
+function security(authRps: number): SecurityResult {
+  const setup = (rps: number, coordinator: number): SecurityRun => ({
+    ...load(rps, 5),
+    cpuUsPerRequest: { coordinator, worker: 40, loadGenerator: 60 },
+    otherCoresBusy: 0.1,
+  });
+  return {
+    params: { 'duration-s': '5', concurrency: '64', elements: '16', 'warmup-s': '1', rounds: '3', keys: '8' },
+    tensor: 'FP32 [1,16]',
+    notMeasured: { 'rpc-tls': 'rpc.tls not supported by this build' },
+    points: [{ concurrency: 64, runs: { open: setup(10000, 90), auth: setup(authRps, 95) }, vsOpen: {} }],
+    disturbed: [],
+  };
+}
+
+test("bench targets - security: API keys judged against the open API at concurrency 64, bound by the coordinator's CPU", () => {
+  const met = computeTargets(suite([run('security', security(9600))]), PAGE_SCENARIOS).at(-1)!;
+  assert.equal(met.id, 'security-auth-c64-throughput');
+  assert.equal(met.status, 'met');
+  assert.match(met.measured, /^96% \(9,600 vs 10,000 req\/s\)/);
+  assert.match(
+    met.bound!,
+    /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* by \+5 µs/,
+  );
+  const notMet = computeTargets(suite([run('security', security(9400))]), PAGE_SCENARIOS).at(-1)!;
+  assert.equal(notMet.status, 'not met');
 });
 
 test('bench targets - real model: the best engine point against onnxruntime alone, bound by CPU per request', () => {
@@ -277,4 +307,25 @@ test('bench targets - scale-out: judged up to the first saturated fleet, which i
   assert.equal(judged.status, 'not met');
   assert.match(judged.measured, /^50% of ideal at worst over 1–2 workers/);
   assert.match(judged.measured, /limit is reached at 4 workers/);
+});
+
+test('bench report - runs folded into the page data replace their namesakes, keep the suite order and say where they were measured', () => {
+  const base = suite([run('overhead', overhead(4000, 0.6)), run('routing', undefined)]);
+  const added = {
+    ...suite([run('security', security(9600)), run('overhead', overhead(6000, 0.45))]),
+    startedAt: '2026-12-07T01:44:03.000Z',
+    git: { commit: '0123456789abcdef', dirty: false },
+  };
+  const folded = foldSuite(base, added, ['overhead', 'routing', 'security']);
+  assert.deepEqual(
+    folded.scenarios.map((s) => s.name),
+    ['overhead', 'routing', 'security'],
+  );
+  assert.equal((folded.scenarios[0]!.result as OverheadResult).points[1]!.engine.rps, 6000);
+  assert.deepEqual(folded.scenarios[1]!.notes, []);
+  assert.match(
+    folded.scenarios[2]!.notes.at(-1)!,
+    /^measured apart .*2026-12-07 01:44 UTC at commit 0123456789ab, on test \(2 cores/,
+  );
+  assert.equal(folded.startedAt, base.startedAt, "the page's header still describes the base run");
 });
