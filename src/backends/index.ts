@@ -7,7 +7,16 @@ export { type JsModel, type JsModelLoader, createJsBackend } from './js.ts';
 export { createOnnxBackend } from './onnx.ts';
 export { reconcileSpecs, selectOutputs } from './schema-check.ts';
 export { createSimBackend, seededRandom } from './sim.ts';
-export type { Backend, InferContext, LoadContext, LoadedModel, ModelInfo } from './types.ts';
+export type {
+  Backend,
+  InferContext,
+  LlmInfo,
+  LoadContext,
+  LoadedModel,
+  ModelInfo,
+  StreamContext,
+  StreamResult,
+} from './types.ts';
 
 /** Every built-in backend, by name. */
 export function createBackends(): ReadonlyMap<string, Backend> {

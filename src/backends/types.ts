@@ -8,12 +8,28 @@ import type { ModelConfig } from '../config/index.ts';
 import type { Parameters } from '../protocol/index.ts';
 import type { Tensor, TensorSpec } from '../tensor/index.ts';
 
+/** What a generative (LLM) model says about itself, beyond its tensors (docs/llm.md). */
+export interface LlmInfo {
+  /** Tokens one sequence (one request) may hold: prompt and completion together. */
+  contextSize: number;
+  /** The context length the model was trained with (its GGUF metadata). */
+  trainContextSize?: number | undefined;
+  vocabularySize: number;
+  embeddingSize: number;
+  /** The model's chat template (Jinja, from its file), when it has one. */
+  chatTemplate?: string | undefined;
+  /** Requests one instance generates for at once (its sequences). */
+  sequences: number;
+}
+
 /** What a loaded model says about itself. */
 export interface ModelInfo {
   /** e.g. "onnxruntime_onnx", "infergrid_sim", "infergrid_js". */
   platform: string;
   inputs: TensorSpec[];
   outputs: TensorSpec[];
+  /** Set for generative models: they serve the OpenAI API and stream (`LoadedModel.stream`). */
+  llm?: LlmInfo | undefined;
 }
 
 export interface InferContext {
@@ -32,6 +48,23 @@ export interface InferContext {
   outputs?: string[] | undefined;
 }
 
+/** A streaming request's context: partial outputs go to the client as they are made. */
+export interface StreamContext extends InferContext {
+  /**
+   * Sends partial outputs (deltas: for an LLM, the text made since the last call) and response
+   * parameters. Resolves when the receiver has room for more, so a slow reader slows the model
+   * instead of growing a buffer (credit-based, per request). When nobody reads partials (a
+   * client that did not ask to stream) it resolves at once and sends nothing.
+   */
+  emit(outputs: Tensor[], parameters?: Parameters): Promise<void>;
+}
+
+/** A streaming request's last answer: the whole outputs (not a delta) and response parameters. */
+export interface StreamResult {
+  outputs: Tensor[];
+  parameters?: Parameters | undefined;
+}
+
 export interface LoadedModel {
   readonly info: ModelInfo;
   /**
@@ -40,6 +73,13 @@ export interface LoadedModel {
    * BACKEND_ERROR.
    */
   infer(inputs: Tensor[], ctx: InferContext): Promise<Tensor[]>;
+  /**
+   * Models that batch for themselves and stream (the llama backend): the worker hands each
+   * request straight here, never to its batcher, one call per request, concurrently. Resolves
+   * with the final outputs; partial ones go through `ctx.emit`. Admission is the model's own:
+   * beyond its limits it throws OVERLOADED.
+   */
+  stream?(inputs: Tensor[], ctx: StreamContext): Promise<StreamResult>;
   /** Releases the model's resources. */
   dispose(): Promise<void>;
 }
