@@ -263,8 +263,29 @@ export const STRATEGIES = [
   'least-latency',
   'power-of-two',
   'weighted',
+  'prefix-aware',
 ] as const;
 export type StrategyName = (typeof STRATEGIES)[number];
+
+export const prefixRoutingSchema = z
+  .object({
+    /** A prompt prefix counts in blocks of this many bytes of the prompt input. */
+    blockBytes: z.number().int().min(16).default(256),
+    /** Blocks of a prompt considered at most (256 × 256 B: the first 64 KiB). */
+    maxBlocks: z.number().int().min(1).default(256),
+    /** Prefix entries kept at most, over all models (least recently used dropped first). */
+    maxEntries: z.number().int().min(1).default(262_144),
+    /** An entry unused for this long is forgotten, ms. */
+    ttlMs: positiveMs.default(600_000),
+    /**
+     * Balance before reuse: when the most loaded eligible replica has this many more streams in
+     * flight than the least loaded, and more than balanceRatio times as many, the least loaded
+     * one is picked whatever it holds (SGLang's rule).
+     */
+    balanceAbsThreshold: z.number().int().min(0).default(16),
+    balanceRatio: z.number().min(1).default(1.5),
+  })
+  .strict();
 
 export const routingSchema = z
   .object({
@@ -308,6 +329,8 @@ export const routingSchema = z
       .default({ failureThreshold: 5, openMs: 2000, maxOpenMs: 30_000 }),
     /** Half-life of a worker's observed latency while it gets no traffic (least-latency), ms. */
     latencyHalfLifeMs: positiveMs.default(10_000),
+    /** The prefix-aware strategy's state and balance rule (LLM models; docs/routing.md). */
+    prefix: prefixRoutingSchema.default(prefixRoutingSchema.parse({})),
   })
   .strict();
 
@@ -320,6 +343,8 @@ export const modelRoutingSchema = z
      * same worker). A `shard_key` request parameter always works and wins over this.
      */
     shardKeyInput: z.string().min(1).optional(),
+    /** For strategy `prefix-aware`: the input whose bytes are the prompt (default the LLM's text_input). */
+    prefixInput: z.string().min(1).optional(),
     /** Attempts per request for this model (default: routing.retry.maxAttempts). */
     maxAttempts: z.number().int().min(1).max(10).optional(),
     /**
@@ -672,6 +697,7 @@ export type TlsListenerConfig = z.infer<typeof tlsListenerSchema>;
 export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
 export type RoutingConfig = z.infer<typeof routingSchema>;
+export type PrefixRoutingConfig = z.infer<typeof prefixRoutingSchema>;
 export type BatchingConfig = z.infer<typeof batchingSchema>;
 export type CacheConfig = z.infer<typeof cacheSchema>;
 export type ModelRoutingConfig = z.infer<typeof modelRoutingSchema>;

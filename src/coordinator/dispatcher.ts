@@ -14,6 +14,7 @@
  * answered or cancelled, and its outcome reaches the router (circuit breaker, latency).
  */
 
+import { LLM_INPUT } from '../llm/schema.ts';
 import type { ModelRoutingConfig, RoutingConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import type { InferRequestMeta, Parameters } from '../protocol/index.ts';
@@ -127,6 +128,7 @@ export class Dispatcher {
       routeConfig,
       maxAttempts,
       shardKeyHash: request.shardKeyHash ?? shardKeyInputHash(request, routeConfig.shardKeyInput),
+      prefix: router.strategyFor(routeConfig) === 'prefix-aware' ? promptOf(request, routeConfig) : undefined,
       deadline: this.clock.now() + request.timeoutMs,
       attachments,
       baseMeta: {
@@ -146,7 +148,7 @@ export class Dispatcher {
   /** The next worker for a run, or none (deadline passed, nobody eligible and untried). */
   pickFor(run: RequestRun): Replica | undefined {
     if (run.deadline - this.clock.now() <= 0) return undefined;
-    const { request, key, routeConfig, shardKeyHash, tried } = run;
+    const { request, key, routeConfig, shardKeyHash, prefix, tried } = run;
     const stage = startStage(this.source, 'route', run.trace, request.entry.name, tried.size + 1);
     const worker = this.#options.router.pick(
       key,
@@ -154,6 +156,7 @@ export class Dispatcher {
       this.#options.replicas.replicas(request.entry),
       {
         shardKeyHash,
+        prefix,
         exclude: tried,
         // last-resort routing to sick workers only for a first attempt, never for retries or hedges
         allowPanic: tried.size === 0,
@@ -196,12 +199,20 @@ function shardKeyInputHash(request: DispatchRequest, shardKeyInput: string | und
   return input ? hashBytes(input.data) : undefined;
 }
 
+/** The prompt bytes the prefix-aware strategy routes by: the model's prefixInput (default text_input). */
+function promptOf(request: DispatchRequest, routeConfig: ModelRoutingConfig): Uint8Array | undefined {
+  const name = routeConfig.prefixInput ?? LLM_INPUT;
+  return request.inputs.find((t) => t.name === name)?.data;
+}
+
 interface RunPlan {
   request: DispatchRequest;
   key: string;
   routeConfig: ModelRoutingConfig;
   maxAttempts: number;
   shardKeyHash: number | undefined;
+  /** The prompt, for prefix-aware routing. */
+  prefix: Uint8Array | undefined;
   /** When the request's time is up, ms since the epoch. */
   deadline: number;
   attachments: Uint8Array[];
@@ -223,6 +234,7 @@ class RequestRun implements RunPlan {
   readonly routeConfig: ModelRoutingConfig;
   readonly maxAttempts: number;
   readonly shardKeyHash: number | undefined;
+  readonly prefix: Uint8Array | undefined;
   readonly deadline: number;
   readonly attachments: Uint8Array[];
   readonly baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
@@ -249,6 +261,7 @@ class RequestRun implements RunPlan {
     this.routeConfig = plan.routeConfig;
     this.maxAttempts = plan.maxAttempts;
     this.shardKeyHash = plan.shardKeyHash;
+    this.prefix = plan.prefix;
     this.deadline = plan.deadline;
     this.attachments = plan.attachments;
     this.baseMeta = plan.baseMeta;

@@ -16,6 +16,7 @@ import { Balancer } from './balancer.ts';
 import { CircuitBreaker, type CircuitState } from './circuit-breaker.ts';
 import type { WorkerHealth } from './health.ts';
 import { LatencyEwma, LatencyWindow } from './latency.ts';
+import { PrefixIndex } from './prefix-index.ts';
 import { hashString, rendezvousScore } from './rendezvous.ts';
 import type { Random, StrategyName, WorkerLoad } from './strategies.ts';
 
@@ -41,6 +42,8 @@ export interface RouteRequest {
   shardKeyHash?: number | undefined;
   /** Workers already tried for this request. */
   exclude?: ReadonlySet<string> | undefined;
+  /** The prompt's bytes, for the prefix-aware strategy (routed by the longest prefix a worker holds). */
+  prefix?: Uint8Array | undefined;
   /**
    * Whether to fall back on ineligible workers when none is eligible (default true). Retries
    * and hedges pass false: after the healthy workers have failed, sending the request to one
@@ -76,6 +79,8 @@ interface ModelState {
 
 export interface RouterOptions {
   routing: RoutingConfig;
+  /** The prefix-aware strategy's index; one is made from routing.prefix when absent. */
+  prefixes?: PrefixIndex;
   now?: () => number;
   random?: Random;
 }
@@ -86,6 +91,8 @@ export class Router {
   readonly #random: Random;
   readonly #models = new Map<string, ModelState>();
   readonly #workerHashes = new Map<string, number>();
+  /** Which worker holds which prompt prefix (prefix-aware). */
+  readonly prefixes: PrefixIndex;
   /** Picks made in panic (nothing eligible). */
   panicPicks = 0;
 
@@ -93,6 +100,7 @@ export class Router {
     this.#routing = options.routing;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
+    this.prefixes = options.prefixes ?? new PrefixIndex(options.routing.prefix);
   }
 
   #model(modelKey: string, strategy: StrategyName): ModelState {
@@ -153,6 +161,12 @@ export class Router {
     if (request.shardKeyHash !== undefined) {
       chosen = this.#byRendezvous(request.shardKeyHash, eligible);
       if (chosen) model.balancer.recordPick(chosen.id);
+    } else if (strategy === 'prefix-aware' && request.prefix !== undefined) {
+      chosen = this.#byPrefix(modelKey, request.prefix, eligible);
+      if (chosen) {
+        model.balancer.recordPick(chosen.id);
+        this.prefixes.record(modelKey, request.prefix, chosen.id);
+      }
     } else if (strategy === 'least-latency') {
       // only this strategy reads latency; decaying it for every candidate costs ~35 ns each
       const now = this.#now();
@@ -174,6 +188,32 @@ export class Router {
       r.lastPickedAt = this.#now();
     }
     return chosen;
+  }
+
+  /**
+   * Prefix-aware: balance first, then reuse (SGLang's rule). When the eligible replicas' loads
+   * are far apart (by routing.prefix.balanceAbsThreshold streams and balanceRatio times), the
+   * least loaded; otherwise the one holding the longest prefix of the prompt, or, when none
+   * holds any, the least loaded.
+   */
+  #byPrefix<W extends RoutableWorker>(
+    modelKey: string,
+    prompt: Uint8Array,
+    eligible: readonly W[],
+  ): W | undefined {
+    if (eligible.length === 0) return undefined;
+    let least = eligible[0]!;
+    let most = eligible[0]!;
+    for (const w of eligible) {
+      if (w.inFlight < least.inFlight) least = w;
+      if (w.inFlight > most.inFlight) most = w;
+    }
+    const { balanceAbsThreshold, balanceRatio } = this.#routing.prefix;
+    const imbalanced =
+      most.inFlight - least.inFlight > balanceAbsThreshold && most.inFlight > balanceRatio * least.inFlight;
+    if (imbalanced || eligible.length === 1) return least;
+    const match = this.prefixes.lookup(modelKey, prompt, new Set(eligible.map((w) => w.id)));
+    return (match && eligible.find((w) => w.id === match.workerId)) ?? least;
   }
 
   #byRendezvous<W extends RoutableWorker>(keyHash: number, workers: readonly W[]): W | undefined {
@@ -256,5 +296,6 @@ export class Router {
       model.balancer.forget(workerId);
     }
     this.#workerHashes.delete(workerId);
+    this.prefixes.forgetWorker(workerId);
   }
 }

@@ -173,6 +173,8 @@ export function pickByStrategy(
     case 'round-robin':
       return pickRoundRobin(candidates, state);
     case 'least-connections':
+    // prefix-aware without a known prefix (or out of balance): the least loaded (router.ts)
+    case 'prefix-aware':
       return pickLeastConnections(candidates, state);
     case 'random':
       return pickRandom(candidates, state, random);
