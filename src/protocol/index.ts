@@ -40,6 +40,7 @@ export {
   type RegisterMeta,
   type StatsResponseMeta,
   type StreamCreditMeta,
+  type StreamStats,
   MAX_STREAM_WINDOW,
   type TensorHeader,
   checkChallenge,

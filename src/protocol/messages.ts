@@ -196,6 +196,22 @@ export interface ModelStatsSnapshot {
   queueDepth: number;
   maxQueueDepth: number;
   rejected: { overloaded: number; deadline: number; cancelled: number };
+  /** Models that stream (generative ones): their requests bypass the queue and batcher. */
+  streams?: StreamStats;
+}
+
+/** A streaming model's requests on one worker. */
+export interface StreamStats {
+  /** Requests started / running now. */
+  started: number;
+  running: number;
+  /** Partial answers the model made (`emit` calls: tokens, for the sim model) / sent as frames. */
+  partials: number;
+  sent: number;
+  /** Partial answers waiting now for the coordinator's credit (a stalled reader). */
+  waiting: number;
+  /** Requests that ended cancelled (client gone, deadline). */
+  cancelled: number;
 }
 
 export interface StatsResponseMeta {
@@ -550,6 +566,21 @@ function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
       deadline: countAt(rejected, 'deadline', `${where}.rejected`),
       cancelled: countAt(rejected, 'cancelled', `${where}.rejected`),
     },
+    ...(s.streams === undefined || s.streams === null
+      ? {}
+      : { streams: checkStreamStats(s.streams, `${where}.streams`) }),
+  };
+}
+
+function checkStreamStats(value: unknown, where: string): StreamStats {
+  const o = objectAt(value, where);
+  return {
+    started: countAt(o, 'started', where),
+    running: countAt(o, 'running', where),
+    partials: countAt(o, 'partials', where),
+    sent: countAt(o, 'sent', where),
+    waiting: countAt(o, 'waiting', where),
+    cancelled: countAt(o, 'cancelled', where),
   };
 }
 
