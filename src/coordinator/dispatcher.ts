@@ -119,24 +119,14 @@ export class Dispatcher {
     const key = modelKey(entry.name, entry.version);
     const routeConfig = entry.config?.routing ?? {};
     const maxAttempts = routeConfig.maxAttempts ?? retry.maxAttempts;
-    const { headers, attachments } = tensorsToWire(request.inputs);
     budget.onRequest();
     const run = new RequestRun(this, {
       request,
       key,
       routeConfig,
       maxAttempts,
-      shardKeyHash: request.shardKeyHash ?? shardKeyInputHash(request, routeConfig.shardKeyInput),
+      ...wirePlan(request, routeConfig),
       deadline: this.clock.now() + request.timeoutMs,
-      attachments,
-      baseMeta: {
-        model: entry.name,
-        version: entry.version,
-        inputs: headers,
-        ...(request.id !== undefined ? { id: request.id } : {}),
-        ...(request.outputs ? { outputs: request.outputs } : {}),
-        ...(request.parameters ? { parameters: request.parameters } : {}),
-      },
       hedgeMs: maxAttempts > 1 ? router.hedgeDelayMs(key, routeConfig) : undefined,
       trace: request.traceContext,
     });
@@ -144,7 +134,7 @@ export class Dispatcher {
   }
 
   /** The next worker for a run, or none (deadline passed, nobody eligible and untried). */
-  pickFor(run: RequestRun): Replica | undefined {
+  pickFor(run: PickTarget): Replica | undefined {
     if (run.deadline - this.clock.now() <= 0) return undefined;
     const { request, key, routeConfig, shardKeyHash, tried } = run;
     const stage = startStage(this.source, 'route', run.trace, request.entry.name, tried.size + 1);
@@ -174,6 +164,11 @@ export class Dispatcher {
     return this.#options.budget;
   }
 
+  /** Attempts a request for a model with this routing config may make. */
+  maxAttemptsFor(routeConfig: ModelRoutingConfig): number {
+    return routeConfig.maxAttempts ?? this.#options.retry.maxAttempts;
+  }
+
   get attemptTimeoutMs(): number | undefined {
     return this.#options.retry.attemptTimeoutMs;
   }
@@ -189,12 +184,48 @@ export class Dispatcher {
   }
 }
 
+/**
+ * What every attempt of a request sends (the tensors' bytes once, the meta without its
+ * per-attempt deadline) and its shard key's hash (the request's, else its `shardKeyInput`'s).
+ */
+export function wirePlan(
+  request: DispatchRequest,
+  routeConfig: ModelRoutingConfig,
+): {
+  attachments: Uint8Array[];
+  baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
+  shardKeyHash: number | undefined;
+} {
+  const { entry } = request;
+  const { headers, attachments } = tensorsToWire(request.inputs);
+  return {
+    attachments,
+    baseMeta: {
+      model: entry.name,
+      version: entry.version,
+      inputs: headers,
+      ...(request.id !== undefined ? { id: request.id } : {}),
+      ...(request.outputs ? { outputs: request.outputs } : {}),
+      ...(request.parameters ? { parameters: request.parameters } : {}),
+    },
+    shardKeyHash: request.shardKeyHash ?? shardKeyInputHash(request, routeConfig.shardKeyInput),
+  };
+}
+
 /** A model whose routing names a `shardKeyInput` and a request without a shard key: that input's bytes, hashed. */
 function shardKeyInputHash(request: DispatchRequest, shardKeyInput: string | undefined): number | undefined {
   if (shardKeyInput === undefined) return undefined;
   const input = request.inputs.find((t) => t.name === shardKeyInput);
   return input ? hashBytes(input.data) : undefined;
 }
+
+/** What picking a worker for a run needs: the request, its routing, its deadline and who was tried. */
+export type PickTarget = Pick<
+  RunPlan,
+  'request' | 'key' | 'routeConfig' | 'shardKeyHash' | 'deadline' | 'trace'
+> & {
+  readonly tried: ReadonlySet<string>;
+};
 
 interface RunPlan {
   request: DispatchRequest;
