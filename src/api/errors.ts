@@ -1,12 +1,20 @@
 /**
  * Every error leaves the HTTP API in one shape: KServe v2's `{ "error": message }`, plus the
- * stable `code` and any details. 503 and 429 carry Retry-After.
+ * stable `code` and any details; under /v1 (the OpenAI API), OpenAI's shape
+ * `{ "error": { message, type, param, code } }`, so its clients raise their own error classes.
+ * 503 and 429 carry Retry-After.
  */
 
 import { STATUS_CODES, maxHeaderSize } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply } from 'fastify';
 import { InfergridError, toInfergridError } from '../errors.ts';
+import { openAiErrorBody } from './openai-mapping.ts';
+
+/** Paths answered in OpenAI's error shape (the OpenAI API's). */
+export function isOpenAiPath(url: string): boolean {
+  return url === '/v1' || url.startsWith('/v1/') || url.startsWith('/v1?');
+}
 
 export const DEFAULT_RETRY_AFTER_SECONDS = 1;
 /** Longest path parameter the router takes (fastify's maxParamLength), characters. */
@@ -53,6 +61,9 @@ export function sendError(reply: FastifyReply, err: InfergridError): FastifyRepl
   if (status === 503 || status === 429) {
     const retry = err.details?.retryAfterSeconds;
     reply.header('retry-after', String(typeof retry === 'number' ? retry : DEFAULT_RETRY_AFTER_SECONDS));
+  }
+  if (isOpenAiPath(reply.request.url)) {
+    return reply.code(status).type('application/json').send(openAiErrorBody(err));
   }
   const body: Record<string, unknown> = { error: err.message, code: err.code };
   if (err.details !== undefined) body.details = err.details;

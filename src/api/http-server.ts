@@ -18,6 +18,7 @@ import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { MAX_PATH_PARAM_CHARS, answerClientError, fromFastifyError, sendError } from './errors.ts';
 import { SERVER_NAME, registerKserveRoutes } from './kserve.ts';
+import { registerOpenAiRoutes } from './openai.ts';
 import { registerOverviewRoutes } from './overview.ts';
 import { RequestCounts } from './request-counts.ts';
 import { registerMetricsRoutes } from './metrics.ts';
@@ -137,7 +138,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       reply,
       new InfergridError(
         'NOT_FOUND',
-        `no route ${req.method} ${req.url.split('?')[0]}; the KServe v2 API is under /v2`,
+        `no route ${req.method} ${req.url.split('?')[0]}; the KServe v2 API is under /v2, the OpenAI API under /v1`,
       ),
     ),
   );
@@ -156,6 +157,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     config,
     serverVersion: options.serverVersion,
   });
+  registerOpenAiRoutes(app, { coordinator: options.coordinator, config });
   registerStatsRoutes(app, options.coordinator);
   registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator, config.coordinator.dial);

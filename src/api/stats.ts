@@ -46,6 +46,7 @@ function tritonShape(merged: ModelStatsSnapshot, perWorker: { id: string; s: Mod
         execution_count: s.executionCount,
         queue_depth: s.queueDepth,
         rejected: s.rejected,
+        ...(s.streams ? { streams: s.streams } : {}),
       })),
     },
   };

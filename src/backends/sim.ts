@@ -2,7 +2,8 @@
  * The `sim` backend: a model with no compute, for tests and for measuring the engine's own
  * cost. Latency = latencyMs + perItemMs × batch + jitter, spent on a timer (no CPU burn);
  * failures at a configured rate. Outputs echo the inputs: output i carries input i's bytes
- * and shape under the output's name and datatype when they agree, else zeros.
+ * and shape under the output's name and datatype when they agree, else zeros. With
+ * `sim.generate` it is a generative model that streams (sim-generate.ts).
  */
 
 import type { ModelConfig, SimOptions } from '../config/index.ts';
@@ -10,6 +11,7 @@ import { InfergridError } from '../errors.ts';
 import { ELEMENT_BYTES, type Tensor, type TensorSpec, elementCount } from '../tensor/index.ts';
 import { delay } from '../util/deadline.ts';
 import { selectOutputs } from './schema-check.ts';
+import { SimGenerativeModel } from './sim-generate.ts';
 import type { Backend, InferContext, LoadedModel } from './types.ts';
 
 /** mulberry32: small, fast, seedable. */
@@ -67,6 +69,7 @@ export function createSimBackend(): Backend {
   return {
     name: 'sim',
     async load(model: ModelConfig): Promise<LoadedModel> {
+      if (model.sim.generate) return new SimGenerativeModel(model.sim.generate);
       return new SimModel(model.inputs ?? [], model.outputs ?? [], model.sim);
     },
   };

@@ -203,7 +203,7 @@ function crossCheck(
       if (m.maxBatchSize > 0 && size > m.maxBatchSize)
         issues.push(`${where}.batching.preferredBatchSizes: ${size} is above maxBatchSize ${m.maxBatchSize}`);
     }
-    if (m.backend === 'sim' && (!m.inputs?.length || !m.outputs?.length)) {
+    if (m.backend === 'sim' && !m.sim.generate && (!m.inputs?.length || !m.outputs?.length)) {
       issues.push(`${where}: backend "sim" needs inputs and outputs declared`);
     }
     if (m.path) {

@@ -177,6 +177,12 @@ export const rpcSchema = z
     refusalLogIntervalMs: positiveMs.default(1000),
     /** Time allowed for a TCP connect, ms. */
     connectTimeoutMs: positiveMs.default(3000),
+    /**
+     * Partial responses (streamed tokens) a worker may send for one request before the
+     * coordinator has taken them, frames: the coordinator's buffer per stream, and how far a
+     * model runs ahead of a slow reader.
+     */
+    streamWindow: z.number().int().min(1).max(1024).default(16),
     /** First reconnect delay, ms (doubles up to reconnectMaxDelayMs, with jitter). */
     reconnectInitialDelayMs: positiveMs.default(100),
     reconnectMaxDelayMs: positiveMs.default(5000),
@@ -495,6 +501,26 @@ export const simOptionsSchema = z
     failureRate: z.number().min(0).max(1).default(0),
     /** Seed for jitter and failures; random when absent. */
     seed: z.number().int().optional(),
+    /**
+     * Makes the model a generative (LLM) one for engine tests and benchmarks: input
+     * `text_input`, output `text_output` (src/llm/schema.ts), streamed word tokens
+     * ("tok1 tok2 …"; with `chat`, the last message's words), no compute.
+     */
+    generate: z
+      .object({
+        /** Tokens a completion has before its "end of sequence" (max_tokens, min_tokens and ignore_eos change it). */
+        tokens: z.number().int().min(0).default(16),
+        /** Time per token, ms; 0 yields to the event loop between tokens. */
+        tokenMs: z.number().min(0).default(0),
+        /** Pads each token's text to this many bytes (big tokens fill socket buffers quickly in tests); 0: no padding. */
+        tokenBytes: z.number().int().min(0).max(16_777_216).default(0),
+        /** Tokens one request may hold, prompt (one per word) and completion together. */
+        contextSize: z.number().int().positive().default(4096),
+        /** Streams generated at once; more are refused with OVERLOADED (429). */
+        sequences: z.number().int().positive().default(16),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 

@@ -38,6 +38,7 @@ import {
   endStage,
   requestEnd,
   startStage,
+  subscribeLlmMetrics,
   subscribeMetrics,
   subscribeRequestLog,
   subscribeTracing,
@@ -53,6 +54,8 @@ import { checkBytesTensor, checkRequestShape } from './limits.ts';
 import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
 import { HealthMonitor } from './health-monitor.ts';
+import { StreamRun } from './stream-run.ts';
+import { StreamTiming, publishStreamEnd } from './stream-timing.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 export interface CoordinatorOptions {
@@ -170,7 +173,11 @@ export class Coordinator {
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
     // the request path publishes its stages; metrics, the log line and spans are subscribers
-    this.#unsubscribe = [subscribeMetrics(this, this.metrics), subscribeRequestLog(this, options.logger)];
+    this.#unsubscribe = [
+      subscribeMetrics(this, this.metrics),
+      subscribeLlmMetrics(this, this.metrics.registry),
+      subscribeRequestLog(this, options.logger),
+    ];
     if (this.tracing) this.#unsubscribe.push(subscribeTracing(this, this.tracing));
     // a worker that leaves and comes back (restart) starts with a clean record
     this.pool.on('left', (handle) => this.router.forgetWorker(handle.id, handle.key));
@@ -392,13 +399,84 @@ export class Coordinator {
   }
 
   /**
-   * The streaming entry: the same stages as `infer`, yielding partial results as they come and
-   * a final one. Today's backends answer in one piece, so a stream is one final chunk; the LLM
-   * backend's partial frames come through here. The cache is not consulted for a stream.
+   * The streaming entry: the same resolve and validate as `infer`, then partial results as the
+   * worker makes them and a final one (a model that does not stream answers with the final one
+   * only; a pipeline too). The cache is never used. The consumer pulling from the generator is
+   * what returns credit to the worker, so a slow consumer slows the model instead of growing a
+   * buffer; a consumer that stops (return, throw) cancels the request on its worker at once.
+   * A failure before any partial result was taken is retried on another worker like `infer`'s;
+   * after one, the generator throws it. `partials: false` asks for the final result only.
    */
-  async *stream(request: InferenceRequest): AsyncGenerator<StreamChunk, void, undefined> {
-    const result = await this.infer({ ...request, cacheMode: 'bypass' });
-    yield { result, final: true };
+  async *stream(
+    request: InferenceRequest,
+    options: { partials?: boolean } = {},
+  ): AsyncGenerator<StreamChunk, void, undefined> {
+    const receivedAtMs = request.receivedAtMs ?? performance.now();
+    let resolved: Resolved;
+    try {
+      resolved = this.#resolve(request);
+      this.#validate(request, resolved);
+    } catch (err) {
+      const e = inClientTerms(err, request.timeoutMs);
+      this.#published(request, undefined, e.code, 'answered', receivedAtMs, undefined);
+      throw e;
+    }
+    const { entry } = resolved;
+    if (entry.config?.backend === 'pipeline') {
+      let result: InferResult;
+      try {
+        result = await this.#execute(request, resolved, remainingMs(request, receivedAtMs), request.signal);
+      } catch (err) {
+        const e = inClientTerms(err, request.timeoutMs);
+        this.#published(request, entry, e.code, 'answered', receivedAtMs, undefined);
+        throw e;
+      }
+      this.#published(request, entry, undefined, 'answered', receivedAtMs, result);
+      yield { result, final: true };
+      return;
+    }
+    const run = new StreamRun({
+      dispatcher: this.dispatcher,
+      request: dispatchRequest(request, resolved, remainingMs(request, receivedAtMs), request.signal),
+      window: this.#config.rpc.streamWindow,
+      partials: options.partials !== false,
+    });
+    const timing = new StreamTiming(receivedAtMs);
+    let ended = false;
+    const end = (code: string | undefined, result: InferResult | undefined): void => {
+      if (ended) return;
+      ended = true;
+      this.#published(request, entry, code, 'answered', receivedAtMs, result);
+      if (request.caller.kind === 'client') publishStreamEnd(this, entry, run.workerId, code, timing, result);
+    };
+    try {
+      for (;;) {
+        const item = await run.next();
+        if (item.final) {
+          const result: InferResult = {
+            meta: item.result.meta,
+            outputs: item.result.outputs,
+            workerId: item.result.workerId,
+          };
+          end(undefined, result);
+          yield { result, final: true };
+          return;
+        }
+        timing.partial(request.traceContext);
+        yield {
+          result: { meta: item.reply.meta, outputs: item.reply.outputs, workerId: item.workerId },
+          final: false,
+        };
+      }
+    } catch (err) {
+      const e = inClientTerms(err, request.timeoutMs);
+      end(e.code, undefined);
+      throw e;
+    } finally {
+      // the consumer stopped early (or it all ended): nothing more is wanted from the worker
+      run.close();
+      end('CANCELLED', undefined);
+    }
   }
 
   /** Counts a request a front door refused before it reached the entry point (it could not be parsed). */
@@ -627,18 +705,7 @@ export class Coordinator {
   ): Promise<InferResult> {
     const { entry } = resolved;
     if (entry.config?.backend === 'pipeline') return this.#runPipeline(request, entry, timeoutMs, signal);
-    const dispatch: DispatchRequest = {
-      entry,
-      shardKeyHash: resolved.shardKeyHash,
-      inputs: request.inputs,
-      outputs: request.outputs,
-      parameters: request.parameters,
-      id: request.id,
-      timeoutMs,
-      signal,
-      traceContext: request.traceContext,
-    };
-    return this.dispatcher.dispatch(dispatch);
+    return this.dispatcher.dispatch(dispatchRequest(request, resolved, timeoutMs, signal));
   }
 
   async #runPipeline(
@@ -716,6 +783,26 @@ export class Coordinator {
         },
       );
   }
+}
+
+/** A resolved request as the dispatcher (or a stream's run) sends it. */
+function dispatchRequest(
+  request: InferenceRequest,
+  resolved: Resolved,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+): DispatchRequest {
+  return {
+    entry: resolved.entry,
+    shardKeyHash: resolved.shardKeyHash,
+    inputs: request.inputs,
+    outputs: request.outputs,
+    parameters: request.parameters,
+    id: request.id,
+    timeoutMs,
+    signal,
+    traceContext: request.traceContext,
+  };
 }
 
 /** Time left of a request's budget, ms (at least 1): the coordinator's own time counts too. */

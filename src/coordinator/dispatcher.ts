@@ -120,25 +120,14 @@ export class Dispatcher {
     const key = modelKey(entry.name, entry.version);
     const routeConfig = entry.config?.routing ?? {};
     const maxAttempts = routeConfig.maxAttempts ?? retry.maxAttempts;
-    const { headers, attachments } = tensorsToWire(request.inputs);
     budget.onRequest();
     const run = new RequestRun(this, {
       request,
       key,
       routeConfig,
       maxAttempts,
-      shardKeyHash: request.shardKeyHash ?? shardKeyInputHash(request, routeConfig.shardKeyInput),
-      prefix: router.strategyFor(routeConfig) === 'prefix-aware' ? promptOf(request, routeConfig) : undefined,
+      ...wirePlan(request, routeConfig, router.strategyFor(routeConfig) === 'prefix-aware'),
       deadline: this.clock.now() + request.timeoutMs,
-      attachments,
-      baseMeta: {
-        model: entry.name,
-        version: entry.version,
-        inputs: headers,
-        ...(request.id !== undefined ? { id: request.id } : {}),
-        ...(request.outputs ? { outputs: request.outputs } : {}),
-        ...(request.parameters ? { parameters: request.parameters } : {}),
-      },
       hedgeMs: maxAttempts > 1 ? router.hedgeDelayMs(key, routeConfig) : undefined,
       trace: request.traceContext,
     });
@@ -146,7 +135,7 @@ export class Dispatcher {
   }
 
   /** The next worker for a run, or none (deadline passed, nobody eligible and untried). */
-  pickFor(run: RequestRun): Replica | undefined {
+  pickFor(run: PickTarget): Replica | undefined {
     if (run.deadline - this.clock.now() <= 0) return undefined;
     const { request, key, routeConfig, shardKeyHash, prefix, tried } = run;
     const stage = startStage(this.source, 'route', run.trace, request.entry.name, tried.size + 1);
@@ -177,6 +166,11 @@ export class Dispatcher {
     return this.#options.budget;
   }
 
+  /** Attempts a request for a model with this routing config may make. */
+  maxAttemptsFor(routeConfig: ModelRoutingConfig): number {
+    return routeConfig.maxAttempts ?? this.#options.retry.maxAttempts;
+  }
+
   get attemptTimeoutMs(): number | undefined {
     return this.#options.retry.attemptTimeoutMs;
   }
@@ -192,6 +186,37 @@ export class Dispatcher {
   }
 }
 
+/**
+ * What every attempt of a request sends (the tensors' bytes once, the meta without its
+ * per-attempt deadline) and its shard key's hash (the request's, else its `shardKeyInput`'s).
+ */
+export function wirePlan(
+  request: DispatchRequest,
+  routeConfig: ModelRoutingConfig,
+  prefixAware: boolean,
+): {
+  attachments: Uint8Array[];
+  baseMeta: Omit<InferRequestMeta, 'timeoutMs'>;
+  shardKeyHash: number | undefined;
+  prefix: Uint8Array | undefined;
+} {
+  const { entry } = request;
+  const { headers, attachments } = tensorsToWire(request.inputs);
+  return {
+    attachments,
+    baseMeta: {
+      model: entry.name,
+      version: entry.version,
+      inputs: headers,
+      ...(request.id !== undefined ? { id: request.id } : {}),
+      ...(request.outputs ? { outputs: request.outputs } : {}),
+      ...(request.parameters ? { parameters: request.parameters } : {}),
+    },
+    shardKeyHash: request.shardKeyHash ?? shardKeyInputHash(request, routeConfig.shardKeyInput),
+    prefix: prefixAware ? promptOf(request, routeConfig) : undefined,
+  };
+}
+
 /** A model whose routing names a `shardKeyInput` and a request without a shard key: that input's bytes, hashed. */
 function shardKeyInputHash(request: DispatchRequest, shardKeyInput: string | undefined): number | undefined {
   if (shardKeyInput === undefined) return undefined;
@@ -204,6 +229,14 @@ function promptOf(request: DispatchRequest, routeConfig: ModelRoutingConfig): Ui
   const name = routeConfig.prefixInput ?? LLM_INPUT;
   return request.inputs.find((t) => t.name === name)?.data;
 }
+
+/** What picking a worker for a run needs: the request, its routing, its deadline and who was tried. */
+export type PickTarget = Pick<
+  RunPlan,
+  'request' | 'key' | 'routeConfig' | 'shardKeyHash' | 'prefix' | 'deadline' | 'trace'
+> & {
+  readonly tried: ReadonlySet<string>;
+};
 
 interface RunPlan {
   request: DispatchRequest;

@@ -40,6 +40,13 @@ export const MESSAGE_KIND = {
   CHALLENGE: 18,
   /** Dialer -> listener, answering CHALLENGE: its proof of the connection's key. */
   PROOF: 19,
+  /**
+   * Coordinator -> worker, for a request sent with `stream: true`: `{ credits }`, that many more
+   * partial INFER_RESPONSE frames may be sent (the receiver has taken that many). A peer that
+   * predates it refuses the kind as UNKNOWN_MESSAGE and closes the connection; it is only ever
+   * sent after partial frames, which such a peer never sends.
+   */
+  STREAM_CREDIT: 20,
 } as const;
 
 export type MessageKind = (typeof MESSAGE_KIND)[keyof typeof MESSAGE_KIND];

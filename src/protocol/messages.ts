@@ -74,6 +74,17 @@ export interface ModelStatus {
   error?: string;
   /** What it was loaded from: the SHA-256 of its model file, when it has one (cache keys carry it). */
   fingerprint?: string;
+  /** Set for generative models (they stream and serve the OpenAI API): the numbers of their LlmInfo. */
+  llm?: LlmStatus;
+}
+
+/** A generative model's facts as a worker reports them (its LlmInfo without the chat template). */
+export interface LlmStatus {
+  contextSize: number;
+  vocabularySize: number;
+  embeddingSize: number;
+  sequences: number;
+  trainContextSize?: number;
 }
 
 export interface RegisterMeta {
@@ -119,6 +130,22 @@ export interface InferRequestMeta {
   timeoutMs?: number;
   /** W3C trace context of the sender's span. */
   traceparent?: string;
+  /**
+   * Send partial INFER_RESPONSE frames as the model makes them (models with `stream` only;
+   * others answer with one final frame). At most `streamWindow` partial frames may be
+   * unacknowledged; the requester returns credit with STREAM_CREDIT as it takes them.
+   */
+  stream?: boolean;
+  /** Partial frames the requester can hold: the initial credit. Required with `stream`. */
+  streamWindow?: number;
+}
+
+/** The largest stream window a requester may ask for (frames). */
+export const MAX_STREAM_WINDOW = 1024;
+
+/** STREAM_CREDIT: this many more partial frames may be sent for the request it names. */
+export interface StreamCreditMeta {
+  credits: number;
 }
 
 export interface InferResponseMeta {
@@ -169,6 +196,22 @@ export interface ModelStatsSnapshot {
   queueDepth: number;
   maxQueueDepth: number;
   rejected: { overloaded: number; deadline: number; cancelled: number };
+  /** Models that stream (generative ones): their requests bypass the queue and batcher. */
+  streams?: StreamStats;
+}
+
+/** A streaming model's requests on one worker. */
+export interface StreamStats {
+  /** Requests started / running now. */
+  started: number;
+  running: number;
+  /** Partial answers the model made (`emit` calls: tokens, for the sim model) / sent as frames. */
+  partials: number;
+  sent: number;
+  /** Partial answers waiting now for the coordinator's credit (a stalled reader). */
+  waiting: number;
+  /** Requests that ended cancelled (client gone, deadline). */
+  cancelled: number;
 }
 
 export interface StatsResponseMeta {
@@ -362,6 +405,7 @@ function checkModelStatus(value: unknown, where: string): ModelStatus {
   const maxBatchSize = optionalAt(m, 'maxBatchSize', where, 'a non-negative integer', isCount);
   const error = optionalAt(m, 'error', where, 'a string', isString);
   const fingerprint = optionalAt(m, 'fingerprint', where, 'a hex string', isFingerprint);
+  const llm = m.llm === undefined ? undefined : checkLlmStatus(m.llm, `${where}.llm`);
   return {
     name,
     version,
@@ -373,6 +417,24 @@ function checkModelStatus(value: unknown, where: string): ModelStatus {
     maxBatchSize: maxBatchSize ?? 0,
     ...(error !== undefined ? { error } : {}),
     ...(fingerprint !== undefined ? { fingerprint } : {}),
+    ...(llm !== undefined ? { llm } : {}),
+  };
+}
+
+function checkLlmStatus(value: unknown, where: string): LlmStatus {
+  const o = objectAt(value, where);
+  const count = (key: string): number => {
+    const v = o[key];
+    if (!isCount(v)) fail(`${where}.${key}: expected a non-negative integer`);
+    return v as number;
+  };
+  const trainContextSize = optionalAt(o, 'trainContextSize', where, 'a non-negative integer', isCount);
+  return {
+    contextSize: count('contextSize'),
+    vocabularySize: count('vocabularySize'),
+    embeddingSize: count('embeddingSize'),
+    sequences: count('sequences'),
+    ...(trainContextSize !== undefined ? { trainContextSize } : {}),
   };
 }
 
@@ -434,7 +496,24 @@ export function checkInferRequest(meta: unknown): InferRequestMeta {
     fail('INFER_REQUEST: parameters must be a map');
   if (meta.timeoutMs !== undefined && typeof meta.timeoutMs !== 'number')
     fail('INFER_REQUEST: timeoutMs must be a number');
+  if (meta.stream !== undefined && typeof meta.stream !== 'boolean')
+    fail('INFER_REQUEST: stream must be a boolean');
+  if (
+    meta.stream === true &&
+    !(
+      Number.isInteger(meta.streamWindow) &&
+      (meta.streamWindow as number) >= 1 &&
+      (meta.streamWindow as number) <= MAX_STREAM_WINDOW
+    )
+  )
+    fail(`INFER_REQUEST: a stream needs streamWindow, an integer in [1, ${MAX_STREAM_WINDOW}]`);
   return meta as unknown as InferRequestMeta;
+}
+
+export function checkStreamCredit(meta: unknown): StreamCreditMeta {
+  if (!isRecord(meta) || !Number.isInteger(meta.credits) || (meta.credits as number) < 1)
+    fail('STREAM_CREDIT: expected { credits }, a positive integer');
+  return { credits: meta.credits as number };
 }
 
 export function checkInferResponse(meta: unknown): InferResponseMeta {
@@ -487,6 +566,21 @@ function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
       deadline: countAt(rejected, 'deadline', `${where}.rejected`),
       cancelled: countAt(rejected, 'cancelled', `${where}.rejected`),
     },
+    ...(s.streams === undefined || s.streams === null
+      ? {}
+      : { streams: checkStreamStats(s.streams, `${where}.streams`) }),
+  };
+}
+
+function checkStreamStats(value: unknown, where: string): StreamStats {
+  const o = objectAt(value, where);
+  return {
+    started: countAt(o, 'started', where),
+    running: countAt(o, 'running', where),
+    partials: countAt(o, 'partials', where),
+    sent: countAt(o, 'sent', where),
+    waiting: countAt(o, 'waiting', where),
+    cancelled: countAt(o, 'cancelled', where),
   };
 }
 

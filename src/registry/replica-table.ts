@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { type ModelConfig, compareVersionsDesc } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
-import type { ModelState, ModelStatus } from '../protocol/index.ts';
+import type { LlmStatus, ModelState, ModelStatus } from '../protocol/index.ts';
 import { modelKey } from './model-key.ts';
 import type { ModelSchema } from './validate.ts';
 
@@ -20,6 +20,8 @@ export interface ModelSpec extends ModelSchema {
   version: string;
   platform: string;
   quantized: boolean;
+  /** Set for generative models (they stream and serve the OpenAI API). */
+  llm?: LlmStatus | undefined;
 }
 
 /** One worker's copy of a model, as that worker last reported it. */
@@ -145,6 +147,7 @@ export class ReplicaTable {
         batchable: m.batchable,
         maxBatchSize: m.maxBatchSize,
         quantized: entry.config?.quantized ?? false,
+        ...(m.llm ? { llm: m.llm } : {}),
       };
       entry.replicas.set(workerId, {
         state: m.state,

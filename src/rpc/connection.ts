@@ -10,6 +10,13 @@
  *
  * Frames written in the same event-loop turn are corked into one writev, so a burst of
  * requests or responses costs one syscall without waiting for a timer.
+ *
+ * Streamed responses are flow-controlled per request by credit: the requester names a window
+ * (partial frames it can hold), the responder sends a partial frame only while it holds
+ * credit, and the requester returns credit (STREAM_CREDIT) as its consumer takes frames. A
+ * peer that sends partial frames beyond its credit, or grants credit for frames never sent,
+ * breaks the protocol and loses its connection. Trade-off: credit comes back in batches of a
+ * quarter window (fewer frames), so up to that many taken frames wait to be acknowledged.
  */
 
 import { EventEmitter } from 'node:events';
@@ -23,6 +30,7 @@ import {
   type HeartbeatMeta,
   KIND_NAME,
   MESSAGE_KIND,
+  checkStreamCredit,
   createPackr,
   encodeFrame,
 } from '../protocol/index.ts';
@@ -49,8 +57,14 @@ export interface RequestOptions {
   timeoutMs?: number;
   /** Aborting fails the request with CANCELLED and cancels it at the peer. */
   signal?: AbortSignal;
-  /** Called with each non-final response frame of a streamed response. */
-  onPartial?: (frame: Frame) => void;
+  /**
+   * Called with each non-final response frame of a streamed response, and the function that
+   * returns credit for it: call `credit()` once the frame has been taken by whoever consumes
+   * it. Partial frames are refused (PROTOCOL_ERROR) unless `streamWindow` is set.
+   */
+  onPartial?: (frame: Frame, credit: () => void) => void;
+  /** Partial frames the peer may send before credit is returned (the request's `streamWindow`). */
+  streamWindow?: number;
 }
 
 /** A request the peer sent us. Answer it exactly once with `reply(..., final=true)` or `fail`. */
@@ -62,6 +76,15 @@ export interface IncomingRequest {
   /** Aborted when the peer cancels or the connection closes. */
   readonly signal: AbortSignal;
   reply(kind: number, meta: unknown, attachments?: Uint8Array[], final?: boolean): void;
+  /**
+   * Sends a partial (non-final) response frame under the request's stream window: waits for
+   * credit first if there is none, and resolves when there is credit for the next one (the
+   * receiver has room). Rejects with the signal's reason when the request is cancelled or the
+   * connection lost. Call `openStream` first.
+   */
+  partial(kind: number, meta: unknown, attachments?: Uint8Array[]): Promise<void>;
+  /** Starts flow control for partial frames: `window` frames may be sent before credit comes back. */
+  openStream(window: number): void;
   fail(error: InfergridError): void;
 }
 
@@ -69,9 +92,21 @@ interface Pending {
   resolve: (frame: Frame) => void;
   reject: (err: InfergridError) => void;
   timer: NodeJS.Timeout | undefined;
-  onPartial: ((frame: Frame) => void) | undefined;
+  onPartial: ((frame: Frame, credit: () => void) => void) | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** Flow control of a streamed response; undefined when the request did not ask to stream. */
+  stream: PendingStream | undefined;
+}
+
+/** The requester's side of a stream window. */
+interface PendingStream {
+  readonly window: number;
+  /** Partial frames received whose credit has not been returned (taken or not). */
+  outstanding: number;
+  /** Credit taken by the consumer and not yet sent back. */
+  owed: number;
+  readonly credit: () => void;
 }
 
 /** Kinds that start a request the peer must answer. */
@@ -316,7 +351,25 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
         onPartial: options.onPartial,
         signal: options.signal,
         onAbort: undefined,
+        stream: undefined,
       };
+      if (options.streamWindow !== undefined) {
+        const window = options.streamWindow;
+        // credit goes back in batches of a quarter window: fewer frames, and never a deadlock
+        // (the peer stalls only with more than window - batch frames buffered here to take)
+        const batch = Math.max(1, Math.floor(window / 4));
+        const stream: PendingStream = {
+          window,
+          outstanding: 0,
+          owed: 0,
+          credit: () => {
+            if (stream.owed >= stream.outstanding || this.#pending.get(requestId) !== pending) return;
+            stream.owed++;
+            if (stream.owed >= batch) this.#returnCredit(requestId, stream);
+          },
+        };
+        pending.stream = stream;
+      }
       if (options.timeoutMs !== undefined) {
         const timeoutMs = options.timeoutMs;
         pending.timer = setTimeout(
@@ -452,6 +505,13 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
     if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
   }
 
+  #returnCredit(requestId: number, stream: PendingStream): void {
+    const credits = stream.owed;
+    stream.owed = 0;
+    stream.outstanding -= credits;
+    this.send(MESSAGE_KIND.STREAM_CREDIT, { credits }, [], requestId);
+  }
+
   /** Gives up on one of our requests (deadline or cancel) and tells the peer to stop. */
   #abandon(requestId: number, error: InfergridError): void {
     const p = this.#pending.get(requestId);
@@ -548,8 +608,21 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
         this.#cleanup(p);
         p.resolve(frame);
       } else {
+        const stream = p.stream;
+        if (kind !== MESSAGE_KIND.INFER_RESPONSE || !stream || !p.onPartial) {
+          throw new InfergridError(
+            'PROTOCOL_ERROR',
+            `a partial ${KIND_NAME[kind]} for request ${requestId}, which did not ask to stream`,
+          );
+        }
+        if (++stream.outstanding > stream.window) {
+          throw new InfergridError(
+            'PROTOCOL_ERROR',
+            `request ${requestId}: more partial responses than its stream window of ${stream.window} allows`,
+          );
+        }
         try {
-          p.onPartial?.(frame);
+          p.onPartial(frame, stream.credit);
         } catch (err) {
           // the caller's own callback failed: that request ends, the connection is fine
           this.#abandon(requestId, toInfergridError(err));
@@ -575,6 +648,13 @@ export class RpcConnection extends EventEmitter<RpcConnectionEvents> {
           'PROTOCOL_ERROR',
           `peer sent more than ${MAX_INBOX} requests before this side was set up`,
         );
+      return;
+    }
+    if (kind === MESSAGE_KIND.STREAM_CREDIT) {
+      if (requestId === 0) throw new InfergridError('PROTOCOL_ERROR', 'STREAM_CREDIT without a request id');
+      const { credits } = checkStreamCredit(frame.meta);
+      // credit for a request already answered or cancelled crossed its end on the wire
+      this.#incoming.get(requestId)?.credit(credits);
       return;
     }
     if (kind === MESSAGE_KIND.CANCEL) {
@@ -627,6 +707,14 @@ class Incoming implements IncomingRequest {
   readonly #open: Map<number, Incoming>;
   #controller: AbortController | undefined;
   #settled = false;
+  /** Flow control of partial frames, once `openStream` was called. */
+  #window: number | undefined;
+  /** Partial frames that may be sent now. */
+  #credit = 0;
+  /** Partial frames sent whose credit has not come back. */
+  #unacknowledged = 0;
+  /** Wakes a `partial` waiting for credit (or for the abort). */
+  #creditWaiter: (() => void) | undefined;
 
   constructor(connection: RpcConnection, open: Map<number, Incoming>, frame: Frame) {
     this.#connection = connection;
@@ -645,12 +733,67 @@ class Incoming implements IncomingRequest {
   abort(reason: InfergridError): void {
     this.#controller ??= new AbortController();
     this.#controller.abort(reason);
+    this.#creditWaiter?.();
+  }
+
+  openStream(window: number): void {
+    if (this.#window !== undefined) throw new InfergridError('INTERNAL', 'openStream() called twice');
+    this.#window = window;
+    this.#credit = window;
+  }
+
+  /** Credit from the peer; more than the frames it has not acknowledged is a lie. */
+  credit(credits: number): void {
+    if (this.#window === undefined || credits > this.#unacknowledged) {
+      throw new InfergridError(
+        'PROTOCOL_ERROR',
+        `STREAM_CREDIT of ${credits} for request ${this.requestId}, which has ${this.#window === undefined ? 'no stream' : `${this.#unacknowledged} unacknowledged partial responses`}`,
+      );
+    }
+    this.#unacknowledged -= credits;
+    this.#credit += credits;
+    this.#creditWaiter?.();
+  }
+
+  /** Partial frames sent and not yet acknowledged (for statistics and tests). */
+  get unacknowledged(): number {
+    return this.#unacknowledged;
+  }
+
+  async partial(kind: number, meta: unknown, attachments: Uint8Array[] = []): Promise<void> {
+    if (this.#window === undefined) throw new InfergridError('INTERNAL', 'partial() before openStream()');
+    await this.#waitForCredit();
+    if (this.#settled || !this.#open.has(this.requestId)) this.#throwAborted();
+    this.#credit--;
+    this.#unacknowledged++;
+    this.#connection.send(kind, meta, attachments, this.requestId, 0);
+    await this.#waitForCredit();
+  }
+
+  async #waitForCredit(): Promise<void> {
+    while (this.#credit === 0) {
+      if (this.#controller?.signal.aborted || this.#settled) this.#throwAborted();
+      if (this.#creditWaiter)
+        throw new InfergridError('INTERNAL', 'partial() called before the previous one resolved');
+      await new Promise<void>((resolve) => {
+        this.#creditWaiter = resolve;
+      });
+      this.#creditWaiter = undefined;
+    }
+  }
+
+  #throwAborted(): never {
+    const reason = this.#controller?.signal.reason;
+    throw reason instanceof InfergridError
+      ? reason
+      : new InfergridError('CANCELLED', 'the request was cancelled or already answered');
   }
 
   /** Marks the request answered; false when it already was, or the peer no longer wants it. */
   #settle(): boolean {
     if (this.#settled) return false;
     this.#settled = true;
+    this.#creditWaiter?.();
     return this.#open.delete(this.requestId);
   }
 

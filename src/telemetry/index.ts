@@ -45,3 +45,9 @@ export {
   subscribeRequestLog,
   subscribeTracing,
 } from './request-events.ts';
+export {
+  LLM_STREAM_END_CHANNEL,
+  type LlmStreamEndEvent,
+  llmStreamEnd,
+  subscribeLlmMetrics,
+} from './llm-events.ts';

@@ -6,11 +6,11 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import type { Backend, LoadedModel, ModelInfo } from '../backends/index.ts';
+import type { Backend, LoadedModel, ModelInfo, StreamContext, StreamResult } from '../backends/index.ts';
 import { Batcher, ModelStats, type ModelStatsSnapshot } from '../batching/index.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
-import type { ModelState, ModelStatus } from '../protocol/index.ts';
+import type { ModelState, ModelStatus, StreamStats } from '../protocol/index.ts';
 import { type ModelSchema, compareVersionsDesc, modelKey } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { type Deferred, deferred } from '../util/deferred.ts';
@@ -38,6 +38,8 @@ export interface HostedModel {
   fingerprint: string | undefined;
   /** Requests submitted and not yet settled (an unload waits for them). */
   active: number;
+  /** A streaming model's requests (they bypass the batcher). */
+  readonly streams: StreamStats;
   idle: Deferred<void> | undefined;
 }
 
@@ -163,6 +165,7 @@ export class ModelHost {
       fingerprint: undefined,
       active: 0,
       idle: undefined,
+      streams: { started: 0, running: 0, partials: 0, sent: 0, waiting: 0, cancelled: 0 },
     };
     if (!replacing) this.#models.set(key, hosted);
     this.#updateLatest(config.name);
@@ -267,11 +270,53 @@ export class ModelHost {
     try {
       return await hosted.batcher.submit(options);
     } finally {
-      hosted.active--;
-      if (hosted.active === 0 && hosted.idle) {
-        hosted.idle.resolve();
-        hosted.idle = undefined;
-      }
+      this.#release(hosted);
+    }
+  }
+
+  /**
+   * Runs one request on a model that streams: straight to its `stream`, never through the
+   * batcher (the model admits and batches for itself), counted so an unload waits for it.
+   * `ctx.emit` is counted here; the outputs, partial and final, are checked like a batch's.
+   */
+  async stream(hosted: ReadyModel, inputs: Tensor[], ctx: StreamContext): Promise<StreamResult> {
+    const stream = hosted.model.stream;
+    if (!stream) throw new InfergridError('INTERNAL', `model "${hosted.config.name}" does not stream`);
+    const stats = hosted.streams;
+    hosted.active++;
+    stats.started++;
+    stats.running++;
+    try {
+      const result = await stream.call(hosted.model, inputs, {
+        ...ctx,
+        signal: ctx.signal,
+        emit: async (outputs, parameters) => {
+          stats.partials++;
+          checkOutputs(outputs);
+          stats.waiting++;
+          try {
+            await ctx.emit(outputs, parameters);
+          } finally {
+            stats.waiting--;
+          }
+        },
+      });
+      checkOutputs(result?.outputs);
+      return result;
+    } catch (err) {
+      if (ctx.signal.aborted) stats.cancelled++;
+      throw err;
+    } finally {
+      stats.running--;
+      this.#release(hosted);
+    }
+  }
+
+  #release(hosted: HostedModel): void {
+    hosted.active--;
+    if (hosted.active === 0 && hosted.idle) {
+      hosted.idle.resolve();
+      hosted.idle = undefined;
     }
   }
 
@@ -289,6 +334,19 @@ export class ModelHost {
       maxBatchSize: hosted.config.maxBatchSize,
       ...(hosted.error ? { error: hosted.error } : {}),
       ...(hosted.fingerprint ? { fingerprint: hosted.fingerprint } : {}),
+      ...(info?.llm
+        ? {
+            llm: {
+              contextSize: info.llm.contextSize,
+              vocabularySize: info.llm.vocabularySize,
+              embeddingSize: info.llm.embeddingSize,
+              sequences: info.llm.sequences,
+              ...(info.llm.trainContextSize !== undefined
+                ? { trainContextSize: info.llm.trainContextSize }
+                : {}),
+            },
+          }
+        : {}),
     };
   }
 
@@ -317,7 +375,9 @@ export class ModelHost {
 
   /** Statistics of every model this worker hosts. */
   statsSnapshots(): ModelStatsSnapshot[] {
-    return [...this.#models.values()].map((h) => h.stats.snapshot());
+    return [...this.#models.values()].map((h) =>
+      h.model?.stream ? { ...h.stats.snapshot(), streams: { ...h.streams } } : h.stats.snapshot(),
+    );
   }
 
   get size(): number {

@@ -59,7 +59,7 @@ import {
 } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort } from '../util/address.ts';
 import { type Deferred, deferred } from '../util/deferred.ts';
-import type { ModelHost } from './model-host.ts';
+import type { ModelHost, ReadyModel } from './model-host.ts';
 
 export interface WorkerOptions {
   /** Unique worker id; default `<hostname>-<pid>`. */
@@ -399,6 +399,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       req.fail(error);
       return;
     }
+    if (hosted.model.stream) {
+      await this.#stream(req, meta, hosted, inputs, trace);
+      return;
+    }
     this.#inFlight++;
     this.stats.requests++;
     try {
@@ -431,8 +435,89 @@ export class Worker extends EventEmitter<WorkerEvents> {
       trace?.end(error);
       req.fail(error);
     } finally {
-      this.#inFlight--;
-      if (this.#inFlight === 0 && this.#idle) this.#idle.resolve();
+      this.#requestDone();
+    }
+  }
+
+  #requestDone(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0 && this.#idle) this.#idle.resolve();
+  }
+
+  /**
+   * A request for a model that streams: straight to the model, concurrently with the others.
+   * With `meta.stream`, each `emit` is a partial INFER_RESPONSE sent under the request's
+   * credit window (emit resolves when the coordinator has room); without, emit sends nothing.
+   * The deadline and the coordinator's CANCEL (or a lost connection) abort the model's signal;
+   * a deadline also answers the request at once.
+   */
+  async #stream(
+    req: IncomingRequest,
+    meta: InferRequestMeta,
+    hosted: ReadyModel,
+    inputs: Tensor[],
+    trace: WorkerRequestTrace | undefined,
+  ): Promise<void> {
+    this.#inFlight++;
+    this.stats.requests++;
+    const controller = new AbortController();
+    const onCancel = () => controller.abort(req.signal.reason);
+    req.signal.addEventListener('abort', onCancel, { once: true });
+    const timer =
+      meta.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            const error = new InfergridError(
+              'DEADLINE_EXCEEDED',
+              `the stream did not finish within ${meta.timeoutMs} ms`,
+            );
+            controller.abort(error);
+            // answers now, and wakes an emit waiting for credit
+            req.fail(error);
+          }, meta.timeoutMs);
+    const head = {
+      model: hosted.config.name,
+      version: hosted.config.version,
+      ...(meta.id ? { id: meta.id } : {}),
+    };
+    if (meta.stream && meta.streamWindow !== undefined) req.openStream(meta.streamWindow);
+    const streams = hosted.streams;
+    try {
+      const result = await this.#options.host.stream(hosted, inputs, {
+        signal: controller.signal,
+        parameters: meta.parameters ?? {},
+        outputs: meta.outputs,
+        emit: async (outputs, parameters) => {
+          if (controller.signal.aborted) throw controller.signal.reason;
+          if (!meta.stream) return;
+          const { headers, attachments } = tensorsToWire(outputs);
+          await req.partial(
+            MESSAGE_KIND.INFER_RESPONSE,
+            { ...head, outputs: headers, ...(parameters ? { parameters } : {}) },
+            attachments,
+          );
+          streams.sent++;
+        },
+      });
+      const { headers, attachments } = tensorsToWire(result.outputs);
+      req.reply(
+        MESSAGE_KIND.INFER_RESPONSE,
+        { ...head, outputs: headers, ...(result.parameters ? { parameters: result.parameters } : {}) },
+        attachments,
+      );
+      trace?.end();
+    } catch (err) {
+      this.stats.failures++;
+      const error = toInfergridError(
+        controller.signal.aborted ? controller.signal.reason : err,
+        'BACKEND_ERROR',
+      );
+      trace?.end(error);
+      req.fail(error);
+    } finally {
+      clearTimeout(timer);
+      req.signal.removeEventListener('abort', onCancel);
+      this.#requestDone();
     }
   }
 }

@@ -166,10 +166,7 @@ test("bench targets - security: API keys judged against the open API at concurre
   assert.equal(met.id, 'security-auth-c64-throughput');
   assert.equal(met.status, 'met');
   assert.match(met.measured, /^96% \(9,600 vs 10,000 req\/s\)/);
-  assert.match(
-    met.bound!,
-    /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* by \+5 µs/,
-  );
+  assert.match(met.bound!, /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* by \+5 µs/);
   const notMet = computeTargets(suite([run('security', security(9400))]), PAGE_SCENARIOS).at(-1)!;
   assert.equal(notMet.status, 'not met');
 });

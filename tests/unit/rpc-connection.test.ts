@@ -329,9 +329,11 @@ test(
 
     const partials = { a: [] as string[], b: [] as string[] };
     const callA = dialer.request(MESSAGE_KIND.INFER_REQUEST, { stream: 'a' }, [], {
+      streamWindow: 16,
       onPartial: (f) => partials.a.push(`${(f.meta as { part: number }).part}:${text(f.attachments[0])}`),
     });
     const callB = dialer.request(MESSAGE_KIND.INFER_REQUEST, { stream: 'b' }, [], {
+      streamWindow: 16,
       onPartial: (f) => partials.b.push(`${(f.meta as { part: number }).part}:${text(f.attachments[0])}`),
     });
     const [reqA, reqB] = await incoming.full;
@@ -356,6 +358,98 @@ test(
     assert.deepEqual(partials.b, ['0:b0', '1:b1', '2:b2', '3:b3', '4:b4', '5:b5']);
     await assertStillServes(dialer, listener, 'after-stream');
     assert.equal(partials.a.length, 6, 'nothing after the final frame reaches onPartial');
+  },
+);
+
+test(
+  'rpc - a stream waits for credit at its window and goes on as the requester takes frames',
+  TIMEOUT,
+  async (t) => {
+    const { dialer, listener } = await connectReadyPair(t);
+    const got = deferred<IncomingRequest>();
+    listener.setRequestHandler(got.resolve);
+    const frames: number[] = [];
+    let credit: (() => void) | undefined;
+    const fourArrived = deferred<void>();
+    const call = dialer.request(MESSAGE_KIND.INFER_REQUEST, {}, [], {
+      streamWindow: 4,
+      onPartial: (f, c) => {
+        frames.push((f.meta as { part: number }).part);
+        credit = c;
+        if (frames.length === 4) fourArrived.resolve();
+      },
+    });
+    const req = await got.promise;
+    req.openStream(4);
+    for (let part = 0; part < 3; part++) await req.partial(MESSAGE_KIND.INFER_RESPONSE, { part });
+    let roomAfterFourth = false;
+    const fourth = req.partial(MESSAGE_KIND.INFER_RESPONSE, { part: 3 }).then(() => {
+      roomAfterFourth = true;
+    });
+    await fourArrived.promise;
+    // the four frames are here and none was taken: no credit went back, the sender still waits
+    await assertStillServes(dialer, listener, 'while-stalled');
+    assert.equal(roomAfterFourth, false);
+    assert.equal((req as unknown as { unacknowledged: number }).unacknowledged, 4);
+    credit?.();
+    await fourth;
+    assert.equal(roomAfterFourth, true);
+    // taking more than was received returns nothing more (credit is per frame received)
+    for (let i = 0; i < 10; i++) credit?.();
+    await req.partial(MESSAGE_KIND.INFER_RESPONSE, { part: 4 });
+    req.reply(MESSAGE_KIND.INFER_RESPONSE, { part: 'final' });
+    assert.deepEqual((await call).meta, { part: 'final' });
+    assert.deepEqual(frames, [0, 1, 2, 3, 4]);
+  },
+);
+
+test('rpc - a cancel wakes a stream waiting for credit with CANCELLED', TIMEOUT, async (t) => {
+  const { dialer, listener } = await connectReadyPair(t);
+  const got = deferred<IncomingRequest>();
+  listener.setRequestHandler(got.resolve);
+  const controller = new AbortController();
+  const call = dialer.request(MESSAGE_KIND.INFER_REQUEST, {}, [], {
+    streamWindow: 1,
+    signal: controller.signal,
+    onPartial: () => controller.abort(),
+  });
+  const cancelled = assert.rejects(call, isCode('CANCELLED'));
+  const req = await got.promise;
+  req.openStream(1);
+  await assert.rejects(req.partial(MESSAGE_KIND.INFER_RESPONSE, { part: 0 }), isCode('CANCELLED'));
+  await cancelled;
+  await assertStillServes(dialer, listener, 'after-cancel');
+});
+
+test(
+  'rpc - partial responses beyond the stream window close the connection with PROTOCOL_ERROR',
+  TIMEOUT,
+  async (t) => {
+    const { dialer, listener } = await connectReadyPair(t);
+    const got = deferred<IncomingRequest>();
+    listener.setRequestHandler(got.resolve);
+    const closed = nextClose(dialer);
+    const call = dialer.request(MESSAGE_KIND.INFER_REQUEST, {}, [], { streamWindow: 2, onPartial: () => {} });
+    const req = await got.promise;
+    // a lying peer: raw partial frames, ignoring the window
+    for (let part = 0; part < 3; part++) req.reply(MESSAGE_KIND.INFER_RESPONSE, { part }, [], false);
+    assertCode(await closed, 'PROTOCOL_ERROR', /more partial responses than its stream window of 2/);
+    await assert.rejects(call, isCode('CONNECTION_LOST'));
+  },
+);
+
+test(
+  'rpc - a partial response to a request that did not ask to stream is a PROTOCOL_ERROR',
+  TIMEOUT,
+  async (t) => {
+    const { dialer, listener } = await connectReadyPair(t);
+    const got = deferred<IncomingRequest>();
+    listener.setRequestHandler(got.resolve);
+    const closed = nextClose(dialer);
+    const call = dialer.request(MESSAGE_KIND.INFER_REQUEST, {});
+    (await got.promise).reply(MESSAGE_KIND.INFER_RESPONSE, { part: 0 }, [], false);
+    assertCode(await closed, 'PROTOCOL_ERROR', /did not ask to stream/);
+    await assert.rejects(call, isCode('CONNECTION_LOST'));
   },
 );
 
@@ -760,6 +854,28 @@ const GARBAGE: { name: string; bytes: () => Buffer; code: string; message: RegEx
       ]),
     code: 'PROTOCOL_ERROR',
     message: /request id 7 is already in use/,
+  },
+  {
+    name: 'stream credit without a request id',
+    bytes: () => validFrame(MESSAGE_KIND.STREAM_CREDIT, 0, { credits: 1 }),
+    code: 'PROTOCOL_ERROR',
+    message: /STREAM_CREDIT without a request id/,
+  },
+  {
+    name: 'stream credit that is not a positive integer',
+    bytes: () => validFrame(MESSAGE_KIND.STREAM_CREDIT, 9, { credits: 0.5 }),
+    code: 'PROTOCOL_ERROR',
+    message: /positive integer/,
+  },
+  {
+    name: 'stream credit for a request that does not stream',
+    bytes: () =>
+      Buffer.concat([
+        validFrame(MESSAGE_KIND.INFER_REQUEST, 9, { n: 1 }),
+        validFrame(MESSAGE_KIND.STREAM_CREDIT, 9, { credits: 1 }),
+      ]),
+    code: 'PROTOCOL_ERROR',
+    message: /request 9, which has no stream/,
   },
 ];
 
