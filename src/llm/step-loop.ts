@@ -218,12 +218,14 @@ export class StepLoop {
           `the prompt has ${job.prompt.length} tokens; this model holds ${this.#ctx.contextSize} per request, completion included`,
         ),
       );
-    const free = this.#active.some((a) => a === undefined);
-    if (this.#queue.length >= this.#maxQueued && !(free && this.#queue.length === 0))
+    // prompts that will still wait once the free sequences are taken (admission is at the next step)
+    const free = this.#active.filter((a) => a === undefined).length;
+    const waiting = Math.max(0, this.#queue.length - free);
+    if (this.#queue.length >= free && waiting >= this.#maxQueued)
       return Promise.reject(
         new InfergridError(
           'OVERLOADED',
-          `all ${this.#ctx.sequences} sequences are busy and ${this.#queue.length} prompts are waiting (llama.maxQueued)`,
+          `all ${this.#ctx.sequences} sequences are busy and ${waiting} prompts are waiting (llama.maxQueued ${this.#maxQueued})`,
         ),
       );
     return new Promise<GenerationOutcome>((resolve, reject) => {
@@ -243,6 +245,8 @@ export class StepLoop {
       job.signal.addEventListener('abort', pending.onAbort, { once: true });
       this.#queue.push(pending);
       this.#start();
+      // the loop may be asleep with every running request blocked and a sequence free
+      this.wake();
     });
   }
 
@@ -282,6 +286,8 @@ export class StepLoop {
         const runnable = this.#active.filter((a): a is Active => a !== undefined && !a.job.blocked());
         if (runnable.length === 0) {
           if (this.running === 0 && this.#queue.length === 0) return;
+          // a request queued while admission awaited: admit it now
+          if (this.#queue.length > 0 && this.running < this.#ctx.sequences) continue;
           // every active request waits for its reader: sleep until one catches up or aborts
           await new Promise<void>((resolve) => {
             this.#wake = resolve;
@@ -426,8 +432,8 @@ export class StepLoop {
     }
     if (ended) this.#finish(a, 'stop');
     else if (a.completionTokens >= a.job.maxTokens) this.#finish(a, 'length');
-    // the next step appends `next`: the context must have room for it
-    else if (this.#cached[a.sequence]!.length + 1 > this.#ctx.contextSize) this.#finish(a, 'length');
+    // prompt and completion together fill the context (the last token needs no KV cell)
+    else if (this.#cached[a.sequence]!.length + 1 >= this.#ctx.contextSize) this.#finish(a, 'length');
   }
 
   #sampling(a: Active, evaluated: readonly Token[]): StepSampling {
