@@ -5,7 +5,12 @@ import { createOnnxBackend } from './onnx.ts';
 import { createSimBackend } from './sim.ts';
 
 export { type JsModel, type JsModelLoader, createJsBackend } from './js.ts';
-export { DEFAULT_LLAMA_CONTEXT_SIZE, LLAMA_PLATFORM, createLlamaBackend } from './llama/index.ts';
+export {
+  DEFAULT_LLAMA_CONTEXT_SIZE,
+  LLAMA_PLATFORM,
+  NodeLlamaDecodeContext,
+  createLlamaBackend,
+} from './llama/index.ts';
 export { createOnnxBackend } from './onnx.ts';
 export { reconcileSpecs, selectOutputs } from './schema-check.ts';
 export { createSimBackend, seededRandom } from './sim.ts';

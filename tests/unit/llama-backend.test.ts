@@ -7,11 +7,11 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { createLlamaBackend } from '../../src/backends/index.ts';
+import { NodeLlamaDecodeContext, createLlamaBackend } from '../../src/backends/index.ts';
 import type { LoadedModel, StreamContext } from '../../src/backends/index.ts';
 import { configSchema } from '../../src/config/index.ts';
 import { InfergridError } from '../../src/errors.ts';
-import { ChatTemplate, type StepLoop } from '../../src/llm/index.ts';
+import { ChatTemplate, StepLoop } from '../../src/llm/index.ts';
 import type { Parameters } from '../../src/protocol/index.ts';
 import { type Tensor, decodeBytesElements, encodeBytesElements } from '../../src/tensor/index.ts';
 import { tinyGguf } from '../fixtures/tiny-gguf.ts';
@@ -211,4 +211,75 @@ test('llama backend - beyond its sequences and queue a model answers OVERLOADED'
     (e: unknown) => (e as InfergridError).code === 'OVERLOADED',
   );
   await running;
+});
+
+test('llama backend - a ChatML (qwen2 vocabulary) model: template special tokens are single tokens', async (t) => {
+  const qwen = tinyGguf({ vocab: 'qwen2', weights: 'f16' });
+  const config = configSchema.parse({
+    models: [{ name: 'qwen', backend: 'llama', path: qwen.path, llama: { contextSize: 128, sequences: 1 } }],
+  }).models[0]!;
+  const m = await backend.load(config, { warn: () => {} });
+  t.after(() => m.dispose());
+  assert.match(m.info.llm!.chatTemplate!, /<\|im_start\|>/);
+  assert.equal(m.info.llm!.vocabularySize, 151936);
+  const r = await generate(m, JSON.stringify([{ role: 'user', content: 'hi' }]), {
+    ...GREEDY,
+    chat: true,
+    max_tokens: 3,
+    min_tokens: 3,
+  });
+  assert.equal(r.parameters.finish_reason, 'length');
+  // special tokens in prompt text are parsed (as llama-server does): one token, not six
+  const special = await generate(m, '<|im_start|>', { ...GREEDY, max_tokens: 1 });
+  assert.equal(special.parameters.prompt_tokens, 1);
+  assert.equal(r.parameters.completion_tokens, 3);
+});
+
+test('llama backend - one step is one llama_decode, with every sequence in it', async (t) => {
+  // node-llama-cpp internals (pinned 3.21.1): count the native decode calls and their batches
+  const { getLlama } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never' });
+  const llamaModel = await llama.loadModel({ modelPath: tinyGguf().path });
+  const context = await llamaModel.createContext({
+    contextSize: 128,
+    sequences: 4,
+    threads: 1,
+    batchSize: 64,
+  });
+  t.after(async () => {
+    await context.dispose();
+    await llamaModel.dispose();
+  });
+  const native = (context as unknown as { _ctx: Record<string, (...args: unknown[]) => unknown> })._ctx;
+  let decodes = 0;
+  const decodeBatch = native['decodeBatch']!.bind(native);
+  Object.defineProperty(native, 'decodeBatch', {
+    value: (...args: unknown[]) => {
+      decodes++;
+      return decodeBatch(...args);
+    },
+  });
+  const decode = new NodeLlamaDecodeContext(
+    llamaModel,
+    context,
+    { contextSize: 128, vocabularySize: 32000 },
+    (await import('node-llama-cpp')).TokenBias,
+  );
+  const loop = new StepLoop(decode, { stepTokens: 64, maxQueued: 4 });
+  const prompt = llamaModel.tokenize('Four streams decode together') as number[];
+  const jobs = [0, 1, 2, 3].map((i) =>
+    loop.submit({
+      prompt: [...prompt, 100 + i],
+      maxTokens: 6 + i,
+      minTokens: 0,
+      ignoreEos: true,
+      sampling: { temperature: 0, topP: 1, topK: 0, seed: 1, repeatPenalty: 1 },
+      signal: new AbortController().signal,
+      onToken: () => false,
+      blocked: () => false,
+    }),
+  );
+  await Promise.all(jobs);
+  assert.equal(loop.stats.steps, 9, 'the longest request: its prompt step and 8 more');
+  assert.equal(decodes, loop.stats.steps);
 });
