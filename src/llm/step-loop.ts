@@ -170,6 +170,8 @@ export class StepLoop {
   #running = false;
   #closed: unknown;
   #wake: (() => void) | undefined;
+  /** The running loop, if any. */
+  #runs: Promise<void> | undefined;
 
   constructor(ctx: DecodeContext, options: StepLoopOptions) {
     if (!Number.isInteger(options.stepTokens) || options.stepTokens < ctx.sequences)
@@ -266,15 +268,22 @@ export class StepLoop {
     this.wake();
   }
 
+  /** Resolves once no step is running (after close(): the context may then be disposed). */
+  async idle(): Promise<void> {
+    while (this.#runs !== undefined) await this.#runs;
+  }
+
   #start(): void {
     if (this.#running) return;
     this.#running = true;
     // on the next macrotask, so requests submitted in the same tick share the first step
-    setImmediate(() => {
-      this.#run().catch((err) =>
-        this.close(new InfergridError('INTERNAL', 'the decode loop failed', { cause: err })),
-      );
-    });
+    const runs = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.#run())
+      .catch((err) => this.close(new InfergridError('INTERNAL', 'the decode loop failed', { cause: err })))
+      .finally(() => {
+        if (this.#runs === runs) this.#runs = undefined;
+      });
+    this.#runs = runs;
   }
 
   async #run(): Promise<void> {

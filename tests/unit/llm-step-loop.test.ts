@@ -366,3 +366,35 @@ test('llm step loop - options are checked', () => {
   assert.throws(() => new StepLoop(ctx, { stepTokens: 8, prefillChunk: 0, maxQueued: 1 }), /prefillChunk/);
   assert.throws(() => new StepLoop(ctx, { stepTokens: 8, maxQueued: -1 }), /maxQueued/);
 });
+
+test('llm step loop - close rejects waiting and running requests; idle resolves once the step in flight ends', async () => {
+  const ctx = new FakeContext(1);
+  const loop = loopOf(ctx);
+  let finishStep: (() => void) | undefined;
+  let stepStarted: (() => void) | undefined;
+  const started = new Promise<void>((resolve) => {
+    stepStarted = resolve;
+  });
+  ctx.duringStep = () =>
+    new Promise<void>((resolve) => {
+      finishStep = resolve;
+      stepStarted!();
+    });
+  const running = loop.submit(job(range(1, 2), { maxTokens: 5 }));
+  const queued = loop.submit(job(range(1, 2), { maxTokens: 5 }));
+  await started;
+  const reason = new InfergridError('MODEL_NOT_READY', 'unloading');
+  loop.close(reason);
+  await assert.rejects(running, reason);
+  await assert.rejects(queued, reason);
+  let idle = false;
+  const idled = loop.idle().then(() => {
+    idle = true;
+  });
+  await Promise.resolve();
+  assert.equal(idle, false, 'a step is still in flight');
+  finishStep!();
+  await idled;
+  assert.equal(ctx.batches.length, 1);
+  await assert.rejects(loop.submit(job(range(1, 2))), reason);
+});

@@ -191,6 +191,7 @@ class LlamaInstance implements LoadedModel {
 
   async dispose(): Promise<void> {
     this.loop.close(new InfergridError('MODEL_NOT_READY', 'the model is unloading'));
+    await this.loop.idle(); // the step in flight finishes before its context goes
     this.#release();
     await this.#context.dispose();
     await this.#model.dispose();
