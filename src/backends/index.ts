@@ -1,9 +1,16 @@
 import type { Backend } from './types.ts';
 import { createJsBackend } from './js.ts';
+import { createLlamaBackend } from './llama/index.ts';
 import { createOnnxBackend } from './onnx.ts';
 import { createSimBackend } from './sim.ts';
 
 export { type JsModel, type JsModelLoader, createJsBackend } from './js.ts';
+export {
+  DEFAULT_LLAMA_CONTEXT_SIZE,
+  LLAMA_PLATFORM,
+  NodeLlamaDecodeContext,
+  createLlamaBackend,
+} from './llama/index.ts';
 export { createOnnxBackend } from './onnx.ts';
 export { reconcileSpecs, selectOutputs } from './schema-check.ts';
 export { createSimBackend, seededRandom } from './sim.ts';
@@ -21,6 +28,9 @@ export type {
 /** Every built-in backend, by name. */
 export function createBackends(): ReadonlyMap<string, Backend> {
   return new Map<string, Backend>(
-    [createOnnxBackend(), createSimBackend(), createJsBackend()].map((b) => [b.name, b]),
+    [createOnnxBackend(), createSimBackend(), createJsBackend(), createLlamaBackend()].map((b) => [
+      b.name,
+      b,
+    ]),
   );
 }

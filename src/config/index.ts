@@ -36,6 +36,7 @@ export {
   type InfergridConfig,
   type ModelConfig,
   type ModelRoutingConfig,
+  type LlamaOptions,
   type OnnxOptions,
   type PipelineConfig,
   type PipelineStepConfig,

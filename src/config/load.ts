@@ -186,8 +186,21 @@ function crossCheck(
         }
       }
     }
-    if ((m.backend === 'onnx' || m.backend === 'js') && !m.path) {
+    if ((m.backend === 'onnx' || m.backend === 'js' || m.backend === 'llama') && !m.path) {
       issues.push(`${where}.path: required for backend "${m.backend}"`);
+    }
+    if (m.backend === 'llama') {
+      const { sequences, stepTokens, prefillChunk, contextSize, maxTokens } = m.llama;
+      if (stepTokens < sequences)
+        issues.push(
+          `${where}.llama.stepTokens: ${stepTokens} is below sequences ${sequences} (every decoding sequence puts one token in each step)`,
+        );
+      if (prefillChunk !== undefined && prefillChunk > stepTokens)
+        issues.push(`${where}.llama.prefillChunk: ${prefillChunk} is above stepTokens ${stepTokens}`);
+      if (contextSize !== undefined && maxTokens !== undefined && maxTokens >= contextSize)
+        issues.push(
+          `${where}.llama.maxTokens: ${maxTokens} leaves no room for a prompt in contextSize ${contextSize}`,
+        );
     }
     if (m.batching.enabled && (!m.batchable || m.maxBatchSize < 2)) {
       issues.push(

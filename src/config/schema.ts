@@ -524,6 +524,25 @@ export const simOptionsSchema = z
   })
   .strict();
 
+export const llamaOptionsSchema = z
+  .object({
+    /** CPU threads of this model instance's context. Default 1: workers share few cores, and more threads per process only make them fight. */
+    threads: z.number().int().min(1).default(1),
+    /** Sequences (requests generated for at once) of one instance; each has its own KV cache. */
+    sequences: z.number().int().min(1).max(256).default(4),
+    /** Tokens one sequence holds, prompt and completion together (default 2048, or the model's train context if smaller). */
+    contextSize: z.number().int().min(16).optional(),
+    /** Token budget of one decode step: every decoding sequence's next token, then prompt chunks in what is left. */
+    stepTokens: z.number().int().min(1).default(512),
+    /** Most prompt tokens one sequence evaluates in one step (default: stepTokens). */
+    prefillChunk: z.number().int().min(1).optional(),
+    /** Prompts waiting for a free sequence; beyond it a request is refused with OVERLOADED (429). */
+    maxQueued: z.number().int().min(0).default(64),
+    /** Largest max_tokens a request may ask for (default: contextSize). */
+    maxTokens: z.number().int().min(1).optional(),
+  })
+  .strict();
+
 /** A pipeline step's name: no "." (sources are written `<step>.<output>`). */
 const stepName = z
   .string()
@@ -583,9 +602,9 @@ export const modelSchema = z
       .transform(String)
       .default('1'),
     /** `pipeline`: no weights; the coordinator runs `pipeline.steps`, each a model of its own. */
-    backend: z.enum(['onnx', 'sim', 'js', 'pipeline']),
+    backend: z.enum(['onnx', 'sim', 'js', 'pipeline', 'llama']),
     /**
-     * Model file (onnx) or module (js). Relative paths are resolved against the config file's
+     * Model file (onnx, llama: a GGUF) or module (js). Relative paths are resolved against the config file's
      * folder; `pkg:<package>/<file>` finds a file inside an installed npm package.
      */
     path: z.string().min(1).optional(),
@@ -616,6 +635,8 @@ export const modelSchema = z
     outputs: z.array(tensorSpec).optional(),
     onnx: onnxOptionsSchema.default(onnxOptionsSchema.parse({})),
     sim: simOptionsSchema.default(simOptionsSchema.parse({})),
+    /** For backend `llama`: the context, its sequences and the decode loop's limits. */
+    llama: llamaOptionsSchema.default(llamaOptionsSchema.parse({})),
     /** Passed as-is to a js model's `load(options)`. */
     options: z.record(z.string(), z.unknown()).default({}),
     /** How requests for this model are routed. */
@@ -722,6 +743,7 @@ export type RateLimitConfig = z.infer<typeof rateLimitSchema>;
 export type TlsListenerConfig = z.infer<typeof tlsListenerSchema>;
 export type SimOptions = z.infer<typeof simOptionsSchema>;
 export type OnnxOptions = z.infer<typeof onnxOptionsSchema>;
+export type LlamaOptions = z.infer<typeof llamaOptionsSchema>;
 export type RoutingConfig = z.infer<typeof routingSchema>;
 export type PrefixRoutingConfig = z.infer<typeof prefixRoutingSchema>;
 export type BatchingConfig = z.infer<typeof batchingSchema>;

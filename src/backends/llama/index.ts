@@ -1,0 +1,7 @@
+export {
+  DEFAULT_LLAMA_CONTEXT_SIZE,
+  LLAMA_PLATFORM,
+  MAX_PROMPT_BYTES,
+  createLlamaBackend,
+} from './backend.ts';
+export { NodeLlamaDecodeContext } from './decode-context.ts';
