@@ -170,6 +170,10 @@ export class Coordinator {
         })),
       pipelineRuns: () => this.pipelines.runs,
       pipelineStepRuns: () => this.pipelines.stepRuns,
+      prefixRouting: () => {
+        const { queries, hits, size } = this.router.prefixes;
+        return { queries, hits, entries: size };
+      },
     });
     this.#health = new HealthMonitor({ pool: this.pool, ...routing.health, logger: options.logger });
     // the request path publishes its stages; metrics, the log line and spans are subscribers

@@ -227,6 +227,8 @@ export interface CoordinatorMetricsSource {
   readyReplicas: () => { model: string; version: string; replicas: number }[];
   pipelineRuns: () => number;
   pipelineStepRuns: () => number;
+  /** The prefix-aware router's lookups and the ones that found a worker holding a prefix. */
+  prefixRouting: () => { queries: number; hits: number; entries: number };
 }
 
 interface ModelSeries {
@@ -319,6 +321,24 @@ export class CoordinatorMetrics {
       (g) => {
         for (const [worker, up] of scraped) g.set({ worker }, up ? 1 : 0);
       },
+    );
+    counter(
+      'infergrid_llm_router_prefix_queries_total',
+      'Prefix-aware picks that looked up the prompt (requests of models routed prefix-aware)',
+      [],
+      (c) => c.inc(source.prefixRouting().queries),
+    );
+    counter(
+      'infergrid_llm_router_prefix_hits_total',
+      'Prefix-aware picks that found a worker holding a prefix of the prompt',
+      [],
+      (c) => c.inc(source.prefixRouting().hits),
+    );
+    gauge(
+      'infergrid_llm_router_prefix_entries',
+      'Prompt-prefix blocks the router remembers (bounded by routing.prefix.maxEntries)',
+      [],
+      (g) => g.set(source.prefixRouting().entries),
     );
     counter('infergrid_retries_total', 'Attempts retried on another worker', [], (c) =>
       c.inc(source.retries()),

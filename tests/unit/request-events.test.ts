@@ -27,6 +27,7 @@ function coordinatorMetrics(): CoordinatorMetrics {
     readyReplicas: () => [],
     pipelineRuns: () => 0,
     pipelineStepRuns: () => 0,
+    prefixRouting: () => ({ queries: 0, hits: 0, entries: 0 }),
   });
 }
 
