@@ -18,6 +18,7 @@ export type {
   Backend,
   InferContext,
   LlmInfo,
+  LlmLoopStats,
   LoadContext,
   LoadedModel,
   ModelInfo,

@@ -5,7 +5,9 @@
  */
 
 import type { ModelConfig } from '../config/index.ts';
-import type { Parameters } from '../protocol/index.ts';
+import type { LlmLoopStats, Parameters } from '../protocol/index.ts';
+
+export type { LlmLoopStats };
 import type { Tensor, TensorSpec } from '../tensor/index.ts';
 
 /** What a generative (LLM) model says about itself, beyond its tensors (docs/llm.md). */
@@ -80,6 +82,8 @@ export interface LoadedModel {
    * beyond its limits it throws OVERLOADED.
    */
   stream?(inputs: Tensor[], ctx: StreamContext): Promise<StreamResult>;
+  /** A generative model's decode loop counters, read at scrape time. */
+  llmStats?(): LlmLoopStats;
   /** Releases the model's resources. */
   dispose(): Promise<void>;
 }

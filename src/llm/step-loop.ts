@@ -198,6 +198,11 @@ export class StepLoop {
     return this.#queue.length;
   }
 
+  /** Tokens held in all sequences' KV caches now. */
+  get kvTokens(): number {
+    return this.#cached.reduce((n, c) => n + c.length, 0);
+  }
+
   /** Tokens held in each sequence's KV (for tests and metrics). */
   cachedTokens(sequence: number): readonly Token[] {
     return this.#cached[sequence] ?? [];

@@ -41,6 +41,7 @@ export {
   type StatsResponseMeta,
   type StreamCreditMeta,
   type StreamStats,
+  type LlmLoopStats,
   MAX_STREAM_WINDOW,
   type TensorHeader,
   checkChallenge,

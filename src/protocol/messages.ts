@@ -198,6 +198,23 @@ export interface ModelStatsSnapshot {
   rejected: { overloaded: number; deadline: number; cancelled: number };
   /** Models that stream (generative ones): their requests bypass the queue and batcher. */
   streams?: StreamStats;
+  /** A generative model's decode loop (running and waiting requests, KV use, prefix reuse). */
+  llm?: LlmLoopStats;
+}
+
+/** A generative model's decode loop as metrics see it (vLLM's meanings). */
+export interface LlmLoopStats {
+  /** Requests holding a sequence now / waiting for one. */
+  running: number;
+  waiting: number;
+  /** Tokens held in the sequences' KV caches now, and what they can hold. */
+  kvTokens: number;
+  kvCapacityTokens: number;
+  /** Decode steps run (one batch each). */
+  steps: number;
+  /** Prompt tokens of admitted requests, and those of them found already in a sequence (prefix reuse). */
+  promptTokens: number;
+  cachedPromptTokens: number;
 }
 
 /** A streaming model's requests on one worker. */
@@ -569,6 +586,20 @@ function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
     ...(s.streams === undefined || s.streams === null
       ? {}
       : { streams: checkStreamStats(s.streams, `${where}.streams`) }),
+    ...(s.llm === undefined || s.llm === null ? {} : { llm: checkLlmLoopStats(s.llm, `${where}.llm`) }),
+  };
+}
+
+function checkLlmLoopStats(value: unknown, where: string): LlmLoopStats {
+  const o = objectAt(value, where);
+  return {
+    running: countAt(o, 'running', where),
+    waiting: countAt(o, 'waiting', where),
+    kvTokens: countAt(o, 'kvTokens', where),
+    kvCapacityTokens: countAt(o, 'kvCapacityTokens', where),
+    steps: countAt(o, 'steps', where),
+    promptTokens: countAt(o, 'promptTokens', where),
+    cachedPromptTokens: countAt(o, 'cachedPromptTokens', where),
   };
 }
 

@@ -15,6 +15,7 @@
 
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ModelStatsSnapshot, StatsObserver } from '../batching/index.ts';
+import type { LlmLoopStats } from '../protocol/index.ts';
 
 /**
  * How often the event loop's delay is sampled for nodejs_eventloop_lag_* (a timer on the loop).
@@ -163,6 +164,48 @@ export class WorkerMetrics {
         for (const s of source.snapshots()) this.set({ model: s.name, version: s.version }, s.queueDepth);
       },
     });
+    const llmGauge = (name: string, help: string, value: (l: LlmLoopStats) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: MODEL_LABELS,
+        registers,
+        collect() {
+          this.reset();
+          for (const s of source.snapshots())
+            if (s.llm) this.set({ model: s.name, version: s.version }, value(s.llm));
+        },
+      });
+    llmGauge(
+      'infergrid_llm_num_requests_running',
+      'Requests holding a sequence (vllm:num_requests_running)',
+      (l) => l.running,
+    );
+    llmGauge(
+      'infergrid_llm_num_requests_waiting',
+      'Requests waiting for a free sequence (vllm:num_requests_waiting)',
+      (l) => l.waiting,
+    );
+    llmGauge(
+      'infergrid_llm_kv_cache_usage_ratio',
+      'Share of the sequences\u2019 KV cache holding tokens, 0..1 (vllm:kv_cache_usage_perc)',
+      (l) => (l.kvCapacityTokens > 0 ? l.kvTokens / l.kvCapacityTokens : 0),
+    );
+    fromSnapshots(
+      'infergrid_llm_decode_steps_total',
+      'Decode steps run, one batch each',
+      (s) => s.llm?.steps ?? 0,
+    );
+    fromSnapshots(
+      'infergrid_llm_prefix_cache_queries_total',
+      'Prompt tokens of admitted requests, in tokens (vllm:prefix_cache_queries)',
+      (s) => s.llm?.promptTokens ?? 0,
+    );
+    fromSnapshots(
+      'infergrid_llm_prefix_cache_hits_total',
+      'Prompt tokens found already in a sequence and not evaluated again (vllm:prefix_cache_hits)',
+      (s) => s.llm?.cachedPromptTokens ?? 0,
+    );
     new Gauge({
       name: 'infergrid_model_ready',
       help: '1 when the model is loaded and ready on this worker',

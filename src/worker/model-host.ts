@@ -376,7 +376,13 @@ export class ModelHost {
   /** Statistics of every model this worker hosts. */
   statsSnapshots(): ModelStatsSnapshot[] {
     return [...this.#models.values()].map((h) =>
-      h.model?.stream ? { ...h.stats.snapshot(), streams: { ...h.streams } } : h.stats.snapshot(),
+      h.model?.stream
+        ? {
+            ...h.stats.snapshot(),
+            streams: { ...h.streams },
+            ...(h.model.llmStats ? { llm: h.model.llmStats() } : {}),
+          }
+        : h.stats.snapshot(),
     );
   }
 

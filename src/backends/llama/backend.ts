@@ -37,6 +37,7 @@ import type {
   Backend,
   InferContext,
   LlmInfo,
+  LlmLoopStats,
   LoadContext,
   LoadedModel,
   ModelInfo,
@@ -128,6 +129,20 @@ class LlamaInstance implements LoadedModel {
     this.#template = args.template;
     this.#maxTokens = args.maxTokens;
     this.#release = args.release;
+  }
+
+  llmStats(): LlmLoopStats {
+    const { loop } = this;
+    const llm = this.info.llm!;
+    return {
+      running: loop.running,
+      waiting: loop.waiting,
+      kvTokens: loop.kvTokens,
+      kvCapacityTokens: llm.contextSize * llm.sequences,
+      steps: loop.stats.steps,
+      promptTokens: loop.stats.promptTokensEvaluated + loop.stats.promptTokensCached,
+      cachedPromptTokens: loop.stats.promptTokensCached,
+    };
   }
 
   async infer(inputs: Tensor[], ctx: InferContext): Promise<Tensor[]> {
