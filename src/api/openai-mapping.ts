@@ -296,3 +296,48 @@ export function openAiErrorBody(err: InfergridError): {
     },
   };
 }
+
+/** Inputs one POST /v1/embeddings may carry (OpenAI's own limit). */
+export const MAX_EMBEDDING_INPUTS = 2048;
+
+export interface EmbeddingsRequest {
+  model: string;
+  texts: string[];
+  encoding: 'float' | 'base64';
+}
+
+/** Parses a POST /v1/embeddings body: `input` a string or strings (token arrays are refused). */
+export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest {
+  if (!isRecord(body)) throw invalid('', 'the request body must be a JSON object');
+  if (typeof body.model !== 'string' || body.model === '')
+    throw invalid('model', '"model" must name a model (GET /v1/models lists them)');
+  const input = body.input;
+  const texts = typeof input === 'string' ? [input] : input;
+  if (!Array.isArray(texts) || texts.length === 0 || !texts.every((t) => typeof t === 'string'))
+    throw invalid(
+      'input',
+      '"input" must be a string or a non-empty array of strings (token arrays are not supported)',
+    );
+  if (texts.length > MAX_EMBEDDING_INPUTS)
+    throw invalid(
+      'input',
+      `"input" holds ${texts.length} strings; at most ${MAX_EMBEDDING_INPUTS} per request`,
+    );
+  const format = body.encoding_format ?? 'float';
+  if (format !== 'float' && format !== 'base64')
+    throw invalid('encoding_format', '"encoding_format" must be "float" or "base64"');
+  if (body.dimensions !== undefined && body.dimensions !== null)
+    throw invalid('dimensions', '"dimensions" is not supported: the model\'s embedding size is what it is');
+  return { model: body.model, texts: texts as string[], encoding: format };
+}
+
+/** One embedding in OpenAI's shape: numbers, or base64 of little-endian float32 (what the openai client asks for). */
+export function embeddingData(index: number, vector: Uint8Array, encoding: 'float' | 'base64'): object {
+  const embedding =
+    encoding === 'base64'
+      ? Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64')
+      : Array.from(
+          new Float32Array(vector.buffer.slice(vector.byteOffset, vector.byteOffset + vector.byteLength)),
+        );
+  return { object: 'embedding', index, embedding };
+}

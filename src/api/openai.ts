@@ -1,6 +1,6 @@
 /**
- * The OpenAI-compatible front door: GET /v1/models, POST /v1/completions and
- * /v1/chat/completions, for models that report themselves generative (ModelInfo.llm). A request
+ * The OpenAI-compatible front door: GET /v1/models, POST /v1/completions,
+ * /v1/chat/completions and /v1/embeddings, for models that report themselves generative (ModelInfo.llm). A request
  * is mapped to the LLM contract (openai-mapping.ts) and run through the coordinator's streaming
  * entry, which resolves, validates, routes and retries as for any request.
  *
@@ -26,13 +26,18 @@ import {
   type ResponseHead,
   completionChunk,
   completionResponse,
+  embeddingData,
   finishReasonOf,
   openAiErrorBody,
   outputText,
+  parseEmbeddingsRequest,
   parseOpenAiRequest,
   responseHead,
+  textTensor,
   usageChunk,
+  usageOf,
 } from './openai-mapping.ts';
+import { LLM_EMBEDDING_OUTPUT, LLM_INPUT } from '../llm/schema.ts';
 import { SSE_CONTENT_TYPE, SSE_DONE, sseEvent, writeSse } from './sse.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
 
@@ -123,6 +128,54 @@ export function registerOpenAiRoutes(app: FastifyInstance, options: OpenAiRouteO
     });
     await streamEvents(kind, head, parsed.includeUsage, first, chunks, res);
   };
+
+  app.post('/v1/embeddings', async (req: FastifyRequest) => {
+    const receivedAtMs = performance.now();
+    const parsed = parseEmbeddingsRequest(req.body);
+    (req as { body: unknown }).body = undefined;
+    const entry = coordinator.resolve(parsed.model);
+    if (!coordinator.registry.specOf(entry).llm) {
+      throw new InfergridError('INVALID_ARGUMENT', `model "${parsed.model}" is not a generative model`, {
+        details: { param: 'model' },
+      });
+    }
+    const timeoutMs = requestTimeoutMs(
+      req.headers[TIMEOUT_HEADER],
+      {},
+      config.coordinator.requestTimeoutMs,
+      config.coordinator.maxRequestTimeoutMs,
+    );
+    // one engine request per string, all at once: the worker embeds them one after another
+    const results = await Promise.all(
+      parsed.texts.map((text) =>
+        coordinator.infer({
+          model: parsed.model,
+          inputs: [textTensor(LLM_INPUT, text)],
+          outputs: [LLM_EMBEDDING_OUTPUT],
+          // the model's cache settings decide (an embedding is a pure function of its input)
+          cacheMode: 'normal',
+          timeoutMs,
+          receivedAtMs,
+          requestId: req.id,
+          traceparent: typeof req.headers.traceparent === 'string' ? req.headers.traceparent : undefined,
+          caller: req.principal?.caller ?? ANONYMOUS,
+        }),
+      ),
+    );
+    let promptTokens = 0;
+    const data = results.map((r, i) => {
+      promptTokens += usageOf(r.meta.parameters).prompt_tokens;
+      const vector = r.outputs.find((o) => o.name === LLM_EMBEDDING_OUTPUT);
+      if (!vector) throw new InfergridError('INTERNAL', 'the model answered no embedding');
+      return embeddingData(i, vector.data, parsed.encoding);
+    });
+    return {
+      object: 'list',
+      data,
+      model: parsed.model,
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    };
+  });
 
   app.post('/v1/completions', handle('completion'));
   app.post('/v1/chat/completions', handle('chat'));

@@ -34,6 +34,7 @@ export {
 export {
   type FinishReason,
   LLM_INPUT,
+  LLM_EMBEDDING_OUTPUT,
   LLM_OUTPUT,
   LLM_PARAMETERS,
   LLM_RESULT_PARAMETERS,

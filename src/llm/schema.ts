@@ -13,6 +13,11 @@
 
 export const LLM_INPUT = 'text_input';
 export const LLM_OUTPUT = 'text_output';
+/**
+ * output `embedding` FP32 [-1]: the prompt's embedding vector. A request that asks for this
+ * output alone (KServe `outputs`) embeds `text_input` instead of generating.
+ */
+export const LLM_EMBEDDING_OUTPUT = 'embedding';
 
 /** Request parameters (the names follow OpenAI's and vLLM's). */
 export const LLM_PARAMETERS = {

@@ -74,7 +74,10 @@ async function generate(
 test('llama backend - model metadata fills ModelInfo.llm and the KServe schema', () => {
   assert.equal(model.info.platform, 'infergrid_llama');
   assert.deepEqual(model.info.inputs, [{ name: 'text_input', datatype: 'BYTES', shape: [1] }]);
-  assert.deepEqual(model.info.outputs, [{ name: 'text_output', datatype: 'BYTES', shape: [1] }]);
+  assert.deepEqual(model.info.outputs, [
+    { name: 'text_output', datatype: 'BYTES', shape: [1] },
+    { name: 'embedding', datatype: 'FP32', shape: [-1] },
+  ]);
   const llm = model.info.llm!;
   assert.deepEqual(
     [llm.contextSize, llm.trainContextSize, llm.vocabularySize, llm.embeddingSize, llm.sequences],

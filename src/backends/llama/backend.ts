@@ -11,12 +11,19 @@
 
 import { randomInt } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import type { Llama, LlamaContext, LlamaModel, Token as NlcToken } from 'node-llama-cpp';
+import type {
+  Llama,
+  LlamaContext,
+  LlamaEmbeddingContext,
+  LlamaModel,
+  Token as NlcToken,
+} from 'node-llama-cpp';
 import type { ModelConfig } from '../../config/index.ts';
 import { InfergridError } from '../../errors.ts';
 import {
   ChatTemplate,
   LLM_INPUT,
+  LLM_EMBEDDING_OUTPUT,
   LLM_OUTPUT,
   LLM_RESULT_PARAMETERS,
   StepLoop,
@@ -54,6 +61,12 @@ export const MAX_PROMPT_BYTES = 4 * 1024 * 1024;
 
 const TEXT_INPUT: TensorSpec = { name: LLM_INPUT, datatype: 'BYTES', shape: [1] };
 const TEXT_OUTPUT: TensorSpec = { name: LLM_OUTPUT, datatype: 'BYTES', shape: [1] };
+const EMBEDDING_OUTPUT: TensorSpec = { name: LLM_EMBEDDING_OUTPUT, datatype: 'FP32', shape: [-1] };
+
+/** Whether a request asks for the embedding alone (then it embeds its prompt instead of generating). */
+function wantsEmbedding(outputs: readonly string[] | undefined): boolean {
+  return outputs !== undefined && outputs.length > 0 && outputs.every((o) => o === LLM_EMBEDDING_OUTPUT);
+}
 
 type NodeLlamaCpp = typeof import('node-llama-cpp');
 
@@ -112,6 +125,10 @@ class LlamaInstance implements LoadedModel {
   readonly #template: ChatTemplate | undefined;
   readonly #maxTokens: number;
   readonly #release: () => void;
+  readonly #threads: number;
+  /** Made on the first embedding request (a context of its own), then reused one request at a time. */
+  #embedder: Promise<LlamaEmbeddingContext> | undefined;
+  #embedQueue: Promise<unknown> = Promise.resolve();
 
   constructor(args: {
     info: ModelInfo;
@@ -121,6 +138,7 @@ class LlamaInstance implements LoadedModel {
     template: ChatTemplate | undefined;
     maxTokens: number;
     release: () => void;
+    threads: number;
   }) {
     this.info = args.info;
     this.#model = args.model;
@@ -129,6 +147,7 @@ class LlamaInstance implements LoadedModel {
     this.#template = args.template;
     this.#maxTokens = args.maxTokens;
     this.#release = args.release;
+    this.#threads = args.threads;
   }
 
   llmStats(): LlmLoopStats {
@@ -151,6 +170,7 @@ class LlamaInstance implements LoadedModel {
   }
 
   async stream(inputs: Tensor[], ctx: StreamContext): Promise<StreamResult> {
+    if (wantsEmbedding(ctx.outputs)) return this.#embed(promptText(inputs), ctx.signal);
     const options = parseGenerationOptions(ctx.parameters, { maxTokens: this.#maxTokens }, () =>
       randomInt(0, 2 ** 32 - 1),
     );
@@ -187,6 +207,39 @@ class LlamaInstance implements LoadedModel {
     return { outputs: [textTensor(TEXT_OUTPUT, whole)], parameters };
   }
 
+  /** The embedding of `text` (OpenAI's /v1/embeddings), one request at a time on the embedding context. */
+  async #embed(text: string, signal: AbortSignal): Promise<StreamResult> {
+    const llm = this.info.llm!;
+    const tokens = this.#model.tokenize(text);
+    if (tokens.length > llm.contextSize)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `the input has ${tokens.length} tokens; this model embeds at most ${llm.contextSize}`,
+      );
+    this.#embedder ??= this.#model.createEmbeddingContext({
+      contextSize: llm.contextSize,
+      threads: this.#threads,
+    });
+    const run = this.#embedQueue.then(async () => {
+      signal.throwIfAborted();
+      return (await this.#embedder!).getEmbeddingFor(text);
+    });
+    this.#embedQueue = run.catch(() => {});
+    const { vector } = await run;
+    const values = Float32Array.from(vector);
+    return {
+      outputs: [
+        {
+          name: LLM_EMBEDDING_OUTPUT,
+          datatype: 'FP32',
+          shape: [values.length],
+          data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+        },
+      ],
+      parameters: { [LLM_RESULT_PARAMETERS.promptTokens]: tokens.length },
+    };
+  }
+
   /** The prompt's tokens: special tokens parsed (as llama-server does), BOS added when the model wants one. */
   #tokenize(text: string, chat: boolean): Token[] {
     let source = text;
@@ -208,6 +261,8 @@ class LlamaInstance implements LoadedModel {
     this.loop.close(new InfergridError('MODEL_NOT_READY', 'the model is unloading'));
     await this.loop.idle(); // the step in flight finishes before its context goes
     this.#release();
+    await this.#embedQueue;
+    if (this.#embedder) await (await this.#embedder).dispose();
     await this.#context.dispose();
     await this.#model.dispose();
   }
@@ -310,7 +365,7 @@ export function createLlamaBackend(): Backend {
         const info: ModelInfo = {
           platform: LLAMA_PLATFORM,
           inputs: reconcileSpecs(config.name, 'input', [TEXT_INPUT], config.inputs),
-          outputs: reconcileSpecs(config.name, 'output', [TEXT_OUTPUT], config.outputs),
+          outputs: reconcileSpecs(config.name, 'output', [TEXT_OUTPUT, EMBEDDING_OUTPUT], config.outputs),
           llm,
         };
         ledger.inUse += opts.threads;
@@ -324,6 +379,7 @@ export function createLlamaBackend(): Backend {
           release: () => {
             ledger.inUse -= opts.threads;
           },
+          threads: opts.threads,
         });
       } catch (err) {
         await context?.dispose();
