@@ -4,6 +4,7 @@ import { batching } from './batching.ts';
 import { cache } from './cache.ts';
 import { overhead } from './overhead.ts';
 import { pipeline } from './pipeline.ts';
+import { prefixIndex } from './prefix-index.ts';
 import { realModel } from './real-model.ts';
 import { routing } from './routing.ts';
 import { scaleOut } from './scale-out.ts';
@@ -16,6 +17,7 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
   batching,
   cache,
   pipeline,
+  prefixIndex,
   scaleOut,
   realModel,
   security,
