@@ -79,15 +79,16 @@ test('llm - a real GGUF through the OpenAI API: chat, completions, streaming wit
     ['tiny'],
   );
 
-  const chat = await openai.chat.completions.create({
+  const ask = {
     model: 'tiny',
     messages: [
-      { role: 'system', content: 'You are terse.' },
-      { role: 'user', content: 'Say something.' },
+      { role: 'system' as const, content: 'You are terse.' },
+      { role: 'user' as const, content: 'Say something.' },
     ],
     max_tokens: 8,
     temperature: 0,
-  });
+  };
+  const chat = await openai.chat.completions.create(ask);
   const choice = chat.choices[0]!;
   assert.equal(choice.message.role, 'assistant');
   assert.equal(typeof choice.message.content, 'string');
@@ -98,13 +99,7 @@ test('llm - a real GGUF through the OpenAI API: chat, completions, streaming wit
 
   // greedy decoding is deterministic: the stream's deltas add up to the same text
   const stream = await openai.chat.completions.create({
-    model: 'tiny',
-    messages: [
-      { role: 'system', content: 'You are terse.' },
-      { role: 'user', content: 'Say something.' },
-    ],
-    max_tokens: 8,
-    temperature: 0,
+    ...ask,
     stream: true,
     stream_options: { include_usage: true },
   });
