@@ -13,6 +13,7 @@
  * kept so rounds of one system pool into one percentile computation (`streamFigures`).
  */
 
+import { setMaxListeners } from 'node:events';
 import { type Agent, request } from 'node:http';
 import { type Percentiles, summarize } from './load.ts';
 
@@ -68,6 +69,8 @@ export async function runStreams(open: OpenStream, w: StreamWindow): Promise<Str
     multiTokenChunks: 0,
   };
   const stop = new AbortController();
+  // every stream in flight listens for the window's end
+  setMaxListeners(w.concurrency + 8, stop.signal);
   const timer = setTimeout(() => stop.abort(WINDOW_END), end - t0);
   let n = 0;
   const loop = async (i: number): Promise<void> => {
@@ -208,7 +211,9 @@ export function sseStream(url: string, body: (n: number) => unknown, agent: Agen
               };
               if (event.error) {
                 reject(
-                  Object.assign(new Error(event.error.message ?? 'stream error'), { code: 'stream error' }),
+                  Object.assign(new Error(event.error.message ?? 'stream error'), {
+                    code: `stream error: ${(event.error.message ?? '').slice(0, 80)}`,
+                  }),
                 );
                 req.destroy();
                 return;

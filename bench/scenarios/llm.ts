@@ -313,8 +313,9 @@ function httpTarget(
   url: string,
   spec: Spec,
   pids: Record<string, number | undefined>,
+  keepAlive = true,
 ): Target {
-  const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  const agent = new Agent({ keepAlive, maxSockets: 256 });
   track(async () => agent.destroy());
   const open = sseStream(url, completionBody(spec), agent);
   return { system, pids, run: async (window) => ({ raw: await runStreams(open, window) }) };
@@ -385,7 +386,12 @@ async function llamaServerTarget(binary: string, spec: Spec): Promise<{ target: 
     if (answer.status !== 200) throw new Error(`${answer.status} ${answer.text}`);
     return true;
   });
-  return { target: httpTarget('llama-server', `${url}/v1/completions`, spec, { server: child.pid }), args };
+  // a connection per stream: reused ones were reset by the server between streams (ECONNRESET on
+  // about every other request); a loopback connect is far below a stream's TTFT
+  return {
+    target: httpTarget('llama-server', `${url}/v1/completions`, spec, { server: child.pid }, false),
+    args,
+  };
 }
 
 // ---- the run --------------------------------------------------------------------------------------
@@ -539,6 +545,35 @@ function modelTables(m: LlmModelResult): string[] {
         server ? cell(e.itlMs.p99 / server.itlMs.p99, 2) : '-',
       ];
     });
+  // the engine against one of its own variants at the concurrencies the variant runs at
+  const against = (variant: System) =>
+    m.points
+      .filter((p) => p.runs.engine && p.runs[variant])
+      .map((p) => {
+        const [e, v] = [p.runs.engine!, p.runs[variant]!];
+        return [
+          cell(p.concurrency),
+          `${cell(e.outputTokensPerS, 0)} / ${cell(v.outputTokensPerS, 0)}`,
+          cell(v.outputTokensPerS / e.outputTokensPerS, 2),
+          `${cell(e.ttftMs.p50, 1)} / ${cell(v.ttftMs.p50, 1)}`,
+          `${cell(e.itlMs.p99, 1)} / ${cell(v.itlMs.p99, 1)}`,
+        ];
+      });
+  const threads = against('engine-t2');
+  const seq1 = against('engine-seq1');
+  const variantTable = (name: string, rows: string[][]): string[] =>
+    rows.length === 0
+      ? []
+      : table(
+          [
+            'streams',
+            `output tok/s engine / ${name}`,
+            `${name} / engine`,
+            `TTFT p50 ms engine / ${name}`,
+            `ITL p99 ms engine / ${name}`,
+          ],
+          rows,
+        );
   return [
     `### \`${m.model}\`: ${m.shape}, ${m.fileMB} MB, ${m.promptTokens ?? '?'} prompt tokens`,
     '',
@@ -570,6 +605,16 @@ function modelTables(m: LlmModelResult): string[] {
       ],
       added,
     ),
+    ...(threads.length > 0 ? ['Threads, 1 against 2 (`engine-t2`), the engine otherwise alike:', ''] : []),
+    ...variantTable('2 threads', threads),
+    ...(seq1.length > 0
+      ? [
+          'Continuous batching (16 sequences, arrivals join the running batch at the next step) against',
+          'run to completion (`engine-seq1`: 1 sequence, each request runs alone while the rest queue):',
+          '',
+        ]
+      : []),
+    ...variantTable('1 sequence', seq1),
   ];
 }
 
@@ -592,8 +637,22 @@ function section(result: LlmResult, _charts: Charts): string[] {
     '',
     ...result.models.flatMap(modelTables),
   ];
-  if (result.llamaServerArgs)
-    out.push(`llama-server ran as \`llama-server ${result.llamaServerArgs.join(' ')}\`.`, '');
+  const serverArgs = result.llamaServerArgs;
+  if (serverArgs) {
+    const args = serverArgs.map((a, i) => (serverArgs[i - 1] === '-m' ? '<model>.gguf' : a));
+    out.push(`llama-server ran as \`llama-server ${args.join(' ')}\`.`, '');
+  }
+  const errors = result.models.flatMap((m) =>
+    m.points.flatMap((p) =>
+      SYSTEMS.filter((s) => (p.runs[s]?.errors ?? 0) > 0).map(
+        (s) =>
+          `${m.model} \`${s}\` c=${p.concurrency}: ${Object.entries(p.runs[s]!.errorKinds)
+            .map(([k, v]) => `${v} × ${k}`)
+            .join(', ')}`,
+      ),
+    ),
+  );
+  if (errors.length > 0) out.push('Errors, by kind:', '', ...errors.map((e) => `- ${e}`), '');
   for (const s of SYSTEMS) {
     const why = result.notMeasured[s];
     if (why !== undefined) out.push(`\`${s}\` not measured: ${why}.`, '');
