@@ -525,6 +525,9 @@ function modelTables(m: LlmModelResult): string[] {
         cell(r.completed),
         cell(r.errors),
         cell(r.coresBusy),
+        r.coresBusy === null || r.outputTokensPerS === 0
+          ? '-'
+          : cell((1e6 * r.coresBusy) / r.outputTokensPerS, 0),
         cell(r.otherCoresBusy),
       ];
     }),
@@ -588,6 +591,7 @@ function modelTables(m: LlmModelResult): string[] {
         'streams done',
         'errors',
         'cores busy',
+        'CPU µs per token',
         'other work, cores',
       ],
       rows,
@@ -632,8 +636,8 @@ function section(result: LlmResult, _charts: Charts): string[] {
     ),
     '',
     'TTFT is from sending the request to its first text chunk; ITL is the gap between chunks. "cores busy" is',
-    "the system's processes (and, for the engine and llama-server, the SSE client in the bench process);",
-    '"other work" is the rest of the machine meanwhile.',
+    "the system's processes (and, for the engine and llama-server, the SSE client in the bench process),",
+    'and "CPU µs per token" what they spent per output token; "other work" is the rest of the machine meanwhile.',
     '',
     ...result.models.flatMap(modelTables),
   ];
