@@ -2,6 +2,7 @@ import type { PageScenarios } from '../lib/page.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { batching } from './batching.ts';
 import { cache } from './cache.ts';
+import { llm } from './llm.ts';
 import { overhead } from './overhead.ts';
 import { pipeline } from './pipeline.ts';
 import { prefixIndex } from './prefix-index.ts';
@@ -21,6 +22,7 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
   scaleOut,
   realModel,
   security,
+  llm,
 ] as readonly Scenario<unknown>[];
 
 /**

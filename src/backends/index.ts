@@ -10,6 +10,7 @@ export {
   LLAMA_PLATFORM,
   NodeLlamaDecodeContext,
   createLlamaBackend,
+  vocabularySizeOf,
 } from './llama/index.ts';
 export { createOnnxBackend } from './onnx.ts';
 export { reconcileSpecs, selectOutputs } from './schema-check.ts';

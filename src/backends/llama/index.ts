@@ -3,5 +3,6 @@ export {
   LLAMA_PLATFORM,
   MAX_PROMPT_BYTES,
   createLlamaBackend,
+  vocabularySizeOf,
 } from './backend.ts';
 export { NodeLlamaDecodeContext } from './decode-context.ts';
