@@ -8,18 +8,21 @@ rotates ADJACENT pairs (x[2i], x[2i+1]); implemented that way here, the Q and K 
 permutation when converted.
 
 Trade-off: the vocabulary is llama-spm's 32,000 tokens, but the Bible uses about 6,750 of them.
-The trainer computes logits only for the tokens the corpus uses; every other token's output row
-is fixed at zero, so its logit is exactly 0. The loss adds those (32,000 - used) zero logits as
-one extra logit log(32,000 - used): it is the full-vocabulary cross entropy, about 4x cheaper.
-Embedding rows of unused tokens are zero. Checkpoints are written in the full 32,000 layout.
+The trainer computes logits only for the tokens the corpus uses; every other token shares one
+output row `unused` (learned), so all of them have the same logit u.h. The loss adds them as
+one extra logit u.h + log(32,000 - used): it is the full-vocabulary cross entropy with the
+unused rows tied, about 4x cheaper, and it learns to keep the unused tokens' share of the
+probability small. Embedding rows of unused tokens are zero. Checkpoints are written in the
+full 32,000 layout (every unused output row a copy of `unused`).
 
 Input: .tmp/demo-llm/tokens.u16 from scripts/demo-llm/tokenize.ts. Output: checkpoints in
 .tmp/demo-llm/ckpt/ (manifest.json + weights.bin, raw little-endian float32, torch's [out, in]
 row-major layout), replaced every --checkpoint-minutes; scripts/demo-llm/convert.ts turns the
 latest into a GGUF.
 
-  OMP_NUM_THREADS=1 nice -n 19 python3 scripts/demo-llm/train.py --minutes 35
-  python3 scripts/demo-llm/train.py predict < ids.json     # greedy reference for verify.ts
+  OMP_NUM_THREADS=1 nice -n 19 /usr/bin/python3 scripts/demo-llm/train.py --minutes 35
+  ... --resume --minutes 8 --lr 1e-3                       # continue from the checkpoint
+  /usr/bin/python3 scripts/demo-llm/train.py predict < ids.json   # greedy reference for verify.ts
 """
 
 import argparse
@@ -106,7 +109,10 @@ class Llama(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg['layers']))
         self.norm = RMSNorm(d, cfg['rms_eps'])
         self.output = nn.Linear(d, n, bias=False)
-        self.unused_logit = math.log(VOCAB - n)
+        # the output row every token outside `used` shares; a zero row (phase 1 of the committed
+        # model, docs/demo-llm.md) gives each of them logit 0
+        self.unused = nn.Parameter(torch.zeros(d))
+        self.unused_count = math.log(VOCAB - n)
         cos, sin = rope_tables(cfg['context'], d // cfg['heads'], cfg['rope_base'])
         self.register_buffer('cos', cos, persistent=False)
         self.register_buffer('sin', sin, persistent=False)
@@ -123,9 +129,14 @@ class Llama(nn.Module):
             x = blk(x, self.cos, self.sin, self.mask)
         return self.norm(x)
 
+    def logits(self, ids):
+        """(logits of the used tokens, the logit each unused token has)."""
+        h = self.hidden(ids)
+        return self.output(h), h @ self.unused
+
     def loss(self, ids, targets):
-        logits = self.output(self.hidden(ids))
-        extra = torch.full(logits.shape[:-1] + (1,), self.unused_logit)
+        logits, unused = self.logits(ids)
+        extra = (unused + self.unused_count).unsqueeze(-1)
         return F.cross_entropy(torch.cat((logits, extra), -1).flatten(0, 1), targets.flatten())
 
     def full(self):
@@ -133,7 +144,7 @@ class Llama(nn.Module):
         d = self.cfg['embedding']
         embd = torch.zeros(VOCAB, d)
         embd[self.used] = self.embed.weight.detach()
-        out = torch.zeros(VOCAB, d)
+        out = self.unused.detach().expand(VOCAB, d).clone()
         out[self.used] = self.output.weight.detach()
         items = [('token_embd.weight', embd), ('output_norm.weight', self.norm.weight), ('output.weight', out)]
         for i, b in enumerate(self.blocks):
@@ -152,8 +163,9 @@ class Llama(nn.Module):
         return [(n, t.detach().float().contiguous().numpy()) for n, t in items]
 
 
-def save_checkpoint(model, info):
-    tmp = CKPT + '.tmp'
+def save_checkpoint(model, info, ckpt):
+    """Replaces the checkpoint in `ckpt` (a folder) as a whole: written aside, then renamed."""
+    tmp = ckpt + '.tmp'
     os.makedirs(tmp, exist_ok=True)
     tensors, offset = [], 0
     with open(os.path.join(tmp, 'weights.bin'), 'wb') as f:
@@ -165,19 +177,19 @@ def save_checkpoint(model, info):
                 'tensors': tensors, **info}
     with open(os.path.join(tmp, 'manifest.json'), 'w') as f:
         json.dump(manifest, f)
-    if os.path.exists(CKPT):
-        os.rename(CKPT, CKPT + '.old')
-    os.rename(tmp, CKPT)
-    if os.path.exists(CKPT + '.old'):
-        for n in os.listdir(CKPT + '.old'):
-            os.remove(os.path.join(CKPT + '.old', n))
-        os.rmdir(CKPT + '.old')
+    if os.path.exists(ckpt):
+        os.rename(ckpt, ckpt + '.old')
+    os.rename(tmp, ckpt)
+    if os.path.exists(ckpt + '.old'):
+        for n in os.listdir(ckpt + '.old'):
+            os.remove(os.path.join(ckpt + '.old', n))
+        os.rmdir(ckpt + '.old')
 
 
-def load_checkpoint(f16):
-    with open(os.path.join(CKPT, 'manifest.json')) as f:
+def load_checkpoint(f16, ckpt=CKPT):
+    with open(os.path.join(ckpt, 'manifest.json')) as f:
         m = json.load(f)
-    raw = np.fromfile(os.path.join(CKPT, 'weights.bin'), dtype='<f4')
+    raw = np.fromfile(os.path.join(ckpt, 'weights.bin'), dtype='<f4')
     model = Llama(m['config'], m['used'])
     used = torch.tensor(m['used'])
     w = {}
@@ -189,6 +201,9 @@ def load_checkpoint(f16):
     with torch.no_grad():
         model.embed.weight.copy_(w['token_embd.weight'][used])
         model.output.weight.copy_(w['output.weight'][used])
+        used_set = set(m['used'])
+        unused_id = next(i for i in range(VOCAB) if i not in used_set)
+        model.unused.copy_(w['output.weight'][unused_id])
         model.norm.weight.copy_(w['output_norm.weight'])
         for i, b in enumerate(model.blocks):
             p = f'blk.{i}.'
@@ -214,7 +229,14 @@ def train(args):
     train_data, val_data = data[:split], data[split:]
     cfg = {'embedding': args.embedding, 'layers': args.layers, 'heads': args.heads,
            'feed_forward': args.feed_forward, 'context': args.context, 'rms_eps': 1e-5, 'rope_base': 10000.0}
-    model = Llama(cfg, used)
+    if args.resume:
+        model, m = load_checkpoint(f16=False, ckpt=args.checkpoint)
+        if model.used.tolist() != used:
+            raise SystemExit(f'{args.checkpoint}: trained on other tokens than {WORK}/tokens.u16')
+        cfg = model.cfg
+        print(json.dumps({'resumed': {'step': m['step'], 'tokens_seen': m['tokens_seen']}}), flush=True)
+    else:
+        model = Llama(cfg, used)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     t = args.context
@@ -243,13 +265,19 @@ def train(args):
     start = time.time()
     last_ckpt = start
     step, seen, ema = 0, 0, None
-    curve = []
+    curve, phases = [], []
+    if args.resume:
+        # a checkpoint from before phases were recorded had one phase, from step 0
+        seen, curve, phases = m['tokens_seen'], m['curve'], m.get('phases') or [{'resumed': False, 'from_step': 0}]
+        step = m['step']
+    first_step = step
+    phases.append({'resumed': bool(args.resume), 'minutes': args.minutes, 'lr': args.lr, 'from_step': step})
     while True:
         elapsed = time.time() - start
         if elapsed >= budget:
             break
         frac = elapsed / budget
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = args.lr * min(1.0, (step - first_step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g['lr'] = lr
         ids, y = batch(train_data, args.batch)
@@ -260,29 +288,32 @@ def train(args):
         opt.step()
         step += 1
         seen += ids.numel()
+        run_tokens = (step - first_step) * ids.numel()
         ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         if step % 25 == 0:
             el = time.time() - start
             print(json.dumps({'step': step, 'minutes': round(el / 60, 2), 'tokens': seen,
-                              'tokens_per_s': round(seen / el), 'lr': round(lr, 6), 'loss': round(ema, 4)}), flush=True)
+                              'tokens_per_s': round(run_tokens / el), 'lr': round(lr, 6), 'loss': round(ema, 4)}), flush=True)
         if time.time() - last_ckpt >= args.checkpoint_minutes * 60:
             v = val_loss()
-            curve.append({'minutes': round((time.time() - start) / 60, 1), 'tokens': seen, 'train_loss': round(ema, 4),
-                          'val_loss': round(v, 4)})
+            curve.append({'phase': len(phases), 'minutes': round((time.time() - start) / 60, 1), 'tokens': seen,
+                          'train_loss': round(ema, 4), 'val_loss': round(v, 4)})
             print(json.dumps({'checkpoint': curve[-1]}), flush=True)
-            save_checkpoint(model, {'step': step, 'tokens_seen': seen, 'curve': curve, 'seed': args.seed})
+            save_checkpoint(model, {'step': step, 'tokens_seen': seen, 'curve': curve, 'phases': phases,
+                                    'seed': args.seed}, args.checkpoint)
             last_ckpt = time.time()
     v = val_loss()
-    curve.append({'minutes': round((time.time() - start) / 60, 1), 'tokens': seen, 'train_loss': round(ema, 4),
-                  'val_loss': round(v, 4)})
-    save_checkpoint(model, {'step': step, 'tokens_seen': seen, 'curve': curve, 'seed': args.seed, 'final': True})
+    curve.append({'phase': len(phases), 'minutes': round((time.time() - start) / 60, 1), 'tokens': seen,
+                  'train_loss': round(ema, 4), 'val_loss': round(v, 4)})
+    save_checkpoint(model, {'step': step, 'tokens_seen': seen, 'curve': curve, 'phases': phases, 'seed': args.seed,
+                            'final': True}, args.checkpoint)
     print(json.dumps({'done': curve[-1], 'steps': step}), flush=True)
 
 
 def predict(args):
     """stdin: {"prompts": [[ids...]], "steps": n}; stdout: greedy continuations and their probabilities."""
     req = json.load(sys.stdin)
-    model, _ = load_checkpoint(f16=True)
+    model, _ = load_checkpoint(f16=True, ckpt=args.checkpoint)
     model.eval()
     compact = {tok: i for i, tok in enumerate(model.used.tolist())}
     out = []
@@ -293,12 +324,13 @@ def predict(args):
                 raise SystemExit(f'prompt has tokens the model never saw: {prompt}')
             gen, top = [], []
             for _ in range(req['steps']):
-                logits = model.output(model.hidden(torch.tensor([ids])))[0, -1]
+                logits, unused = model.logits(torch.tensor([ids]))
+                logits, unused = logits[0, -1], unused[0, -1]
                 best = int(logits.argmax())
-                if logits[best].item() <= 0:
-                    raise SystemExit('an unused token (logit 0) would win: the reference cannot say which')
-                # the full-vocabulary softmax: every unused token has logit 0
-                z = torch.logsumexp(torch.cat((logits, torch.tensor([model.unused_logit]))), 0)
+                if logits[best].item() <= unused.item():
+                    raise SystemExit('an unused token would win: the reference cannot say which')
+                # the full-vocabulary softmax: every unused token has the logit `unused`
+                z = torch.logsumexp(torch.cat((logits, (unused + model.unused_count).view(1))), 0)
                 gen.append(int(model.used[best]))
                 top.append(math.exp(logits[best].item() - z.item()))
                 ids.append(best)
@@ -321,6 +353,8 @@ def main():
     ap.add_argument('--warmup', type=int, default=100)
     ap.add_argument('--validation-share', type=float, default=0.02)
     ap.add_argument('--seed', type=int, default=1)
+    ap.add_argument('--resume', action='store_true', help='continue from the checkpoint (fresh optimizer)')
+    ap.add_argument('--checkpoint', default=CKPT, help='checkpoint folder: written (train), read (--resume, predict)')
     ap.add_argument('--threads', type=int, default=1, help='torch threads (1: the machine is shared)')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
