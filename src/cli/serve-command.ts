@@ -32,8 +32,15 @@ Environment: INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collec
 
 const BIN = fileURLToPath(new URL('../../bin/infergrid.js', import.meta.url));
 
-function banner(httpUrl: string, models: string[], ready: boolean): string {
+/** `chatModel`: a language model (backend llama) to show a chat completion with, if any. */
+function banner(httpUrl: string, models: string[], ready: boolean, chatModel?: string): string {
   const first = models[0] ?? 'MODEL';
+  const chat = chatModel
+    ? [
+        `  curl ${httpUrl}/v1/chat/completions -H 'content-type: application/json' \\`,
+        `    -d '{"model":"${chatModel}","messages":[{"role":"user","content":"Who made the heaven and the earth?"}],"max_tokens":48}'`,
+      ]
+    : [];
   return [
     '',
     `infergrid is serving at ${httpUrl}${ready ? '' : ' (some models are still loading)'}`,
@@ -42,6 +49,7 @@ function banner(httpUrl: string, models: string[], ready: boolean): string {
     'Try:',
     `  curl ${httpUrl}/v2/models/${first}`,
     `  npm run client -- examples/images/hello-world.png --url ${httpUrl}`,
+    ...chat,
     '',
   ].join('\n');
 }
@@ -144,6 +152,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     : config.coordinator.host;
   const models = [...new Set([...registry.entries()].map((e) => e.name))];
   const scheme = config.coordinator.tls ? 'https' : 'http';
-  console.log(banner(`${scheme}://${host}:${running.httpPort}`, models, ready));
+  const chatModel = config.models.find((m) => m.backend === 'llama')?.name;
+  console.log(banner(`${scheme}://${host}:${running.httpPort}`, models, ready, chatModel));
   notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
 }
