@@ -23,6 +23,8 @@ Target:
       --url <url>           the coordinator                  (default http://127.0.0.1:8000)
   -m, --model <name>        model to drive (required)
       --version <v>         a fixed version       (default: newest, or the model's traffic split)
+      --api-key <key>       sent as Authorization: Bearer (or INFERGRID_API_KEY), for a
+                            coordinator with API keys
 
 Load (one of):
   -c, --concurrency <n>     closed loop: n requests in flight, the next sent as one answers (default 1)
@@ -75,18 +77,21 @@ export async function runBenchCommand(argv: string[]): Promise<void> {
     binary: { type: 'boolean' },
     json: { type: 'boolean' },
     quiet: { type: 'boolean', short: 'q' },
+    'api-key': { type: 'string' },
   });
   if (values.help) {
     console.log(BENCH_HELP);
     return;
   }
   const options = parseBenchOptions(values);
-  const metadata = await fetchModelMetadata(options.url, options.model, options.version);
+  const apiKey = (values['api-key'] as string | undefined) ?? process.env.INFERGRID_API_KEY;
+  const auth: Record<string, string> = apiKey ? { authorization: `Bearer ${apiKey}` } : {};
+  const metadata = await fetchModelMetadata(options.url, options.model, options.version, auth);
   const body = await prepareRequestBody(metadata, options);
   const { mode } = options;
   const sender = createHttpSender({
     url: new URL(`${options.url}${modelPath(options.model, options.version)}/infer`),
-    bodies: [{ body: body.body, headers: body.headers }],
+    bodies: [{ body: body.body, headers: { ...body.headers, ...auth } }],
     maxSockets: mode.kind === 'concurrency' ? mode.concurrency : mode.maxInFlight,
     timeoutMs: options.timeoutMs,
   });

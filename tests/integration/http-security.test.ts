@@ -191,7 +191,7 @@ test('http security - API keys and scopes: 401 without or with a wrong key, 403 
   assert.equal((await call(`${url}/v2/models/m/ready`, { key: KEYS.client })).status, 200);
 });
 
-test('http security - the client library and infergrid top take an API key', {
+test('http security - the client library, infergrid top and infergrid bench take an API key', {
   timeout: 60_000,
 }, async (t) => {
   const { url } = await keyedFleet(t);
@@ -216,6 +216,23 @@ test('http security - the client library and infergrid top take an API key', {
   assert.equal(shown.code, 0, shown.out);
   assert.match(shown.out, /\bm\b/);
   assert.equal((await top([], { INFERGRID_API_KEY: KEYS.ops })).code, 0);
+  const bench = (args: string[]) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [BIN, 'bench', '--url', url, '-m', 'm', '-n', '5', '--json', '-q', ...args],
+        (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+      );
+    });
+  const noKey = await bench([]);
+  assert.equal(noKey.code, 1);
+  assert.match(noKey.out, /pass an API key with the infer scope \(--api-key or INFERGRID_API_KEY\)/);
+  const keyed = await bench(['--api-key', KEYS.client]);
+  assert.equal(keyed.code, 0, keyed.out);
+  const report = JSON.parse(keyed.out) as { completed: number; errors: number };
+  assert.equal(report.completed, 5, keyed.out);
+  assert.equal(report.errors, 0, keyed.out);
 });
 
 test('http security - a key over its rate limit gets 429 with Retry-After; other keys are not slowed', {

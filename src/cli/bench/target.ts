@@ -22,10 +22,14 @@ export function modelPath(model: string, version: string | undefined): string {
   return version === undefined ? base : `${base}/versions/${encodeURIComponent(version)}`;
 }
 
-async function probe(url: string, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
+async function probe(
+  url: string,
+  path: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; body: Record<string, unknown> }> {
   let response: Response;
   try {
-    response = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
+    response = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_MS), headers });
   } catch (err) {
     if ((err as Error).name === 'TimeoutError') {
       throw new InfergridError(
@@ -57,9 +61,16 @@ export async function fetchModelMetadata(
   url: string,
   model: string,
   version: string | undefined,
+  headers: Record<string, string> = {},
 ): Promise<ModelMetadata> {
   const path = modelPath(model, version);
-  const meta = await probe(url, path);
+  const meta = await probe(url, path, headers);
+  if (meta.status === 401 || meta.status === 403) {
+    throw new InfergridError(
+      meta.status === 401 ? 'UNAUTHENTICATED' : 'PERMISSION_DENIED',
+      `GET ${url}${path} answered ${meta.status}: ${String(meta.body.error)}; pass an API key with the infer scope (--api-key or INFERGRID_API_KEY)`,
+    );
+  }
   if (meta.status === 404 && meta.body.code === 'MODEL_NOT_FOUND') {
     throw new InfergridError('MODEL_NOT_FOUND', `${String(meta.body.error)} (at ${url})`);
   }
@@ -69,7 +80,7 @@ export async function fetchModelMetadata(
       `GET ${url}${path} answered ${meta.status}${meta.body.error ? `: ${String(meta.body.error)}` : ' without model metadata'}; is --url an infergrid (KServe v2) server?`,
     );
   }
-  const ready = await probe(url, `${path}/ready`);
+  const ready = await probe(url, `${path}/ready`, headers);
   if (ready.status !== 200) {
     throw new InfergridError(
       'MODEL_NOT_READY',
