@@ -590,30 +590,34 @@ function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
   };
 }
 
-function checkLlmLoopStats(value: unknown, where: string): LlmLoopStats {
+/** An object of the named counts, each a non-negative integer; nothing else it holds is kept. */
+function countsAt<K extends string>(value: unknown, where: string, keys: readonly K[]): Record<K, number> {
   const o = objectAt(value, where);
-  return {
-    running: countAt(o, 'running', where),
-    waiting: countAt(o, 'waiting', where),
-    kvTokens: countAt(o, 'kvTokens', where),
-    kvCapacityTokens: countAt(o, 'kvCapacityTokens', where),
-    steps: countAt(o, 'steps', where),
-    promptTokens: countAt(o, 'promptTokens', where),
-    cachedPromptTokens: countAt(o, 'cachedPromptTokens', where),
-  };
+  return Object.fromEntries(keys.map((k) => [k, countAt(o, k, where)])) as Record<K, number>;
 }
 
-function checkStreamStats(value: unknown, where: string): StreamStats {
-  const o = objectAt(value, where);
-  return {
-    started: countAt(o, 'started', where),
-    running: countAt(o, 'running', where),
-    partials: countAt(o, 'partials', where),
-    sent: countAt(o, 'sent', where),
-    waiting: countAt(o, 'waiting', where),
-    cancelled: countAt(o, 'cancelled', where),
-  };
-}
+const LLM_LOOP_STATS_KEYS = [
+  'running',
+  'waiting',
+  'kvTokens',
+  'kvCapacityTokens',
+  'steps',
+  'promptTokens',
+  'cachedPromptTokens',
+] as const satisfies readonly (keyof LlmLoopStats)[];
+const STREAM_STATS_KEYS = [
+  'started',
+  'running',
+  'partials',
+  'sent',
+  'waiting',
+  'cancelled',
+] as const satisfies readonly (keyof StreamStats)[];
+
+const checkLlmLoopStats = (value: unknown, where: string): LlmLoopStats =>
+  countsAt(value, where, LLM_LOOP_STATS_KEYS);
+const checkStreamStats = (value: unknown, where: string): StreamStats =>
+  countsAt(value, where, STREAM_STATS_KEYS);
 
 /** Rebuilds the statistics field by field, so nothing a worker adds reaches the statistics API. */
 export function checkStatsResponse(meta: unknown): StatsResponseMeta {

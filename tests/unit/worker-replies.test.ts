@@ -307,3 +307,32 @@ test('worker replies - the validators refuse a reply that is not an object', () 
     assert.equal(err.message, `${kind}: expected an object, got null`);
   }
 });
+
+test("worker replies - a streaming model's stream and decode-loop counts are checked, and extras dropped", () => {
+  const streams = { started: 3, running: 1, partials: 9, sent: 9, waiting: 0, cancelled: 1 };
+  const llm = {
+    running: 1,
+    waiting: 0,
+    kvTokens: 40,
+    kvCapacityTokens: 1024,
+    steps: 12,
+    promptTokens: 30,
+    cachedPromptTokens: 20,
+  };
+  const meta = mutated(
+    mutated(statsMeta(), ['models', 0, 'streams'], { ...streams, extra: 1 }),
+    ['models', 0, 'llm'],
+    { ...llm, secret: 'leak' },
+  );
+  const [model] = checkStatsResponse(meta).models;
+  assert.deepEqual(model!.streams, streams);
+  assert.deepEqual(model!.llm, llm);
+  for (const [path, to, message] of [
+    [['models', 0, 'streams', 'sent'], -1, /models\[0\]\.streams\.sent/],
+    [['models', 0, 'llm', 'kvTokens'], 'many', /models\[0\]\.llm\.kvTokens/],
+    [['models', 0, 'llm'], 5, /models\[0\]\.llm: expected an object/],
+  ] as const) {
+    const bad = mutated(mutated(statsMeta(), ['models', 0, 'streams'], streams), ['models', 0, 'llm'], llm);
+    assert.throws(() => checkStatsResponse(mutated(bad, [...path], to)), message);
+  }
+});
