@@ -58,14 +58,16 @@ async function run(params: PrefixIndexParams): Promise<PrefixIndexResult> {
   const every = Number(params['sample-every']);
   const options = routingSchema.parse({}).prefix;
   const index = new PrefixIndex(options);
-  const candidates = new Set(['w1', 'w2']);
+  const candidates = [{ id: 'w1' }, { id: 'w2' }];
   const samples: Sample[] = [{ prompts: 0, entries: 0, heapMiB: heapMiB() }];
   let baseline = 0;
   const t0 = performance.now();
   for (let i = 0; i < prompts; i++) {
     const prompt = promptBytes(i, length);
-    index.lookup('chat@1', prompt, candidates);
-    index.record('chat@1', prompt, i % 2 === 0 ? 'w1' : 'w2');
+    // what a pick does: the names once, a lookup, a record
+    const names = index.names('chat@1', prompt);
+    index.match(names, candidates);
+    index.record(names, i % 2 === 0 ? 'w1' : 'w2');
     if ((i + 1) % every === 0) samples.push({ prompts: i + 1, entries: index.size, heapMiB: heapMiB() });
   }
   const indexed = performance.now() - t0;

@@ -28,9 +28,9 @@ export interface PrefixIndexOptions {
   ttlMs: number;
 }
 
-export interface PrefixMatch {
-  /** The worker that last served the longest known prefix. */
-  workerId: string;
+export interface PrefixMatch<W> {
+  /** The candidate that last served the longest known prefix. */
+  worker: W;
   /** Its length, in bytes (whole blocks). */
   bytes: number;
 }
@@ -45,25 +45,11 @@ function fnv(bytes: Uint8Array, from: number, to: number, seed: number): number 
   return h >>> 0;
 }
 
-/** The chained names of `prompt`'s whole blocks (a 53-bit number each: two seeds of FNV-1a). */
-function blockNames(model: string, prompt: Uint8Array, o: PrefixIndexOptions): number[] {
-  const modelBytes = Buffer.from(model, 'utf8');
-  let a = fnv(modelBytes, 0, modelBytes.length, FNV_OFFSET);
-  let b = fnv(modelBytes, 0, modelBytes.length, 0x9e3779b9);
-  const blocks = Math.min(o.maxBlocks, Math.floor(prompt.length / o.blockBytes));
-  const names: number[] = [];
-  for (let i = 0; i < blocks; i++) {
-    const from = i * o.blockBytes;
-    a = fnv(prompt, from, from + o.blockBytes, a);
-    b = fnv(prompt, from, from + o.blockBytes, b ^ i);
-    names.push((a & 0x1fffff) * 0x100000000 + b);
-  }
-  return names;
-}
-
 export class PrefixIndex {
   readonly #options: PrefixIndexOptions;
   readonly #owners: LRUCache<number, string>;
+  /** The two hash seeds of each model's name, made once. */
+  readonly #seeds = new Map<string, [number, number]>();
   /** Lookups, and lookups that found a prefix, for metrics. */
   queries = 0;
   hits = 0;
@@ -83,25 +69,55 @@ export class PrefixIndex {
   }
 
   /**
-   * The worker of the longest known prefix of `prompt` among `candidates` (a worker that is
-   * not a candidate, e.g. gone or excluded, does not count), or undefined.
+   * The chained names of `prompt`'s whole blocks (53-bit numbers: two FNV-1a streams, seeded
+   * from the model, in one pass). Computed once per pick, for the lookup and the record.
    */
-  lookup(model: string, prompt: Uint8Array, candidates: ReadonlySet<string>): PrefixMatch | undefined {
+  names(model: string, prompt: Uint8Array): number[] {
+    let seed = this.#seeds.get(model);
+    if (seed === undefined) {
+      const m = Buffer.from(model, 'utf8');
+      seed = [fnv(m, 0, m.length, FNV_OFFSET), fnv(m, 0, m.length, 0x9e3779b9)];
+      this.#seeds.set(model, seed);
+    }
+    let [a, b] = seed;
+    const { blockBytes, maxBlocks } = this.#options;
+    const blocks = Math.min(maxBlocks, Math.floor(prompt.length / blockBytes));
+    const names = new Array<number>(blocks);
+    for (let i = 0, at = 0; i < blocks; i++) {
+      b ^= i;
+      for (const end = at + blockBytes; at < end; at++) {
+        const x = prompt[at]!;
+        a = Math.imul(a ^ x, FNV_PRIME);
+        b = Math.imul(b ^ x, FNV_PRIME);
+      }
+      names[i] = ((a >>> 0) & 0x1fffff) * 0x100000000 + (b >>> 0);
+    }
+    return names;
+  }
+
+  /**
+   * The candidate holding the longest known prefix named by `names` (a worker that is not a
+   * candidate, e.g. gone or excluded, does not count), with that prefix's length in bytes.
+   */
+  match<W extends { readonly id: string }>(
+    names: readonly number[],
+    candidates: readonly W[],
+  ): PrefixMatch<W> | undefined {
     this.queries++;
-    const names = blockNames(model, prompt, this.#options);
     for (let i = names.length - 1; i >= 0; i--) {
       const owner = this.#owners.get(names[i]!);
-      if (owner !== undefined && candidates.has(owner)) {
+      const worker = owner === undefined ? undefined : candidates.find((c) => c.id === owner);
+      if (worker) {
         this.hits++;
-        return { workerId: owner, bytes: (i + 1) * this.#options.blockBytes };
+        return { worker, bytes: (i + 1) * this.#options.blockBytes };
       }
     }
     return undefined;
   }
 
-  /** `workerId` now holds `prompt`: every block of it names that worker. */
-  record(model: string, prompt: Uint8Array, workerId: string): void {
-    for (const name of blockNames(model, prompt, this.#options)) this.#owners.set(name, workerId);
+  /** `workerId` now holds the prompt `names` came from: every block of it names that worker. */
+  record(names: readonly number[], workerId: string): void {
+    for (const name of names) this.#owners.set(name, workerId);
   }
 
   /** A worker left: its entries stop answering (they age out of the LRU). */

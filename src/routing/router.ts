@@ -162,11 +162,12 @@ export class Router {
       chosen = this.#byRendezvous(request.shardKeyHash, eligible);
       if (chosen) model.balancer.recordPick(chosen.id);
     } else if (strategy === 'prefix-aware' && request.prefix !== undefined) {
-      chosen = this.#byPrefix(modelKey, request.prefix, eligible);
-      if (chosen) {
-        model.balancer.recordPick(chosen.id);
-        this.prefixes.record(modelKey, request.prefix, chosen.id);
-      }
+      const names = this.prefixes.names(modelKey, request.prefix);
+      const holder = this.#byPrefix(names, eligible);
+      if (holder) model.balancer.recordPick(holder.id);
+      // nobody holds a prefix, or loads are far apart: the balancer's least loaded (turns on ties)
+      chosen = holder ?? (model.balancer.pick(eligible, workers) as W | undefined);
+      if (chosen) this.prefixes.record(names, chosen.id);
     } else if (strategy === 'least-latency') {
       // only this strategy reads latency; decaying it for every candidate costs ~35 ns each
       const now = this.#now();
@@ -192,28 +193,21 @@ export class Router {
 
   /**
    * Prefix-aware: balance first, then reuse (SGLang's rule). When the eligible replicas' loads
-   * are far apart (by routing.prefix.balanceAbsThreshold streams and balanceRatio times), the
-   * least loaded; otherwise the one holding the longest prefix of the prompt, or, when none
-   * holds any, the least loaded.
+   * are far apart (by routing.prefix.balanceAbsThreshold streams and balanceRatio times), or
+   * none holds a prefix of the prompt, none: the caller's balancer picks the least loaded.
+   * Otherwise the one holding the longest prefix.
    */
-  #byPrefix<W extends RoutableWorker>(
-    modelKey: string,
-    prompt: Uint8Array,
-    eligible: readonly W[],
-  ): W | undefined {
-    if (eligible.length === 0) return undefined;
-    let least = eligible[0]!;
-    let most = eligible[0]!;
+  #byPrefix<W extends RoutableWorker>(names: readonly number[], eligible: readonly W[]): W | undefined {
+    if (eligible.length < 2) return undefined;
+    let least = eligible[0]!.inFlight;
+    let most = least;
     for (const w of eligible) {
-      if (w.inFlight < least.inFlight) least = w;
-      if (w.inFlight > most.inFlight) most = w;
+      least = Math.min(least, w.inFlight);
+      most = Math.max(most, w.inFlight);
     }
     const { balanceAbsThreshold, balanceRatio } = this.#routing.prefix;
-    const imbalanced =
-      most.inFlight - least.inFlight > balanceAbsThreshold && most.inFlight > balanceRatio * least.inFlight;
-    if (imbalanced || eligible.length === 1) return least;
-    const match = this.prefixes.lookup(modelKey, prompt, new Set(eligible.map((w) => w.id)));
-    return (match && eligible.find((w) => w.id === match.workerId)) ?? least;
+    if (most - least > balanceAbsThreshold && most > balanceRatio * least) return undefined;
+    return this.prefixes.match(names, eligible)?.worker;
   }
 
   #byRendezvous<W extends RoutableWorker>(keyHash: number, workers: readonly W[]): W | undefined {
