@@ -163,7 +163,9 @@ export function installFrontGuard(app: FastifyInstance, options: FrontGuardOptio
     }
     // a CORS preflight carries no credentials and runs nothing; @fastify/cors answers it
     if (req.method === 'OPTIONS' && allowedOrigins.size > 0) return;
-    const need = scopeOf(req.method, path);
+    // the route that matched, never the URL's text: the router decodes %-escapes, so /%61dmin/…
+    // reaches /admin/… (unmatched URLs are 404s and need infer)
+    const need = scopeOf(req.method, req.routeOptions.url ?? path);
     if (adminElsewhere && need === 'admin') {
       return sendError(
         reply,

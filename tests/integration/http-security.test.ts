@@ -174,6 +174,15 @@ test('http security - API keys and scopes: 401 without or with a wrong key, 403 
       /API key "client" lacks the "(admin|metrics)" scope/,
     );
   }
+  // %-escaped paths reach the same routes (the router decodes them): the scope is the route's
+  for (const path of ['/%61dmin/workers', '/v2/%72epository/index']) {
+    const sneaky = await rawPost(`${url}${path}`, '{"address":"127.0.0.1:1"}', {
+      'content-type': 'application/json',
+      authorization: `Bearer ${KEYS.client}`,
+    });
+    assert.equal(sneaky.status, 403, `${path}: ${JSON.stringify(sneaky.json)}`);
+    assert.equal(sneaky.json.code, 'PERMISSION_DENIED');
+  }
   // metrics: read-only operations, never a change
   assert.equal((await call(`${url}/metrics`, { key: KEYS.ops })).status, 200);
   assert.equal((await call(`${url}/admin/workers`, { key: KEYS.ops })).status, 200);
@@ -388,6 +397,11 @@ test('http security - with an admin listener, admin routes are served there only
     'NOT_FOUND',
     /served on the admin listener only/,
   );
+  const escaped = await rawPost(`${url}/v2/%72epository/index`, '{}', {
+    'content-type': 'application/json',
+    authorization: `Bearer ${KEYS.admin}`,
+  });
+  assert.equal(escaped.status, 404, 'an escaped admin path is not served on the main listener either');
   assert.equal((await call(`${adminUrl}/v2/repository/index`, { body: '{}', key: KEYS.admin })).status, 200);
   // the admin listener takes the same keys
   expectError(
