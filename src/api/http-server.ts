@@ -64,28 +64,26 @@ function parseJson(_req: unknown, body: string, done: (err: Error | null, value?
 export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const { config, logger } = options;
   const bodyLimitBytes = config.coordinator.bodyLimitBytes;
+  // a client that trickles its headers or body holds a socket no longer than these; node checks
+  // them every connectionsCheckingInterval, so that is kept well under the shorter one. Node
+  // refuses a headers timeout longer than the whole request's.
+  const headersTimeout = Math.min(config.coordinator.headersTimeoutMs, config.coordinator.bodyTimeoutMs);
+  const serverTimeouts = {
+    headersTimeout,
+    requestTimeout: config.coordinator.bodyTimeoutMs,
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 4))),
+  };
   const app = Fastify({
-    ...(options.tls ? { https: options.tls } : {}),
+    // fastify hands `https` alone to https.createServer (its `http` options are dropped): the
+    // timeouts go in both
+    ...(options.tls ? { https: { ...options.tls, ...serverTimeouts } } : {}),
     // errors are logged by the error handler below; one line per request is not wanted at info
     logger: false,
     bodyLimit: bodyLimitBytes,
     // keep-alive connections from load balancers and benchmarks outlive the default 72 s
     keepAliveTimeout: 65_000,
-    // a client that trickles its headers or body holds a socket no longer than these; node
-    // checks them every connectionsCheckingInterval, so that is kept well under the shorter one
     requestTimeout: config.coordinator.bodyTimeoutMs,
-    http: {
-      // node refuses a headers timeout longer than the whole request's
-      headersTimeout: Math.min(config.coordinator.headersTimeoutMs, config.coordinator.bodyTimeoutMs),
-      requestTimeout: config.coordinator.bodyTimeoutMs,
-      connectionsCheckingInterval: Math.max(
-        50,
-        Math.min(
-          1000,
-          Math.floor(Math.min(config.coordinator.headersTimeoutMs, config.coordinator.bodyTimeoutMs) / 4),
-        ),
-      ),
-    },
+    http: serverTimeouts,
     // a load balancer's or client's request id is kept (logs carry it)
     requestIdHeader: 'x-request-id',
     routerOptions: { maxParamLength: MAX_PATH_PARAM_CHARS },

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
 import { type TestContext, test } from 'node:test';
@@ -21,6 +22,7 @@ import {
   startCoordinator,
   startWorker,
   waitFor,
+  waitForWorkers,
   writeConfig,
 } from '../fixtures/processes.ts';
 import { makeTestPki } from '../fixtures/tls.ts';
@@ -287,9 +289,12 @@ test('http security - an async request belongs to the key that submitted it; ano
 test('http security - browsers: a foreign Origin, a rebound Host name and a text/plain body are refused, and nothing loads', {
   timeout: 60_000,
 }, async (t) => {
-  // the zero-setup default: no keys, loopback
-  const config = writeConfig(t, `models:${MODEL}`);
+  // the zero-setup default (no keys, loopback), with runtime js models allowed and a worker
+  // that would import the module: only the browser checks stand between the page and the code
+  const config = writeConfig(t, `repository: { allowRuntimeJs: true }\nmodels:${MODEL}`);
   const coordinator = await startCoordinator(t, config);
+  await startWorker(t, config, 'w1', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 1, ['m']);
   const { url } = coordinator;
   const marker = join(dirname(config), 'module-ran');
   const module = join(dirname(config), 'evil.mjs');
@@ -424,6 +429,10 @@ test('http security - POST /admin/workers dials only allowed addresses, up to th
   // nothing listens on port 1: the target is dialed and redialed, never connecting
   assert.equal((await add('127.0.0.1:1')).status, 202);
   expectError(await add('127.0.0.2:1'), 400, 'INVALID_ARGUMENT', /coordinator\.dial\.maxTargets/);
+  // the dialed address again, however it is written, is a repeat, not one over the cap
+  const again = await add(' 127.0.0.1:1');
+  assert.equal(again.status, 200, JSON.stringify(again.json));
+  assert.equal(again.json.alreadyKnown, true);
   const removed = await call(`${url}/admin/workers/127.0.0.1:1`, { method: 'DELETE' });
   assert.equal(removed.status, 200, JSON.stringify(removed.json));
   const after = await call(`${url}/admin/workers`);
@@ -465,7 +474,7 @@ test('http security - HTTPS from certificate files: keys over TLS work, plain HT
 }, async (t) => {
   const config = writeConfig(
     t,
-    `coordinator: { tls: { certFile: test-cert.pem, keyFile: test-key.pem } }\n${KEYED}`,
+    `coordinator: { headersTimeoutMs: 400, tls: { certFile: test-cert.pem, keyFile: test-key.pem } }\n${KEYED}`,
   );
   const dir = dirname(config);
   const pki = makeTestPki(dir, { names: ['127.0.0.1', 'localhost'] });
@@ -486,4 +495,16 @@ test('http security - HTTPS from certificate files: keys over TLS work, plain HT
     /self[- ]signed|unable to verify|certificate/i,
   );
   await assert.rejects(fetch(`http://127.0.0.1:${coordinator.ready.httpPort}/v2/health/live`));
+  // the header timeout holds over TLS too: a client that trickles its headers is closed
+  const slow = tlsConnect({ host: '127.0.0.1', port: coordinator.ready.httpPort!, ca });
+  t.after(() => slow.destroy());
+  slow.on('error', () => {});
+  const closed = new Promise<void>((resolve) => slow.once('close', () => resolve()));
+  let received = '';
+  slow.on('data', (d: Buffer) => {
+    received += d.toString('latin1');
+  });
+  slow.once('secureConnect', () => slow.write('GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n'));
+  await closed;
+  assert.match(received, /^HTTP\/1\.1 408/, 'closed by the header timeout, with a 408');
 });
