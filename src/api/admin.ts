@@ -13,7 +13,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
-import { parseHostPort } from '../util/address.ts';
+import { formatHostPort, parseHostPort } from '../util/address.ts';
 import { DialAllowList } from './dial-allow.ts';
 
 const DEFAULT_REMOVE_TIMEOUT_MS = 30_000;
@@ -108,7 +108,7 @@ export function registerAdminRoutes(
       );
     }
     const targets = coordinator.staticWorkers;
-    if (targets.length >= dialPolicy.maxTargets && !targets.includes(body.address)) {
+    if (targets.length >= dialPolicy.maxTargets && !targets.includes(formatHostPort(address))) {
       throw new InfergridError(
         'INVALID_ARGUMENT',
         `this coordinator already dials ${targets.length} workers, the most coordinator.dial.maxTargets allows; remove one first (DELETE /admin/workers/<host:port>)`,
