@@ -286,3 +286,67 @@ test('llama backend - one step is one llama_decode, with every sequence in it', 
   assert.equal(loop.stats.steps, 9, 'the longest request: its prompt step and 8 more');
   assert.equal(decodes, loop.stats.steps);
 });
+
+test('llama backend - kept samplers sample what controlledEvaluate samples, and the pinned node-llama-cpp takes them', async (t) => {
+  const nlc = await import('node-llama-cpp');
+  const llama = await nlc.getLlama({ gpu: false, build: 'never' });
+  const llamaModel = await llama.loadModel({ modelPath: tinyGguf().path });
+  const contexts = [
+    await llamaModel.createContext({ contextSize: 128, sequences: 2, threads: 1, batchSize: 64 }),
+    await llamaModel.createContext({ contextSize: 128, sequences: 2, threads: 1, batchSize: 64 }),
+  ];
+  const decodes = contexts.map(
+    (context, i) =>
+      new NodeLlamaDecodeContext(
+        llamaModel,
+        context,
+        { contextSize: 128, vocabularySize: 32000 },
+        nlc.TokenBias,
+        {
+          keepSamplers: i === 0,
+        },
+      ),
+  );
+  t.after(async () => {
+    for (const d of decodes) d.dispose();
+    for (const c of contexts) await c.dispose();
+    await llamaModel.dispose();
+  });
+  assert.equal(
+    decodes[0]!.keepsSamplers,
+    true,
+    'node-llama-cpp 3.21.1 has every member the kept samplers use',
+  );
+  assert.equal(decodes[1]!.keepsSamplers, false);
+
+  // seeded sampling at temperature > 0 with top-k, top-p, a repeat penalty and EOS banned: every
+  // option goes through the sampler, so a config not applied (or a sampler's state carried over
+  // wrongly) changes the tokens
+  const run = async (decode: NodeLlamaDecodeContext) => {
+    const loop = new StepLoop(decode, { stepTokens: 64, maxQueued: 4 });
+    const made: number[][] = [[], []];
+    const base = llamaModel.tokenize('Kept samplers and fresh ones agree') as number[];
+    await Promise.all(
+      [0, 1].map((i) =>
+        loop.submit({
+          prompt: [...base, 200 + i],
+          maxTokens: 16,
+          minTokens: 0,
+          ignoreEos: true,
+          sampling: { temperature: 0.9, topP: 0.95, topK: 50, seed: 7 + i, repeatPenalty: 1.2 },
+          signal: new AbortController().signal,
+          onToken: (token) => {
+            made[i]!.push(token);
+            return false;
+          },
+          blocked: () => false,
+        }),
+      ),
+    );
+    return made;
+  };
+  const [kept, fresh] = [await run(decodes[0]!), await run(decodes[1]!)];
+  assert.equal(kept[0]!.length, 16);
+  assert.deepEqual(kept, fresh);
+  assert.notDeepEqual(kept[0], kept[1], 'the two requests sampled differently (their seeds differ)');
+});

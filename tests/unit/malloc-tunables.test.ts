@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { WORKER_MALLOC_TUNABLES, withWorkerMallocTunables } from '../../src/serve/index.ts';
 
 test('worker malloc tunables - added on Linux, a caller-set GLIBC_TUNABLES kept as is', () => {
-  const env = { PATH: '/bin' };
+  const env: NodeJS.ProcessEnv = { PATH: '/bin' };
   const out = withWorkerMallocTunables(env);
   if (process.platform === 'linux') assert.equal(out.GLIBC_TUNABLES, WORKER_MALLOC_TUNABLES);
   else assert.equal(out.GLIBC_TUNABLES, undefined);

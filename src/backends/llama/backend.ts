@@ -378,6 +378,7 @@ export function createLlamaBackend(): Backend {
           maxTokens,
           release: () => {
             ledger.inUse -= opts.threads;
+            decode.dispose();
           },
           threads: opts.threads,
         });

@@ -15,6 +15,7 @@ import type {
   TokenBias,
 } from 'node-llama-cpp';
 import type { DecodeContext, StepItem, StepSampling, Token } from '../../llm/index.ts';
+import { type KeptSamplers, keptSamplersFor } from './kept-samplers.ts';
 
 type TokenBiasClass = typeof TokenBias;
 
@@ -26,12 +27,15 @@ export class NodeLlamaDecodeContext implements DecodeContext {
   readonly #TokenBias: TokenBiasClass;
   readonly #vocabularySize: number;
   #banEog: TokenBias | undefined;
+  /** A sampler per sequence, kept (kept-samplers.ts); undefined: controlledEvaluate per call. */
+  readonly #kept: KeptSamplers | undefined;
 
   constructor(
     model: LlamaModel,
     context: LlamaContext,
     sizes: { contextSize: number; vocabularySize: number },
     tokenBias: TokenBiasClass,
+    options: { keepSamplers?: boolean } = {},
   ) {
     this.#model = model;
     this.#vocabularySize = sizes.vocabularySize;
@@ -40,9 +44,27 @@ export class NodeLlamaDecodeContext implements DecodeContext {
     this.#TokenBias = tokenBias;
     // a fresh context hands out sequence ids 0..N-1 in order: #sequences[i] is sequence id i
     this.#sequences = Array.from({ length: context.totalSequences }, () => context.getSequence());
+    this.#kept =
+      options.keepSamplers === false ? undefined : keptSamplersFor(model, context, this.#sequences);
+  }
+
+  /** True when steps sample with kept samplers rather than controlledEvaluate's per-call ones. */
+  get keepsSamplers(): boolean {
+    return this.#kept !== undefined;
   }
 
   async step(items: readonly StepItem[]): Promise<Array<Token | undefined>> {
+    const kept = this.#kept;
+    if (kept !== undefined)
+      return Promise.all(
+        items.map((item) =>
+          kept.evaluate(
+            item.sequence,
+            item.tokens as number[],
+            item.sample === undefined ? undefined : this.#options(item.sample),
+          ),
+        ),
+      );
     const calls = items.map((item) => {
       const seq = this.#sequences[item.sequence]!;
       const input: ControlledEvaluateInputItem[] = item.tokens.slice() as NlcToken[];
@@ -66,6 +88,11 @@ export class NodeLlamaDecodeContext implements DecodeContext {
     if (start === 0) await seq.clearHistory();
     else if (start < seq.nextTokenIndex)
       await seq.eraseContextTokenRanges([{ start, end: seq.nextTokenIndex }]);
+  }
+
+  /** Frees the kept samplers (before the context is disposed). */
+  dispose(): void {
+    this.#kept?.dispose();
   }
 
   isEndOfGeneration(token: Token): boolean {
