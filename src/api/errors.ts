@@ -65,9 +65,14 @@ export function sendError(reply: FastifyReply, err: InfergridError): FastifyRepl
   if (isOpenAiPath(reply.request.url)) {
     return reply.code(status).type('application/json').send(openAiErrorBody(err));
   }
+  return reply.code(status).type('application/json').send(kserveErrorBody(err));
+}
+
+/** An error in the KServe v2 shape: `{ error: message }`, with the stable `code` and any details. */
+export function kserveErrorBody(err: InfergridError): Record<string, unknown> {
   const body: Record<string, unknown> = { error: err.message, code: err.code };
   if (err.details !== undefined) body.details = err.details;
-  return reply.code(status).type('application/json').send(body);
+  return body;
 }
 
 /** What node's HTTP parser refused, before any route could run, as a catalog error. */

@@ -19,6 +19,7 @@ import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { MAX_PATH_PARAM_CHARS, answerClientError, fromFastifyError, sendError } from './errors.ts';
 import { SERVER_NAME, registerKserveRoutes } from './kserve.ts';
 import { registerOpenAiRoutes } from './openai.ts';
+import { registerGenerateRoutes } from './triton-generate.ts';
 import { registerOverviewRoutes } from './overview.ts';
 import { RequestCounts } from './request-counts.ts';
 import { registerMetricsRoutes } from './metrics.ts';
@@ -156,6 +157,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     serverVersion: options.serverVersion,
   });
   registerOpenAiRoutes(app, { coordinator: options.coordinator, config });
+  registerGenerateRoutes(app, { coordinator: options.coordinator, config });
   registerStatsRoutes(app, options.coordinator);
   registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator, config.coordinator.dial);

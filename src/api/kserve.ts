@@ -64,7 +64,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   app.get('/v2', async () => ({
     name: SERVER_NAME,
     version: options.serverVersion,
-    extensions: ['model_repository', 'statistics', 'binary_tensor_data'],
+    extensions: ['model_repository', 'statistics', 'binary_tensor_data', 'generate'],
   }));
 
   app.get('/v2/health/live', async () => ({ live: true }));

@@ -7,10 +7,25 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { InfergridError } from '../errors.ts';
-import { LLM_INPUT, LLM_OUTPUT, LLM_PARAMETERS, LLM_RESULT_PARAMETERS } from '../llm/schema.ts';
+import type { StreamChunk } from '../coordinator/index.ts';
+import type { InfergridError } from '../errors.ts';
+import { LLM_INPUT, LLM_PARAMETERS } from '../llm/schema.ts';
 import type { Parameters } from '../protocol/index.ts';
-import { type Tensor, decodeBytesElements, encodeBytesElements } from '../tensor/index.ts';
+import type { Tensor } from '../tensor/index.ts';
+import {
+  booleanField,
+  finishReasonOf,
+  invalid,
+  isRecord,
+  numberField,
+  outputText,
+  samplingParameters,
+  singleTextField,
+  textTensor,
+  usageOf,
+} from './llm-fields.ts';
+import type { SseEncoder } from './llm-stream.ts';
+import { SSE_DONE } from './sse.ts';
 
 export type OpenAiKind = 'completion' | 'chat';
 
@@ -23,53 +38,6 @@ export interface OpenAiRequest {
   stream: boolean;
   /** stream_options.include_usage: a last chunk with the usage. */
   includeUsage: boolean;
-}
-
-/** A client's mistake in a body field, naming the field as OpenAI's `param`. */
-function invalid(param: string, message: string): InfergridError {
-  return new InfergridError('INVALID_ARGUMENT', message, { details: { param } });
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** An optional number field in [min, max] (integer when asked); null counts as absent. */
-function numberField(
-  body: Record<string, unknown>,
-  name: string,
-  min: number,
-  max: number,
-  integer = false,
-): number | undefined {
-  const v = body[name];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v)))
-    throw invalid(
-      name,
-      `"${name}" must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got ${JSON.stringify(v)}`,
-    );
-  return v;
-}
-
-function booleanField(body: Record<string, unknown>, name: string): boolean | undefined {
-  const v = body[name];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean')
-    throw invalid(name, `"${name}" must be true or false, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-/** At most 4 stop sequences, as OpenAI allows. */
-const MAX_STOP_SEQUENCES = 4;
-
-function stopField(body: Record<string, unknown>): string[] | undefined {
-  const v = body.stop;
-  if (v === undefined || v === null) return undefined;
-  const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || !list.every((s) => typeof s === 'string') || list.length > MAX_STOP_SEQUENCES)
-    throw invalid('stop', `"stop" must be a string or an array of at most ${MAX_STOP_SEQUENCES} strings`);
-  return list.filter((s) => s.length > 0);
 }
 
 /** The text of a chat message's content: a string, or an array of `{ type: 'text', text }` parts. */
@@ -99,19 +67,6 @@ function messagesField(body: Record<string, unknown>): { role: string; content: 
   });
 }
 
-function promptField(body: Record<string, unknown>): string {
-  const v = body.prompt;
-  if (typeof v === 'string') return v;
-  if (Array.isArray(v) && v.length === 1 && typeof v[0] === 'string') return v[0];
-  if (Array.isArray(v) && v.length > 1 && v.every((p) => typeof p === 'string'))
-    throw invalid('prompt', '"prompt": one prompt per request is supported; send several requests');
-  throw invalid('prompt', '"prompt" must be a string (token arrays are not supported)');
-}
-
-export function textTensor(name: string, text: string): Tensor {
-  return { name, datatype: 'BYTES', shape: [1], data: encodeBytesElements([new TextEncoder().encode(text)]) };
-}
-
 /** Parses a POST /v1/completions or /v1/chat/completions body. */
 export function parseOpenAiRequest(kind: OpenAiKind, body: unknown): OpenAiRequest {
   if (!isRecord(body)) throw invalid('', 'the request body must be a JSON object');
@@ -136,59 +91,16 @@ export function parseOpenAiRequest(kind: OpenAiKind, body: unknown): OpenAiReque
     if (!isRecord(options)) throw invalid('stream_options', '"stream_options" must be an object');
     includeUsage = booleanField(options, 'include_usage') ?? false;
   }
-  const maxTokens =
-    numberField(body, 'max_completion_tokens', 1, 2 ** 31, true) ??
-    numberField(body, 'max_tokens', 1, 2 ** 31, true);
-  const parameters: Parameters = {};
-  const set = (name: string, value: number | boolean | string | undefined) => {
-    if (value !== undefined) parameters[name] = value;
-  };
-  set(LLM_PARAMETERS.maxTokens, maxTokens);
-  set(LLM_PARAMETERS.minTokens, numberField(body, 'min_tokens', 0, 2 ** 31, true));
-  set(LLM_PARAMETERS.ignoreEos, booleanField(body, 'ignore_eos'));
-  set(LLM_PARAMETERS.temperature, numberField(body, 'temperature', 0, 2));
-  set(LLM_PARAMETERS.topP, numberField(body, 'top_p', 0, 1));
-  set(LLM_PARAMETERS.topK, numberField(body, 'top_k', -1, 2 ** 31, true));
-  set(LLM_PARAMETERS.seed, numberField(body, 'seed', -(2 ** 63), 2 ** 63, true));
-  set(LLM_PARAMETERS.repeatPenalty, numberField(body, 'repetition_penalty', 0, 10));
-  const stop = stopField(body);
-  if (stop && stop.length > 0) parameters[LLM_PARAMETERS.stop] = JSON.stringify(stop);
+  const parameters = samplingParameters(body);
+  const maxCompletionTokens = numberField(body, 'max_completion_tokens', 1, 2 ** 31, true);
+  if (maxCompletionTokens !== undefined) parameters[LLM_PARAMETERS.maxTokens] = maxCompletionTokens;
   if (stream) parameters[LLM_PARAMETERS.stream] = true;
   let text: string;
   if (kind === 'chat') {
     text = JSON.stringify(messagesField(body));
     parameters[LLM_PARAMETERS.chat] = true;
-  } else text = promptField(body);
+  } else text = singleTextField(body, 'prompt');
   return { kind, model: body.model, inputs: [textTensor(LLM_INPUT, text)], parameters, stream, includeUsage };
-}
-
-/** The text of a result's `text_output` ('' when it has none). */
-export function outputText(outputs: readonly Tensor[]): string {
-  const t = outputs.find((o) => o.name === LLM_OUTPUT);
-  if (!t) return '';
-  const [first] = decodeBytesElements(t.data, `"${LLM_OUTPUT}"`);
-  return first ? new TextDecoder().decode(first) : '';
-}
-
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
-export function usageOf(parameters: Parameters | undefined): Usage {
-  const n = (name: string) => {
-    const v = parameters?.[name];
-    return typeof v === 'number' && Number.isFinite(v) ? v : 0;
-  };
-  const prompt = n(LLM_RESULT_PARAMETERS.promptTokens);
-  const completion = n(LLM_RESULT_PARAMETERS.completionTokens);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
-}
-
-export function finishReasonOf(parameters: Parameters | undefined): string {
-  const v = parameters?.[LLM_RESULT_PARAMETERS.finishReason];
-  return typeof v === 'string' ? v : 'stop';
 }
 
 /** The id, object and creation time every response and chunk of one request shares. */
@@ -269,6 +181,35 @@ function chunkHead(kind: OpenAiKind, head: ResponseHead) {
     object: kind === 'chat' ? 'chat.completion.chunk' : 'text_completion',
     created: head.created,
     model: head.model,
+  };
+}
+
+/**
+ * A streamed completion as SSE: a chat opens with the assistant's role, each partial answer is
+ * a delta, the final answer (whose whole text was sent already) only the finish reason, then
+ * with include_usage the usage; `data: [DONE]` ends it. A failure is OpenAI's error object.
+ */
+export function openAiSseEncoder(kind: OpenAiKind, head: ResponseHead, includeUsage: boolean): SseEncoder {
+  let opened = kind !== 'chat';
+  return {
+    events({ result, final }: StreamChunk) {
+      const events: object[] = [];
+      if (!opened) {
+        opened = true;
+        events.push(completionChunk(kind, head, { role: true, text: '' }, includeUsage));
+      }
+      const parameters = result.meta.parameters;
+      if (final) {
+        events.push(completionChunk(kind, head, { finishReason: finishReasonOf(parameters) }, includeUsage));
+        if (includeUsage) events.push(usageChunk(kind, head, parameters));
+        return events;
+      }
+      const text = outputText(result.outputs);
+      if (text !== '') events.push(completionChunk(kind, head, { text }, includeUsage));
+      return events;
+    },
+    trailer: SSE_DONE,
+    error: openAiErrorBody,
   };
 }
 

@@ -1,7 +1,8 @@
 /**
- * Server-sent events as OpenAI streams them: each event one `data: <json>` line and a blank
- * line, the stream ended by `data: [DONE]`. Writes honour the socket's backpressure: the next
- * chunk is pulled only once the last one was taken (or the client is gone).
+ * Server-sent events as the LLM front doors stream them: each event one `data: <json>` line and
+ * a blank line (OpenAI ends the stream with `data: [DONE]`, Triton's generate_stream with
+ * nothing). Writes honour the socket's backpressure: the next chunk is pulled only once the
+ * last one was taken (or the client is gone).
  */
 
 import type { ServerResponse } from 'node:http';

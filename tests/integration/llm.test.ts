@@ -69,10 +69,10 @@ async function streamCounts(url: string): Promise<Record<string, StreamStats>> {
   return out;
 }
 
-test('llm - a real GGUF through the OpenAI API: chat, completions, streaming with usage, listed models', {
+test("llm - a real GGUF through the OpenAI API and Triton's generate: chat, completions, streaming with usage, listed models", {
   timeout: 120_000,
 }, async (t) => {
-  const { openai } = await startCluster(t);
+  const { url, openai } = await startCluster(t);
   const models = await openai.models.list();
   assert.deepEqual(
     models.data.map((m) => m.id),
@@ -119,9 +119,22 @@ test('llm - a real GGUF through the OpenAI API: chat, completions, streaming wit
     model: 'tiny',
     prompt: 'Once upon a time',
     max_tokens: 5,
+    temperature: 0,
   });
   assert.equal(completion.choices[0]!.finish_reason, 'length');
   assert.equal(completion.usage!.completion_tokens, 5);
+
+  // Triton's generate extension runs the same generation: greedy, the same text
+  const res = await fetch(`${url}/v2/models/tiny/generate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ text_input: 'Once upon a time', max_tokens: 5, parameters: { temperature: 0 } }),
+  });
+  const generated = (await res.json()) as Record<string, unknown>;
+  assert.equal(res.status, 200, JSON.stringify(generated));
+  assert.equal(generated.model_name, 'tiny');
+  assert.equal(generated.text_output, completion.choices[0]!.text);
+  assert.deepEqual([generated.finish_reason, generated.completion_tokens], ['length', 5]);
 });
 
 test('llm - concurrent streams share the workers, a shared prompt prefix sticks to one worker, and a client that leaves stops generation', {

@@ -6,11 +6,9 @@
  */
 
 import assert from 'node:assert/strict';
-import { type ClientRequest, type IncomingMessage, request as httpRequest } from 'node:http';
 import { type TestContext, test } from 'node:test';
 import OpenAI from 'openai';
 import { hashApiKey } from '../../src/api/index.ts';
-import type { StreamStats } from '../../src/protocol/index.ts';
 import {
   type RunningCoordinator,
   type Spawned,
@@ -20,6 +18,7 @@ import {
   waitForWorkers,
   writeConfig,
 } from '../fixtures/processes.ts';
+import { openStream as openStreamWithKey, readAll, sseEvents, streamCounts } from '../fixtures/sse.ts';
 
 const KEY = 'ig-test-openai-client-key-0123456789';
 const WINDOW = 8;
@@ -80,55 +79,9 @@ async function startCluster(t: TestContext): Promise<Cluster> {
   return { coordinator, workers: { w1: w1!, w2: w2! }, openai };
 }
 
-type StreamCounts = StreamStats;
-
-/** A model's stream counts on one worker, from the statistics route. */
-async function streamCounts(url: string, model: string, worker = 'w1'): Promise<StreamCounts> {
-  const res = await fetch(`${url}/v2/models/${model}/stats`);
-  const body = (await res.json()) as {
-    model_stats: { infergrid: { workers: { id: string; streams?: StreamCounts }[] } }[];
-  };
-  const w = body.model_stats[0]?.infergrid.workers.find((x) => x.id === worker);
-  assert.ok(w?.streams, `no stream statistics for ${model} on ${worker}: ${JSON.stringify(body)}`);
-  return w.streams;
-}
-
-/** A raw streaming request: the response as it comes, and the request to destroy. */
-function openStream(
-  url: string,
-  path: string,
-  body: object,
-): { req: ClientRequest; response: Promise<IncomingMessage> } {
-  const target = new URL(path, url);
-  let req!: ClientRequest;
-  const response = new Promise<IncomingMessage>((resolve, reject) => {
-    req = httpRequest(
-      target,
-      {
-        method: 'POST',
-        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
-      },
-      resolve,
-    );
-    req.on('error', reject);
-    req.end(JSON.stringify(body));
-  });
-  return { req, response };
-}
-
-async function readAll(res: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
-/** Parsed `data:` events of an SSE body; checks the framing on the way. */
-function sseEvents(raw: string): string[] {
-  assert.ok(raw.endsWith('\n\n'), 'every event ends with a blank line');
-  const events = raw.slice(0, -2).split('\n\n');
-  for (const e of events)
-    assert.match(e, /^data: [^\n]*$/, `one data line per event: ${JSON.stringify(e.slice(0, 80))}`);
-  return events.map((e) => e.slice('data: '.length));
+/** A raw streaming request with the client's key. */
+function openStream(url: string, path: string, body: object) {
+  return openStreamWithKey(url, path, body, KEY);
 }
 
 test('openai - the official client lists models, completes, chats and streams', async (t) => {

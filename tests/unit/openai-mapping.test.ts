@@ -2,14 +2,13 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import type { ServerResponse } from 'node:http';
+import { outputText, textTensor } from '../../src/api/llm-fields.ts';
 import {
   completionChunk,
   completionResponse,
   openAiErrorBody,
-  outputText,
   parseOpenAiRequest,
   responseHead,
-  textTensor,
   usageChunk,
 } from '../../src/api/openai-mapping.ts';
 import { SSE_DONE, sseEvent, writeSse } from '../../src/api/sse.ts';
