@@ -41,15 +41,10 @@ export interface Child {
  * Forks the file at `moduleUrl` (an import.meta.url) with ROLE_ENV set to `role`; resolves once
  * the child sends its first message (ready). The child is tracked: stopAll stops it.
  */
-export async function forkRole(
-  moduleUrl: string,
-  role: string,
-  readyTimeoutMs: number,
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<Child> {
+export async function forkRole(moduleUrl: string, role: string, readyTimeoutMs: number): Promise<Child> {
   const child: ChildProcess = fork(fileURLToPath(moduleUrl), [], {
     execArgv: ['--import', 'tsx'],
-    env: { ...env, [ROLE_ENV]: role },
+    env: { ...process.env, [ROLE_ENV]: role },
     serialization: 'advanced',
     // stdout carries the scenario's result line: the child's output goes to stderr
     stdio: ['ignore', 2, 2, 'ipc'],

@@ -42,7 +42,6 @@ import { stringify } from 'yaml';
 import { createLlamaBackend, vocabularySizeOf } from '../../src/backends/index.ts';
 import type { LoadedModel } from '../../src/backends/types.ts';
 import { configSchema } from '../../src/config/index.ts';
-import { withWorkerMallocTunables } from '../../src/serve/index.ts';
 import { LLM_INPUT, LLM_RESULT_PARAMETERS } from '../../src/llm/index.ts';
 import { encodeBytesElements } from '../../src/tensor/index.ts';
 import { waitFor } from '../../tests/fixtures/processes.ts';
@@ -82,8 +81,6 @@ const PARAMS = {
   'step-tokens': '512',
   /** A llama-server binary to measure too; empty: not measured. */
   'llama-server': '',
-  /** `on`: every system's model process gets serve's worker malloc settings (src/serve/malloc-tunables.ts); `off`: the system's default. */
-  'malloc-tunables': 'on',
   /** The engine's extra set-ups: `threads` (engine-t2 at 1 and 16 streams), `run-to-completion` (engine-seq1 at 16). */
   extras: 'threads,run-to-completion',
 };
@@ -164,8 +161,6 @@ interface Spec {
   stepTokens: number;
   maxTokens: number;
   promptWords: number;
-  /** The environment of the processes that hold the model (the engine's and the direct systems'). */
-  env: NodeJS.ProcessEnv;
 }
 
 const WORDS = (
@@ -301,7 +296,7 @@ interface Target {
 }
 
 async function directTarget(system: 'lockstep' | 'evaluate', spec: Spec): Promise<Target> {
-  const child: Child = await forkRole(import.meta.url, system, 30_000, spec.env);
+  const child: Child = await forkRole(import.meta.url, system, 30_000);
   await child.ask({ type: 'load', spec }, (r) => (r.type === 'loaded' ? true : undefined));
   return {
     system,
@@ -335,7 +330,7 @@ async function engineTarget(system: System, spec: Spec, dir: string): Promise<Ta
   };
   const file = join(dir, `${system}.yaml`);
   writeFileSync(file, stringify(config));
-  const engine = await startEngine(file, { model: 'llm', env: spec.env });
+  const engine = await startEngine(file, { model: 'llm' });
   return httpTarget(system, `${engine.url}/v1/completions`, spec, engine.pids);
 }
 
@@ -372,7 +367,7 @@ async function llamaServerTarget(binary: string, spec: Spec): Promise<{ target: 
     String(spec.stepTokens),
     '--no-webui',
   ];
-  const child: ChildProcess = spawn(binary, args, { env: spec.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => {
     log = (log + d.toString()).slice(-4000);
@@ -441,7 +436,6 @@ async function run(params: LlmParams): Promise<LlmResult> {
       stepTokens: Number(params['step-tokens']),
       maxTokens: Number(params['max-tokens']),
       promptWords: Number(params['prompt-words']),
-      env: params['malloc-tunables'] === 'off' ? process.env : withWorkerMallocTunables(process.env),
     };
     const dir = scratchDir();
     process.stderr.write(`llm: ${name} (${gguf.path}), starting the systems\n`);

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { deriveWorkerKey } from '../rpc/index.ts';
-import { Supervisor, withWorkerMallocTunables } from '../serve/index.ts';
+import { Supervisor } from '../serve/index.ts';
 import { createLogger } from '../telemetry/index.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
 import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
@@ -114,11 +114,10 @@ export async function runServeCommand(argv: string[]): Promise<void> {
         config.logging.level,
       ],
       // its own key and not the cluster secret (which would let it derive any worker's)
-      // and the malloc settings that keep the sampler's pages mapped (serve/malloc-tunables.ts)
-      env: withWorkerMallocTunables({
+      env: {
         ...withoutClusterSecret(process.env),
         INFERGRID_WORKER_KEY: deriveWorkerKey(token, w.id).toString('hex'),
-      }),
+      },
     });
   }
 
