@@ -17,7 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { post, startCoordinator, startWorker, waitForWorkers } from '../fixtures/processes.ts';
@@ -114,8 +114,10 @@ test('repository security - a runtime js model outside the roots is refused and 
   assert.equal(res.status, 403, res.text);
   assert.equal(res.json.code, 'FORBIDDEN');
   assert.match(String(res.json.error), /model path is outside the repository roots/);
-  // the same module through a relative path that climbs out
-  const climbed = await load(url, { name: 'evil', backend: 'js', path: '../outside/evil.mjs' });
+  // the same module through a relative path (against the config's folder) that climbs out
+  const climbing = 'models/../outside/evil.mjs';
+  assert.equal(resolve(base, climbing), evil.module, 'the path names the planted module');
+  const climbed = await load(url, { name: 'evil', backend: 'js', path: climbing });
   assert.equal(climbed.status, 403, climbed.text);
   assert.equal(existsSync(evil.marker), false, 'no process imported the module');
   assert.equal((await inferEcho(url, 'evil')).status, 404, 'nothing was declared');
