@@ -12,6 +12,7 @@ export {
   OUTSIDE_ROOTS_MESSAGE,
   type RuntimeLoadPolicy,
   admitRuntimeModel,
+  runtimeLoadPolicy,
   isInsideRoot,
 } from './model-paths.ts';
 export {

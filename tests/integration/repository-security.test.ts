@@ -212,6 +212,26 @@ test('repository security - the answer for a path outside the roots is the same 
   assert.ok(String(missing.json.error).includes(join(root, 'none.onnx')), missing.text);
 });
 
+test("repository security - the config file's own js model reloads from a body config with runtime js off", {
+  timeout: 60_000,
+}, async (t) => {
+  const { base, root } = layout(t);
+  // allowRuntimeJs is off: only the config naming it lets it load, at the coordinator and the worker
+  const own = markerModule(root, 'own');
+  const other = markerModule(root, 'other');
+  const extra = `  - { name: own, backend: js, path: models/own.mjs }\n`;
+  const { url } = await fleet(t, config(base, 'c', '{ roots: [models] }', extra));
+  await waitForWorkers(url, 1, ['own']);
+  const reloaded = await load(url, { name: 'own', backend: 'js', path: own.module });
+  assert.equal(reloaded.status, 200, reloaded.text);
+  assert.equal((await inferEcho(url, 'own')).status, 200);
+  // the exemption is the config's file, not its folder or its model's name
+  const swapped = await load(url, { name: 'own', backend: 'js', path: other.module });
+  assert.equal(swapped.status, 403, swapped.text);
+  assert.match(String(swapped.json.error), /repository\.allowRuntimeJs/);
+  assert.equal(existsSync(other.marker), false, 'no process imported the other module');
+});
+
 test('repository security - a worker refuses on its own what a permissive coordinator lets through', {
   timeout: 60_000,
 }, async (t) => {
