@@ -241,6 +241,25 @@ test('llama backend - a ChatML (qwen2 vocabulary) model: template special tokens
   assert.equal(special.parameters.prompt_tokens, 1);
 });
 
+test('llama backend - an embedding input at the context edge: the last that fits, and one more is INVALID_ARGUMENT', async () => {
+  // "a a a …": one token a word, and the model adds BOS, so n words evaluate as n + 1 tokens
+  const { contextSize, embeddingSize } = model.info.llm!;
+  const words = (n: number) => prompt(Array.from({ length: n }, () => 'a').join(' '));
+  const embed = (n: number) =>
+    model.infer(words(n), { signal: new AbortController().signal, parameters: {}, outputs: ['embedding'] });
+  const [vector] = await embed(contextSize - 2);
+  assert.equal(vector!.name, 'embedding');
+  assert.deepEqual(vector!.shape, [embeddingSize]);
+  await assert.rejects(embed(contextSize - 1), (e: unknown) => {
+    assert.equal((e as InfergridError).code, 'INVALID_ARGUMENT', String(e));
+    assert.match(
+      (e as Error).message,
+      new RegExp(`the input is ${contextSize} tokens .*embeds at most ${contextSize - 1}`),
+    );
+    return true;
+  });
+});
+
 test('llama backend - one step is one llama_decode, with every sequence in it', async (t) => {
   // node-llama-cpp internals (pinned 3.21.1): count the native decode calls and their batches
   const { getLlama } = await import('node-llama-cpp');

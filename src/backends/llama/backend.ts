@@ -210,19 +210,23 @@ class LlamaInstance implements LoadedModel {
   /** The embedding of `text` (OpenAI's /v1/embeddings), one request at a time on the embedding context. */
   async #embed(text: string, signal: AbortSignal): Promise<StreamResult> {
     const llm = this.info.llm!;
-    const tokens = this.#model.tokenize(text);
-    if (tokens.length > llm.contextSize)
-      throw new InfergridError(
-        'INVALID_ARGUMENT',
-        `the input has ${tokens.length} tokens; this model embeds at most ${llm.contextSize}`,
-      );
     this.#embedder ??= this.#model.createEmbeddingContext({
       contextSize: llm.contextSize,
       threads: this.#threads,
     });
+    const embedder = await this.#embedder;
+    // tokenized once, as node-llama-cpp tokenizes text; it adds the vocabulary's begin/end
+    // tokens and refuses (with a plain Error) an input that fills the context
+    const tokens = this.#model.tokenize(text);
+    const inputTokens = embedder.calculateInputLength(tokens);
+    if (inputTokens >= llm.contextSize)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `the input is ${inputTokens} tokens with the ones the model adds; this model embeds at most ${llm.contextSize - 1}: shorten it`,
+      );
     const run = this.#embedQueue.then(async () => {
       signal.throwIfAborted();
-      return (await this.#embedder!).getEmbeddingFor(text);
+      return embedder.getEmbeddingFor(tokens);
     });
     this.#embedQueue = run.catch(() => {});
     const { vector } = await run;
