@@ -8,9 +8,10 @@
 
 import { randomUUID } from 'node:crypto';
 import { InfergridError } from '../errors.ts';
+import { contentText } from '../llm/index.ts';
 import { LLM_INPUT, LLM_OUTPUT, LLM_PARAMETERS, LLM_RESULT_PARAMETERS } from '../llm/schema.ts';
 import type { Parameters } from '../protocol/index.ts';
-import { type Tensor, decodeBytesElements, encodeBytesElements } from '../tensor/index.ts';
+import { type Tensor, decodeBytesElements, textTensor } from '../tensor/index.ts';
 
 export type OpenAiKind = 'completion' | 'chat';
 
@@ -72,21 +73,6 @@ function stopField(body: Record<string, unknown>): string[] | undefined {
   return list.filter((s) => s.length > 0);
 }
 
-/** The text of a chat message's content: a string, or an array of `{ type: 'text', text }` parts. */
-function contentText(content: unknown, at: string): string {
-  if (typeof content === 'string') return content;
-  if (content === null || content === undefined) return '';
-  if (Array.isArray(content)) {
-    return content
-      .map((part, i) => {
-        if (isRecord(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
-        throw invalid(`${at}.content[${i}]`, `${at}.content[${i}]: only text parts are supported`);
-      })
-      .join('');
-  }
-  throw invalid(`${at}.content`, `${at}.content must be a string or an array of text parts`);
-}
-
 function messagesField(body: Record<string, unknown>): { role: string; content: string }[] {
   const v = body.messages;
   if (!Array.isArray(v) || v.length === 0)
@@ -106,10 +92,6 @@ function promptField(body: Record<string, unknown>): string {
   if (Array.isArray(v) && v.length > 1 && v.every((p) => typeof p === 'string'))
     throw invalid('prompt', '"prompt": one prompt per request is supported; send several requests');
   throw invalid('prompt', '"prompt" must be a string (token arrays are not supported)');
-}
-
-export function textTensor(name: string, text: string): Tensor {
-  return { name, datatype: 'BYTES', shape: [1], data: encodeBytesElements([new TextEncoder().encode(text)]) };
 }
 
 /** Parses a POST /v1/completions or /v1/chat/completions body. */

@@ -33,11 +33,11 @@ import {
   parseEmbeddingsRequest,
   parseOpenAiRequest,
   responseHead,
-  textTensor,
   usageChunk,
   usageOf,
 } from './openai-mapping.ts';
 import { LLM_EMBEDDING_OUTPUT, LLM_INPUT } from '../llm/schema.ts';
+import { textTensor } from '../tensor/index.ts';
 import { SSE_CONTENT_TYPE, SSE_DONE, sseEvent, writeSse } from './sse.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
 

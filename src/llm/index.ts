@@ -3,6 +3,7 @@ export {
   type ChatMessage,
   type ChatTemplateTokens,
   MAX_CHAT_MESSAGES,
+  contentText,
   parseChatMessages,
 } from './chat-template.ts';
 export {
@@ -19,7 +20,6 @@ export {
   type GgufType,
   ggufKv,
   readGgufMetadata,
-  toHalf,
   writeGguf,
 } from './gguf.ts';
 export {

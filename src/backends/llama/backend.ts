@@ -33,12 +33,7 @@ import {
   parseGenerationOptions,
 } from '../../llm/index.ts';
 import type { Parameters } from '../../protocol/index.ts';
-import {
-  type Tensor,
-  type TensorSpec,
-  decodeBytesElements,
-  encodeBytesElements,
-} from '../../tensor/index.ts';
+import { type Tensor, type TensorSpec, decodeBytesElements, textTensor } from '../../tensor/index.ts';
 import { reconcileSpecs } from '../schema-check.ts';
 import type {
   Backend,
@@ -78,15 +73,6 @@ interface Runtime {
 /** Threads of every llama instance loaded in this process, for the oversubscription warning. */
 interface ThreadLedger {
   inUse: number;
-}
-
-function textTensor(spec: TensorSpec, text: string): Tensor {
-  return {
-    name: spec.name,
-    datatype: 'BYTES',
-    shape: [1],
-    data: encodeBytesElements([Buffer.from(text, 'utf8')]),
-  };
 }
 
 function promptText(inputs: readonly Tensor[]): string {
@@ -183,7 +169,7 @@ class LlamaInstance implements LoadedModel {
         this.#model.detokenize(tokens as NlcToken[], false, previous as NlcToken[]),
       previous: prompt.slice(-8),
       stop: options.stop,
-      emit: (delta) => ctx.emit([textTensor(TEXT_OUTPUT, delta)]),
+      emit: (delta) => ctx.emit([textTensor(TEXT_OUTPUT.name, delta)]),
       onReady: () => this.loop.wake(),
       onError: (err) => stopped.abort(err),
     });
@@ -204,7 +190,7 @@ class LlamaInstance implements LoadedModel {
       [LLM_RESULT_PARAMETERS.completionTokens]: outcome.completionTokens,
       [LLM_RESULT_PARAMETERS.cachedTokens]: outcome.cachedTokens,
     };
-    return { outputs: [textTensor(TEXT_OUTPUT, whole)], parameters };
+    return { outputs: [textTensor(TEXT_OUTPUT.name, whole)], parameters };
   }
 
   /** The embedding of `text` (OpenAI's /v1/embeddings), one request at a time on the embedding context. */
