@@ -280,7 +280,7 @@ export function openAiErrorBody(err: InfergridError): {
 }
 
 /** Inputs one POST /v1/embeddings may carry (OpenAI's own limit). */
-export const MAX_EMBEDDING_INPUTS = 2048;
+const MAX_EMBEDDING_INPUTS = 2048;
 
 export interface EmbeddingsRequest {
   model: string;

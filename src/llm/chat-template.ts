@@ -14,7 +14,7 @@ export interface ChatMessage {
 }
 
 /** Most messages one request may carry. */
-export const MAX_CHAT_MESSAGES = 1024;
+const MAX_CHAT_MESSAGES = 1024;
 
 /** Parses `text_input` of a chat request: a JSON array of OpenAI messages ({role, content}). */
 export function parseChatMessages(json: string): ChatMessage[] {

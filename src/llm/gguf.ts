@@ -15,12 +15,12 @@
 
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 
-export const GGUF_MAGIC = 'GGUF';
-export const GGUF_VERSION = 3;
-export const DEFAULT_GGUF_ALIGNMENT = 32;
+const GGUF_MAGIC = 'GGUF';
+const GGUF_VERSION = 3;
+const DEFAULT_GGUF_ALIGNMENT = 32;
 
 /** GGUF metadata value types (wire numbers). */
-export const GGUF_TYPE = {
+const GGUF_TYPE = {
   UINT8: 0,
   INT8: 1,
   UINT16: 2,

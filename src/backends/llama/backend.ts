@@ -52,7 +52,7 @@ import { NodeLlamaDecodeContext } from './decode-context.ts';
 export const DEFAULT_LLAMA_CONTEXT_SIZE = 2048;
 export const LLAMA_PLATFORM = 'infergrid_llama';
 /** Largest prompt accepted, in bytes (a context of 128k tokens is well under it). */
-export const MAX_PROMPT_BYTES = 4 * 1024 * 1024;
+const MAX_PROMPT_BYTES = 4 * 1024 * 1024;
 
 const TEXT_INPUT: TensorSpec = { name: LLM_INPUT, datatype: 'BYTES', shape: [1] };
 const TEXT_OUTPUT: TensorSpec = { name: LLM_OUTPUT, datatype: 'BYTES', shape: [1] };
