@@ -20,9 +20,9 @@ import {
   type GgufTensor,
   ggufKv,
   readGgufMetadata,
-  toHalf,
   writeGguf,
 } from '../../src/llm/index.ts';
+import { toHalfBits } from '../../src/tensor/index.ts';
 import { vocabGguf } from '../../tests/fixtures/tiny-gguf.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -100,7 +100,7 @@ export function convert(outPath: string): { path: string; manifest: Manifest } {
     const ne = [...t.shape].reverse();
     if (t.shape.length === 1) return { name: t.name, ne, type: GGML_TYPE.F32, data: Float32Array.from(src) };
     const half = new Uint16Array(n);
-    for (let i = 0; i < n; i++) half[i] = toHalf(src[i]!);
+    for (let i = 0; i < n; i++) half[i] = toHalfBits(src[i]!);
     return { name: t.name, ne, type: GGML_TYPE.F16, data: half };
   });
   mkdirSync(dirname(outPath), { recursive: true });

@@ -9,7 +9,7 @@
 import { InfergridError } from '../errors.ts';
 import { LLM_OUTPUT, LLM_PARAMETERS, LLM_RESULT_PARAMETERS } from '../llm/schema.ts';
 import type { Parameters } from '../protocol/index.ts';
-import { type Tensor, decodeBytesElements, encodeBytesElements } from '../tensor/index.ts';
+import { type Tensor, decodeBytesElements } from '../tensor/index.ts';
 
 /** A client's mistake in a body field, naming the field (OpenAI's `param`). */
 export function invalid(param: string, message: string): InfergridError {
@@ -89,10 +89,6 @@ export function samplingParameters(body: Record<string, unknown>): Parameters {
   const stop = stopField(body);
   if (stop && stop.length > 0) parameters[LLM_PARAMETERS.stop] = JSON.stringify(stop);
   return parameters;
-}
-
-export function textTensor(name: string, text: string): Tensor {
-  return { name, datatype: 'BYTES', shape: [1], data: encodeBytesElements([new TextEncoder().encode(text)]) };
 }
 
 /** The text of a result's `text_output` ('' when it has none). */

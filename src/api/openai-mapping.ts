@@ -9,9 +9,10 @@
 import { randomUUID } from 'node:crypto';
 import type { StreamChunk } from '../coordinator/index.ts';
 import type { InfergridError } from '../errors.ts';
+import { contentText } from '../llm/index.ts';
 import { LLM_INPUT, LLM_PARAMETERS } from '../llm/schema.ts';
 import type { Parameters } from '../protocol/index.ts';
-import type { Tensor } from '../tensor/index.ts';
+import { type Tensor, textTensor } from '../tensor/index.ts';
 import {
   booleanField,
   finishReasonOf,
@@ -21,7 +22,6 @@ import {
   outputText,
   samplingParameters,
   singleTextField,
-  textTensor,
   usageOf,
 } from './llm-fields.ts';
 import type { SseEncoder } from './llm-stream.ts';
@@ -38,21 +38,6 @@ export interface OpenAiRequest {
   stream: boolean;
   /** stream_options.include_usage: a last chunk with the usage. */
   includeUsage: boolean;
-}
-
-/** The text of a chat message's content: a string, or an array of `{ type: 'text', text }` parts. */
-function contentText(content: unknown, at: string): string {
-  if (typeof content === 'string') return content;
-  if (content === null || content === undefined) return '';
-  if (Array.isArray(content)) {
-    return content
-      .map((part, i) => {
-        if (isRecord(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
-        throw invalid(`${at}.content[${i}]`, `${at}.content[${i}]: only text parts are supported`);
-      })
-      .join('');
-  }
-  throw invalid(`${at}.content`, `${at}.content must be a string or an array of text parts`);
 }
 
 function messagesField(body: Record<string, unknown>): { role: string; content: string }[] {

@@ -14,7 +14,8 @@ import type { Coordinator } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { LLM_EMBEDDING_OUTPUT, LLM_INPUT } from '../llm/schema.ts';
-import { outputText, textTensor, usageOf } from './llm-fields.ts';
+import { outputText, usageOf } from './llm-fields.ts';
+import { textTensor } from '../tensor/index.ts';
 import {
   finalResult,
   generationRequest,

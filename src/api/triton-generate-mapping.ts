@@ -14,7 +14,7 @@
 import type { StreamChunk } from '../coordinator/index.ts';
 import { LLM_INPUT, LLM_PARAMETERS, LLM_RESULT_PARAMETERS } from '../llm/schema.ts';
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
-import type { Tensor } from '../tensor/index.ts';
+import { type Tensor, textTensor } from '../tensor/index.ts';
 import { kserveErrorBody } from './errors.ts';
 import {
   booleanField,
@@ -24,7 +24,6 @@ import {
   outputText,
   samplingParameters,
   singleTextField,
-  textTensor,
 } from './llm-fields.ts';
 import type { SseEncoder } from './llm-stream.ts';
 

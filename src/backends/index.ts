@@ -4,7 +4,7 @@ import { createLlamaBackend } from './llama/index.ts';
 import { createOnnxBackend } from './onnx.ts';
 import { createSimBackend } from './sim.ts';
 
-export { type JsModel, type JsModelLoader, createJsBackend } from './js.ts';
+export type { JsModel } from './js.ts';
 export {
   DEFAULT_LLAMA_CONTEXT_SIZE,
   LLAMA_PLATFORM,

@@ -11,18 +11,13 @@ import type { SimOptions } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { ParameterValue, Parameters } from '../protocol/index.ts';
 import { LLM_INPUT, LLM_OUTPUT, LLM_PARAMETERS, LLM_RESULT_PARAMETERS } from '../llm/schema.ts';
-import { type Tensor, decodeBytesElements, encodeBytesElements } from '../tensor/index.ts';
+import { type Tensor, decodeBytesElements, textTensor } from '../tensor/index.ts';
 import { delay } from '../util/deadline.ts';
 import type { LoadedModel, ModelInfo, StreamContext, StreamResult } from './types.ts';
 
 export type GenerateOptions = NonNullable<SimOptions['generate']>;
 
-const UTF8 = new TextEncoder();
 const UTF8_DECODER = new TextDecoder();
-
-function textTensor(text: string): Tensor {
-  return { name: LLM_OUTPUT, datatype: 'BYTES', shape: [1], data: encodeBytesElements([UTF8.encode(text)]) };
-}
 
 function numberParameter(parameters: Parameters, name: string): number | undefined {
   const v = parameters[name];
@@ -168,12 +163,12 @@ export class SimGenerativeModel implements LoadedModel {
       if (ready > sent) {
         const delta = text.slice(sent, ready);
         sent = ready;
-        await ctx.emit([textTensor(delta)]);
+        await ctx.emit([textTensor(LLM_OUTPUT, delta)]);
       }
     }
-    if (text.length > sent) await ctx.emit([textTensor(text.slice(sent))]);
+    if (text.length > sent) await ctx.emit([textTensor(LLM_OUTPUT, text.slice(sent))]);
     return {
-      outputs: [textTensor(text)],
+      outputs: [textTensor(LLM_OUTPUT, text)],
       parameters: {
         [LLM_RESULT_PARAMETERS.finishReason]: finish,
         [LLM_RESULT_PARAMETERS.promptTokens]: promptTokens,

@@ -1,6 +1,6 @@
 import { createBackends } from '../backends/index.ts';
 import { hostname } from 'node:os';
-import { type ModelConfig, ModelPaths, loadConfig } from '../config/index.ts';
+import { type ModelConfig, loadConfig, runtimeLoadPolicy } from '../config/index.ts';
 import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
 import { WorkerMetrics, createLogger, createTracing } from '../telemetry/index.ts';
@@ -178,16 +178,7 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     pool: entry?.pool,
     metrics,
     tracing,
-    runtimeLoads: {
-      // the config's own model files (already real paths) may be loaded again wherever they are
-      paths: new ModelPaths({
-        roots: config.repository.roots,
-        baseDir,
-        files: config.models.flatMap((m) => (m.path ? [m.path] : [])),
-      }),
-      allowRuntimeJs: config.repository.allowRuntimeJs,
-      configuredJs: new Set(config.models.flatMap((m) => (m.backend === 'js' && m.path ? [m.path] : []))),
-    },
+    runtimeLoads: runtimeLoadPolicy(config, baseDir),
     rpc: config.rpc,
     logger,
   });

@@ -12,6 +12,7 @@ export {
   OUTSIDE_ROOTS_MESSAGE,
   type RuntimeLoadPolicy,
   admitRuntimeModel,
+  runtimeLoadPolicy,
   isInsideRoot,
 } from './model-paths.ts';
 export {
@@ -21,7 +22,6 @@ export {
   type ApiKeyConfig,
   type ApiScope,
   type AuthConfig,
-  type RateLimitConfig,
   type TlsListenerConfig,
   type BatchingConfig,
   type CacheConfig,
@@ -41,7 +41,6 @@ export {
   type PipelineConfig,
   type PipelineStepConfig,
   type PoolConfig,
-  type RepositoryConfig,
   type VersionPolicy,
   type RoutingConfig,
   type RpcConfig,

@@ -126,6 +126,30 @@ export interface RuntimeLoadPolicy {
   configuredJs?: ReadonlySet<string>;
 }
 
+/** What of a loaded config decides its runtime loads. */
+export interface RuntimeLoadConfig {
+  repository: { roots: readonly string[]; allowRuntimeJs: boolean };
+  models: readonly { backend: string; path?: string | undefined }[];
+}
+
+/**
+ * The runtime-load policy of a loaded config, one for the coordinator and the worker so both
+ * admit the same: files inside the roots, and the config file's own model files (and js
+ * modules, whatever allowRuntimeJs says) wherever they are, since a coordinator sends them
+ * back when it re-applies the config or a client reloads one of them.
+ */
+export function runtimeLoadPolicy(config: RuntimeLoadConfig, baseDir: string): RuntimeLoadPolicy {
+  const own = (js: boolean) =>
+    config.models.flatMap((m) =>
+      m.path !== undefined && (!js || m.backend === 'js') ? [realPathOf(resolve(baseDir, m.path)).real] : [],
+    );
+  return {
+    paths: new ModelPaths({ roots: config.repository.roots, baseDir, files: own(false) }),
+    allowRuntimeJs: config.repository.allowRuntimeJs,
+    configuredJs: new Set(own(true)),
+  };
+}
+
 /**
  * Checks a model config received at run time (the repository load API, or a coordinator's
  * control message) and locates its file. Throws FORBIDDEN for a `js` model when runtime js is

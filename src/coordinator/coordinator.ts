@@ -9,7 +9,7 @@
  */
 
 import { type Server, type Socket, createServer } from 'node:net';
-import { type InfergridConfig, ModelPaths } from '../config/index.ts';
+import { type InfergridConfig, runtimeLoadPolicy } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { createPackr } from '../protocol/index.ts';
 import { type ModelEntry, ModelRegistry, validateInputs } from '../registry/index.ts';
@@ -145,13 +145,7 @@ export class Coordinator {
       pool: this.pool,
       logger: options.logger,
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
-      runtimeLoads: {
-        paths: new ModelPaths({
-          roots: options.config.repository.roots,
-          baseDir: options.baseDir ?? process.cwd(),
-        }),
-        allowRuntimeJs: options.config.repository.allowRuntimeJs,
-      },
+      runtimeLoads: runtimeLoadPolicy(options.config, options.baseDir ?? process.cwd()),
     });
     this.metrics = new CoordinatorMetrics({
       workers: () => this.fleet(),

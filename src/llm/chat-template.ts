@@ -14,7 +14,7 @@ export interface ChatMessage {
 }
 
 /** Most messages one request may carry. */
-export const MAX_CHAT_MESSAGES = 1024;
+const MAX_CHAT_MESSAGES = 1024;
 
 /** Parses `text_input` of a chat request: a JSON array of OpenAI messages ({role, content}). */
 export function parseChatMessages(json: string): ChatMessage[] {
@@ -42,27 +42,26 @@ export function parseChatMessages(json: string): ChatMessage[] {
   });
 }
 
-/** A message's content: a string, null (an assistant turn with tool calls), or text parts. */
-function contentText(content: unknown, where: string): string {
+/**
+ * A message's text: its content as a string, null (an assistant turn with tool calls), or
+ * `{ type: 'text', text }` parts. Anything else is INVALID_ARGUMENT naming the field (also as
+ * `details.param`); `where` names the message, e.g. `messages[2]`.
+ */
+export function contentText(content: unknown, where: string): string {
   if (typeof content === 'string') return content;
   if (content === null || content === undefined) return '';
-  if (Array.isArray(content)) {
-    return content
-      .map((part, j) => {
-        const p = part as { type?: unknown; text?: unknown };
-        if (p?.type !== 'text' || typeof p.text !== 'string')
-          throw new InfergridError(
-            'INVALID_ARGUMENT',
-            `${where}.content[${j}]: only text parts ({"type":"text","text":...}) are supported`,
-          );
-        return p.text;
-      })
-      .join('');
-  }
-  throw new InfergridError(
-    'INVALID_ARGUMENT',
-    `${where}.content: expected a string or an array of text parts`,
-  );
+  const invalid = (param: string, message: string) =>
+    new InfergridError('INVALID_ARGUMENT', `${param}: ${message}`, { details: { param } });
+  if (!Array.isArray(content))
+    throw invalid(`${where}.content`, 'expected a string or an array of text parts');
+  return content
+    .map((part, j) => {
+      const p = part as { type?: unknown; text?: unknown } | null;
+      if (p?.type !== 'text' || typeof p.text !== 'string')
+        throw invalid(`${where}.content[${j}]`, 'only text parts ({"type":"text","text":...}) are supported');
+      return p.text;
+    })
+    .join('');
 }
 
 export interface ChatTemplateTokens {

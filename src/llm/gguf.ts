@@ -15,12 +15,12 @@
 
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 
-export const GGUF_MAGIC = 'GGUF';
-export const GGUF_VERSION = 3;
-export const DEFAULT_GGUF_ALIGNMENT = 32;
+const GGUF_MAGIC = 'GGUF';
+const GGUF_VERSION = 3;
+const DEFAULT_GGUF_ALIGNMENT = 32;
 
 /** GGUF metadata value types (wire numbers). */
-export const GGUF_TYPE = {
+const GGUF_TYPE = {
   UINT8: 0,
   INT8: 1,
   UINT16: 2,
@@ -263,31 +263,4 @@ export function writeGguf(
   } finally {
     closeSync(fd);
   }
-}
-
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-/** float32 → IEEE 754 half bits, rounding to nearest even (subnormals, infinities and NaN kept). */
-export function toHalf(x: number): number {
-  f32Scratch[0] = x;
-  const bits = u32Scratch[0]!;
-  const sign = (bits >>> 16) & 0x8000;
-  const exp = (bits >>> 23) & 0xff;
-  let mant = bits & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >> shift;
-    const roundBit = (mant >> (shift - 1)) & 1;
-    if (roundBit && (mant & ((1 << (shift - 1)) - 1) || h & 1)) h++;
-    return sign | h;
-  }
-  let h = sign | (e << 10) | (mant >> 13);
-  if (mant & 0x1000 && mant & 0x2fff) h++;
-  return h;
 }

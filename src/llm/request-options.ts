@@ -35,10 +35,10 @@ export interface GenerationLimits {
 }
 
 /** Sampling defaults: OpenAI's (temperature 1, top_p 1), no top-k cut, no repeat penalty. */
-export const DEFAULT_SAMPLING = { temperature: 1, topP: 1, topK: 0, repeatPenalty: 1 } as const;
+const DEFAULT_SAMPLING = { temperature: 1, topP: 1, topK: 0, repeatPenalty: 1 } as const;
 /** Most stop strings, and longest one, a request may give (OpenAI allows 4). */
-export const MAX_STOP_STRINGS = 16;
-export const MAX_STOP_STRING_CHARS = 256;
+const MAX_STOP_STRINGS = 16;
+const MAX_STOP_STRING_CHARS = 256;
 
 function bad(name: string, expected: string, got: unknown): InfergridError {
   return new InfergridError(

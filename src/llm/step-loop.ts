@@ -116,7 +116,7 @@ export interface StepLoopStats {
 }
 
 /** Recent tokens the repeat penalty looks at (llama.cpp's default window). */
-export const REPEAT_PENALTY_WINDOW = 64;
+const REPEAT_PENALTY_WINDOW = 64;
 
 interface Pending {
   job: GenerationJob;

@@ -14,7 +14,7 @@ import type { Token } from './step-loop.ts';
 import { type Detokenize, StreamDetokenizer } from './stream-detokenizer.ts';
 
 /** Tokens a request may make while its reader still has an emit pending. */
-export const DEFAULT_EMIT_QUEUE_TOKENS = 8;
+const DEFAULT_EMIT_QUEUE_TOKENS = 8;
 
 export interface TextStreamOptions {
   detokenize: Detokenize;

@@ -9,7 +9,7 @@ import { createHmac } from 'node:crypto';
 import { InfergridError } from '../errors.ts';
 
 /** What a worker's key is derived with: HMAC-SHA256(clusterSecret, label + workerId). */
-export const WORKER_KEY_LABEL = 'infergrid-worker-key:';
+const WORKER_KEY_LABEL = 'infergrid-worker-key:';
 
 /** Bytes of a worker key (SHA-256); written as 64 hex digits. */
 export const WORKER_KEY_BYTES = 32;

@@ -8,7 +8,6 @@ export {
 } from './connection.ts';
 export {
   type RpcCredentials,
-  WORKER_KEY_LABEL,
   clusterCredentials,
   deriveWorkerKey,
   parseWorkerKey,

@@ -46,7 +46,6 @@ export {
   subscribeTracing,
 } from './request-events.ts';
 export {
-  LLM_STREAM_END_CHANNEL,
   type LlmStreamEndEvent,
   llmStreamEnd,
   subscribeLlmMetrics,

@@ -4,6 +4,7 @@
  */
 
 import { InfergridError } from '../errors.ts';
+import type { Tensor } from './tensor.ts';
 
 export function encodeBytesElements(elements: readonly Uint8Array[]): Uint8Array {
   let total = 0;
@@ -55,4 +56,9 @@ export function decodeBytesElements(
     offset += length;
   }
   return out;
+}
+
+/** A one-element BYTES tensor holding `text` as UTF-8 (an LLM's prompt or output). */
+export function textTensor(name: string, text: string): Tensor {
+  return { name, datatype: 'BYTES', shape: [1], data: encodeBytesElements([Buffer.from(text, 'utf8')]) };
 }

@@ -1,4 +1,4 @@
-export { decodeBytesElements, encodeBytesElements } from './bytes-elements.ts';
+export { decodeBytesElements, encodeBytesElements, textTensor } from './bytes-elements.ts';
 export {
   DATATYPES,
   type Datatype,

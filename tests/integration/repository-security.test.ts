@@ -17,7 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { post, startCoordinator, startWorker, waitForWorkers } from '../fixtures/processes.ts';
@@ -114,8 +114,10 @@ test('repository security - a runtime js model outside the roots is refused and 
   assert.equal(res.status, 403, res.text);
   assert.equal(res.json.code, 'FORBIDDEN');
   assert.match(String(res.json.error), /model path is outside the repository roots/);
-  // the same module through a relative path that climbs out
-  const climbed = await load(url, { name: 'evil', backend: 'js', path: '../outside/evil.mjs' });
+  // the same module through a relative path (against the config's folder) that climbs out
+  const climbing = 'models/../outside/evil.mjs';
+  assert.equal(resolve(base, climbing), evil.module, 'the path names the planted module');
+  const climbed = await load(url, { name: 'evil', backend: 'js', path: climbing });
   assert.equal(climbed.status, 403, climbed.text);
   assert.equal(existsSync(evil.marker), false, 'no process imported the module');
   assert.equal((await inferEcho(url, 'evil')).status, 404, 'nothing was declared');
@@ -208,6 +210,26 @@ test('repository security - the answer for a path outside the roots is the same 
   assert.equal(missing.status, 500, missing.text);
   assert.equal(missing.json.code, 'MODEL_LOAD_FAILED');
   assert.ok(String(missing.json.error).includes(join(root, 'none.onnx')), missing.text);
+});
+
+test("repository security - the config file's own js model reloads from a body config with runtime js off", {
+  timeout: 60_000,
+}, async (t) => {
+  const { base, root } = layout(t);
+  // allowRuntimeJs is off: only the config naming it lets it load, at the coordinator and the worker
+  const own = markerModule(root, 'own');
+  const other = markerModule(root, 'other');
+  const extra = `  - { name: own, backend: js, path: models/own.mjs }\n`;
+  const { url } = await fleet(t, config(base, 'c', '{ roots: [models] }', extra));
+  await waitForWorkers(url, 1, ['own']);
+  const reloaded = await load(url, { name: 'own', backend: 'js', path: own.module });
+  assert.equal(reloaded.status, 200, reloaded.text);
+  assert.equal((await inferEcho(url, 'own')).status, 200);
+  // the exemption is the config's file, not its folder or its model's name
+  const swapped = await load(url, { name: 'own', backend: 'js', path: other.module });
+  assert.equal(swapped.status, 403, swapped.text);
+  assert.match(String(swapped.json.error), /repository\.allowRuntimeJs/);
+  assert.equal(existsSync(other.marker), false, 'no process imported the other module');
 });
 
 test('repository security - a worker refuses on its own what a permissive coordinator lets through', {

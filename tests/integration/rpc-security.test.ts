@@ -12,6 +12,7 @@ import { type AddressInfo, type Socket, connect, createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { InfergridError } from '../../src/errors.ts';
 import {
   type Frame,
   FrameDecoder,
@@ -82,7 +83,12 @@ function outcome(promise: Promise<unknown>): Promise<unknown> {
   );
 }
 
-/** This process dialing `address` as `self`; counts the requests it is sent. Closed after the test. */
+/**
+ * This process dialing `address` as `self`; counts the requests it is sent (and fails each, so
+ * nothing waits on it). A worker sends REGISTER right behind HELLO, hosting echo: were the
+ * handshake to let it through, the coordinator would list it and route echo to it. Closed
+ * after the test.
+ */
 async function intruder(
   t: TestContext,
   address: string,
@@ -92,11 +98,19 @@ async function intruder(
   const conn = await dial(parseHostPort(address, 'test'), QUIET, HANDSHAKE_MS, tls);
   t.after(() => conn.close());
   let requests = 0;
-  conn.setRequestHandler(() => {
+  conn.setRequestHandler((req) => {
     requests++;
+    req.fail(new InfergridError('INTERNAL', 'the intruder answers nothing'));
   });
-  const handshake = await outcome(dialHandshake(conn, self, HANDSHAKE_MS));
-  return { conn, handshake, requests: () => requests };
+  const handshake = outcome(dialHandshake(conn, self, HANDSHAKE_MS));
+  if (self.role === 'worker')
+    conn.send(MESSAGE_KIND.REGISTER, {
+      workerId: self.id,
+      pid: process.pid,
+      models: [ECHO_STATUS],
+      draining: false,
+    });
+  return { conn, handshake: await handshake, requests: () => requests };
 }
 
 const asWorker = (id: string, key: Buffer | undefined): HandshakeIdentity => ({
@@ -114,15 +128,21 @@ test(
       ['no-key', undefined, /presented no credentials/],
       ['wrong-key', deriveWorkerKey('not-the-cluster-secret', 'wrong-key'), /proved a different key/],
     ];
+    const rogues = [];
     for (const [id, key, message] of cases) {
       const rogue = await intruder(t, coordinator.rpcAddress, asWorker(id, key));
+      rogues.push(rogue);
       assertCode(rogue.handshake, 'AUTH_FAILED', message);
       // whatever it sends next goes nowhere: the connection is closed
       assert.equal(rogue.conn.closed, true);
-      assert.equal(rogue.requests(), 0);
     }
+    // the REGISTERs sent behind HELLO were dropped with the connections
     assert.deepEqual(await adminWorkers(coordinator.url), []);
     await assert.rejects(coordinator.client.infer('echo', x), /UNAVAILABLE|no worker|not ready/i);
+    assert.deepEqual(
+      rogues.map((r) => r.requests()),
+      [0, 0],
+    );
   },
 );
 

@@ -225,17 +225,39 @@ test('llama backend - a ChatML (qwen2 vocabulary) model: template special tokens
   t.after(() => m.dispose());
   assert.match(m.info.llm!.chatTemplate!, /<\|im_start\|>/);
   assert.equal(m.info.llm!.vocabularySize, 151936);
-  const r = await generate(m, JSON.stringify([{ role: 'user', content: 'hi' }]), {
-    ...GREEDY,
-    chat: true,
-    max_tokens: 3,
-    min_tokens: 3,
-  });
+  const messages = [{ role: 'user', content: 'hi' }];
+  const r = await generate(m, JSON.stringify(messages), { ...GREEDY, chat: true, max_tokens: 3 });
   assert.equal(r.parameters.finish_reason, 'length');
+  assert.equal(r.parameters.completion_tokens, 3);
+  // the prompt is the ChatML rendering: the same tokens, so the same greedy text
+  const chatml = new ChatTemplate(m.info.llm!.chatTemplate!, { bosToken: '', eosToken: '' });
+  const rendered = chatml.render(messages);
+  assert.match(rendered, /<\|im_start\|>user\nhi<\|im_end\|>\n<\|im_start\|>assistant\n$/);
+  const plain = await generate(m, rendered, { ...GREEDY, max_tokens: 3 });
+  assert.equal(r.parameters.prompt_tokens, plain.parameters.prompt_tokens);
+  assert.equal(r.text, plain.text);
   // special tokens in prompt text are parsed (as llama-server does): one token, not six
   const special = await generate(m, '<|im_start|>', { ...GREEDY, max_tokens: 1 });
   assert.equal(special.parameters.prompt_tokens, 1);
-  assert.equal(r.parameters.completion_tokens, 3);
+});
+
+test('llama backend - an embedding input at the context edge: the last that fits, and one more is INVALID_ARGUMENT', async () => {
+  // "a a a …": one token a word, and the model adds BOS, so n words evaluate as n + 1 tokens
+  const { contextSize, embeddingSize } = model.info.llm!;
+  const words = (n: number) => prompt(Array.from({ length: n }, () => 'a').join(' '));
+  const embed = (n: number) =>
+    model.infer(words(n), { signal: new AbortController().signal, parameters: {}, outputs: ['embedding'] });
+  const [vector] = await embed(contextSize - 2);
+  assert.equal(vector!.name, 'embedding');
+  assert.deepEqual(vector!.shape, [embeddingSize]);
+  await assert.rejects(embed(contextSize - 1), (e: unknown) => {
+    assert.equal((e as InfergridError).code, 'INVALID_ARGUMENT', String(e));
+    assert.match(
+      (e as Error).message,
+      new RegExp(`the input is ${contextSize} tokens .*embeds at most ${contextSize - 1}`),
+    );
+    return true;
+  });
 });
 
 test('llama backend - one step is one llama_decode, with every sequence in it', async (t) => {

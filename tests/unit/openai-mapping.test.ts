@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import type { ServerResponse } from 'node:http';
-import { outputText, textTensor } from '../../src/api/llm-fields.ts';
+import { outputText } from '../../src/api/llm-fields.ts';
 import {
   completionChunk,
   completionResponse,
@@ -13,7 +13,7 @@ import {
 } from '../../src/api/openai-mapping.ts';
 import { SSE_DONE, sseEvent, writeSse } from '../../src/api/sse.ts';
 import { InfergridError } from '../../src/errors.ts';
-import { decodeBytesElements } from '../../src/tensor/index.ts';
+import { decodeBytesElements, textTensor } from '../../src/tensor/index.ts';
 import { isCode } from '../fixtures/assert.ts';
 
 const text = (t: { data: Uint8Array }) => new TextDecoder().decode(decodeBytesElements(t.data, 'x')[0]);
@@ -102,6 +102,18 @@ test('openai mapping - what is refused names its field', () => {
         messages: [{ role: 'user', content: [{ type: 'image_url' }] }],
       }),
     isCode('INVALID_ARGUMENT', /only text parts/),
+  );
+  // the field is named for the client, in the message and as details.param
+  assert.throws(
+    () => parseOpenAiRequest('chat', { model: 'm', messages: [{ role: 'user', content: 7 }] }),
+    (e: unknown) => {
+      assert.deepEqual((e as InfergridError).details, { param: 'messages[0].content' });
+      assert.match(
+        (e as Error).message,
+        /^messages\[0\]\.content: expected a string or an array of text parts/,
+      );
+      return true;
+    },
   );
 });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { textTensor } from '../../src/api/llm-fields.ts';
+import { textTensor } from '../../src/tensor/index.ts';
 import {
   generateResponse,
   generateSseEncoder,

@@ -33,12 +33,7 @@ import {
   parseGenerationOptions,
 } from '../../llm/index.ts';
 import type { Parameters } from '../../protocol/index.ts';
-import {
-  type Tensor,
-  type TensorSpec,
-  decodeBytesElements,
-  encodeBytesElements,
-} from '../../tensor/index.ts';
+import { type Tensor, type TensorSpec, decodeBytesElements, textTensor } from '../../tensor/index.ts';
 import { reconcileSpecs } from '../schema-check.ts';
 import type {
   Backend,
@@ -57,7 +52,7 @@ import { NodeLlamaDecodeContext } from './decode-context.ts';
 export const DEFAULT_LLAMA_CONTEXT_SIZE = 2048;
 export const LLAMA_PLATFORM = 'infergrid_llama';
 /** Largest prompt accepted, in bytes (a context of 128k tokens is well under it). */
-export const MAX_PROMPT_BYTES = 4 * 1024 * 1024;
+const MAX_PROMPT_BYTES = 4 * 1024 * 1024;
 
 const TEXT_INPUT: TensorSpec = { name: LLM_INPUT, datatype: 'BYTES', shape: [1] };
 const TEXT_OUTPUT: TensorSpec = { name: LLM_OUTPUT, datatype: 'BYTES', shape: [1] };
@@ -78,15 +73,6 @@ interface Runtime {
 /** Threads of every llama instance loaded in this process, for the oversubscription warning. */
 interface ThreadLedger {
   inUse: number;
-}
-
-function textTensor(spec: TensorSpec, text: string): Tensor {
-  return {
-    name: spec.name,
-    datatype: 'BYTES',
-    shape: [1],
-    data: encodeBytesElements([Buffer.from(text, 'utf8')]),
-  };
 }
 
 function promptText(inputs: readonly Tensor[]): string {
@@ -183,7 +169,7 @@ class LlamaInstance implements LoadedModel {
         this.#model.detokenize(tokens as NlcToken[], false, previous as NlcToken[]),
       previous: prompt.slice(-8),
       stop: options.stop,
-      emit: (delta) => ctx.emit([textTensor(TEXT_OUTPUT, delta)]),
+      emit: (delta) => ctx.emit([textTensor(TEXT_OUTPUT.name, delta)]),
       onReady: () => this.loop.wake(),
       onError: (err) => stopped.abort(err),
     });
@@ -204,25 +190,29 @@ class LlamaInstance implements LoadedModel {
       [LLM_RESULT_PARAMETERS.completionTokens]: outcome.completionTokens,
       [LLM_RESULT_PARAMETERS.cachedTokens]: outcome.cachedTokens,
     };
-    return { outputs: [textTensor(TEXT_OUTPUT, whole)], parameters };
+    return { outputs: [textTensor(TEXT_OUTPUT.name, whole)], parameters };
   }
 
   /** The embedding of `text` (OpenAI's /v1/embeddings), one request at a time on the embedding context. */
   async #embed(text: string, signal: AbortSignal): Promise<StreamResult> {
     const llm = this.info.llm!;
-    const tokens = this.#model.tokenize(text);
-    if (tokens.length > llm.contextSize)
-      throw new InfergridError(
-        'INVALID_ARGUMENT',
-        `the input has ${tokens.length} tokens; this model embeds at most ${llm.contextSize}`,
-      );
     this.#embedder ??= this.#model.createEmbeddingContext({
       contextSize: llm.contextSize,
       threads: this.#threads,
     });
+    const embedder = await this.#embedder;
+    // tokenized once, as node-llama-cpp tokenizes text; it adds the vocabulary's begin/end
+    // tokens and refuses (with a plain Error) an input that fills the context
+    const tokens = this.#model.tokenize(text);
+    const inputTokens = embedder.calculateInputLength(tokens);
+    if (inputTokens >= llm.contextSize)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `the input is ${inputTokens} tokens with the ones the model adds; this model embeds at most ${llm.contextSize - 1}: shorten it`,
+      );
     const run = this.#embedQueue.then(async () => {
       signal.throwIfAborted();
-      return (await this.#embedder!).getEmbeddingFor(text);
+      return embedder.getEmbeddingFor(tokens);
     });
     this.#embedQueue = run.catch(() => {});
     const { vector } = await run;

@@ -1,7 +1,6 @@
 export {
   DEFAULT_LLAMA_CONTEXT_SIZE,
   LLAMA_PLATFORM,
-  MAX_PROMPT_BYTES,
   createLlamaBackend,
   vocabularySizeOf,
 } from './backend.ts';
