@@ -13,6 +13,10 @@
  *            the request body says which).
  *   routing  the prefix workload through an engine with `routing-workers` (2) worker processes,
  *            routing strategy prefix-aware against round-robin.
+ *   graph    ggml graph computes and llama_decode calls per decode step, counted by perf uprobes
+ *            on ggml_backend_sched_graph_compute_async and llama_decode in the libraries the
+ *            model's process maps, at `graph-streams` (1, 16) closed-loop streams of the poisson
+ *            prompts: one step should be one decode and one graph (bench/lib/uprobes.ts).
  *
  *   npm run bench:llm-loads -- --llama-server .tmp/llama-server/src/build/bin/llama-server
  *   npm run bench:llm-loads -- --loads prefix --prefix-streams 8,16
@@ -42,6 +46,7 @@ import { cpuFigures, cpuMark, cpuSpent, noteDisturbance } from '../lib/cpu.ts';
 import { ask, startEngine } from '../lib/engine.ts';
 import { type Charts, cell, pct, table } from '../lib/markdown.ts';
 import { scratchDir, sleep, stopAll, track } from '../lib/processes.ts';
+import { addProbe, countEvents, mappedLibrary, perfRefusal } from '../lib/uprobes.ts';
 import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import {
   type ArrivalRaw,
@@ -69,8 +74,8 @@ import {
 const PARAMS = {
   /** The model, built at bench time (llm.ts MODELS). */
   model: 'mid',
-  /** The loads to run: poisson, prefix, routing. */
-  loads: 'poisson,prefix,routing',
+  /** The loads to run: poisson, prefix, routing, graph. */
+  loads: 'poisson,prefix,routing,graph',
   threads: '1',
   /** Sequences of one model instance (per worker), llama-server's --parallel. */
   sequences: '16',
@@ -78,7 +83,7 @@ const PARAMS = {
   'step-tokens': '512',
   /** A llama-server binary to measure too; empty: not measured. */
   'llama-server': '',
-  /** Before each window, s: closed loops start staggered across it, open-loop arrivals run unmeasured. */
+  /** Before each poisson window (saturation, open loop), s: streams start staggered, arrivals run unmeasured. */
   'warmup-s': '3',
   /** Seeds the arrival gaps and the prefix workload's system prompt picks. */
   seed: '1',
@@ -92,7 +97,7 @@ const PARAMS = {
   /** The closed-loop window that measures it, s. */
   'saturation-s': '8',
   /** The open-loop window, s. */
-  'poisson-s': '20',
+  'poisson-s': '30',
   /** After the open-loop window, how long its requests may take to end, s. */
   'drain-s': '30',
   /** The engine's llama.maxQueued in the poisson load (the config default). */
@@ -110,14 +115,24 @@ const PARAMS = {
   'suffix-words': '26',
   /** Tokens one sequence holds in the prefix loads: the prompt and max_tokens must fit. */
   'prefix-context-size': '1024',
-  /** Timed window of each system at each stream count, split into the rounds, s. */
-  'duration-s': '8',
+  /**
+   * Timed window of each system at each stream count, split into the rounds, s. A request takes
+   * seconds here (~550 prompt tokens, 64 output tokens, 16 streams): shorter windows hold too
+   * few admissions for a hit rate.
+   */
+  'prefix-duration-s': '20',
+  /** Before each prefix window, s: the streams start staggered and the caches fill. */
+  'prefix-warmup-s': '10',
   rounds: '2',
   'routing-workers': '2',
+  // ---- graph
+  'graph-streams': '1,16',
+  /** Timed window of each system at each stream count, s (after warmup-s). */
+  'graph-s': '5',
 };
 type LoadsParams = typeof PARAMS;
 
-const LOADS = ['poisson', 'prefix', 'routing'] as const;
+const LOADS = ['poisson', 'prefix', 'routing', 'graph'] as const;
 
 /** Prompt tokens of admitted requests and those of them served from a cache. */
 export interface PrefixCounts {
@@ -130,6 +145,10 @@ interface LoadTarget {
   system: string;
   pids: (number | undefined)[];
   open: OpenStream;
+  /** The process that runs the model: the (first) worker, llama-server itself. */
+  modelPid: number | undefined;
+  /** Decode steps so far, where the system counts them (the engine's workers). */
+  steps?: () => Promise<number>;
   /** Cumulative counts so far: by worker (engine: its counters; llama-server: `server`, from usage). */
   counts(): Promise<Counts>;
 }
@@ -188,21 +207,38 @@ function httpOpen(
   return sseStream(url, body, agent, onUsage);
 }
 
-/** The engine's per-worker prefix counters, from the coordinator's /metrics. */
-async function enginePrefixCounts(url: string): Promise<Record<string, PrefixCounts>> {
-  const { status, text } = await ask(`${url}/metrics`);
+/** The coordinator's /metrics text (every worker's, labelled by worker). */
+async function engineMetrics(url: string): Promise<string> {
+  const { status, text } = await ask(`${url}/metrics`).catch((err: Error) => {
+    throw new Error(`the coordinator's ${url}/metrics: ${err.message}`, { cause: err });
+  });
   if (status !== 200) throw new Error(`${url}/metrics: ${status} ${text.slice(0, 200)}`);
-  const out: Record<string, PrefixCounts> = {};
-  for (const line of text.split('\n')) {
-    const m = /^infergrid_llm_prefix_cache_(queries|hits)_total\{([^}]*)\}\s+(\S+)/.exec(line);
+  return text;
+}
+
+/** A counter's value summed by worker. */
+function byWorker(metrics: string, name: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    const m = /\{([^}]*)\}\s+(\S+)/.exec(line);
     if (!m) continue;
-    const worker = /worker="([^"]*)"/.exec(m[2]!)?.[1] ?? 'worker';
-    const c = out[worker] ?? { promptTokens: 0, cachedTokens: 0 };
-    out[worker] = c;
-    if (m[1] === 'queries') c.promptTokens += Number(m[3]);
-    else c.cachedTokens += Number(m[3]);
+    const worker = /worker="([^"]*)"/.exec(m[1]!)?.[1] ?? 'worker';
+    out[worker] = (out[worker] ?? 0) + Number(m[2]);
   }
   return out;
+}
+
+/** The engine's per-worker prefix counters. */
+async function enginePrefixCounts(url: string): Promise<Record<string, PrefixCounts>> {
+  const text = await engineMetrics(url);
+  const hits = byWorker(text, 'infergrid_llm_prefix_cache_hits_total');
+  return Object.fromEntries(
+    Object.entries(byWorker(text, 'infergrid_llm_prefix_cache_queries_total')).map(([w, promptTokens]) => [
+      w,
+      { promptTokens, cachedTokens: hits[w] ?? 0 },
+    ]),
+  );
 }
 
 async function engineTarget(
@@ -232,9 +268,12 @@ async function engineTarget(
   const engine = await startEngine(file, { model: 'llm', workers: options.workers ?? 1 });
   const body = completionBody(w.spec);
   const { sums, onUsage } = usageSums();
+  const sum = (counts: Record<string, number>): number => Object.values(counts).reduce((a, b) => a + b, 0);
   return {
     system,
     pids: [engine.pids.coordinator, ...engine.workerPids],
+    modelPid: engine.pids.worker,
+    steps: async () => sum(byWorker(await engineMetrics(engine.url), 'infergrid_llm_decode_steps_total')),
     open: httpOpen(
       `${engine.url}/v1/completions`,
       (n) => ({ ...body(n), prompt: w.prompt(n) }),
@@ -257,6 +296,7 @@ function llamaServerTarget(
   return {
     system,
     pids: [server.pid],
+    modelPid: server.pid,
     // a connection per stream: it resets reused ones (llm.ts)
     open: httpOpen(
       `${server.url}/v1/completions`,
@@ -322,6 +362,8 @@ async function measured<R extends StreamRaw>(
   const groups = Object.fromEntries(t.pids.map((pid, i) => [`p${i}`, [pid]]));
   const before = cpuMark(groups, 'loadGenerator');
   const atStart = sleep(warmupMs).then(() => t.counts());
+  // settled before it is awaited: a failed read must not be an unhandled rejection meanwhile
+  atStart.catch(() => {});
   const raw = await drive();
   const counts = combine(await t.counts(), await atStart, -1);
   const cpu = cpuFigures(cpuSpent(before, cpuMark(groups, 'loadGenerator')), 1);
@@ -473,6 +515,75 @@ async function poissonRun(
   };
 }
 
+export interface GraphRun {
+  system: string;
+  streams: number;
+  outputTokensPerS: number;
+  /** Over the timed window: decode steps (llama-server: its llama_decode calls), llama_decode calls, graph computes. */
+  steps: number;
+  decodes: number;
+  graphComputes: number;
+  decodesPerStep: number | null;
+  graphComputesPerStep: number | null;
+  /** Exact: both counted over the same span by perf (steps are read around it). */
+  graphComputesPerDecode: number | null;
+  outputTokensPerStep: number | null;
+}
+
+/** The uprobe events on a system's model process: llama_decode and the scheduler's graph compute. */
+function probeModel(t: LoadTarget): { decode: string; graph: string } {
+  const pid = t.modelPid;
+  if (pid === undefined) throw new Error(`${t.system}: no model process to probe`);
+  const library = (prefix: string): string => {
+    const path = mappedLibrary(pid, prefix);
+    if (path === undefined) throw new Error(`${t.system} (pid ${pid}) maps no ${prefix}* library`);
+    return path;
+  };
+  const name = t.system.replaceAll(/[^A-Za-z0-9]/g, '_');
+  return {
+    decode: addProbe(library('libllama.'), 'llama_decode', `${name}_decode`),
+    graph: addProbe(library('libggml-base'), 'ggml_backend_sched_graph_compute_async', `${name}_graph`),
+  };
+}
+
+async function graphRun(
+  t: LoadTarget,
+  events: { decode: string; graph: string },
+  streams: number,
+  params: LoadsParams,
+): Promise<GraphRun> {
+  const warmupMs = Number(params['warmup-s']) * 1000;
+  const durationMs = Number(params['graph-s']) * 1000;
+  process.stderr.write(`llm-loads: graph ${streams} streams, ${t.system}\n`);
+  const counting = (async () => {
+    await sleep(warmupMs);
+    const before = await t.steps?.();
+    const counts = await countEvents(t.modelPid!, [events.decode, events.graph], durationMs);
+    const after = await t.steps?.();
+    return {
+      counts,
+      steps: before === undefined || after === undefined ? counts[events.decode]! : after - before,
+    };
+  })();
+  counting.catch(() => {}); // awaited below, after the streams: no unhandled rejection meanwhile
+  const figures = streamFigures([await runStreams(t.open, { concurrency: streams, warmupMs, durationMs })]);
+  const { counts, steps } = await counting;
+  const per = (v: number): number | null => (steps === 0 ? null : roundTo(v / steps, 3));
+  return {
+    system: t.system,
+    streams,
+    outputTokensPerS: figures.outputTokensPerS,
+    steps,
+    decodes: counts[events.decode]!,
+    graphComputes: counts[events.graph]!,
+    decodesPerStep: per(counts[events.decode]!),
+    graphComputesPerStep: per(counts[events.graph]!),
+    graphComputesPerDecode:
+      counts[events.decode] === 0 ? null : roundTo(counts[events.graph]! / counts[events.decode]!, 3),
+    outputTokensPerStep: per((figures.outputTokensPerS * durationMs) / 1000),
+  };
+}
+
 // ---- the run --------------------------------------------------------------------------------------
 
 export interface LoadsResult {
@@ -484,6 +595,7 @@ export interface LoadsResult {
   poisson: PoissonRun[];
   prefix: ClosedRun[];
   routing: ClosedRun[];
+  graph: GraphRun[];
   /** Windows during which other work kept more than DISTURBED_CORES busy. */
   disturbed: string[];
 }
@@ -512,8 +624,8 @@ async function run(params: LoadsParams): Promise<LoadsResult> {
   const disturbed: string[] = [];
   let llamaServerArgs: string[] | null = null;
   const window = {
-    durationMs: (Number(params['duration-s']) * 1000) / Math.max(1, Number(params.rounds)),
-    warmupMs: Number(params['warmup-s']) * 1000,
+    durationMs: (Number(params['prefix-duration-s']) * 1000) / Math.max(1, Number(params.rounds)),
+    warmupMs: Number(params['prefix-warmup-s']) * 1000,
   };
   const rounds = Math.max(1, Math.round(Number(params.rounds)));
   const result: LoadsResult = {
@@ -528,6 +640,7 @@ async function run(params: LoadsParams): Promise<LoadsResult> {
     poisson: [],
     prefix: [],
     routing: [],
+    graph: [],
     disturbed,
   };
 
@@ -582,6 +695,25 @@ async function run(params: LoadsParams): Promise<LoadsResult> {
       await engineTarget('round-robin', shared, dir, { workers, strategy: 'round-robin' }),
     ];
     result.routing = await closedRounds('routing', targets, streamCounts, window, rounds, disturbed);
+    await stopAll();
+  }
+  const whyNoPerf = loads.has('graph') ? perfRefusal() : undefined;
+  if (whyNoPerf !== undefined) notMeasured.graph = whyNoPerf;
+  else if (loads.has('graph')) {
+    process.stderr.write('llm-loads: graph, starting the systems\n');
+    const w: Workload = {
+      spec: spec(params['poisson-context-size']),
+      prompt: (n) => promptOf(n, Number(params['prompt-words'])),
+    };
+    const targets = [await engineTarget('engine', w, scratchDir())];
+    if (whyNoServer === undefined)
+      targets.push(
+        llamaServerTarget('llama-server', await startLlamaServer(params['llama-server'], w.spec), w),
+      );
+    const probes = targets.map(probeModel);
+    for (const streams of numberList(params['graph-streams']))
+      for (const [i, t] of targets.entries())
+        result.graph.push(await graphRun(t, probes[i]!, streams, params));
     await stopAll();
   }
   result.llamaServerArgs = llamaServerArgs;
@@ -675,7 +807,7 @@ function closedTable(runs: ClosedRun[], firstColumn: string): string[] {
       cell(r.outputTokensPerS, 0),
       pair(r.ttftMs.p50, r.ttftMs.p99),
       pair(r.itlMs.p50, r.itlMs.p99),
-      cell(r.tpotMs.p50, 2),
+      r.completed === 0 ? '-' : cell(r.tpotMs.p50, 2),
       cell(r.completed),
       r.errors === 0 ? '0' : `${r.errors} (${errorText(r.errorKinds)})`,
       cell(r.otherCoresBusy),
@@ -713,7 +845,7 @@ function prefixSection(result: LoadsResult): string[] {
     `**Shared prefix**: ${p['system-prompts']} system prompts of ${p['system-words']} words (~512 tokens), each request one`,
     `of them (seeded random) and a ${p['suffix-words']}-word suffix of its own (~32 tokens), closed-loop streams,`,
     `${p['max-tokens']} output tokens, contexts of ${p['prefix-context-size']} tokens per sequence, ${p.sequences} sequences; ${p.rounds}`,
-    `interleaved rounds, ${p['duration-s']} s timed per system after a ${p['warmup-s']} s warm-up. Prefix hit rate: prompt`,
+    `interleaved rounds, ${p['prefix-duration-s']} s timed per system, each round after a ${p['prefix-warmup-s']} s warm-up. Prefix hit rate: prompt`,
     'tokens served from a cache over prompt tokens, in the timed window.',
     '',
   ];
@@ -746,6 +878,40 @@ function prefixSection(result: LoadsResult): string[] {
   return out;
 }
 
+function graphSection(result: LoadsResult): string[] {
+  if (result.graph.length === 0) return [];
+  return [
+    `**Graph computes per decode step** (perf uprobes on \`llama_decode\` and`,
+    `\`ggml_backend_sched_graph_compute_async\` in the model process, ${result.params['graph-s']} s per point, ~64-token`,
+    "prompts of their own): one step should be one llama_decode and one graph compute. llama-server's steps",
+    'are its llama_decode calls. Steps are read from the worker around the perf span, so the per-step',
+    'figures are within a few percent; graph computes per llama_decode are counted over one span.',
+    '',
+    ...table(
+      [
+        'streams',
+        'system',
+        'output tok/s',
+        'steps',
+        'llama_decode per step',
+        'graph computes per step',
+        'graph computes per llama_decode',
+        'output tokens per step',
+      ],
+      result.graph.map((g) => [
+        cell(g.streams),
+        `\`${g.system}\``,
+        cell(g.outputTokensPerS, 0),
+        cell(g.steps),
+        cell(g.decodesPerStep, 3),
+        cell(g.graphComputesPerStep, 3),
+        cell(g.graphComputesPerDecode, 3),
+        cell(g.outputTokensPerStep, 2),
+      ]),
+    ),
+  ];
+}
+
 function section(result: LoadsResult, _charts: Charts): string[] {
   const m = result.model;
   const out = [
@@ -755,6 +921,7 @@ function section(result: LoadsResult, _charts: Charts): string[] {
     '',
     ...poissonSection(result),
     ...prefixSection(result),
+    ...graphSection(result),
   ];
   const args = result.llamaServerArgs;
   if (args)
@@ -818,10 +985,13 @@ export const llmLoads: Scenario<LoadsResult, LoadsParams> = {
     'saturation-s': '1',
     'poisson-s': '2',
     'drain-s': '5',
-    'duration-s': '1',
+    'prefix-duration-s': '1',
+    'prefix-warmup-s': '1',
     rounds: '1',
     sequences: '4',
     'prefix-streams': '4',
+    'graph-streams': '4',
+    'graph-s': '1',
     'saturation-streams': '4',
     'max-queued': '16',
   },
