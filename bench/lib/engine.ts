@@ -1,12 +1,12 @@
 /**
- * An engine for a scenario to measure: one coordinator and one worker spawned from a config
- * file, ready once the model answers ready — over HTTP or HTTPS (a private CA trusted), which is
+ * An engine for a scenario to measure: one coordinator and one worker (or more) spawned from a
+ * config file, ready once the model answers ready — over HTTP or HTTPS (a private CA trusted), which is
  * why the probes here use node:http(s) and not fetch.
  */
 
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
+import { spawnProcess, waitFor, waitForWorkers } from '../../tests/fixtures/processes.ts';
 import { track } from './processes.ts';
 
 export interface EngineTarget {
@@ -14,6 +14,8 @@ export interface EngineTarget {
   url: string;
   /** The processes serving it, whose CPU time is read around each run. */
   pids: { coordinator: number | undefined; worker: number | undefined };
+  /** Every worker's pid, the first one's included. */
+  workerPids: (number | undefined)[];
   /** The coordinator's RPC port, where the worker dialed in. */
   rpcPort: number | undefined;
 }
@@ -27,6 +29,8 @@ export interface StartEngineOptions {
   model?: string;
   /** Sent with the readiness probe: an API key where one is needed (model readiness takes `infer`). */
   headers?: Record<string, string>;
+  /** Worker processes, each dialing the coordinator; ready once every one has the model ready. Default 1. */
+  workers?: number;
 }
 
 /** One request's answer: its status and its body as text. */
@@ -59,7 +63,7 @@ export function ask(
   });
 }
 
-/** A coordinator and a worker on loopback, tracked (stopAll stops them); resolves once the model is ready. */
+/** A coordinator and its worker(s) on loopback, tracked (stopAll stops them); resolves once the model is ready. */
 export async function startEngine(
   configFile: string,
   options: StartEngineOptions = {},
@@ -67,7 +71,11 @@ export async function startEngine(
   const spawnOptions = { cleanup: track, ...(options.env ? { env: options.env } : {}) };
   const coordinator = await spawnProcess(['coordinator', '--config', configFile], spawnOptions);
   const rpc = `127.0.0.1:${coordinator.ready.rpcPort}`;
-  const worker = await spawnProcess(['worker', '--config', configFile, '--coordinator', rpc], spawnOptions);
+  const workers = await Promise.all(
+    Array.from({ length: options.workers ?? 1 }, () =>
+      spawnProcess(['worker', '--config', configFile, '--coordinator', rpc], spawnOptions),
+    ),
+  );
   const url = `${options.ca === undefined ? 'http' : 'https'}://127.0.0.1:${coordinator.ready.httpPort}`;
   const model = options.model ?? 'echo';
   await waitFor(`the ${model} model to be ready at ${url}`, async () => {
@@ -76,9 +84,11 @@ export async function startEngine(
     if (answer.status !== 200) throw new Error(`${answer.status} ${answer.text}`);
     return true;
   });
+  if (workers.length > 1) await waitForWorkers(url, workers.length, [model]);
   return {
     url,
-    pids: { coordinator: coordinator.child.pid, worker: worker.child.pid },
+    pids: { coordinator: coordinator.child.pid, worker: workers[0]!.child.pid },
+    workerPids: workers.map((w) => w.child.pid),
     rpcPort: coordinator.ready.rpcPort,
   };
 }

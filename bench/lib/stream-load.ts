@@ -11,6 +11,13 @@
  * the window counts: chunks (as tokens) arriving in it, TTFTs whose first chunk lands in it, gaps
  * that end in it. Draining would instead add a tail where fewer streams run. The raw samples are
  * kept so rounds of one system pool into one percentile computation (`streamFigures`).
+ *
+ * `runArrivals` is the open-loop counterpart: requests arrive at exponential (Poisson) gaps at a
+ * fixed rate, whether or not earlier ones have answered, from a seeded generator so every system
+ * sees the same arrivals. There the latencies are those of the requests that arrived in the
+ * window, followed to their end (a drain, capped): cutting them would drop the slowest, queued
+ * ones exactly when the system falls behind. Throughput is still the tokens that landed in the
+ * window.
  */
 
 import { setMaxListeners } from 'node:events';
@@ -46,6 +53,8 @@ export interface StreamRaw {
   errorKinds: Record<string, number>;
   ttftMs: number[];
   itlMs: number[];
+  /** Per stream that made 2 tokens or more: from its first chunk to its last, per token after the first. */
+  tpotMs: number[];
   /** Chunks that held more than one token (a detokenizer holding back a partial character). */
   multiTokenChunks: number;
 }
@@ -53,21 +62,82 @@ export interface StreamRaw {
 /** The abort at the window's end: not an error. */
 const WINDOW_END = new Error('window end');
 
+const emptyRaw = (durationMs: number): StreamRaw => ({
+  durationS: durationMs / 1000,
+  tokens: 0,
+  completed: 0,
+  errors: 0,
+  errorKinds: {},
+  ttftMs: [],
+  itlMs: [],
+  tpotMs: [],
+  multiTokenChunks: 0,
+});
+
+/** Which of one stream's events count, by the time they happen. */
+interface Counting {
+  /** Its output tokens, toward throughput. */
+  tokens(now: number): boolean;
+  /** Its latency samples: TTFT, ITL, TPOT. */
+  samples(now: number): boolean;
+  /** Its end: completed or failed. */
+  outcome(now: number): boolean;
+}
+
+/** One stream, sent at `sent`, timed into `raw`; 'aborted' when `signal` ended it. */
+async function timeStream(
+  open: OpenStream,
+  n: number,
+  signal: AbortSignal,
+  sent: number,
+  raw: StreamRaw,
+  counting: Counting,
+): Promise<'done' | 'failed' | 'aborted'> {
+  let first: number | undefined;
+  let last: number | undefined;
+  let chunks = 0;
+  try {
+    const reported = await open(n, signal, (tokens = 1) => {
+      const now = performance.now();
+      if (counting.samples(now)) {
+        if (last === undefined) raw.ttftMs.push(now - sent);
+        else raw.itlMs.push(now - last);
+        if (tokens > 1) raw.multiTokenChunks++;
+      }
+      if (counting.tokens(now)) raw.tokens += tokens;
+      first ??= now;
+      chunks += tokens;
+      last = now;
+    });
+    const now = performance.now();
+    if (signal.aborted) return 'aborted';
+    if (counting.outcome(now)) {
+      raw.completed++;
+      // tokens a chunk carried without saying so
+      if (reported !== undefined && reported > chunks && counting.tokens(now))
+        raw.tokens += reported - chunks;
+      if (first !== undefined && last !== undefined && chunks > 1 && counting.samples(now))
+        raw.tpotMs.push((last - first) / (Math.max(chunks, reported ?? 0) - 1));
+    }
+    return 'done';
+  } catch (err) {
+    if (signal.aborted) return 'aborted';
+    if (counting.outcome(performance.now())) {
+      raw.errors++;
+      const kind = (err as { code?: string }).code ?? (err as Error).message.slice(0, 60);
+      raw.errorKinds[kind] = (raw.errorKinds[kind] ?? 0) + 1;
+    }
+    return 'failed';
+  }
+}
+
 export async function runStreams(open: OpenStream, w: StreamWindow): Promise<StreamRaw> {
   const t0 = performance.now();
   const start = t0 + w.warmupMs;
   const end = start + w.durationMs;
   const inWindow = (t: number): boolean => t >= start && t < end;
-  const raw: StreamRaw = {
-    durationS: w.durationMs / 1000,
-    tokens: 0,
-    completed: 0,
-    errors: 0,
-    errorKinds: {},
-    ttftMs: [],
-    itlMs: [],
-    multiTokenChunks: 0,
-  };
+  const counting: Counting = { tokens: inWindow, samples: inWindow, outcome: inWindow };
+  const raw = emptyRaw(w.durationMs);
   const stop = new AbortController();
   // every stream in flight listens for the window's end
   setMaxListeners(w.concurrency + 8, stop.signal);
@@ -76,44 +146,91 @@ export async function runStreams(open: OpenStream, w: StreamWindow): Promise<Str
   const loop = async (i: number): Promise<void> => {
     const staggerMs = (w.warmupMs * i) / w.concurrency;
     if (staggerMs > 0) await new Promise((r) => setTimeout(r, staggerMs));
-    while (!stop.signal.aborted) {
-      const sent = performance.now();
-      let last: number | undefined;
-      let chunks = 0;
-      try {
-        const reported = await open(n++, stop.signal, (tokens = 1) => {
-          const now = performance.now();
-          if (!inWindow(now)) {
-            last = now;
-            chunks += tokens;
-            return;
-          }
-          if (last === undefined) raw.ttftMs.push(now - sent);
-          else raw.itlMs.push(now - last);
-          if (tokens > 1) raw.multiTokenChunks++;
-          raw.tokens += tokens;
-          chunks += tokens;
-          last = now;
-        });
-        const now = performance.now();
-        if (stop.signal.aborted) break;
-        if (inWindow(now)) {
-          raw.completed++;
-          // tokens a chunk carried without saying so
-          if (reported !== undefined && reported > chunks) raw.tokens += reported - chunks;
-        }
-      } catch (err) {
-        if (stop.signal.aborted) break;
-        if (inWindow(performance.now())) {
-          raw.errors++;
-          const kind = (err as { code?: string }).code ?? (err as Error).message.slice(0, 60);
-          raw.errorKinds[kind] = (raw.errorKinds[kind] ?? 0) + 1;
-        }
-      }
-    }
+    while (!stop.signal.aborted)
+      if ((await timeStream(open, n++, stop.signal, performance.now(), raw, counting)) === 'aborted') break;
   };
   await Promise.all(Array.from({ length: w.concurrency }, (_, i) => loop(i)));
   clearTimeout(timer);
+  return raw;
+}
+
+export interface ArrivalWindow {
+  /** Mean arrivals per second (exponential gaps). */
+  ratePerS: number;
+  durationMs: number;
+  /** Arrivals before the window, not measured: queues and caches reach their running state. */
+  warmupMs: number;
+  /** After the window, how long the requests that arrived in it may take to end; the rest are cut, ms. */
+  drainMs: number;
+  /** Seeds the arrival gaps: the same seed, the same arrivals. */
+  seed: number;
+}
+
+export interface ArrivalRaw extends StreamRaw {
+  /** Requests that arrived in the window. */
+  arrived: number;
+  /** Of those, still running when the drain ended (cut, neither completed nor errors). */
+  unfinished: number;
+  /** Most requests in flight at once, warm-up included. */
+  maxInFlight: number;
+}
+
+/** mulberry32: a tiny seeded generator of uniform numbers in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Open-loop Poisson arrivals (see the header): every request counted by when it arrived. */
+export async function runArrivals(open: OpenStream, w: ArrivalWindow): Promise<ArrivalRaw> {
+  const t0 = performance.now();
+  const start = t0 + w.warmupMs;
+  const end = start + w.durationMs;
+  const raw: ArrivalRaw = { ...emptyRaw(w.durationMs), arrived: 0, unfinished: 0, maxInFlight: 0 };
+  const inWindow = (t: number): boolean => t >= start && t < end;
+  const measured: Counting = { tokens: inWindow, samples: () => true, outcome: () => true };
+  const warmup: Counting = { tokens: inWindow, samples: () => false, outcome: () => false };
+  const stop = new AbortController();
+  // as many listeners as requests in flight, which an overloaded system lets grow
+  setMaxListeners(0, stop.signal);
+  const inFlight = new Set<Promise<unknown>>();
+  const arrivedInWindow = new Set<Promise<unknown>>();
+  const random = seededRandom(w.seed);
+  let due = t0;
+  for (let n = 0; ; n++) {
+    due += (-Math.log(1 - random()) * 1000) / w.ratePerS;
+    if (due >= end) break;
+    const waitMs = due - performance.now();
+    if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+    const sent = performance.now();
+    const counted = sent >= start;
+    const stream = timeStream(open, n, stop.signal, sent, raw, counted ? measured : warmup);
+    inFlight.add(stream);
+    void stream.finally(() => inFlight.delete(stream));
+    if (counted) {
+      raw.arrived++;
+      arrivedInWindow.add(stream);
+      void stream.finally(() => arrivedInWindow.delete(stream));
+    }
+    raw.maxInFlight = Math.max(raw.maxInFlight, inFlight.size);
+  }
+  let drainTimer: NodeJS.Timeout | undefined;
+  const drainEnd = end + w.drainMs;
+  await Promise.race([
+    Promise.all([...arrivedInWindow]),
+    new Promise((r) => {
+      drainTimer = setTimeout(r, Math.max(0, drainEnd - performance.now()));
+    }),
+  ]);
+  clearTimeout(drainTimer);
+  raw.unfinished = arrivedInWindow.size;
+  stop.abort(WINDOW_END);
+  await Promise.all([...inFlight]);
   return raw;
 }
 
@@ -126,6 +243,7 @@ export interface StreamFigures {
   errorKinds: Record<string, number>;
   ttftMs: Percentiles;
   itlMs: Percentiles;
+  tpotMs: Percentiles;
   multiTokenChunks: number;
 }
 
@@ -141,6 +259,7 @@ export function streamFigures(windows: readonly StreamRaw[]): StreamFigures {
   const empty: Percentiles = { mean: 0, p50: 0, p90: 0, p99: 0, max: 0 };
   const ttft = windows.flatMap((w) => w.ttftMs);
   const itl = windows.flatMap((w) => w.itlMs);
+  const tpot = windows.flatMap((w) => w.tpotMs);
   return {
     durationS,
     outputTokensPerS: roundTo(sum((w) => w.tokens) / durationS, 1),
@@ -149,6 +268,7 @@ export function streamFigures(windows: readonly StreamRaw[]): StreamFigures {
     errorKinds,
     ttftMs: ttft.length === 0 ? empty : summarize(ttft),
     itlMs: itl.length === 0 ? empty : summarize(itl),
+    tpotMs: tpot.length === 0 ? empty : summarize(tpot),
     multiTokenChunks: sum((w) => w.multiTokenChunks),
   };
 }
@@ -162,12 +282,24 @@ class HttpStatusError extends Error {
   }
 }
 
+/** A stream's `usage` as OpenAI servers send it (llama-server adds the cached prompt tokens). */
+export interface StreamUsage {
+  prompt_tokens?: number;
+  completion_tokens?: number;
+  prompt_tokens_details?: { cached_tokens?: number } | null;
+}
+
 /**
  * An OpenAI `/v1/completions` stream over node:http: POSTs `body(n)` and reads the SSE `data:`
  * lines; every chunk whose first choice has text is one chunk, a `usage` gives the completion
- * tokens, `[DONE]` ends it.
+ * tokens (and goes to `onUsage`), `[DONE]` ends it.
  */
-export function sseStream(url: string, body: (n: number) => unknown, agent: Agent): OpenStream {
+export function sseStream(
+  url: string,
+  body: (n: number) => unknown,
+  agent: Agent,
+  onUsage?: (usage: StreamUsage) => void,
+): OpenStream {
   return (n, signal, chunk) =>
     new Promise((resolve, reject) => {
       const payload = Buffer.from(JSON.stringify(body(n)));
@@ -206,7 +338,7 @@ export function sseStream(url: string, body: (n: number) => unknown, agent: Agen
               }
               const event = JSON.parse(data) as {
                 choices?: { text?: string }[];
-                usage?: { completion_tokens?: number } | null;
+                usage?: StreamUsage | null;
                 error?: { message?: string };
               };
               if (event.error) {
@@ -219,7 +351,10 @@ export function sseStream(url: string, body: (n: number) => unknown, agent: Agen
                 return;
               }
               if (event.choices?.[0]?.text) chunk();
-              if (event.usage?.completion_tokens !== undefined) usage = event.usage.completion_tokens;
+              if (event.usage) {
+                usage = event.usage.completion_tokens ?? usage;
+                onUsage?.(event.usage);
+              }
             }
           });
           res.on('end', () =>

@@ -3,6 +3,7 @@ import type { Scenario } from '../lib/scenario.ts';
 import { batching } from './batching.ts';
 import { cache } from './cache.ts';
 import { llm } from './llm.ts';
+import { llmLoads } from './llm-loads.ts';
 import { overhead } from './overhead.ts';
 import { pipeline } from './pipeline.ts';
 import { prefixIndex } from './prefix-index.ts';
@@ -23,6 +24,7 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
   realModel,
   security,
   llm,
+  llmLoads,
 ] as readonly Scenario<unknown>[];
 
 /**

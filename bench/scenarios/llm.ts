@@ -87,7 +87,7 @@ const PARAMS = {
 type LlmParams = typeof PARAMS;
 
 /** The models, built by tests/fixtures/tiny-gguf.ts (llama-spm vocabulary, 32,000 tokens). */
-const MODELS: Record<string, TinyGgufOptions> = {
+export const MODELS: Record<string, TinyGgufOptions> = {
   /** The test model: 2 layers × 64 wide, F32, 17.6 MB. */
   tiny: {},
   /** About 50 MB, the size issue 21 measured first: 8 layers × 256 wide, F16. */
@@ -153,7 +153,7 @@ export interface LlmResult {
 }
 
 /** What every system is given: one model, its threads and sequences, the request shape. */
-interface Spec {
+export interface Spec {
   path: string;
   threads: number;
   sequences: number;
@@ -177,7 +177,7 @@ export function promptOf(n: number, words: number): string {
 }
 
 /** The body of an OpenAI streaming completion, the same for the engine and llama-server. */
-const completionBody = (spec: Spec) => (n: number) => ({
+export const completionBody = (spec: Spec) => (n: number) => ({
   model: 'llm',
   prompt: promptOf(n, spec.promptWords),
   max_tokens: spec.maxTokens,
@@ -188,7 +188,7 @@ const completionBody = (spec: Spec) => (n: number) => ({
 });
 
 /** The model's entry in a config, the same for the engine's worker and the lockstep child. */
-const modelEntry = (spec: Spec) => ({
+export const modelEntry = (spec: Spec) => ({
   name: 'llm',
   backend: 'llama',
   path: spec.path,
@@ -321,15 +321,17 @@ function httpTarget(
   return { system, pids, run: async (window) => ({ raw: await runStreams(open, window) }) };
 }
 
+/** The engine's config: one coordinator, the model from its directory, warnings only. */
+export const engineConfig = (spec: Spec) => ({
+  coordinator: { port: 0, rpcPort: 0 },
+  logging: { level: 'warn' },
+  repository: { roots: [dirname(spec.path)] },
+  models: [modelEntry(spec)],
+});
+
 async function engineTarget(system: System, spec: Spec, dir: string): Promise<Target> {
-  const config = {
-    coordinator: { port: 0, rpcPort: 0 },
-    logging: { level: 'warn' },
-    repository: { roots: [dirname(spec.path)] },
-    models: [modelEntry(spec)],
-  };
   const file = join(dir, `${system}.yaml`);
-  writeFileSync(file, stringify(config));
+  writeFileSync(file, stringify(engineConfig(spec)));
   const engine = await startEngine(file, { model: 'llm' });
   return httpTarget(system, `${engine.url}/v1/completions`, spec, engine.pids);
 }
@@ -344,8 +346,14 @@ const freePort = (): Promise<number> =>
     });
   });
 
-/** llama.cpp's server with the same model, threads, sequences and batch size; ready once /health answers 200. */
-async function llamaServerTarget(binary: string, spec: Spec): Promise<{ target: Target; args: string[] }> {
+/**
+ * llama.cpp's server with the same model, threads, sequences and batch size, tracked (stopAll
+ * stops it); resolves with its base URL once /health answers 200.
+ */
+export async function startLlamaServer(
+  binary: string,
+  spec: Spec,
+): Promise<{ url: string; pid: number | undefined; args: string[] }> {
   const port = await freePort();
   const args = [
     '-m',
@@ -386,18 +394,20 @@ async function llamaServerTarget(binary: string, spec: Spec): Promise<{ target: 
     if (answer.status !== 200) throw new Error(`${answer.status} ${answer.text}`);
     return true;
   });
+  return { url, pid: child.pid, args };
+}
+
+async function llamaServerTarget(binary: string, spec: Spec): Promise<{ target: Target; args: string[] }> {
+  const { url, pid, args } = await startLlamaServer(binary, spec);
   // a connection per stream: reused ones were reset by the server between streams (ECONNRESET on
   // about every other request); a loopback connect is far below a stream's TTFT
-  return {
-    target: httpTarget('llama-server', `${url}/v1/completions`, spec, { server: child.pid }, false),
-    args,
-  };
+  return { target: httpTarget('llama-server', `${url}/v1/completions`, spec, { server: pid }, false), args };
 }
 
 // ---- the run --------------------------------------------------------------------------------------
 
 /** Why llama-server is not measured, or undefined when it is. */
-function llamaServerRefusal(binary: string): string | undefined {
+export function llamaServerRefusal(binary: string): string | undefined {
   if (binary === '')
     return 'no --llama-server binary given (build it from node_modules/node-llama-cpp/llama/gitRelease.bundle, docs/llm-backend.md)';
   try {

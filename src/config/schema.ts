@@ -538,6 +538,12 @@ export const llamaOptionsSchema = z
     prefillChunk: z.number().int().min(1).optional(),
     /** Prompts waiting for a free sequence; beyond it a request is refused with OVERLOADED (429). */
     maxQueued: z.number().int().min(0).default(64),
+    /**
+     * Prefix reuse: a request takes the free sequence whose cached tokens share the longest
+     * prefix with its prompt and evaluates only the rest. Off: any free sequence, the whole
+     * prompt evaluated (for measuring what reuse saves). Default true.
+     */
+    prefixReuse: z.boolean().default(true),
     /** Largest max_tokens a request may ask for (default: contextSize). */
     maxTokens: z.number().int().min(1).optional(),
   })

@@ -100,6 +100,8 @@ export interface StepLoopOptions {
   prefillChunk?: number | undefined;
   /** Requests waiting for a free sequence; beyond it, OVERLOADED. */
   maxQueued: number;
+  /** Off: a request takes any free sequence and its whole prompt is evaluated (default true). */
+  prefixReuse?: boolean | undefined;
 }
 
 /** Counters, for metrics and tests. */
@@ -162,6 +164,7 @@ export class StepLoop {
   readonly #stepTokens: number;
   readonly #prefillChunk: number;
   readonly #maxQueued: number;
+  readonly #prefixReuse: boolean;
   /** Tokens in each sequence's KV, as this loop put them there. */
   readonly #cached: Token[][];
   readonly #active: Array<Active | undefined>;
@@ -184,6 +187,7 @@ export class StepLoop {
     this.#stepTokens = options.stepTokens;
     this.#prefillChunk = Math.min(chunk, options.stepTokens);
     this.#maxQueued = options.maxQueued;
+    this.#prefixReuse = options.prefixReuse ?? true;
     this.#cached = Array.from({ length: ctx.sequences }, () => []);
     this.#active = new Array(ctx.sequences).fill(undefined);
   }
@@ -327,7 +331,7 @@ export class StepLoop {
       let best = free[0]!;
       let bestShared = -1;
       for (const s of free) {
-        const shared = sharedPrefix(this.#cached[s]!, prompt);
+        const shared = this.#prefixReuse ? sharedPrefix(this.#cached[s]!, prompt) : 0;
         // ties: the shorter cache, keeping longer ones for prompts that may share more
         if (
           shared > bestShared ||

@@ -148,6 +148,21 @@ test('llama backend - a prompt that extends an earlier one reuses its prefix: on
   assert.equal(loop.stats.promptTokensEvaluated - evaluatedBefore, promptTokens - cached);
 });
 
+test('llama backend - llama.prefixReuse false: a prompt that extends an earlier one is evaluated whole', async (t) => {
+  const noReuse = await load({ contextSize: 128, sequences: 1, maxQueued: 0, prefixReuse: false });
+  t.after(() => noReuse.dispose());
+  const loop = loopOf(noReuse);
+  const base = 'You are a helpful assistant. Answer briefly and politely. The question is:';
+  await generate(noReuse, base, { ...GREEDY, max_tokens: 2 });
+  const evaluatedBefore = loop.stats.promptTokensEvaluated;
+  const second = await generate(noReuse, `${base} what is the capital of France?`, {
+    ...GREEDY,
+    max_tokens: 2,
+  });
+  assert.equal(second.parameters.cached_tokens, 0);
+  assert.equal(loop.stats.promptTokensEvaluated - evaluatedBefore, second.parameters.prompt_tokens);
+});
+
 test('llama backend - chat messages are rendered with the model template', async () => {
   const messages = [
     { role: 'system', content: 'Be brief.' },

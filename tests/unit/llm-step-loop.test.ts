@@ -286,6 +286,26 @@ test('llm step loop - a new request takes the free sequence sharing its longest 
   assert.equal(loop.stats.prefixHits, 2);
 });
 
+test('llm step loop - with prefixReuse off a request evaluates its whole prompt, whatever its sequence holds', async () => {
+  // one sequence: the second request lands where the first left the shared prefix
+  const ctx = new FakeContext(1);
+  const loop = loopOf(ctx, { prefixReuse: false });
+  const system = range(1, 20);
+  await loop.submit(job([...system, 77], { maxTokens: 2 }));
+  const stepsBefore = ctx.batches.length;
+  const again = await loop.submit(job([...system, 88, 89], { maxTokens: 1 }));
+  assert.equal(again.cachedTokens, 0);
+  assert.deepEqual(
+    ctx.batches[stepsBefore]![0]!.tokens,
+    [...system, 88, 89],
+    'the whole prompt is evaluated',
+  );
+  assert.deepEqual(ctx.erased.at(-1), { sequence: 0, start: 0 }, 'the old cache is erased');
+  assert.equal(loop.stats.prefixHits, 0);
+  assert.equal(loop.stats.promptTokensCached, 0);
+  assert.equal(loop.stats.promptTokensEvaluated, 21 + 22);
+});
+
 test('llm step loop - limits: queue full is OVERLOADED, a prompt the context cannot hold is INVALID_ARGUMENT', async () => {
   const ctx = new FakeContext(1, 16);
   const loop = loopOf(ctx, { stepTokens: 8, maxQueued: 1 });

@@ -165,5 +165,5 @@ test('config - llama models need a path; the llama key is checked against itself
   );
   writeFileSync(file, 'models:\n  - name: b\n    backend: llama\n    path: m.gguf\n');
   const m = loadConfig({ file }).config.models[0]!;
-  assert.deepEqual(m.llama, { threads: 1, sequences: 4, stepTokens: 512, maxQueued: 64 });
+  assert.deepEqual(m.llama, { threads: 1, sequences: 4, stepTokens: 512, maxQueued: 64, prefixReuse: true });
 });

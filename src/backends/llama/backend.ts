@@ -335,6 +335,7 @@ export function createLlamaBackend(): Backend {
           stepTokens: opts.stepTokens,
           prefillChunk: opts.prefillChunk,
           maxQueued: opts.maxQueued,
+          prefixReuse: opts.prefixReuse,
         });
         const templateSource = model.fileInfo.metadata?.tokenizer?.chat_template;
         const template =
