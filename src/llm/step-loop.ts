@@ -14,9 +14,9 @@
  * starts taking budget. With stepTokens ≥ sequences a prefill always progresses.
  *
  * Admission happens between steps: a request joins at the next step, on the free sequence whose
- * cached tokens share the longest prefix with its prompt (prefix reuse, llama-server's slot
- * similarity); the rest of that sequence's KV is erased and only the new suffix evaluated (at
- * least one token, for logits). Finished, stopped and cancelled requests leave at the end of the
+ * cache its prompt matches best, else an empty or the least recently used one (prefix reuse,
+ * llama-server's slot similarity: #pick); the rest of that sequence's KV is erased and only the
+ * new suffix evaluated (at least one token, for logits). Finished, stopped and cancelled requests leave at the end of the
  * step they are in, and their sequence is free for the next one.
  *
  * Backpressure: a request whose reader is behind (`GenerationJob.blocked()`) sits out steps
@@ -117,6 +117,12 @@ export interface StepLoopStats {
   prefixHits: number;
 }
 
+/**
+ * A free sequence's cache is a match for a prompt when they share at least this share of the
+ * cache (llama-server's --slot-prompt-similarity default).
+ */
+export const PREFIX_MATCH_SHARE = 0.5;
+
 /** Recent tokens the repeat penalty looks at (llama.cpp's default window). */
 const REPEAT_PENALTY_WINDOW = 64;
 
@@ -167,6 +173,9 @@ export class StepLoop {
   readonly #prefixReuse: boolean;
   /** Tokens in each sequence's KV, as this loop put them there. */
   readonly #cached: Token[][];
+  /** When each sequence was last left (a clock of leaves), for least-recently-used picks. */
+  readonly #lastUsed: number[];
+  #clock = 0;
   readonly #active: Array<Active | undefined>;
   readonly #queue: Pending[] = [];
   #admissions = 0;
@@ -189,6 +198,7 @@ export class StepLoop {
     this.#maxQueued = options.maxQueued;
     this.#prefixReuse = options.prefixReuse ?? true;
     this.#cached = Array.from({ length: ctx.sequences }, () => []);
+    this.#lastUsed = new Array(ctx.sequences).fill(0);
     this.#active = new Array(ctx.sequences).fill(undefined);
   }
 
@@ -321,26 +331,14 @@ export class StepLoop {
     }
   }
 
-  /** Gives queued requests the free sequences, longest shared prefix first. */
+  /** Gives queued requests the free sequences (see #pick). */
   async #admit(): Promise<void> {
     while (this.#queue.length > 0) {
       const free = this.#active.flatMap((a, i) => (a === undefined ? [i] : []));
       if (free.length === 0) return;
       const pending = this.#queue.shift()!;
       const prompt = pending.job.prompt;
-      let best = free[0]!;
-      let bestShared = -1;
-      for (const s of free) {
-        const shared = this.#prefixReuse ? sharedPrefix(this.#cached[s]!, prompt) : 0;
-        // ties: the shorter cache, keeping longer ones for prompts that may share more
-        if (
-          shared > bestShared ||
-          (shared === bestShared && this.#cached[s]!.length < this.#cached[best]!.length)
-        ) {
-          best = s;
-          bestShared = shared;
-        }
-      }
+      const { sequence: best, shared: bestShared, matched } = this.#pick(free, prompt);
       const keep = Math.min(bestShared, prompt.length - 1);
       const active: Active = {
         ...pending,
@@ -352,7 +350,7 @@ export class StepLoop {
         next: undefined,
       };
       this.#active[best] = active;
-      if (keep > 0) this.stats.prefixHits++;
+      if (matched) this.stats.prefixHits++;
       this.stats.promptTokensCached += keep;
       if (keep < this.#cached[best]!.length) {
         this.#cached[best]!.length = keep;
@@ -370,6 +368,38 @@ export class StepLoop {
         }
       }
     }
+  }
+
+  /**
+   * The free sequence for a prompt, as llama-server picks a slot: among the sequences whose
+   * cache the prompt matches (a shared prefix of at least PREFIX_MATCH_SHARE of that cache), the
+   * longest shared prefix; with none, an empty sequence, else the least recently used one. Taking
+   * the longest shared prefix outright would let the tokens every prompt shares (BOS and the
+   * first word piece) win over an empty sequence, and overwrite a cache another prompt could
+   * reuse. Ties go to the shorter cache.
+   */
+  #pick(free: number[], prompt: readonly Token[]): { sequence: number; shared: number; matched: boolean } {
+    let match: { sequence: number; shared: number } | undefined;
+    let fallback = free[0]!;
+    for (const s of free) {
+      const cache = this.#cached[s]!;
+      const shared = this.#prefixReuse ? sharedPrefix(cache, prompt) : 0;
+      const better =
+        match === undefined ||
+        shared > match.shared ||
+        (shared === match.shared && cache.length < this.#cached[match.sequence]!.length);
+      if (shared > 0 && shared >= PREFIX_MATCH_SHARE * cache.length && better)
+        match = { sequence: s, shared };
+      const f = this.#cached[fallback]!.length;
+      if (
+        (cache.length === 0 && f > 0) ||
+        ((cache.length === 0) === (f === 0) && this.#lastUsed[s]! < this.#lastUsed[fallback]!)
+      )
+        fallback = s;
+    }
+    if (match) return { ...match, matched: true };
+    const shared = this.#prefixReuse ? sharedPrefix(this.#cached[fallback]!, prompt) : 0;
+    return { sequence: fallback, shared, matched: false };
   }
 
   async #step(runnable: Active[]): Promise<void> {
@@ -485,6 +515,7 @@ export class StepLoop {
   /** Frees the request's sequence and settles it. */
   #leave(a: Active, settle: () => void): void {
     if (this.#active[a.sequence] === a) this.#active[a.sequence] = undefined;
+    this.#lastUsed[a.sequence] = ++this.#clock;
     this.#settle(a, settle);
   }
 

@@ -286,6 +286,31 @@ test('llm step loop - a new request takes the free sequence sharing its longest 
   assert.equal(loop.stats.prefixHits, 2);
 });
 
+test('llm step loop - a prompt no cache matches takes an empty, else the least recently used sequence, not one holding another prefix', async () => {
+  // every prompt starts with the same 2 tokens (as BOS and a first word piece do): that alone
+  // must not make a request overwrite the cache of a system prompt another request could reuse
+  const ctx = new FakeContext(3);
+  const loop = loopOf(ctx);
+  const head = [1, 2];
+  const a = [...head, ...range(100, 30)];
+  const b = [...head, ...range(200, 30)];
+  const c = [...head, ...range(300, 30)];
+  const run = async (system: Token[], user: Token) =>
+    (await loop.submit(job([...system, user], { maxTokens: 2 }))).sequence;
+  const first = await run(a, 7);
+  const second = await run(b, 7);
+  assert.notEqual(second, first, "B takes an empty sequence rather than A's");
+  assert.equal(await run(a, 8), first, 'A goes back to its cache');
+  assert.equal(await run(b, 8), second);
+  const third = await run(c, 7);
+  assert.notEqual(third, first);
+  assert.notEqual(third, second);
+  // all full now: D overwrites the least recently used cache (A's was used before B's and C's)
+  assert.equal(await run([...head, ...range(400, 30)], 7), first);
+  assert.equal(await run(b, 9), second, "B's cache survived");
+  assert.equal(loop.stats.prefixHits, 3, 'A, B and B again matched; the shared head alone is no hit');
+});
+
 test('llm step loop - with prefixReuse off a request evaluates its whole prompt, whatever its sequence holds', async () => {
   // one sequence: the second request lands where the first left the shared prefix
   const ctx = new FakeContext(1);
