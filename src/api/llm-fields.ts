@@ -103,6 +103,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens served from the sequence's KV cache (OpenAI's field; when the backend reports it). */
+  prompt_tokens_details?: { cached_tokens: number };
 }
 
 export function usageOf(parameters: Parameters | undefined): Usage {
@@ -112,7 +114,14 @@ export function usageOf(parameters: Parameters | undefined): Usage {
   };
   const prompt = n(LLM_RESULT_PARAMETERS.promptTokens);
   const completion = n(LLM_RESULT_PARAMETERS.completionTokens);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+  const usage: Usage = {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+  };
+  if (typeof parameters?.[LLM_RESULT_PARAMETERS.cachedTokens] === 'number')
+    usage.prompt_tokens_details = { cached_tokens: n(LLM_RESULT_PARAMETERS.cachedTokens) };
+  return usage;
 }
 
 export function finishReasonOf(parameters: Parameters | undefined): string {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import type { ServerResponse } from 'node:http';
-import { outputText } from '../../src/api/llm-fields.ts';
+import { outputText, usageOf } from '../../src/api/llm-fields.ts';
 import {
   completionChunk,
   completionResponse,
@@ -195,4 +195,18 @@ test('sse - a write past the buffer waits for drain, and a closed response answe
   sink.destroy();
   assert.equal(await closing, false);
   assert.equal(await writeSse(res, 'x'), false);
+});
+
+test('openai mapping - usage carries the cached prompt tokens when the backend reports them', () => {
+  assert.deepEqual(usageOf({ prompt_tokens: 40, completion_tokens: 4, cached_tokens: 32 }), {
+    prompt_tokens: 40,
+    completion_tokens: 4,
+    total_tokens: 44,
+    prompt_tokens_details: { cached_tokens: 32 },
+  });
+  assert.deepEqual(usageOf({ prompt_tokens: 3, completion_tokens: 2 }), {
+    prompt_tokens: 3,
+    completion_tokens: 2,
+    total_tokens: 5,
+  });
 });
