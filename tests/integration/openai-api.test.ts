@@ -6,6 +6,8 @@
  */
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { type TestContext, test } from 'node:test';
 import OpenAI from 'openai';
 import { hashApiKey } from '../../src/api/index.ts';
@@ -21,6 +23,7 @@ import {
 import { openStream as openStreamWithKey, readAll, sseEvents, streamCounts } from '../fixtures/sse.ts';
 
 const KEY = 'ig-test-openai-client-key-0123456789';
+const execFileAsync = promisify(execFile);
 const WINDOW = 8;
 const BIG_TOKEN_BYTES = 1024 * 1024;
 
@@ -229,6 +232,40 @@ test('openai - SSE framing: data lines, a role chunk first, [DONE] last', async 
     finish_reason: 'length',
   });
   assert.ok(chunks.every((c) => c.object === 'chat.completion.chunk'));
+
+  // the same stream as curl reads it (-N: no buffering), byte for byte in its framing
+  const curl = await execFileAsync('curl', ['--version']).then(
+    () => true,
+    () => false,
+  );
+  if (!curl) {
+    t.diagnostic('curl is not installed: its part of this test was skipped');
+    return;
+  }
+  const body = JSON.stringify({
+    model: 'chat',
+    messages: [{ role: 'user', content: 'ping' }],
+    max_tokens: 3,
+    stream: true,
+  });
+  const { stdout } = await execFileAsync('curl', [
+    '-sN',
+    '--fail-with-body',
+    '-H',
+    `Authorization: Bearer ${KEY}`,
+    '-H',
+    'Content-Type: application/json',
+    '-d',
+    body,
+    `${coordinator.url}/v1/chat/completions`,
+  ]);
+  assert.ok(stdout.startsWith('data: {') && stdout.endsWith('data: [DONE]\n\n'), stdout);
+  const curlEvents = sseEvents(stdout);
+  assert.equal(curlEvents.length, events.length, 'curl sees the same events');
+  assert.deepEqual(
+    curlEvents.slice(1, -2).map((e) => (JSON.parse(e) as (typeof chunks)[number]).choices[0]?.delta.content),
+    ['ping', ' ping', ' ping'],
+  );
 });
 
 test('openai - a client that stops reading stalls generation at the stream window', async (t) => {
