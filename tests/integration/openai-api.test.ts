@@ -103,7 +103,12 @@ test('openai - the official client lists models, completes, chats and streams', 
   assert.equal(completion.object, 'text_completion');
   assert.equal(completion.choices[0]?.text, 'tok1 tok2 tok3 tok4 tok5');
   assert.equal(completion.choices[0]?.finish_reason, 'length');
-  assert.deepEqual(completion.usage, { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 });
+  assert.deepEqual(completion.usage, {
+    prompt_tokens: 3,
+    completion_tokens: 5,
+    total_tokens: 8,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
 
   const full = await openai.completions.create({ model: 'chat', prompt: 'hi' });
   assert.equal(full.choices[0]?.finish_reason, 'stop', 'the model ended it');
@@ -154,7 +159,12 @@ test('openai - the official client lists models, completes, chats and streams', 
   assert.equal(text, 'a b c a b c a');
   assert.equal(roles, 1, 'the role comes once, in the first chunk');
   assert.equal(finishes.at(-1), 'length');
-  assert.deepEqual(usage, { prompt_tokens: 3, completion_tokens: 7, total_tokens: 10 });
+  assert.deepEqual(usage, {
+    prompt_tokens: 3,
+    completion_tokens: 7,
+    total_tokens: 10,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
 
   const completionStream = await openai.completions.create({ model: 'chat', prompt: 'x', stream: true });
   let streamed = '';
