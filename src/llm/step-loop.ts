@@ -380,26 +380,24 @@ export class StepLoop {
    */
   #pick(free: number[], prompt: readonly Token[]): { sequence: number; shared: number; matched: boolean } {
     let match: { sequence: number; shared: number } | undefined;
-    let fallback = free[0]!;
+    let fallback: { sequence: number; shared: number; age: number } | undefined;
     for (const s of free) {
-      const cache = this.#cached[s]!;
-      const shared = this.#prefixReuse ? sharedPrefix(cache, prompt) : 0;
-      const better =
-        match === undefined ||
-        shared > match.shared ||
-        (shared === match.shared && cache.length < this.#cached[match.sequence]!.length);
-      if (shared > 0 && shared >= PREFIX_MATCH_SHARE * cache.length && better)
-        match = { sequence: s, shared };
-      const f = this.#cached[fallback]!.length;
+      const cached = this.#cached[s]!.length;
+      const shared = this.#prefixReuse ? sharedPrefix(this.#cached[s]!, prompt) : 0;
       if (
-        (cache.length === 0 && f > 0) ||
-        ((cache.length === 0) === (f === 0) && this.#lastUsed[s]! < this.#lastUsed[fallback]!)
+        shared > 0 &&
+        shared >= PREFIX_MATCH_SHARE * cached &&
+        (match === undefined ||
+          shared > match.shared ||
+          (shared === match.shared && cached < this.#cached[match.sequence]!.length))
       )
-        fallback = s;
+        match = { sequence: s, shared };
+      // an empty sequence before any that holds something, then the least recently used
+      const age = cached === 0 ? -1 : this.#lastUsed[s]!;
+      if (fallback === undefined || age < fallback.age) fallback = { sequence: s, shared, age };
     }
     if (match) return { ...match, matched: true };
-    const shared = this.#prefixReuse ? sharedPrefix(this.#cached[fallback]!, prompt) : 0;
-    return { sequence: fallback, shared, matched: false };
+    return { sequence: fallback!.sequence, shared: fallback!.shared, matched: false };
   }
 
   async #step(runnable: Active[]): Promise<void> {
