@@ -14,16 +14,9 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  GGML_TYPE,
-  type GgufKv,
-  type GgufTensor,
-  ggufKv,
-  readGgufMetadata,
-  writeGguf,
-} from '../../src/llm/index.ts';
+import { GGML_TYPE, type GgufTensor, writeGguf } from '../../src/llm/index.ts';
 import { toHalfBits } from '../../src/tensor/index.ts';
-import { vocabGguf } from '../../tests/fixtures/tiny-gguf.ts';
+import { llamaHeader } from '../../tests/fixtures/tiny-gguf.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CKPT_DIR = join(ROOT, '.tmp', 'demo-llm', 'ckpt');
@@ -65,33 +58,22 @@ export function convert(outPath: string): { path: string; manifest: Manifest } {
   const floats = new Float32Array(weights.buffer, weights.byteOffset, weights.byteLength / 4);
   const c = manifest.config;
 
-  const vocab = readGgufMetadata(vocabGguf('llama-spm'));
-  const tokenizer = vocab.kvs.filter(
-    (kv) => kv.key.startsWith('tokenizer.') && kv.key !== 'tokenizer.chat_template',
-  );
-  const kvs: GgufKv[] = [
-    ggufKv.string('general.architecture', 'llama'),
-    ggufKv.string('general.name', 'infergrid-kjv-demo'),
-    ggufKv.string(
-      'general.description',
+  const { kvs } = llamaHeader({
+    name: 'infergrid-kjv-demo',
+    description:
       `A ${c.layers}x${c.embedding} llama trained by scripts/demo-llm/train.py on the King James Bible ` +
-        `(Debian bible-kjv-text, public domain), ${manifest.tokens_seen} tokens seen; see docs/demo-llm.md`,
-    ),
-    ggufKv.u32('general.file_type', 1), // mostly F16
-    ggufKv.u32('general.alignment', 32),
-    ggufKv.u32('llama.context_length', c.context),
-    ggufKv.u32('llama.embedding_length', c.embedding),
-    ggufKv.u32('llama.block_count', c.layers),
-    ggufKv.u32('llama.feed_forward_length', c.feed_forward),
-    ggufKv.u32('llama.attention.head_count', c.heads),
-    ggufKv.u32('llama.attention.head_count_kv', c.heads),
-    ggufKv.u32('llama.rope.dimension_count', c.embedding / c.heads),
-    ggufKv.f32('llama.rope.freq_base', c.rope_base),
-    ggufKv.f32('llama.attention.layer_norm_rms_epsilon', c.rms_eps),
-    ggufKv.u32('llama.vocab_size', 32000),
-    ...tokenizer,
-    ggufKv.string('tokenizer.chat_template', DEMO_CHAT_TEMPLATE),
-  ];
+      `(Debian bible-kjv-text, public domain), ${manifest.tokens_seen} tokens seen; see docs/demo-llm.md`,
+    f16: true,
+    contextLength: c.context,
+    embeddingSize: c.embedding,
+    layers: c.layers,
+    feedForwardSize: c.feed_forward,
+    heads: c.heads,
+    ropeFreqBase: c.rope_base,
+    rmsEpsilon: c.rms_eps,
+    vocab: 'llama-spm',
+    chatTemplate: DEMO_CHAT_TEMPLATE,
+  });
 
   const tensors: GgufTensor[] = manifest.tensors.map((t) => {
     const n = t.shape.reduce((a, b) => a * b, 1);
