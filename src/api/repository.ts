@@ -26,6 +26,41 @@ function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * The model as served (GET /v2/models/{m}[/versions/{v}]/config and gRPC's ModelConfig):
+ * backend, schema, batching, placement, version policy, traffic split, replicas.
+ */
+export function modelConfig(coordinator: Coordinator, model: string, version?: string) {
+  const { registry } = coordinator;
+  const entry = coordinator.resolve(model, version);
+  const c = entry.config;
+  const spec = entry.spec;
+  return {
+    name: entry.name,
+    version: entry.version,
+    versions: registry.versions(entry.name),
+    version_policy: registry.policy(entry.name),
+    traffic: registry.traffic(entry.name),
+    backend: c?.backend ?? null,
+    platform: spec?.platform ?? null,
+    ready: registry.isReady(entry),
+    batchable: spec?.batchable ?? c?.batchable ?? null,
+    max_batch_size: spec?.maxBatchSize ?? c?.maxBatchSize ?? null,
+    quantized: c?.quantized ?? false,
+    inputs: spec?.inputs ?? c?.inputs ?? [],
+    outputs: spec?.outputs ?? c?.outputs ?? [],
+    placement: c?.backend === 'pipeline' ? 'coordinator' : (c?.workers ?? 'all workers'),
+    replicas: [...entry.replicas].map(([worker, r]) => ({
+      worker,
+      pool: coordinator.pool.get(worker)?.pool ?? null,
+      state: r.state,
+      ...(r.error ? { error: r.error } : {}),
+    })),
+    ...(c?.pipeline ? { pipeline: c.pipeline } : {}),
+    ...(c ? { batching: c.batching, cache: c.cache, routing: c.routing } : {}),
+  };
+}
+
 export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coordinator): void {
   const { registry, repository } = coordinator;
 
@@ -52,35 +87,8 @@ export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coor
     return { models: repository.index().filter((e) => e.name === req.params.model) };
   });
 
-  const config = async (req: FastifyRequest<{ Params: ModelParams }>) => {
-    const entry = coordinator.resolve(req.params.model, req.params.version);
-    const c = entry.config;
-    const spec = entry.spec;
-    return {
-      name: entry.name,
-      version: entry.version,
-      versions: registry.versions(entry.name),
-      version_policy: registry.policy(entry.name),
-      traffic: registry.traffic(entry.name),
-      backend: c?.backend ?? null,
-      platform: spec?.platform ?? null,
-      ready: registry.isReady(entry),
-      batchable: spec?.batchable ?? c?.batchable ?? null,
-      max_batch_size: spec?.maxBatchSize ?? c?.maxBatchSize ?? null,
-      quantized: c?.quantized ?? false,
-      inputs: spec?.inputs ?? c?.inputs ?? [],
-      outputs: spec?.outputs ?? c?.outputs ?? [],
-      placement: c?.backend === 'pipeline' ? 'coordinator' : (c?.workers ?? 'all workers'),
-      replicas: [...entry.replicas].map(([worker, r]) => ({
-        worker,
-        pool: coordinator.pool.get(worker)?.pool ?? null,
-        state: r.state,
-        ...(r.error ? { error: r.error } : {}),
-      })),
-      ...(c?.pipeline ? { pipeline: c.pipeline } : {}),
-      ...(c ? { batching: c.batching, cache: c.cache, routing: c.routing } : {}),
-    };
-  };
+  const config = async (req: FastifyRequest<{ Params: ModelParams }>) =>
+    modelConfig(coordinator, req.params.model, req.params.version);
   app.get('/v2/models/:model/config', config);
   app.get('/v2/models/:model/versions/:version/config', config);
 

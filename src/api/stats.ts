@@ -84,16 +84,22 @@ async function collect(coordinator: Coordinator, entries: ModelEntry[]) {
   return { model_stats: modelStats, ...(unreachable.length ? { unreachable_workers: unreachable } : {}) };
 }
 
+/**
+ * Triton's statistics object (`{model_stats: [...]}`) for every model, one model (every
+ * version of it, as Triton does) or one version. Shared by the HTTP route and gRPC's
+ * ModelStatistics; an unknown model or version throws MODEL_NOT_FOUND.
+ */
+export async function modelStatistics(coordinator: Coordinator, model?: string, version?: string) {
+  if (model === undefined) return collect(coordinator, [...coordinator.registry.entries()]);
+  const entry = coordinator.resolve(model, version);
+  const entries = version ? [entry] : [...coordinator.registry.entries()].filter((e) => e.name === model);
+  return collect(coordinator, entries);
+}
+
 export function registerStatsRoutes(app: FastifyInstance, coordinator: Coordinator): void {
-  app.get('/v2/models/stats', async () => collect(coordinator, [...coordinator.registry.entries()]));
-  const one = async (req: FastifyRequest<{ Params: { model: string; version?: string } }>) => {
-    const entry = coordinator.resolve(req.params.model, req.params.version);
-    // without a version: every version of the model, as Triton does
-    const entries = req.params.version
-      ? [entry]
-      : [...coordinator.registry.entries()].filter((e) => e.name === req.params.model);
-    return collect(coordinator, entries);
-  };
+  app.get('/v2/models/stats', async () => modelStatistics(coordinator));
+  const one = async (req: FastifyRequest<{ Params: { model: string; version?: string } }>) =>
+    modelStatistics(coordinator, req.params.model, req.params.version);
   app.get('/v2/models/:model/stats', one);
   app.get('/v2/models/:model/versions/:version/stats', one);
 }
