@@ -4,17 +4,21 @@
  *                                                  ({"ready": true} lists only ready ones)
  *   POST /v2/repository/models/{m}/load             load (or reload) a model on its workers;
  *                                                  {"parameters": {"config": {...} | "<json>"}}
- *                                                  defines a new model or replaces its settings
+ *                                                  defines a new model or replaces its settings;
+ *                                                  the config is the engine's or Triton's shape
  *   POST /v2/repository/models/{m}/unload           stop serving it and unload it everywhere
- *   GET  /v2/models/{m}[/versions/{v}]/config       the model's configuration as served:
- *                                                  backend, batching, placement, version policy,
- *                                                  traffic split, pipeline steps, replicas
+ *   GET  /v2/models/{m}[/versions/{v}]/config       the model's configuration as served, in
+ *                                                  Triton's shape (what tritonclient reads);
+ *                                                  ?format=infergrid: the engine's own (backend,
+ *                                                  batching, placement, version policy, traffic
+ *                                                  split, pipeline steps, replicas)
  *   GET|PUT /admin/models/{m}/traffic               the split of unversioned requests between
  *                                                  versions ({"1": 90, "2": 10}; {} clears it)
  */
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
+import { toTritonConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 
 interface ModelParams {
@@ -61,6 +65,31 @@ export function modelConfig(coordinator: Coordinator, model: string, version?: s
   };
 }
 
+/**
+ * The model in Triton's shape (model_config.proto's fields: name, platform, backend,
+ * version_policy, max_batch_size, input, output, dynamic_batching, instance_group,
+ * response_cache): what GET /v2/models/{m}/config answers by default, and gRPC's ModelConfig.
+ */
+export function tritonModelConfig(coordinator: Coordinator, model: string, version?: string) {
+  const { registry } = coordinator;
+  const entry = coordinator.resolve(model, version);
+  const c = entry.config;
+  const spec = entry.spec;
+  return toTritonConfig({
+    name: entry.name,
+    config: c,
+    inputs: spec?.inputs ?? c?.inputs ?? [],
+    outputs: spec?.outputs ?? c?.outputs ?? [],
+    batchable: spec?.batchable ?? c?.batchable ?? false,
+    maxBatchSize: spec?.maxBatchSize ?? c?.maxBatchSize ?? 0,
+    platform: spec?.platform,
+    versionPolicy: registry.policy(entry.name),
+  });
+}
+
+/** `?format=` of GET .../config: Triton's shape (the default, what Triton's clients read) or the engine's own. */
+const CONFIG_FORMATS = ['triton', 'infergrid'] as const;
+
 export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coordinator): void {
   const { registry, repository } = coordinator;
 
@@ -87,8 +116,17 @@ export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coor
     return { models: repository.index().filter((e) => e.name === req.params.model) };
   });
 
-  const config = async (req: FastifyRequest<{ Params: ModelParams }>) =>
-    modelConfig(coordinator, req.params.model, req.params.version);
+  const config = async (req: FastifyRequest<{ Params: ModelParams; Querystring: { format?: unknown } }>) => {
+    const format = req.query.format ?? 'triton';
+    if (!CONFIG_FORMATS.includes(format as (typeof CONFIG_FORMATS)[number]))
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `format must be "triton" (Triton's model config, the default) or "infergrid" (the engine's own), got ${JSON.stringify(format)}`,
+      );
+    return format === 'triton'
+      ? tritonModelConfig(coordinator, req.params.model, req.params.version)
+      : modelConfig(coordinator, req.params.model, req.params.version);
+  };
   app.get('/v2/models/:model/config', config);
   app.get('/v2/models/:model/versions/:version/config', config);
 

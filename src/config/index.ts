@@ -11,6 +11,7 @@ export {
   ModelPaths,
   OUTSIDE_ROOTS_MESSAGE,
   type RuntimeLoadPolicy,
+  admitLabels,
   admitRuntimeModel,
   runtimeLoadPolicy,
   isInsideRoot,
@@ -58,3 +59,13 @@ export {
 export { type PipelineSource, checkPipeline, parseSource } from './pipeline.ts';
 export { compareVersionsDesc } from './version-order.ts';
 export { describePolicy, policyOf, selectVersions, servedModels } from './version-policy.ts';
+export {
+  DEFAULT_TRITON_MODEL_FILENAME,
+  type TritonConfigSource,
+  type TritonTranslation,
+  findTritonVersions,
+  fromTritonConfig,
+  isTritonConfig,
+  toTritonConfig,
+  tritonDataType,
+} from './triton-config.ts';

@@ -129,7 +129,11 @@ export interface RuntimeLoadPolicy {
 /** What of a loaded config decides its runtime loads. */
 export interface RuntimeLoadConfig {
   repository: { roots: readonly string[]; allowRuntimeJs: boolean };
-  models: readonly { backend: string; path?: string | undefined }[];
+  models: readonly {
+    backend: string;
+    path?: string | undefined;
+    labels?: Readonly<Record<string, string>> | undefined;
+  }[];
 }
 
 /**
@@ -143,8 +147,12 @@ export function runtimeLoadPolicy(config: RuntimeLoadConfig, baseDir: string): R
     config.models.flatMap((m) =>
       m.path !== undefined && (!js || m.backend === 'js') ? [realPathOf(resolve(baseDir, m.path)).real] : [],
     );
+  // a config file's labels files are its operator's too
+  const labels = config.models.flatMap((m) =>
+    Object.values(m.labels ?? {}).map((file) => realPathOf(resolve(baseDir, file)).real),
+  );
   return {
-    paths: new ModelPaths({ roots: config.repository.roots, baseDir, files: own(false) }),
+    paths: new ModelPaths({ roots: config.repository.roots, baseDir, files: [...own(false), ...labels] }),
     allowRuntimeJs: config.repository.allowRuntimeJs,
     configuredJs: new Set(own(true)),
   };
@@ -175,4 +183,31 @@ export function admitRuntimeModel(
       `model "${model.name}": ${OUTSIDE_ROOTS_MESSAGE}; only files inside repository.roots (or pkg:<package>/<file>) can be loaded`,
     );
   return located;
+}
+
+/**
+ * Checks the labels files of a model config received at run time: each inside the roots (else
+ * FORBIDDEN, with the same answer as for a model path) and present, since the coordinator is
+ * the one that reads them (INVALID_ARGUMENT naming the output). Returns output -> real path.
+ */
+export function admitLabels(
+  model: { name: string; labels?: Readonly<Record<string, string>> | undefined },
+  policy: RuntimeLoadPolicy,
+): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [output, file] of Object.entries(model.labels ?? {})) {
+    const located = policy.paths.locate(file);
+    if (located.state === 'found') out.set(output, located.path);
+    else if (located.state !== 'outside')
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `model "${model.name}": labels file of output "${output}" not found: ${located.state === 'missing' ? located.path : file}`,
+      );
+    else
+      throw new InfergridError(
+        'FORBIDDEN',
+        `model "${model.name}": labels file of output "${output}": ${OUTSIDE_ROOTS_MESSAGE}; only files inside repository.roots can be named`,
+      );
+  }
+  return out;
 }

@@ -639,6 +639,11 @@ export const modelSchema = z
     /** Declared schema; checked against what the backend reports. Required for `sim`. */
     inputs: z.array(tensorSpec).optional(),
     outputs: z.array(tensorSpec).optional(),
+    /**
+     * Labels for the classification extension: output name -> a text file with one label per
+     * line (line i names class i). Relative paths resolve like `path`; the coordinator reads them.
+     */
+    labels: z.record(z.string().min(1), z.string().min(1)).optional(),
     onnx: onnxOptionsSchema.default(onnxOptionsSchema.parse({})),
     sim: simOptionsSchema.default(simOptionsSchema.parse({})),
     /** For backend `llama`: the context, its sequences and the decode loop's limits. */

@@ -8,11 +8,16 @@
  * there well after the worker joined.
  */
 
+import { resolve } from 'node:path';
 import {
   type ModelConfig,
   type RuntimeLoadPolicy,
+  admitLabels,
   admitRuntimeModel,
   checkPipeline,
+  findTritonVersions,
+  fromTritonConfig,
+  isTritonConfig,
   modelSchema,
 } from '../config/index.ts';
 import { type ErrorCode, InfergridError, toInfergridError } from '../errors.ts';
@@ -73,37 +78,16 @@ export class ModelRepository {
    * each has answered; with `config`, (re)defines the model first (a new model, or a new path
    * or settings for a known one). MODEL_LOAD_FAILED names each worker that failed and why;
    * FORBIDDEN when the config names a file outside the repository roots or a js model that
-   * runtime loads may not define (here, or on every worker that answered).
+   * runtime loads may not define (here, or on every worker that answered). `config` is the
+   * engine's own model config or Triton's (isTritonConfig says which; docs/repository.md).
    */
   async load(name: string, config?: unknown): Promise<RepositoryIndexEntry[]> {
     const { registry } = this.#o;
     let configs: ModelConfig[];
     if (config !== undefined) {
-      const parsed = modelSchema.safeParse(typeof config === 'string' ? parseJson(config) : config);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0]!;
-        throw new InfergridError(
-          'INVALID_ARGUMENT',
-          `parameters.config is not a valid model config: ${issue.path.join('.') || '(root)'}: ${issue.message}`,
-        );
-      }
-      if (parsed.data.name !== name)
-        throw new InfergridError(
-          'INVALID_ARGUMENT',
-          `parameters.config names model "${parsed.data.name}" but the URL loads "${name}"`,
-        );
-      if (parsed.data.backend === 'pipeline') {
-        const issues = checkPipeline('config', parsed.data, [...registry.declared(), parsed.data]);
-        if (issues.length) throw new InfergridError('INVALID_ARGUMENT', issues.join('; '));
-      } else if ((parsed.data.backend === 'onnx' || parsed.data.backend === 'js') && !parsed.data.path) {
-        throw new InfergridError(
-          'INVALID_ARGUMENT',
-          `config.path: required for backend "${parsed.data.backend}"`,
-        );
-      }
-      // missing files are the workers' to report: they may hold files this machine lacks
-      admitRuntimeModel(parsed.data, this.#o.runtimeLoads);
-      configs = [parsed.data];
+      const raw = typeof config === 'string' ? parseJson(config) : config;
+      const drafts = isTritonConfig(raw) ? this.#fromTriton(name, raw) : [raw];
+      configs = drafts.map((draft) => this.#checked(name, draft));
     } else {
       configs = registry.declared().filter((m) => m.name === name);
       if (configs.length === 0)
@@ -131,6 +115,78 @@ export class ModelRepository {
       if (!wasReady) registry.setLoading(name, false);
     }
     return this.#indexOf(name);
+  }
+
+  /** A config sent to load, parsed and checked: its name, pipeline or path, and what it may name. */
+  #checked(name: string, draft: unknown): ModelConfig {
+    const { registry } = this.#o;
+    const parsed = modelSchema.safeParse(draft);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `parameters.config is not a valid model config: ${issue.path.join('.') || '(root)'}: ${issue.message}`,
+      );
+    }
+    if (parsed.data.name !== name)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `parameters.config names model "${parsed.data.name}" but the URL loads "${name}"`,
+      );
+    if (parsed.data.backend === 'pipeline') {
+      const issues = checkPipeline('config', parsed.data, [...registry.declared(), parsed.data]);
+      if (issues.length) throw new InfergridError('INVALID_ARGUMENT', issues.join('; '));
+    } else if ((parsed.data.backend === 'onnx' || parsed.data.backend === 'js') && !parsed.data.path) {
+      throw new InfergridError('INVALID_ARGUMENT', `config.path: required for backend "${parsed.data.backend}"`);
+    }
+    // missing model files are the workers' to report: they may hold files this machine lacks
+    admitRuntimeModel(parsed.data, this.#o.runtimeLoads);
+    // labels are read here, by the coordinator: they must be here
+    admitLabels(parsed.data, this.#o.runtimeLoads);
+    return parsed.data;
+  }
+
+  /**
+   * A Triton model config as the engine's, one per version. A model already declared keeps its
+   * files (each version's path) and takes the rest from the Triton config; a new one is found in
+   * Triton's layout, `<root>/<name>/<version>/<default_model_filename>`, in the repository roots.
+   */
+  #fromTriton(name: string, raw: Record<string, unknown>): Record<string, unknown>[] {
+    const { paths } = this.#o.runtimeLoads;
+    const { model, modelFilename, labelFiles } = fromTritonConfig(raw, name);
+    const labels = (dir: string) =>
+      Object.keys(labelFiles).length === 0
+        ? {}
+        : { labels: Object.fromEntries(Object.entries(labelFiles).map(([o, f]) => [o, resolve(dir, f)])) };
+    const declared = this.#o.registry.declared().filter((m) => m.name === name);
+    if (declared.length > 0) {
+      const other = declared.find((m) => m.backend !== 'onnx');
+      if (other)
+        throw new InfergridError(
+          'INVALID_ARGUMENT',
+          `model "${name}" is a ${other.backend} model; a Triton config can describe only onnx models (platform "onnxruntime_onnx")`,
+        );
+      // no Triton folder of its own: label_filename is relative to the config file's folder
+      // what Triton's shape cannot say (placement, routing, onnx options, traffic) stays as declared
+      return declared.map((m) => ({
+        ...model,
+        ...labels(paths.baseDir),
+        version: m.version,
+        path: m.path,
+        ...(m.workers ? { workers: m.workers } : {}),
+        ...(m.pool ? { pool: m.pool } : {}),
+        ...(m.traffic !== undefined ? { traffic: m.traffic } : {}),
+        routing: m.routing,
+        onnx: m.onnx,
+      }));
+    }
+    const found = findTritonVersions(paths.roots, name, modelFilename);
+    if (!found || found.versions.length === 0)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `model "${name}": a Triton config loads the model from Triton's layout, <root>/${name}/<version>/${modelFilename}, and ${found ? `the folder "${name}" has no numbered version folder holding ${modelFilename}` : `no repository root has a folder "${name}"`}`,
+      );
+    return found.versions.map((v) => ({ ...model, ...labels(found.dir), version: v.version, path: v.path }));
   }
 
   #readyNow(name: string): boolean {

@@ -263,7 +263,7 @@ test('repository - a model defined at run time with parameters.config serves; ba
     (await index(url)).map((e) => `${e.name}:${e.state}`),
     ['fresh:READY', 'm:READY', 'twice:READY'],
   );
-  const described = await get(`${url}/v2/models/fresh/config`);
+  const described = await get(`${url}/v2/models/fresh/config?format=infergrid`);
   assert.equal(described.status, 200);
   assert.equal(described.json.backend, 'sim');
   assert.deepEqual(described.json.replicas, [{ worker: 'w1', pool: null, state: 'ready' }]);
@@ -467,7 +467,7 @@ models:
   const newer = await infer(url, 's', [1], '2');
   assert.equal(newer.status, 404, newer.text);
   assert.match(String(newer.json.error), /its version policy serves versions 1/);
-  const config = await get(`${url}/v2/models/s/config`);
+  const config = await get(`${url}/v2/models/s/config?format=infergrid`);
   assert.deepEqual(config.json.version_policy, { specific: ['1'] });
   assert.deepEqual(config.json.versions, ['1']);
 
