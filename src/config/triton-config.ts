@@ -90,7 +90,12 @@ class Issues {
     this.list.push(`${path}: ${message}`);
   }
   /** Fields of `obj` that are neither handled nor empty. */
-  rest(obj: Record<string, unknown>, path: string, handled: readonly string[], known: readonly string[]): void {
+  rest(
+    obj: Record<string, unknown>,
+    path: string,
+    handled: readonly string[],
+    known: readonly string[],
+  ): void {
     for (const [k, v] of Object.entries(obj)) {
       if (handled.includes(k)) continue;
       if (!known.includes(k)) this.add(`${path}${k}`, 'unknown field');
@@ -204,14 +209,18 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
       return undefined;
     }
     const out: TensorSpec[] = [];
-    list.forEach((t, i) => {
+    for (const [i, t] of list.entries()) {
       const path = `${key}[${i}]`;
-      if (!isRecord(t)) return issues.add(path, 'must be an object with name, data_type and dims');
+      if (!isRecord(t)) {
+        issues.add(path, 'must be an object with name, data_type and dims');
+        continue;
+      }
       const handled = ['name', 'data_type', 'dims', ...(key === 'output' ? ['label_filename'] : [])];
       // FORMAT_NONE is Triton's default for "no layout"
       if (t.format === 'FORMAT_NONE') handled.push('format');
       issues.rest(t, `${path}.`, handled, IO_FIELDS);
-      if (typeof t.name !== 'string' || t.name === '') issues.add(`${path}.name`, 'must be a non-empty string');
+      if (typeof t.name !== 'string' || t.name === '')
+        issues.add(`${path}.name`, 'must be a non-empty string');
       const datatype = typeof t.data_type === 'string' ? TRITON_TYPES[t.data_type] : undefined;
       if (!datatype)
         issues.add(
@@ -220,16 +229,19 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
         );
       const dims = Array.isArray(t.dims) ? t.dims.map(int64) : undefined;
       if (!dims || dims.some((d) => d === undefined || d < -1))
-        issues.add(`${path}.dims`, `must be a list of integers (-1 for a variable size), got ${JSON.stringify(t.dims)}`);
+        issues.add(
+          `${path}.dims`,
+          `must be a list of integers (-1 for a variable size), got ${JSON.stringify(t.dims)}`,
+        );
       if (typeof t.label_filename === 'string' && t.label_filename !== '' && typeof t.name === 'string')
         labelFiles[t.name] = t.label_filename;
-      if (typeof t.name === 'string' && datatype && dims && dims.every((d) => d !== undefined && d >= -1))
+      if (typeof t.name === 'string' && datatype && dims?.every((d) => d !== undefined && d >= -1))
         out.push({
           name: t.name,
           datatype,
           shape: batched ? [-1, ...(dims as number[])] : (dims as number[]),
         });
-    });
+    }
     return out;
   };
   const inputs = tensors('input');
@@ -243,8 +255,7 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
   if (dyn !== undefined && dyn !== null) {
     if (!isRecord(dyn)) issues.add('dynamic_batching', 'must be an object');
     else {
-      if (!batched)
-        issues.add('dynamic_batching', 'needs max_batch_size > 0 (a model that batches)');
+      if (!batched) issues.add('dynamic_batching', 'needs max_batch_size > 0 (a model that batches)');
       issues.rest(
         dyn,
         'dynamic_batching.',
@@ -261,7 +272,10 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
       if (dyn.max_queue_delay_microseconds !== undefined) {
         const us = int64(dyn.max_queue_delay_microseconds);
         if (us === undefined || us < 0 || us > 60_000_000)
-          issues.add('dynamic_batching.max_queue_delay_microseconds', 'must be an integer from 0 to 60000000 (60 s)');
+          issues.add(
+            'dynamic_batching.max_queue_delay_microseconds',
+            'must be an integer from 0 to 60000000 (60 s)',
+          );
         else batching.maxQueueDelayMs = us / 1000;
       }
       // Triton's 0 means "not set"
@@ -270,7 +284,8 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
         issues.add('dynamic_batching.priority_levels', 'must be an integer from 0 (not set) to 16');
       else if (levels > 0) batching.priorityLevels = levels;
       const level = int64(dyn.default_priority_level ?? 0);
-      if (level === undefined || level < 0) issues.add('dynamic_batching.default_priority_level', 'must be a non-negative integer');
+      if (level === undefined || level < 0)
+        issues.add('dynamic_batching.default_priority_level', 'must be a non-negative integer');
       else if (level > 0) batching.defaultPriorityLevel = level;
     }
   }
@@ -280,9 +295,12 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
     if (!Array.isArray(groups)) issues.add('instance_group', 'must be a list of instance groups');
     else {
       let instances = 0;
-      groups.forEach((g, i) => {
+      for (const [i, g] of groups.entries()) {
         const path = `instance_group[${i}]`;
-        if (!isRecord(g)) return issues.add(path, 'must be an object with kind and count');
+        if (!isRecord(g)) {
+          issues.add(path, 'must be an object with kind and count');
+          continue;
+        }
         issues.rest(g, `${path}.`, ['name', 'kind', 'count'], INSTANCE_FIELDS);
         if (g.kind !== undefined && g.kind !== 'KIND_CPU' && g.kind !== 'KIND_AUTO')
           issues.add(
@@ -292,8 +310,9 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
         const count = g.count === undefined ? 1 : int64(g.count);
         if (count === undefined || count < 1) issues.add(`${path}.count`, 'must be a positive integer');
         else instances += count;
-      });
-      if (instances > 64) issues.add('instance_group', `${instances} instances in all; at most 64 per worker`);
+      }
+      if (instances > 64)
+        issues.add('instance_group', `${instances} instances in all; at most 64 per worker`);
       else if (instances > 0) batching.instances = instances;
     }
   }
@@ -305,7 +324,10 @@ export function fromTritonConfig(raw: Record<string, unknown>, name: string): Tr
   const file = raw.default_model_filename;
   if (file !== undefined && file !== '') {
     if (typeof file !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(file))
-      issues.add('default_model_filename', 'must be a file name (letters, digits, "_", "." and "-"), no folders');
+      issues.add(
+        'default_model_filename',
+        'must be a file name (letters, digits, "_", "." and "-"), no folders',
+      );
     else modelFilename = file;
   }
 

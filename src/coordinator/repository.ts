@@ -137,7 +137,10 @@ export class ModelRepository {
       const issues = checkPipeline('config', parsed.data, [...registry.declared(), parsed.data]);
       if (issues.length) throw new InfergridError('INVALID_ARGUMENT', issues.join('; '));
     } else if ((parsed.data.backend === 'onnx' || parsed.data.backend === 'js') && !parsed.data.path) {
-      throw new InfergridError('INVALID_ARGUMENT', `config.path: required for backend "${parsed.data.backend}"`);
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `config.path: required for backend "${parsed.data.backend}"`,
+      );
     }
     // missing model files are the workers' to report: they may hold files this machine lacks
     admitRuntimeModel(parsed.data, this.#o.runtimeLoads);
