@@ -8,6 +8,7 @@
  * they never reach a model or the cache key; binary-tensors.ts does the byte work.
  */
 
+import { classCountOf } from '../coordinator/index.ts';
 import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
 import { InfergridError } from '../errors.ts';
 import { MAX_TENSOR_RANK, type Tensor, tensorToJsonData } from '../tensor/index.ts';
@@ -42,6 +43,8 @@ export interface InferBody {
    * `parameters.binary_data`, else `binaryDataOutput`). Undefined when `outputs` is not given.
    */
   binaryOutputs?: Set<string>;
+  /** Outputs asked for as their top classes (the classification extension): name -> count. */
+  classification?: Map<string, number>;
 }
 
 /** Parameters of the binary tensor data extension: read by the HTTP edge, never passed on. */
@@ -132,6 +135,7 @@ export function parseInferBody(body: unknown): InferBody {
     optionalBoolean(requestParameters.binary_data_output, 'parameters.binary_data_output') ?? false;
   let parsedOutputs: string[] | undefined;
   let binaryOutputs: Set<string> | undefined;
+  let classification: Map<string, number> | undefined;
   if (outputs !== undefined) {
     if (!Array.isArray(outputs)) bad('"outputs" must be an array of { "name": ... }');
     binaryOutputs = new Set();
@@ -139,10 +143,13 @@ export function parseInferBody(body: unknown): InferBody {
       if (!isRecord(o) || typeof o.name !== 'string') bad(`outputs[${i}] must be an object with a "name"`);
       const name = o.name as string;
       const where = `outputs[${i}] ("${name}").parameters`;
-      const binary = optionalBoolean(
-        parseParameters(o.parameters, where).binary_data,
-        `${where}.binary_data`,
-      );
+      const parameters = parseParameters(o.parameters, where);
+      const binary = optionalBoolean(parameters.binary_data, `${where}.binary_data`);
+      const count = classCountOf(parameters, name);
+      if (count !== undefined) {
+        classification ??= new Map();
+        classification.set(name, count);
+      }
       // an output's own binary_data overrides the request's binary_data_output (Triton's rule)
       if (binary ?? binaryDataOutput) binaryOutputs!.add(name);
       return name;
@@ -155,6 +162,7 @@ export function parseInferBody(body: unknown): InferBody {
     ...(parsedOutputs ? { outputs: parsedOutputs } : {}),
     binaryDataOutput,
     ...(binaryOutputs ? { binaryOutputs } : {}),
+    ...(classification ? { classification } : {}),
   };
 }
 

@@ -64,7 +64,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
   app.get('/v2', async () => ({
     name: SERVER_NAME,
     version: options.serverVersion,
-    extensions: ['model_repository', 'statistics', 'binary_tensor_data', 'generate'],
+    extensions: ['model_repository', 'statistics', 'binary_tensor_data', 'classification', 'generate'],
   }));
 
   app.get('/v2/health/live', async () => ({ live: true }));
@@ -151,6 +151,7 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         version: req.params.version,
         inputs,
         outputs: body.outputs,
+        classification: body.classification,
         parameters: Object.keys(parameters).length ? parameters : undefined,
         id: body.id,
         timeoutMs,

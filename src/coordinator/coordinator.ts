@@ -55,6 +55,7 @@ import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
 import { HealthMonitor } from './health-monitor.ts';
 import { StreamRun } from './stream-run.ts';
+import { LabelFiles, applyClassification, checkClassification } from './classification.ts';
 import { StreamTiming, publishStreamEnd } from './stream-timing.ts';
 import { WorkerPool } from './worker-pool.ts';
 
@@ -114,6 +115,8 @@ export class Coordinator {
   #gate: AcceptGate | undefined;
   #rpcPort: number | undefined;
   readonly #unsubscribe: (() => void)[];
+  /** Labels of the classification extension. */
+  readonly #labels: LabelFiles;
 
   constructor(options: CoordinatorOptions) {
     this.#config = options.config;
@@ -140,13 +143,15 @@ export class Coordinator {
       runStep: (step) => this.infer(stepRequest(step)),
       source: this,
     });
+    const runtimeLoads = runtimeLoadPolicy(options.config, options.baseDir ?? process.cwd());
     this.repository = new ModelRepository({
       registry: this.registry,
       pool: this.pool,
       logger: options.logger,
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
-      runtimeLoads: runtimeLoadPolicy(options.config, options.baseDir ?? process.cwd()),
+      runtimeLoads,
     });
+    this.#labels = new LabelFiles(runtimeLoads.paths);
     this.metrics = new CoordinatorMetrics({
       workers: () => this.fleet(),
       retries: () => this.dispatcher.retries,
@@ -424,6 +429,8 @@ export class Coordinator {
       let result: InferResult;
       try {
         result = await this.#execute(request, resolved, remainingMs(request, receivedAtMs), request.signal);
+        if (request.classification?.size)
+          result = await this.#classified(result, request.classification, entry);
       } catch (err) {
         const e = inClientTerms(err, request.timeoutMs);
         this.#published(request, entry, e.code, 'answered', receivedAtMs, undefined);
@@ -451,11 +458,13 @@ export class Coordinator {
       for (;;) {
         const item = await run.next();
         if (item.final) {
-          const result: InferResult = {
+          let result: InferResult = {
             meta: item.result.meta,
             outputs: item.result.outputs,
             workerId: item.result.workerId,
           };
+          if (request.classification?.size)
+            result = await this.#classified(result, request.classification, entry);
           end(undefined, result);
           yield { result, final: true };
           return;
@@ -593,7 +602,9 @@ export class Coordinator {
         checkRequestShape(limits, request.inputs, request.id);
         for (const t of request.inputs) if (t.datatype === 'BYTES') checkBytesTensor(limits, t);
       }
-      validateInputs(this.registry.specOf(resolved.entry), request.inputs, request.outputs);
+      const spec = this.registry.specOf(resolved.entry);
+      validateInputs(spec, request.inputs, request.outputs);
+      if (request.classification?.size) checkClassification(spec, request.classification, request.outputs);
     } catch (err) {
       endStage(resolved.stage, err);
       if (caller.kind === 'client') throw err;
@@ -618,8 +629,31 @@ export class Coordinator {
   ): Promise<InferResult> {
     const policy = resolved.entry.config?.cache;
     // not async: a model without a cache costs no extra promise on the hot path
-    if (!this.#cache || !policy?.enabled) return this.#execute(request, resolved, timeoutMs, signal);
-    return this.#cached(this.#cache, policy, request, resolved, timeoutMs, signal);
+    const answered =
+      !this.#cache || !policy?.enabled
+        ? this.#execute(request, resolved, timeoutMs, signal)
+        : this.#cached(this.#cache, policy, request, resolved, timeoutMs, signal);
+    // after the cache: it keeps the model's own outputs, whatever count a request asks for
+    const { classification } = request;
+    if (!classification?.size) return answered;
+    return answered.then((result) => this.#classified(result, classification, resolved.entry));
+  }
+
+  /** A result with the outputs a request classifies replaced by their top classes. */
+  async #classified(
+    result: InferResult,
+    classification: ReadonlyMap<string, number>,
+    entry: ModelEntry,
+  ): Promise<InferResult> {
+    const spec = this.registry.specOf(entry);
+    const outputs = await applyClassification(
+      result.outputs,
+      classification,
+      spec,
+      entry.config,
+      this.#labels,
+    );
+    return { ...result, outputs };
   }
 
   async #cached(

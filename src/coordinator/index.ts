@@ -16,6 +16,13 @@ export {
   SYSTEM_CLOCK,
 } from './dispatcher.ts';
 export { checkBytesTensor, checkRequestShape } from './limits.ts';
+export {
+  CLASS_COUNT_PARAMETER,
+  CLASSIFICATION_PARAMETER,
+  MAX_CLASS_COUNT,
+  MAX_LABELS_FILE_BYTES,
+  classCountOf,
+} from './classification.ts';
 export { HealthMonitor, type HealthMonitorOptions } from './health-monitor.ts';
 export {
   ANONYMOUS,

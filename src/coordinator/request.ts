@@ -41,6 +41,11 @@ export interface InferenceRequest {
   /** Outputs wanted; undefined: all. */
   outputs?: string[] | undefined;
   /**
+   * The classification extension: output name -> how many top classes to return instead of its
+   * tensor (classCountOf reads an output's parameters). Applied after the response cache.
+   */
+  classification?: ReadonlyMap<string, number> | undefined;
+  /**
    * The request's parameters: the model's own and the engine's reserved ones (see
    * protocol/parameters.ts). `priority` among them reaches the worker's batcher.
    */
