@@ -121,7 +121,7 @@ function formatValue(value: number | bigint, datatype: Datatype): string {
  * the first dimension is the batch, classes are taken per batch item over the rest (shape
  * [batch, n]); else over the whole tensor (shape [n]). n is `count`, or fewer when there are
  * fewer classes. Ties go to the lower index. Labels: line i names class i; a class past the
- * end has none.
+ * end, or on an empty line, has none.
  */
 export function classify(
   tensor: Tensor,
@@ -151,7 +151,7 @@ export function classify(
     for (let k = 0; k < n; k++) {
       const index = order[k]!;
       const label = labels?.[index];
-      const text = `${formatValue(value(index), tensor.datatype)}:${index}${label !== undefined ? `:${label}` : ''}`;
+      const text = `${formatValue(value(index), tensor.datatype)}:${index}${label ? `:${label}` : ''}`;
       elements.push(Buffer.from(text, 'utf8'));
     }
     order.sort((a, b) => a - b);
