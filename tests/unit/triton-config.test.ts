@@ -259,7 +259,7 @@ test("triton config - versions found in Triton's layout: numbered folders that h
     found?.versions.map((v) => v.version),
     ['1', '3', '10'],
   );
-  assert.equal(found?.versions[0]!.path, join(b, 'm', '1', 'model.onnx'));
+  assert.equal(found?.versions[0]?.path, join(b, 'm', '1', 'model.onnx'));
   assert.equal(findTritonVersions([a, b], 'nothing', 'model.onnx'), undefined);
   assert.deepEqual(findTritonVersions([b], 'm', 'other.onnx')?.versions, []);
 });
