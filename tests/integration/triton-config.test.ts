@@ -42,7 +42,11 @@ async function getJson(url: string): Promise<{ status: number; json: Record<stri
 }
 
 /** A classifier request for images (their CHW tensors stacked), asking `output` as given. */
-function clsBody(images: Float32Array[], output?: Record<string, unknown>, binaryInput = false) {
+function clsBody(
+  images: Float32Array[],
+  output?: Record<string, unknown>,
+  binaryInput = false,
+): { body: string | Buffer; headers: Record<string, string> } {
   const data = new Float32Array(images.reduce((n, i) => n + i.length, 0));
   let at = 0;
   for (const i of images) {
