@@ -30,6 +30,9 @@ export const TRITON_ONLY_KEYS = [
 
 const ENGINE_BACKENDS: ReadonlySet<unknown> = new Set(['onnx', 'sim', 'js', 'pipeline', 'llama']);
 
+/** A model name (the schema's rule); it names a folder in Triton's layout. */
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
 /** The model file a Triton-layout version folder holds when the config names none (Triton's for ONNX). */
 export const DEFAULT_TRITON_MODEL_FILENAME = 'model.onnx';
 
@@ -177,6 +180,12 @@ const INSTANCE_FIELDS = [
 export function fromTritonConfig(raw: Record<string, unknown>, name: string): TritonTranslation {
   const issues = new Issues();
   const model: Record<string, unknown> = { name, backend: 'onnx' };
+  // the name becomes a folder to look in: never "..", never a path
+  if (!MODEL_NAME.test(name))
+    issues.add(
+      'name',
+      `"${name}" is not a model name: letters, digits, "_", "." and "-", starting with a letter or digit`,
+    );
 
   if (raw.name !== undefined && raw.name !== '' && raw.name !== name)
     issues.add('name', `names model ${JSON.stringify(raw.name)} but the URL loads "${name}"`);
@@ -403,6 +412,7 @@ export function findTritonVersions(
   name: string,
   modelFilename: string,
 ): { dir: string; versions: { version: string; path: string }[] } | undefined {
+  if (!MODEL_NAME.test(name) || !MODEL_NAME.test(modelFilename)) return undefined;
   for (const root of roots) {
     const dir = join(root, name);
     let entries: string[];

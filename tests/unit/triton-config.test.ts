@@ -262,4 +262,12 @@ test("triton config - versions found in Triton's layout: numbered folders that h
   assert.equal(found?.versions[0]?.path, join(b, 'm', '1', 'model.onnx'));
   assert.equal(findTritonVersions([a, b], 'nothing', 'model.onnx'), undefined);
   assert.deepEqual(findTritonVersions([b], 'm', 'other.onnx')?.versions, []);
+  // a name is never a path out of the root
+  mkdirSync(join(a, 'inner'));
+  assert.equal(findTritonVersions([join(a, 'inner')], '..', 'model.onnx'), undefined);
+  assert.equal(findTritonVersions([b], 'm/1', 'model.onnx'), undefined);
+  assert.match(
+    refusal(() => fromTritonConfig({ platform: 'onnxruntime_onnx' }, '..')).message,
+    /name: "\.\." is not a model name/,
+  );
 });
