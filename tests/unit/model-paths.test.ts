@@ -6,6 +6,8 @@ import { type TestContext, test } from 'node:test';
 import {
   ModelPaths,
   OUTSIDE_ROOTS_MESSAGE,
+  admitLabels,
+  runtimeLoadPolicy,
   admitRuntimeModel,
   isInsideRoot,
   loadConfig,
@@ -184,4 +186,46 @@ test('config - a model outside the repository roots is refused naming the model 
   assert.deepEqual((refusal(() => loadConfig({ file })).details as { issues: string[] }).issues, [
     `repository.roots[0]: ${join(dir, 'gone')} does not exist`,
   ]);
+});
+
+test('model paths - labels files of a runtime load: inside the roots and present, else refused', (t) => {
+  const { root, outside, paths } = layout(t);
+  writeFileSync(join(root, 'labels.txt'), 'cat\ndog\n');
+  const policy = { paths, allowRuntimeJs: false };
+  const model = (labels: Record<string, string>) => ({ name: 'm', labels });
+  assert.deepEqual(
+    [...admitLabels(model({ y: 'labels.txt', z: join(root, 'labels.txt') }), policy)],
+    [
+      ['y', join(root, 'labels.txt')],
+      ['z', join(root, 'labels.txt')],
+    ],
+  );
+  assert.equal(admitLabels({ name: 'm' }, policy).size, 0);
+  const missing = refusal(() => admitLabels(model({ y: 'none.txt' }), policy));
+  assert.equal(missing.code, 'INVALID_ARGUMENT');
+  assert.match(missing.message, /labels file of output "y" not found/);
+  for (const path of [join(outside, 'secret.txt'), join(outside, 'none.txt'), '../outside/secret.txt']) {
+    const e = refusal(() => admitLabels(model({ y: path }), policy));
+    assert.equal(e.code, 'FORBIDDEN');
+    assert.equal(
+      e.message,
+      `model "m": labels file of output "y": ${OUTSIDE_ROOTS_MESSAGE}; only files inside repository.roots can be named`,
+    );
+  }
+});
+
+test("model paths - a config file's own labels files may lie outside the roots", (t) => {
+  const { root, outside } = layout(t);
+  const policy = runtimeLoadPolicy(
+    {
+      repository: { roots: [root], allowRuntimeJs: false },
+      models: [{ backend: 'onnx', path: 'model.onnx', labels: { y: join(outside, 'secret.txt') } }],
+    },
+    root,
+  );
+  assert.deepEqual(policy.paths.locate(join(outside, 'secret.txt')), {
+    state: 'found',
+    path: join(outside, 'secret.txt'),
+  });
+  assert.deepEqual(policy.paths.locate(join(outside, 'dir')), { state: 'outside' });
 });
