@@ -52,7 +52,7 @@ function mutated(value: unknown, path: (string | number)[], to: unknown): unknow
 function statsMeta(): { models: unknown[] } {
   const stats = new ModelStats('m', '1');
   stats.onQueued(2);
-  stats.onBatch(4, 2, 10, 1_000);
+  stats.onBatch(4, 2, { inputMs: 1, inferMs: 10, outputMs: 0.5 }, 1_000);
   stats.onDone(true, 12);
   stats.onRejected('deadline');
   return { models: [stats.snapshot()] };
