@@ -244,16 +244,18 @@ export class ModelHost {
       stats = new ModelStats(name, version, this.#observer?.(name, version));
     }
     this.#stats.set(key, stats);
-    this.#forgetRetired();
+    this.#forgetRetired(key);
     return stats;
   }
 
-  /** Drops the oldest records of versions not hosted beyond MAX_RETIRED_STATS. */
-  #forgetRetired(): void {
-    let retired = this.#stats.size - this.#models.size;
+  /** Drops the oldest records of versions not hosted beyond MAX_RETIRED_STATS; `loading` is about to be. */
+  #forgetRetired(loading?: string): void {
+    const hosted = (key: string): boolean => key === loading || this.#models.has(key);
+    let retired = 0;
+    for (const key of this.#stats.keys()) if (!hosted(key)) retired++;
     for (const key of this.#stats.keys()) {
       if (retired <= MAX_RETIRED_STATS) return;
-      if (this.#models.has(key)) continue;
+      if (hosted(key)) continue;
       this.#stats.delete(key);
       retired--;
     }
