@@ -97,7 +97,7 @@ test('model stats - hits count in success and queue only; phases count per reque
   fc.assert(
     fc.property(fc.array(event, { maxLength: 60 }), (events) => {
       const stats = new ModelStats('m', '1');
-      events.forEach((e, i) => record(stats, e, i));
+      for (const [i, e] of events.entries()) record(stats, e, i);
       const s = stats.snapshot();
       const of = <K extends Event['kind']>(kind: K) =>
         events.filter((e): e is Extract<Event, { kind: K }> => e.kind === kind);
