@@ -25,6 +25,10 @@ interface VersionRecord {
 
 export class CoordinatorStats {
   readonly #records = new Map<string, VersionRecord>();
+  /** The record per registry entry object, so the request path builds no key string. */
+  readonly #byEntry = new WeakMap<object, ModelStats>();
+  /** Records dropped by the bound (an entry that still points to one finds the current record). */
+  readonly #forgotten = new WeakSet<ModelStats>();
   readonly #served: (name: string, version: string) => boolean;
 
   /** `served`: whether the registry serves a version now (the others' records are bounded). */
@@ -35,6 +39,19 @@ export class CoordinatorStats {
   /** The record of a version, made on first use. */
   of(name: string, version: string): ModelStats {
     return this.#record(name, version).stats;
+  }
+
+  /**
+   * The record of a registry entry's version (the same record as `of` gives: a reload makes a
+   * new entry object for the same version, which finds the record by name and version once).
+   */
+  forEntry(entry: { readonly name: string; readonly version: string }): ModelStats {
+    let stats = this.#byEntry.get(entry);
+    if (!stats || this.#forgotten.has(stats)) {
+      stats = this.of(entry.name, entry.version);
+      this.#byEntry.set(entry, stats);
+    }
+    return stats;
   }
 
   #record(name: string, version: string): VersionRecord {
@@ -73,6 +90,7 @@ export class CoordinatorStats {
       if (retired <= MAX_RETIRED_RECORDS) return;
       if (this.#served(r.stats.name, r.stats.version)) continue;
       this.#records.delete(key);
+      this.#forgotten.add(r.stats);
       retired--;
     }
   }

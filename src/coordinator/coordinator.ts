@@ -649,7 +649,7 @@ export class Coordinator {
     );
     let workerId: string | undefined;
     let timings: InferResult['timings'];
-    const stats = this.stats.of(entry.name, entry.version);
+    const stats = this.stats.forEntry(entry);
     // Triton's cache_hit/cache_miss: the lookup (and decoding, on a hit; storing, on a miss)
     const lookupStartedMs = performance.now();
     let lookupMs = 0;
@@ -731,7 +731,7 @@ export class Coordinator {
     signal: AbortSignal | undefined,
   ): Promise<InferResult> {
     const startedMs = performance.now();
-    const stats = this.stats.of(entry.name, entry.version);
+    const stats = this.stats.forEntry(entry);
     let result: PipelineResult;
     try {
       result = await this.pipelines.run({

@@ -38,3 +38,26 @@ test(`coordinator stats - records of versions no longer served are bounded (${MA
   assert.equal(stats.snapshot('gone', String(MAX_RETIRED_RECORDS + 1))!.cacheMiss.count, 1);
   assert.equal(stats.snapshot('keep', '1')!.cacheMiss.count, 1, 'a served version is never forgotten');
 });
+
+test("coordinator stats - an entry finds its version's record; a new entry object for the same version (a reload) the same one", () => {
+  const stats = new CoordinatorStats(() => true);
+  const first = { name: 'm', version: '1' };
+  stats.forEntry(first).onCacheMiss(1);
+  const reloaded = { name: 'm', version: '1' };
+  assert.equal(stats.forEntry(reloaded), stats.forEntry(first));
+  assert.equal(stats.forEntry(reloaded), stats.of('m', '1'));
+  assert.equal(stats.snapshot('m', '1')!.cacheMiss.count, 1);
+});
+
+test('coordinator stats - an entry whose record the bound forgot gets the current record of its version', () => {
+  const served = new Set<string>();
+  const stats = new CoordinatorStats((name, version) => served.has(`${name}@${version}`));
+  const entry = { name: 'gone', version: '1' };
+  const old = stats.forEntry(entry);
+  for (let v = 2; v <= MAX_RETIRED_RECORDS + 1; v++) stats.of('gone', String(v));
+  assert.equal(stats.snapshot('gone', '1'), undefined, 'forgotten');
+  served.add('gone@1');
+  const now = stats.forEntry(entry);
+  assert.notEqual(now, old);
+  assert.equal(now, stats.of('gone', '1'));
+});
