@@ -119,6 +119,8 @@ export class Coordinator {
   #gate: AcceptGate | undefined;
   #rpcPort: number | undefined;
   readonly #unsubscribe: (() => void)[];
+  /** Whether a name is served (has a version): which model a refused request counts under. */
+  readonly #servesName = (name: string): boolean => this.registry.versions(name).length > 0;
 
   constructor(options: CoordinatorOptions) {
     this.#config = options.config;
@@ -552,7 +554,7 @@ export class Coordinator {
       entry,
       code,
       phase,
-      countedModel: countedModel(model, entry, (name) => this.registry.versions(name).length > 0),
+      countedModel: countedModel(model, entry, this.#servesName),
       durationMs: performance.now() - sinceMs,
       workerId: result?.workerId,
       cache: result?.cache,
