@@ -28,6 +28,15 @@ models:
     sim: { latencyMs: 2 }
     inputs: [{ name: x, datatype: FP32, shape: [-1] }]
     outputs: [{ name: y, datatype: FP32, shape: [-1] }]
+  - name: pipe
+    backend: pipeline
+    inputs: [{ name: v, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: out, datatype: FP32, shape: [-1] }]
+    pipeline:
+      steps:
+        - { name: one, model: sim, inputs: { x: $v } }
+        - { name: two, model: sim, inputs: { x: one.y } }
+      outputs: { out: two.y }
 `;
 /** The page's globals, as the functions run inside it see them. */
 declare const document: {
@@ -46,6 +55,8 @@ test('dashboard - shows the workers and live throughput in a browser', { timeout
   const coordinator = await startCoordinator(t, config);
   await startWorker(t, config, 'dash-w1', { coordinator: coordinator.rpcAddress });
   await waitForWorkers(coordinator.url, 1, ['sim']);
+  // a pipeline with traffic: its row shows percentiles (it is never routed, so the router has none)
+  for (let i = 0; i < 3; i++) await coordinator.client.infer('pipe', [{ ...x[0]!, name: 'v' }]);
 
   // background traffic: one lane, then three more once a first figure shows, so it must move
   let stopped = false;
@@ -121,6 +132,11 @@ test('dashboard - shows the workers and live throughput in a browser', { timeout
   assert.match((await page.textContent('#workers-healthy')) ?? '', /^1 \/ 1$/);
   const p99 = await page.getAttribute('#models tr[data-model="sim"] [data-field="p99"]', 'data-value');
   assert.ok(Number(p99) > 0, `p99 ${p99}`);
+  for (const field of ['p50', 'p99']) {
+    const cell = `#models tr[data-model="pipe"] [data-field="${field}"]`;
+    const shown = await page.getAttribute(cell, 'data-value');
+    assert.ok(Number(shown) > 0, `pipeline ${field}: ${shown} (${await page.textContent(cell)})`);
+  }
   assert.ok((await page.locator('#chart-rps svg path.line').count()) === 1, 'the throughput chart is drawn');
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(laneErrors, []);
@@ -135,23 +151,7 @@ test('dashboard - shows the workers and live throughput in a browser', { timeout
   await Promise.all(lanes);
 });
 
-const PIPELINE_CONFIG = `
-models:
-  - name: sim
-    backend: sim
-    sim: { latencyMs: 2 }
-    inputs: [{ name: x, datatype: FP32, shape: [-1] }]
-    outputs: [{ name: y, datatype: FP32, shape: [-1] }]
-  - name: pipe
-    backend: pipeline
-    inputs: [{ name: v, datatype: FP32, shape: [-1] }]
-    outputs: [{ name: out, datatype: FP32, shape: [-1] }]
-    pipeline:
-      steps:
-        - { name: one, model: sim, inputs: { x: $v } }
-        - { name: two, model: sim, inputs: { x: one.y } }
-      outputs: { out: two.y }
-`;
+const PIPELINE_CONFIG = CONFIG;
 
 interface OverviewModel {
   name: string;
