@@ -382,7 +382,7 @@ test('ocr pipeline - rendered lines read through coordinator, processor and mode
 
   await t.test(
     "ocr-line has statistics as a Triton ensemble: its requests end to end, its steps' time summed",
-    async () => {
+    async (st) => {
       type Phase = { count: number; ns: number };
       type Stat = {
         inference_count: number;
@@ -419,6 +419,10 @@ test('ocr pipeline - rendered lines read through coordinator, processor and mode
       assert.ok(
         line.inference_stats.success.ns >= line.inference_stats.compute_infer.ns,
         'end to end covers the steps',
+      );
+      const perRequestMs = (p: Phase) => (p.ns / p.count / 1e6).toFixed(2);
+      st.diagnostic(
+        `ocr-line per request, ms: end to end ${perRequestMs(line.inference_stats.success)}, queue ${perRequestMs(line.inference_stats.queue)}, input ${perRequestMs(line.inference_stats.compute_input)}, infer ${perRequestMs(line.inference_stats.compute_infer)}, output ${perRequestMs(line.inference_stats.compute_output)}`,
       );
     },
   );
