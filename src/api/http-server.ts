@@ -146,9 +146,9 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const requestCounts = new RequestCounts({
     versions: (name) => options.coordinator.registry.versions(name),
   });
-  // the dashboard's counts: every answered or accepted request, by the name the client sent
+  // the dashboard's counts: every answered or accepted request, under the model /metrics counts it under
   const unsubscribe = subscribeRequestEnd(options.coordinator, (e) => {
-    if (e.phase !== 'finished') requestCounts.onEnd(e.model, e.code);
+    if (e.phase !== 'finished') requestCounts.onEnd(e.countedModel, e.code);
   });
   app.addHook('onClose', async () => unsubscribe());
   registerKserveRoutes(app, {

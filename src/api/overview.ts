@@ -84,10 +84,17 @@ const round = (x: number | null, digits = 2): number | null =>
   x === null ? null : Math.round(x * 10 ** digits) / 10 ** digits;
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/**
+ * A version's recent successful latencies, ms: a model's from the router (its attempts on the
+ * workers); a pipeline's from the coordinator, end to end (a pipeline is never routed).
+ */
 function latencyOf(coordinator: Coordinator, entry: ModelEntry): Percentiles | null {
-  const key = modelKey(entry.name, entry.version);
-  const p50 = coordinator.router.latencyPercentile(key, 50);
-  const p99 = coordinator.router.latencyPercentile(key, 99);
+  const at = (p: number): number | undefined =>
+    entry.config?.backend === 'pipeline'
+      ? coordinator.stats.latencyPercentile(entry.name, entry.version, p)
+      : coordinator.router.latencyPercentile(modelKey(entry.name, entry.version), p);
+  const p50 = at(50);
+  const p99 = at(99);
   return p50 === undefined || p99 === undefined ? null : { p50: round(p50)!, p99: round(p99)! };
 }
 
@@ -124,7 +131,11 @@ export function createOverview(options: OverviewOptions): () => Promise<object> 
     const workerStats = [...stats.byWorker.values()].flat();
     const models = names.map((name) => {
       const versions = entries.filter((e) => e.name === name);
-      const own = workerStats.filter((s) => s.name === name);
+      // the workers' figures, and the coordinator's (a pipeline runs there)
+      const own = [
+        ...workerStats.filter((s) => s.name === name),
+        ...versions.flatMap((e) => coordinator.stats.snapshot(e.name, e.version) ?? []),
+      ];
       const inferences = own.reduce((n, s) => n + s.inferenceCount, 0);
       const executions = own.reduce((n, s) => n + s.executionCount, 0);
       const c = cacheStats[name];

@@ -5,8 +5,9 @@
  * Trade-off: counting is on the hot path, so it allocates nothing per request: the per-model
  * records and their one-second rings are made once per model, and a model name nobody serves
  * (a 404) is counted in the totals only, so a client cannot grow the map with made-up names.
- * Requests are keyed by the name the client sent, not by version: a traffic split's versions
- * share one record (as the cache's figures do).
+ * Requests are keyed by the model /metrics counts them under (the coordinator's one rule,
+ * `RequestEndEvent.countedModel`: "" for none), not by version: a traffic split's versions share
+ * one record (as the cache's figures do).
  */
 
 /** The rate is averaged over this many whole seconds and the current partial one. */

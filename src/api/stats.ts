@@ -1,18 +1,18 @@
 /**
  * Triton's statistics extension: `GET /v2/models/stats` and `GET /v2/models/{m}[/versions/{v}]/stats`.
- * The coordinator asks every worker hosting the model for its own figures and sums them, so one
- * request sees the fleet; the per-worker figures and what Triton has no field for (queue depth,
- * rejections) are under `infergrid`.
+ * The coordinator asks every worker hosting the model for its own figures and sums them with
+ * its own (response cache hits and misses; a pipeline's runs, which happen on the coordinator),
+ * so one request sees the fleet; the per-worker figures and what Triton has no field for (queue
+ * depth, rejections) are under `infergrid`. docs/metrics.md says what each field counts.
  */
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { type CountNs, type ModelStatsSnapshot, mergeStats } from '../batching/index.ts';
+import { type ModelStatsSnapshot, mergeStats } from '../batching/index.ts';
 import type { Coordinator } from '../coordinator/index.ts';
 import { type ModelEntry, modelKey } from '../registry/index.ts';
 
 /** How long to wait for each worker's figures, ms. */
 const STATS_TIMEOUT_MS = 2000;
-const ZERO: CountNs = { count: 0, ns: 0 };
 
 function tritonShape(merged: ModelStatsSnapshot, perWorker: { id: string; s: ModelStatsSnapshot }[]) {
   return {
@@ -25,15 +25,17 @@ function tritonShape(merged: ModelStatsSnapshot, perWorker: { id: string; s: Mod
       success: merged.success,
       fail: merged.fail,
       queue: merged.queue,
-      compute_input: ZERO,
+      compute_input: merged.computeInput,
       compute_infer: merged.computeInfer,
-      compute_output: ZERO,
+      compute_output: merged.computeOutput,
+      cache_hit: merged.cacheHit,
+      cache_miss: merged.cacheMiss,
     },
     batch_stats: merged.batchStats.map((b) => ({
       batch_size: b.batchSize,
-      compute_input: ZERO,
+      compute_input: b.computeInput,
       compute_infer: b.computeInfer,
-      compute_output: ZERO,
+      compute_output: b.computeOutput,
     })),
     infergrid: {
       queue_depth: merged.queueDepth,
@@ -78,7 +80,9 @@ async function collect(coordinator: Coordinator, entries: ModelEntry[]) {
   }
   const modelStats = entries.flatMap((e) => {
     const perWorker = byModel.get(modelKey(e.name, e.version)) ?? [];
-    const merged = mergeStats(perWorker.map((p) => p.s));
+    // the coordinator's own record last: the workers' carry what only they have (streams, llm)
+    const own = coordinator.stats.of(e.name, e.version).snapshot();
+    const merged = mergeStats([...perWorker.map((p) => p.s), own]);
     return merged ? [tritonShape(merged, perWorker)] : [];
   });
   return { model_stats: modelStats, ...(unreachable.length ? { unreachable_workers: unreachable } : {}) };

@@ -113,8 +113,10 @@ class OnnxModel implements LoadedModel {
     for (const t of inputs) feeds[t.name] = toOrtTensor(this.#ort, t);
     const wanted = selectOutputs(this.info.outputs, ctx.outputs).map((o) => o.name);
     let results: Ort.InferenceSession.ReturnType;
+    ctx.runStarted?.();
     try {
       results = await this.#session.run(feeds, wanted);
+      ctx.runEnded?.();
     } catch (err) {
       throw new InfergridError('BACKEND_ERROR', `onnxruntime failed: ${(err as Error).message}`, {
         cause: err,

@@ -51,8 +51,10 @@ class SimModel implements LoadedModel {
     const { latencyMs, perItemMs, jitterMs, failureRate } = this.#options;
     const batch = inputs[0]?.shape[0] ?? 1;
     const ms = latencyMs + perItemMs * batch + (jitterMs > 0 ? this.#random() * jitterMs : 0);
+    ctx.runStarted?.();
     // a batch never starts aborted: the signal is read only while there is time to wait
     if (ms > 0) await delay(ms, ctx.signal);
+    ctx.runEnded?.();
     if (failureRate > 0 && this.#random() < failureRate) {
       throw new InfergridError('WORKER_FAULT', 'sim: injected failure (sim.failureRate)');
     }

@@ -48,6 +48,14 @@ export interface InferContext {
   parameters: Parameters;
   /** Output names wanted; all outputs when undefined. */
   outputs?: string[] | undefined;
+  /**
+   * Marks around the model run itself (first call of each wins), so the worker's statistics tell
+   * preparing the backend's inputs (compute_input) and extracting its outputs (compute_output)
+   * from the run (compute_infer). A backend that marks nothing has its whole `infer` counted
+   * as the run. Absent where nobody measures.
+   */
+  runStarted?(): void;
+  runEnded?(): void;
 }
 
 /** A streaming request's context: partial outputs go to the client as they are made. */

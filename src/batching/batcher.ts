@@ -28,7 +28,7 @@
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { type Parameters, modelParameters } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
-import type { ModelStats } from './stats.ts';
+import type { BatchPhasesMs, ComputeTimings, ModelStats } from './stats.ts';
 import { batchSizeOf, compatibilityKey, concatInputs, splitOutputs } from './tensor-batch.ts';
 
 /** Timers the batcher uses; injectable so tests control time. */
@@ -72,14 +72,24 @@ export interface BatcherOptions {
    * Runs one batch: never more than maxBatchSize rows, except that with maxBatchSize 1 (no
    * batching) a request of several rows runs whole, alone. `ctx.signal` aborts once every
    * request of the batch was cancelled or passed its deadline (the reason: the last one's);
-   * whatever `execute` returns after that is dropped.
+   * whatever `execute` returns after that is dropped. `ctx.runStarted`/`runEnded` mark the
+   * model run itself (first call wins), so the time before it counts as input preparation and
+   * the time after as output extraction; unmarked, the run is from the call to the settling.
    */
-  execute: (
-    inputs: Tensor[],
-    ctx: { parameters: Parameters; outputs: string[] | undefined; signal: AbortSignal },
-  ) => Promise<Tensor[]>;
+  execute: (inputs: Tensor[], ctx: ExecuteContext) => Promise<Tensor[]>;
   stats: ModelStats;
   clock?: BatcherClock;
+}
+
+/** What `execute` gets besides the batch's inputs. */
+export interface ExecuteContext {
+  readonly parameters: Parameters;
+  readonly outputs: string[] | undefined;
+  readonly signal: AbortSignal;
+  /** The model run starts now (after the backend prepared its inputs). */
+  runStarted(): void;
+  /** The model run ended now (before the backend extracts its outputs). */
+  runEnded(): void;
 }
 
 /**
@@ -109,6 +119,8 @@ export interface SubmitOptions {
   signal?: AbortSignal | undefined;
   /** Told when the request leaves the queue and when its batch runs. */
   trace?: SubmitTrace | undefined;
+  /** Filled in when the request succeeds: its queue time and its batch's phases, ns. */
+  timings?: ComputeTimings | undefined;
 }
 
 /**
@@ -116,18 +128,31 @@ export interface SubmitOptions {
  * read, or when the batch is aborted: an AbortSignal costs about 4.5 µs to make on Node 20, once
  * per batch, and most backends never look at it.
  */
-class RunningBatch {
+class RunningBatch implements ExecuteContext {
   readonly parameters: Parameters;
   readonly outputs: string[] | undefined;
   /** Its requests not yet answered; at 0 by cancels and deadlines, nobody wants the outputs. */
   waiting: number;
+  /** When the model run started and ended, as the backend marked them (batcher clock). */
+  runStartedAt: number | undefined;
+  runEndedAt: number | undefined;
+  readonly #now: () => number;
   #controller: AbortController | undefined;
   #abortReason: InfergridError | undefined;
 
-  constructor(parameters: Parameters, outputs: string[] | undefined, waiting: number) {
+  constructor(parameters: Parameters, outputs: string[] | undefined, waiting: number, now: () => number) {
     this.parameters = parameters;
     this.outputs = outputs;
     this.waiting = waiting;
+    this.#now = now;
+  }
+
+  runStarted(): void {
+    this.runStartedAt ??= this.#now();
+  }
+
+  runEnded(): void {
+    this.runEndedAt ??= this.#now();
   }
 
   get signal(): AbortSignal {
@@ -162,6 +187,9 @@ interface Item {
   readonly enqueuedAt: number;
   readonly signal: AbortSignal | undefined;
   readonly trace: SubmitTrace | undefined;
+  readonly timings: ComputeTimings | undefined;
+  /** Time it waited in the queue, ms (once its batch starts). */
+  queuedMs: number;
   readonly resolve: (outputs: Tensor[]) => void;
   readonly reject: (err: InfergridError) => void;
   onAbort: (() => void) | undefined;
@@ -280,6 +308,8 @@ export class Batcher {
         enqueuedAt: now,
         signal: options.signal,
         trace: options.trace,
+        timings: options.timings,
+        queuedMs: 0,
         resolve,
         reject,
         onAbort: undefined,
@@ -487,12 +517,13 @@ export class Batcher {
   #start(batch: Item[], now: number): void {
     const o = this.#o;
     const head = batch[0]!;
-    const running = new RunningBatch(head.parameters, head.outputs, batch.length);
+    const running = new RunningBatch(head.parameters, head.outputs, batch.length, () => o.clock.now());
     let traced: SubmitTrace[] | undefined;
     for (const item of batch) {
       this.#unqueue(item);
       item.batch = running;
-      o.stats.onQueued(now - item.enqueuedAt);
+      item.queuedMs = now - item.enqueuedAt;
+      o.stats.onQueued(item.queuedMs);
       if (item.trace) {
         item.trace.dequeued();
         traced ??= [];
@@ -503,9 +534,20 @@ export class Batcher {
     const sizes = batch.map((i) => i.rows);
     const rows = sizes.reduce((a, b) => a + b, 0);
     const endTrace = traced ? traced[0]!.batchStarted(traced, rows) : undefined;
+    // until the backend marks its run, it is from the call (after concatenating) to the settling
+    let calledAt = now;
+    let phases: BatchPhasesMs | undefined;
+    const measure = (): BatchPhasesMs => {
+      const doneAt = o.clock.now();
+      const runStart = Math.min(doneAt, Math.max(now, running.runStartedAt ?? calledAt));
+      const runEnd = Math.min(doneAt, Math.max(runStart, running.runEndedAt ?? doneAt));
+      return { inputMs: runStart - now, inferMs: runEnd - runStart, outputMs: doneAt - runEnd };
+    };
     let run: Promise<Tensor[]>;
     try {
-      run = o.execute(concatInputs(batch.map((i) => i.inputs)), running);
+      const inputs = concatInputs(batch.map((i) => i.inputs));
+      calledAt = o.clock.now();
+      run = o.execute(inputs, running);
     } catch (err) {
       run = Promise.reject(err);
     }
@@ -514,9 +556,14 @@ export class Batcher {
         (outputs) => {
           endTrace?.();
           const perRequest = splitOutputs(outputs, sizes);
-          for (const [i, item] of batch.entries()) this.#settle(item, { outputs: perRequest[i]! });
+          phases = measure();
+          for (const [i, item] of batch.entries()) {
+            if (item.timings) fillTimings(item.timings, item.queuedMs, phases);
+            this.#settle(item, { outputs: perRequest[i]! });
+          }
         },
         (err: unknown) => {
+          phases = measure();
           // a batch that was aborted ends with why, whatever the backend threw on stopping
           const error = toInfergridError(running.abortReason ?? err, 'BACKEND_ERROR');
           endTrace?.(error);
@@ -530,10 +577,19 @@ export class Batcher {
       })
       .finally(() => {
         const endedAt = o.clock.now();
-        o.stats.onBatch(rows, batch.length, endedAt - now, Date.now());
+        o.stats.onBatch(rows, batch.length, phases ?? measure(), Date.now());
         this.#lastBatch = { requests: batch.length, endedAt, computeMs: endedAt - now };
         this.#running--;
         this.#schedule();
       });
   }
+}
+
+const nsOf = (ms: number): number => Math.max(0, Math.round(ms * 1e6));
+
+function fillTimings(timings: ComputeTimings, queuedMs: number, phases: BatchPhasesMs): void {
+  timings.queueNs = nsOf(queuedMs);
+  timings.computeInputNs = nsOf(phases.inputMs);
+  timings.computeInferNs = nsOf(phases.inferMs);
+  timings.computeOutputNs = nsOf(phases.outputMs);
 }

@@ -2,10 +2,13 @@ export {
   Batcher,
   type BatcherClock,
   type BatcherOptions,
+  type ExecuteContext,
   REAL_CLOCK,
   type SubmitOptions,
 } from './batcher.ts';
 export {
+  type BatchPhasesMs,
+  type ComputeTimings,
   type CountNs,
   ModelStats,
   type ModelStatsSnapshot,

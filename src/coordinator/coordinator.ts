@@ -35,6 +35,7 @@ import {
   type RequestEndEvent,
   type Tracing,
   type StageEvent,
+  countedModel,
   endStage,
   requestEnd,
   startStage,
@@ -47,7 +48,9 @@ import {
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
 import { ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
 import { AsyncRequests, persistentTier } from '../async/index.ts';
-import { PipelineRunner, type StepRequest } from '../pipeline/index.ts';
+import { type PipelineResult, PipelineRunner, type StepRequest } from '../pipeline/index.ts';
+import { batchSizeOf } from '../batching/index.ts';
+import { CoordinatorStats } from './coordinator-stats.ts';
 import { type FleetWorker, fleetSnapshot } from './fleet.ts';
 import { type DispatchRequest, Dispatcher, type Replica, type ReplicaSource } from './dispatcher.ts';
 import { checkBytesTensor, checkRequestShape } from './limits.ts';
@@ -97,6 +100,8 @@ export class Coordinator {
   readonly pipelines: PipelineRunner;
   readonly repository: ModelRepository;
   readonly metrics: CoordinatorMetrics;
+  /** What only the coordinator counts per version: cache hits and misses, pipelines (the statistics API adds the workers'). */
+  readonly stats: CoordinatorStats;
   /** The process's tracing, only when it is on (one check tells whether to trace). */
   readonly tracing: Tracing | undefined;
   readonly #health: HealthMonitor;
@@ -117,6 +122,8 @@ export class Coordinator {
   readonly #unsubscribe: (() => void)[];
   /** Labels of the classification extension. */
   readonly #labels: LabelFiles;
+  /** Whether a name is served (has a version): which model a refused request counts under. */
+  readonly #servesName = (name: string): boolean => this.registry.versions(name).length > 0;
 
   constructor(options: CoordinatorOptions) {
     this.#config = options.config;
@@ -126,6 +133,7 @@ export class Coordinator {
     this.#credentials = token ? clusterCredentials(token) : undefined;
     const { routing } = options.config;
     this.registry = new ModelRegistry(options.config.models);
+    this.stats = new CoordinatorStats((name, version) => this.registry.versions(name).includes(version));
     this.pool = new WorkerPool(this.registry, routing.health, options.logger);
     this.router = new Router({ routing });
     this.budget = new RetryBudget({
@@ -555,6 +563,7 @@ export class Coordinator {
       entry,
       code,
       phase,
+      countedModel: countedModel(model, entry, this.#servesName),
       durationMs: performance.now() - sinceMs,
       workerId: result?.workerId,
       cache: result?.cache,
@@ -675,6 +684,11 @@ export class Coordinator {
       request.parameters,
     );
     let workerId: string | undefined;
+    let timings: InferResult['timings'];
+    const stats = this.stats.forEntry(entry);
+    // Triton's cache_hit/cache_miss: the lookup (and decoding, on a hit; storing, on a miss)
+    const lookupStartedMs = performance.now();
+    let lookupMs = 0;
     // ends when the cache answers, or when it hands the request on to be computed
     let lookup = startStage(this, 'cache', request.traceContext, entry.name);
     const running = cache.run(
@@ -685,8 +699,10 @@ export class Coordinator {
         mode: cacheMode,
         signal,
         timeoutMs,
+        onStored: cacheMode === 'normal' ? (ms) => stats.onCacheInsert(ms) : undefined,
       },
       async (computeSignal) => {
+        lookupMs = performance.now() - lookupStartedMs;
         if (lookup) {
           lookup.outcome = cacheMode === 'normal' ? 'miss' : cacheMode;
           endStage(lookup);
@@ -694,6 +710,7 @@ export class Coordinator {
         }
         const result = await this.#execute(request, resolved, timeoutMs, computeSignal);
         workerId = result.workerId;
+        timings = result.timings;
         return { meta: result.meta, outputs: result.outputs };
       },
     );
@@ -704,7 +721,10 @@ export class Coordinator {
       lookup.outcome = outcome;
       endStage(lookup);
     }
-    return { ...response, workerId, cache: outcome };
+    // counted once answered, as Triton counts them with a successful response
+    if (outcome === 'hit') stats.onCacheHit(performance.now() - lookupStartedMs, Date.now());
+    else if (outcome === 'miss') stats.onCacheMiss(lookupMs);
+    return { ...response, workerId, cache: outcome, timings };
   }
 
   /**
@@ -746,18 +766,37 @@ export class Coordinator {
     timeoutMs: number,
     signal: AbortSignal | undefined,
   ): Promise<InferResult> {
-    const result = await this.pipelines.run({
-      entry,
-      inputs: request.inputs,
-      outputs: request.outputs,
-      parameters: request.parameters,
-      id: request.id,
-      timeoutMs,
-      signal,
-      cacheMode: request.cacheMode,
-      traceContext: request.traceContext,
-    });
-    return { meta: result.meta, outputs: result.outputs, workerId: undefined, steps: result.steps };
+    const startedMs = performance.now();
+    const stats = this.stats.forEntry(entry);
+    let result: PipelineResult;
+    try {
+      result = await this.pipelines.run({
+        entry,
+        inputs: request.inputs,
+        outputs: request.outputs,
+        parameters: request.parameters,
+        id: request.id,
+        timeoutMs,
+        signal,
+        cacheMode: request.cacheMode,
+        traceContext: request.traceContext,
+      });
+    } catch (err) {
+      stats.onPipeline(false, performance.now() - startedMs, 0, undefined, Date.now());
+      throw err;
+    }
+    const ms = performance.now() - startedMs;
+    // an ensemble's rows: its batch size when it batches, else 1 (Triton's max(1, batch size))
+    const rows = entry.config?.batchable ? Math.max(1, batchSizeOf(request.inputs)) : 1;
+    stats.onPipeline(true, ms, rows, result.timings, Date.now());
+    this.stats.observePipelineLatency(entry.name, entry.version, ms);
+    return {
+      meta: result.meta,
+      outputs: result.outputs,
+      workerId: undefined,
+      steps: result.steps,
+      timings: result.timings,
+    };
   }
 
   /** The registry and pool as the dispatcher sees them: a model's ready replicas, and why none is. */

@@ -11,6 +11,7 @@ import type { CacheMode, CacheOutcome } from '../cache/index.ts';
 import { InfergridError } from '../errors.ts';
 import {
   CACHE_PARAMETER,
+  type ComputeTimings,
   type InferResponseMeta,
   type Parameters,
   SHARD_KEY_PARAMETER,
@@ -80,6 +81,8 @@ export interface InferResult {
   cache?: CacheOutcome;
   /** For a pipeline: what each step did. */
   steps?: StepTrace[];
+  /** Where its time went on the workers (a pipeline: its steps' summed); none from the cache. */
+  timings?: ComputeTimings | undefined;
 }
 
 /** The `cache` parameter: "bypass" (neither read nor write) or "refresh" (recompute, then store). */

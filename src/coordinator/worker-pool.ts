@@ -12,6 +12,7 @@ import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type Frame,
   type InferRequestMeta,
+  type ComputeTimings,
   type InferResponseMeta,
   KIND_NAME,
   type MetricJson,
@@ -45,6 +46,8 @@ export type WorkerState = 'ready' | 'draining';
 export interface InferReply {
   meta: InferResponseMeta;
   outputs: Tensor[];
+  /** Where the request's time went on the worker, when it says (taken off the meta). */
+  timings?: ComputeTimings | undefined;
 }
 
 /** The coordinator's view of one connected worker. */
@@ -177,8 +180,16 @@ export class WorkerHandle implements RoutableWorker {
     this.requests++;
     try {
       const frame = await this.conn.request(MESSAGE_KIND.INFER_REQUEST, meta, attachments, options);
-      const responseMeta = this.#checkReply(frame, MESSAGE_KIND.INFER_RESPONSE, checkInferResponse);
-      return { meta: responseMeta, outputs: tensorsFromWire(responseMeta.outputs, frame.attachments) };
+      const { timings, ...responseMeta } = this.#checkReply(
+        frame,
+        MESSAGE_KIND.INFER_RESPONSE,
+        checkInferResponse,
+      );
+      return {
+        meta: responseMeta,
+        outputs: tensorsFromWire(responseMeta.outputs, frame.attachments),
+        timings,
+      };
     } catch (err) {
       // only what says something about the worker: not a cancel, a deadline or bad input
       if (toInfergridError(err).isWorkerFault) this.failures++;

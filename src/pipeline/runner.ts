@@ -15,7 +15,7 @@
 import type { CacheMode } from '../cache/index.ts';
 import { type PipelineSource, parseSource } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
-import type { InferResponseMeta, Parameters } from '../protocol/index.ts';
+import type { ComputeTimings, InferResponseMeta, Parameters } from '../protocol/index.ts';
 import type { ModelEntry } from '../registry/index.ts';
 import { type TraceContext, endStage, startStage } from '../telemetry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
@@ -41,6 +41,8 @@ export interface StepResult {
   meta: InferResponseMeta;
   outputs: Tensor[];
   workerId: string | undefined;
+  /** Where the step's time went on its worker; none when the cache answered it. */
+  timings?: ComputeTimings | undefined;
 }
 
 export interface PipelineRequest {
@@ -70,6 +72,8 @@ export interface PipelineResult {
   meta: InferResponseMeta;
   outputs: Tensor[];
   steps: StepTrace[];
+  /** Its steps' queue and compute times summed (Triton reports an ensemble's so). */
+  timings: ComputeTimings;
 }
 
 export interface PipelineRunnerOptions {
@@ -149,6 +153,7 @@ export class PipelineRunner {
     const produced = new Map<string, Map<string, Tensor>>();
     const running = new Map<string, Promise<void>>();
     const traces: StepTrace[] = [];
+    const timings: ComputeTimings = { queueNs: 0, computeInputNs: 0, computeInferNs: 0, computeOutputNs: 0 };
     const tensorOf = (source: PipelineSource, forWhat: string): Tensor => {
       const t =
         source.kind === 'input' ? given.get(source.input) : produced.get(source.step)?.get(source.output);
@@ -219,6 +224,12 @@ export class PipelineRunner {
         });
       }
       produced.set(step.name, new Map(result.outputs.map((t) => [t.name, t])));
+      if (result.timings) {
+        timings.queueNs += result.timings.queueNs;
+        timings.computeInputNs += result.timings.computeInputNs;
+        timings.computeInferNs += result.timings.computeInferNs;
+        timings.computeOutputNs += result.timings.computeOutputNs;
+      }
       traces[index] = {
         step: step.name,
         model: result.meta.model,
@@ -262,6 +273,7 @@ export class PipelineRunner {
       },
       outputs,
       steps: traces,
+      timings,
     };
   }
 }

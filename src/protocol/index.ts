@@ -11,8 +11,10 @@ export {
 } from './frame.ts';
 export { FRAME_FLAG, KIND_NAME, MESSAGE_KIND, type MessageKind, isMessageKind } from './kinds.ts';
 export {
+  type BatchStat,
   type CancelMeta,
   type ChallengeMeta,
+  type ComputeTimings,
   type CountNs,
   type DrainMeta,
   type ErrorMeta,

@@ -154,6 +154,24 @@ export interface InferResponseMeta {
   id?: string;
   outputs: TensorHeader[];
   parameters?: Parameters;
+  /**
+   * Worker -> coordinator only: where this request's time went on the worker (see
+   * {@link ComputeTimings}). The coordinator takes it off the meta before anything else sees it.
+   */
+  timings?: ComputeTimings;
+}
+
+/**
+ * One request's time on the worker, ns, in Triton's statistics terms: waiting in the queue, then
+ * its batch's input preparation (concatenating the batch, the backend's conversion to its own
+ * tensors), the model run itself, and output extraction (the backend's conversion back, checking
+ * and splitting the batch's outputs). A pipeline sums its steps' (docs/metrics.md).
+ */
+export interface ComputeTimings {
+  queueNs: number;
+  computeInputNs: number;
+  computeInferNs: number;
+  computeOutputNs: number;
 }
 
 export type ErrorMeta = WireError;
@@ -190,9 +208,19 @@ export interface ModelStatsSnapshot {
   queue: CountNs;
   /** The longest any request waited in the queue, ns. */
   queueMaxNs: number;
+  /** Per request, its batch's time preparing inputs / in the model / extracting outputs. */
+  computeInput: CountNs;
   computeInfer: CountNs;
-  /** Per executed batch size: how many batches of that size, and their compute time. */
-  batchStats: { batchSize: number; computeInfer: CountNs }[];
+  computeOutput: CountNs;
+  /**
+   * Answers from the response cache (kept by the coordinator, zero on workers): lookups that
+   * found an entry (time to look up and decode it), and lookups that did not (time to look up,
+   * plus the time to store the computed answer once it is stored).
+   */
+  cacheHit: CountNs;
+  cacheMiss: CountNs;
+  /** Per executed batch size: how many batches of that size, and their time in each phase. */
+  batchStats: BatchStat[];
   queueDepth: number;
   maxQueueDepth: number;
   rejected: { overloaded: number; deadline: number; cancelled: number };
@@ -200,6 +228,14 @@ export interface ModelStatsSnapshot {
   streams?: StreamStats;
   /** A generative model's decode loop (running and waiting requests, KV use, prefix reuse). */
   llm?: LlmLoopStats;
+}
+
+/** Executions of one batch size (rows): each phase's count is the executions, ns their time. */
+export interface BatchStat {
+  batchSize: number;
+  computeInput: CountNs;
+  computeInfer: CountNs;
+  computeOutput: CountNs;
 }
 
 /** A generative model's decode loop as metrics see it (vLLM's meanings). */
@@ -533,11 +569,20 @@ export function checkStreamCredit(meta: unknown): StreamCreditMeta {
   return { credits: meta.credits as number };
 }
 
+const TIMING_KEYS = [
+  'queueNs',
+  'computeInputNs',
+  'computeInferNs',
+  'computeOutputNs',
+] as const satisfies readonly (keyof ComputeTimings)[];
+
 export function checkInferResponse(meta: unknown): InferResponseMeta {
   if (!isRecord(meta) || typeof meta.model !== 'string' || !Array.isArray(meta.outputs)) {
     fail('INFER_RESPONSE: expected { model, version, outputs }');
   }
   for (const [i, t] of meta.outputs.entries()) checkSpec(t, `INFER_RESPONSE outputs[${i}]`);
+  if (meta.timings !== undefined && meta.timings !== null)
+    meta.timings = countsAt(meta.timings, 'INFER_RESPONSE timings', TIMING_KEYS);
   return meta as unknown as InferResponseMeta;
 }
 
@@ -553,6 +598,11 @@ function checkCountNs(record: Record<string, unknown>, field: string, where: str
   return { count: countAt(c, 'count', at), ns: countAt(c, 'ns', at) };
 }
 
+/** A figure an older worker does not send reads as zero; one it sends is checked. */
+function optionalCountNs(record: Record<string, unknown>, field: string, where: string): CountNs {
+  return record[field] === undefined ? { count: 0, ns: 0 } : checkCountNs(record, field, where);
+}
+
 function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
   const s = objectAt(value, where);
   const batchStats = listAt(s.batchStats, `${where}.batchStats`).map((b, i) => {
@@ -560,7 +610,9 @@ function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
     const batch = objectAt(b, at);
     return {
       batchSize: countAt(batch, 'batchSize', at),
+      computeInput: optionalCountNs(batch, 'computeInput', at),
       computeInfer: checkCountNs(batch, 'computeInfer', at),
+      computeOutput: optionalCountNs(batch, 'computeOutput', at),
     };
   });
   const rejected = objectAt(s.rejected, `${where}.rejected`);
@@ -574,7 +626,11 @@ function checkModelStats(value: unknown, where: string): ModelStatsSnapshot {
     fail: checkCountNs(s, 'fail', where),
     queue: checkCountNs(s, 'queue', where),
     queueMaxNs: countAt(s, 'queueMaxNs', where),
+    computeInput: optionalCountNs(s, 'computeInput', where),
     computeInfer: checkCountNs(s, 'computeInfer', where),
+    computeOutput: optionalCountNs(s, 'computeOutput', where),
+    cacheHit: optionalCountNs(s, 'cacheHit', where),
+    cacheMiss: optionalCountNs(s, 'cacheMiss', where),
     batchStats,
     queueDepth: countAt(s, 'queueDepth', where),
     maxQueueDepth: countAt(s, 'maxQueueDepth', where),

@@ -35,6 +35,7 @@ export {
   STAGE_END_CHANNEL,
   STAGE_START_CHANNEL,
   type StageEvent,
+  countedModel,
   endStage,
   requestEnd,
   stageEnd,

@@ -428,15 +428,18 @@ export class CoordinatorMetrics {
 
   /**
    * Records one answered inference request: `code` undefined for success (its duration is
-   * observed), else the error code. `entry` undefined: the model could not be resolved.
+   * observed), else the error code. `entry` undefined: the model could not be resolved; it
+   * counts under `countedModel` (the served name it named, or "") with version "".
    */
   onRequest(
     entry: { name: string; version: string } | undefined,
+    countedModel: string,
     code: string | undefined,
     seconds: number,
   ): void {
     if (!entry) {
-      this.#requests.inc({ model: '', version: '', code: code ?? 'OK' });
+      // refused before resolving: under the served name it named (version ""), else under ""
+      this.#requests.inc({ model: countedModel, version: '', code: code ?? 'OK' });
       return;
     }
     const s = this.#seriesOf(entry);

@@ -23,6 +23,14 @@ export interface RequestEndEvent {
   readonly model: string;
   /** The model version it resolved to; undefined when it could not be resolved. */
   readonly entry: { readonly name: string; readonly version: string } | undefined;
+  /**
+   * The model the request counts under, on /metrics (`model` label) and on the dashboard alike
+   * (one rule, the coordinator's, {@link countedModel}): the name of the version it resolved to;
+   * when it was refused before resolving (a body that does not parse, a version that does not
+   * exist), the name the client sent if the coordinator serves that name; else "" (a name
+   * nobody serves never becomes a label, so clients cannot grow the series with made-up names).
+   */
+  readonly countedModel: string;
   /** The error code; undefined for success. */
   readonly code: string | undefined;
   /** 'answered': a response (or error) was given; 'accepted': an asynchronous request was taken; 'finished': an asynchronous request ran to its end. */
@@ -48,6 +56,19 @@ function reportSubscriberError(channel: string, err: unknown): void {
   process.emitWarning(
     `a subscriber of ${channel} failed (further failures are not reported): ${String(err)}`,
   );
+}
+
+/**
+ * The model a request counts under (see {@link RequestEndEvent.countedModel}): `served` says
+ * whether the coordinator serves a name (has a version of it).
+ */
+export function countedModel(
+  model: string,
+  entry: { readonly name: string } | undefined,
+  served: (name: string) => boolean,
+): string {
+  if (entry) return entry.name;
+  return served(model) ? model : '';
 }
 
 /** Published by the coordinator's entry point once per request outcome. */
@@ -79,7 +100,7 @@ export function subscribeRequestEnd(source: object, onEnd: (event: RequestEndEve
 export function subscribeMetrics(source: object, metrics: CoordinatorMetrics): () => void {
   return subscribeRequestEnd(source, (e) => {
     if (e.phase === 'accepted') return;
-    metrics.onRequest(e.entry, e.code, e.code === undefined ? e.durationMs / 1000 : 0);
+    metrics.onRequest(e.entry, e.countedModel, e.code, e.code === undefined ? e.durationMs / 1000 : 0);
   });
 }
 

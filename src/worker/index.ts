@@ -1,2 +1,2 @@
-export { type HostedModel, ModelHost } from './model-host.ts';
+export { type HostedModel, MAX_RETIRED_STATS, ModelHost } from './model-host.ts';
 export { Worker, type WorkerEvents, type WorkerOptions, type WorkerStats } from './worker.ts';

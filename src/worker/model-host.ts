@@ -111,11 +111,20 @@ function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStat
       // ctx's signal aborts once every request of the batch was cancelled or passed its
       // deadline; it is made only if the backend reads it
       const outputs = await model.infer(inputs, ctx);
+      // a backend that did not mark its run's end: checking its outputs is extraction, not the run
+      ctx.runEnded();
       checkOutputs(outputs);
       return outputs;
     },
   });
 }
+
+/**
+ * Statistics records kept for versions no longer hosted (unloaded, or reloaded: the record
+ * carries over), most recently unloaded last; beyond this many the oldest is forgotten, so a
+ * repository that cycles through versions cannot grow the map without bound.
+ */
+export const MAX_RETIRED_STATS = 256;
 
 /** A hosted model that can take requests. */
 export type ReadyModel = HostedModel & { model: LoadedModel; schema: ModelSchema; batcher: Batcher };
@@ -128,6 +137,12 @@ export class ModelHost {
   readonly #latest = new Map<string, string>();
   readonly #onChange: () => void;
   readonly #observer: ((name: string, version: string) => StatsObserver) | undefined;
+  /**
+   * Each version's statistics, hosted or not: a reload of the same version (load again, or
+   * unload then load) continues its record, as Triton keeps a version's statistics. A new
+   * version starts its own. Records of versions no longer hosted are bounded (MAX_RETIRED_STATS).
+   */
+  readonly #stats = new Map<string, ModelStats>();
 
   /** `observer` feeds each model's durations to metrics (histograms). */
   constructor(
@@ -160,7 +175,7 @@ export class ModelHost {
       model: undefined,
       schema: undefined,
       batcher: undefined,
-      stats: new ModelStats(config.name, config.version, this.#observer?.(config.name, config.version)),
+      stats: this.#statsOf(config.name, config.version),
       error: undefined,
       fingerprint: undefined,
       active: 0,
@@ -218,6 +233,34 @@ export class ModelHost {
     return hosted;
   }
 
+  /** The record of a version: the one it had (hosted before) or a new one. */
+  #statsOf(name: string, version: string): ModelStats {
+    const key = modelKey(name, version);
+    let stats = this.#stats.get(key);
+    if (stats) {
+      // in use again: no longer among the retired, whose order the map keeps
+      this.#stats.delete(key);
+    } else {
+      stats = new ModelStats(name, version, this.#observer?.(name, version));
+    }
+    this.#stats.set(key, stats);
+    this.#forgetRetired(key);
+    return stats;
+  }
+
+  /** Drops the oldest records of versions not hosted beyond MAX_RETIRED_STATS; `loading` is about to be. */
+  #forgetRetired(loading?: string): void {
+    const hosted = (key: string): boolean => key === loading || this.#models.has(key);
+    let retired = 0;
+    for (const key of this.#stats.keys()) if (!hosted(key)) retired++;
+    for (const key of this.#stats.keys()) {
+      if (retired <= MAX_RETIRED_STATS) return;
+      if (hosted(key)) continue;
+      this.#stats.delete(key);
+      retired--;
+    }
+  }
+
   /** Newest version per name, from what is hosted. */
   #updateLatest(name: string): void {
     let latest: string | undefined;
@@ -259,6 +302,13 @@ export class ModelHost {
     this.#onChange();
     await Promise.all(targets.map(([, h]) => this.#retire(h)));
     for (const [key, h] of targets) if (this.#models.get(key) === h) this.#models.delete(key);
+    // their records stay (a load of the same version continues them), newest retired last
+    for (const [key, h] of targets) {
+      if (this.#models.has(key) || this.#stats.get(key) !== h.stats) continue;
+      this.#stats.delete(key);
+      this.#stats.set(key, h.stats);
+    }
+    this.#forgetRetired();
     this.#updateLatest(name);
     this.#logger.info({ model: name, versions: targets.map(([, h]) => h.config.version) }, 'model unloaded');
     this.#onChange();

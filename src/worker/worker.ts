@@ -408,7 +408,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     try {
       // the batcher keeps the deadline (queued or running); the signal carries cancels and a lost connection
       trace?.enqueued();
+      // filled in by the batcher when the request succeeds; the coordinator sums them for pipelines
+      const timings = { queueNs: 0, computeInputNs: 0, computeInferNs: 0, computeOutputNs: 0 };
       const outputs = await this.#options.host.run(hosted, {
+        timings,
         inputs,
         outputs: meta.outputs,
         parameters: meta.parameters,
@@ -425,6 +428,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           version: hosted.config.version,
           ...(meta.id ? { id: meta.id } : {}),
           outputs: headers,
+          timings,
         },
         attachments,
       );

@@ -3,6 +3,10 @@
  * coordinator and worker with traffic running: the worker shows up, a throughput figure appears
  * and then changes as the traffic does. A screenshot is kept in test-artifacts/dashboard.png.
  * Skips, saying why, when Debian's chromium is not installed.
+ *
+ * And the figures the page shows (GET /admin/overview) against /metrics after known traffic:
+ * both count each request, malformed ones included, under the same model; a pipeline with
+ * traffic has its p50 and p99.
  */
 
 import assert from 'node:assert/strict';
@@ -10,7 +14,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startCoordinator, startWorker, waitForWorkers, writeConfig } from '../fixtures/processes.ts';
+import { parseExposition, referenceParserMissing } from '../fixtures/prometheus.ts';
+import { post, startCoordinator, startWorker, waitForWorkers, writeConfig } from '../fixtures/processes.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
@@ -23,6 +28,15 @@ models:
     sim: { latencyMs: 2 }
     inputs: [{ name: x, datatype: FP32, shape: [-1] }]
     outputs: [{ name: y, datatype: FP32, shape: [-1] }]
+  - name: pipe
+    backend: pipeline
+    inputs: [{ name: v, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: out, datatype: FP32, shape: [-1] }]
+    pipeline:
+      steps:
+        - { name: one, model: sim, inputs: { x: $v } }
+        - { name: two, model: sim, inputs: { x: one.y } }
+      outputs: { out: two.y }
 `;
 /** The page's globals, as the functions run inside it see them. */
 declare const document: {
@@ -41,6 +55,8 @@ test('dashboard - shows the workers and live throughput in a browser', { timeout
   const coordinator = await startCoordinator(t, config);
   await startWorker(t, config, 'dash-w1', { coordinator: coordinator.rpcAddress });
   await waitForWorkers(coordinator.url, 1, ['sim']);
+  // a pipeline with traffic: its row shows percentiles (it is never routed, so the router has none)
+  for (let i = 0; i < 3; i++) await coordinator.client.infer('pipe', [{ ...x[0]!, name: 'v' }]);
 
   // background traffic: one lane, then three more once a first figure shows, so it must move
   let stopped = false;
@@ -116,6 +132,11 @@ test('dashboard - shows the workers and live throughput in a browser', { timeout
   assert.match((await page.textContent('#workers-healthy')) ?? '', /^1 \/ 1$/);
   const p99 = await page.getAttribute('#models tr[data-model="sim"] [data-field="p99"]', 'data-value');
   assert.ok(Number(p99) > 0, `p99 ${p99}`);
+  for (const field of ['p50', 'p99']) {
+    const cell = `#models tr[data-model="pipe"] [data-field="${field}"]`;
+    const shown = await page.getAttribute(cell, 'data-value');
+    assert.ok(Number(shown) > 0, `pipeline ${field}: ${shown} (${await page.textContent(cell)})`);
+  }
   assert.ok((await page.locator('#chart-rps svg path.line').count()) === 1, 'the throughput chart is drawn');
   assert.deepEqual(pageErrors, []);
   assert.deepEqual(laneErrors, []);
@@ -128,4 +149,88 @@ test('dashboard - shows the workers and live throughput in a browser', { timeout
   stopped = true;
   raise();
   await Promise.all(lanes);
+});
+
+const PIPELINE_CONFIG = CONFIG;
+
+interface OverviewModel {
+  name: string;
+  requests: number;
+  errors: number;
+  errorsByCode: Record<string, number>;
+  latencyMs: { p50: number; p99: number } | null;
+  inferenceCount: number;
+  executionCount: number;
+}
+
+test('dashboard - its figures and /metrics count every request under the same model; a pipeline shows its percentiles', {
+  timeout: 60_000,
+}, async (t) => {
+  const missing = referenceParserMissing();
+  if (missing) {
+    t.skip(`the reference exposition parser cannot run: ${missing}`);
+    return;
+  }
+  const config = writeConfig(t, PIPELINE_CONFIG);
+  const coordinator = await startCoordinator(t, config);
+  await startWorker(t, config, 'dash-w2', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 1, ['sim']);
+  const infer = (model: string, payload: unknown) =>
+    post(`${coordinator.url}/v2/models/${model}/infer`, JSON.stringify(payload));
+  const tensor = (name: string) => ({ inputs: [{ name, datatype: 'FP32', shape: [1], data: [1] }] });
+
+  for (let i = 0; i < 5; i++) assert.equal((await infer('pipe', tensor('v'))).status, 200);
+  for (let i = 0; i < 3; i++) assert.equal((await infer('sim', tensor('x'))).status, 200);
+  // refused before resolving (not an inference request), after resolving (a wrong input), and
+  // for names nobody serves
+  assert.equal((await infer('sim', { inputs: 'x' })).status, 400);
+  assert.equal((await infer('pipe', { inputs: 'x' })).status, 400);
+  assert.equal((await infer('sim', tensor('nope'))).status, 400);
+  assert.equal((await infer('nope', tensor('x'))).status, 404);
+  assert.equal(
+    (await post(`${coordinator.url}/v2/models/sim/versions/9/infer`, JSON.stringify(tensor('x')))).status,
+    404,
+  );
+
+  const overview = (await (await fetch(`${coordinator.url}/admin/overview`)).json()) as {
+    server: { requests: number; errorsByCode: Record<string, number> };
+    models: OverviewModel[];
+  };
+  const samples = parseExposition(await (await fetch(`${coordinator.url}/metrics`)).text()).filter(
+    (x) => x.name === 'infergrid_requests_total',
+  );
+  const counted = (model: string, code?: string) =>
+    samples
+      .filter((x) => x.labels.model === model && (code === undefined || x.labels.code === code))
+      .reduce((n, x) => n + x.value, 0);
+
+  const byName = new Map(overview.models.map((m) => [m.name, m]));
+  const sim = byName.get('sim')!;
+  const pipe = byName.get('pipe')!;
+  // sim: 3 answered, 1 malformed, 1 wrong input, 1 for a version it does not have
+  assert.deepEqual(
+    { requests: sim.requests, errorsByCode: sim.errorsByCode },
+    { requests: 6, errorsByCode: { INVALID_ARGUMENT: 2, MODEL_NOT_FOUND: 1 } },
+  );
+  assert.deepEqual(
+    { requests: pipe.requests, errorsByCode: pipe.errorsByCode },
+    { requests: 6, errorsByCode: { INVALID_ARGUMENT: 1 } },
+  );
+  for (const m of [sim, pipe]) {
+    assert.equal(counted(m.name), m.requests, `${m.name}: /metrics counts what the dashboard counts`);
+    for (const [code, n] of Object.entries(m.errorsByCode))
+      assert.equal(counted(m.name, code), n, `${m.name} ${code}`);
+    assert.equal(counted(m.name, 'OK'), m.requests - m.errors);
+  }
+  assert.equal(counted('', 'MODEL_NOT_FOUND'), 1, 'a name nobody serves: no model on either');
+  assert.equal(counted(''), overview.server.requests - sim.requests - pipe.requests);
+
+  // the pipeline had traffic: its percentiles, end to end (two steps of a 2 ms model each)
+  assert.ok(pipe.latencyMs, 'a pipeline with traffic has percentiles');
+  assert.ok(
+    pipe.latencyMs.p50 >= 4 && pipe.latencyMs.p99 >= pipe.latencyMs.p50,
+    JSON.stringify(pipe.latencyMs),
+  );
+  assert.equal(pipe.inferenceCount, 5);
+  assert.equal(pipe.executionCount, 5);
 });

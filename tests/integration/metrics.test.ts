@@ -91,6 +91,8 @@ test('metrics - counters by value after known traffic, parsed as Prometheus expo
   assert.equal((await infer('s', bad)).status, 400);
   assert.equal((await infer('s', bad)).status, 400);
   assert.equal((await infer('nope', body([1]))).status, 404);
+  // refused before it resolved a version: a body that is JSON but not an inference request
+  assert.equal((await infer('s', JSON.stringify({ inputs: 'x' }))).status, 400);
   // one out of time: the model takes 200 ms, the request allows 1
   const late = JSON.stringify({
     parameters: { timeout_ms: 1 },
@@ -102,7 +104,15 @@ test('metrics - counters by value after known traffic, parsed as Prometheus expo
 
   const m = await scrape(`${coordinator.url}/metrics`);
   assert.equal(value(m, 'infergrid_requests_total', { model: 's', code: 'OK' }), 10);
-  assert.equal(value(m, 'infergrid_requests_total', { model: 's', code: 'INVALID_ARGUMENT' }), 2);
+  assert.equal(
+    value(m, 'infergrid_requests_total', { model: 's', version: '1', code: 'INVALID_ARGUMENT' }),
+    2,
+  );
+  // the malformed one counts under the model it named (as the dashboard counts it), with no version
+  assert.equal(
+    value(m, 'infergrid_requests_total', { model: 's', version: '', code: 'INVALID_ARGUMENT' }),
+    1,
+  );
   assert.equal(value(m, 'infergrid_requests_total', { code: 'MODEL_NOT_FOUND' }), 1);
   assert.equal(value(m, 'infergrid_requests_total', { model: 'slow', code: 'DEADLINE_EXCEEDED' }), 1);
   assert.equal(

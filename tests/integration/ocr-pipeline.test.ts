@@ -381,6 +381,53 @@ test('ocr pipeline - rendered lines read through coordinator, processor and mode
   });
 
   await t.test(
+    "ocr-line has statistics as a Triton ensemble: its requests end to end, its steps' time summed",
+    async (st) => {
+      type Phase = { count: number; ns: number };
+      type Stat = {
+        inference_count: number;
+        execution_count: number;
+        inference_stats: Record<
+          'success' | 'fail' | 'queue' | 'compute_input' | 'compute_infer' | 'compute_output',
+          Phase
+        >;
+      };
+      const statOf = async (model: string): Promise<Stat> => {
+        const res = await fetch(`${url}/v2/models/${model}/stats`);
+        assert.equal(res.status, 200);
+        return ((await res.json()) as { model_stats: Stat[] }).model_stats[0]!;
+      };
+      const line = await statOf('ocr-line');
+      const steps = await Promise.all(
+        ['ocr-preprocess', 'ocr-cls', 'ocr-prepare', 'ocr-rec', 'ocr-decode'].map(statOf),
+      );
+      assert.equal(line.inference_stats.success.count, REQUESTS.length);
+      assert.equal(line.inference_stats.fail.count, 0);
+      assert.equal(line.execution_count, REQUESTS.length, 'one execution per request');
+      assert.equal(line.inference_count, LINES.length, 'every image');
+      // so far every step ran only for ocr-line's requests, each alone: the sums are exact
+      for (const phase of ['queue', 'compute_input', 'compute_infer', 'compute_output'] as const) {
+        assert.equal(line.inference_stats[phase].count, REQUESTS.length, `${phase}: once per request`);
+        assert.equal(
+          line.inference_stats[phase].ns,
+          steps.reduce((n, s) => n + s.inference_stats[phase].ns, 0),
+          `${phase}: the steps' time summed`,
+        );
+      }
+      for (const s of steps)
+        assert.ok(s.inference_stats.compute_input.count > 0 && s.inference_stats.compute_output.count > 0);
+      assert.ok(
+        line.inference_stats.success.ns >= line.inference_stats.compute_infer.ns,
+        'end to end covers the steps',
+      );
+      const perRequestMs = (p: Phase) => (p.ns / p.count / 1e6).toFixed(2);
+      st.diagnostic(
+        `ocr-line per request, ms: end to end ${perRequestMs(line.inference_stats.success)}, queue ${perRequestMs(line.inference_stats.queue)}, input ${perRequestMs(line.inference_stats.compute_input)}, infer ${perRequestMs(line.inference_stats.compute_infer)}, output ${perRequestMs(line.inference_stats.compute_output)}`,
+      );
+    },
+  );
+
+  await t.test(
     'bad images are 400 INVALID_ARGUMENT naming the problem; the processor lives on',
     async (st) => {
       const good = images[0]!;

@@ -15,6 +15,7 @@ import {
   Batcher,
   type BatcherClock,
   type BatcherOptions,
+  type ExecuteContext,
   ModelStats,
   type SubmitOptions,
 } from '../../src/batching/index.ts';
@@ -205,7 +206,7 @@ interface Batch {
   readonly ids: number[];
   readonly rows: number;
   readonly inputs: Tensor[];
-  readonly ctx: { parameters: Parameters; outputs: string[] | undefined; signal: AbortSignal };
+  readonly ctx: ExecuteContext;
   readonly startedAt: number;
   done: boolean;
   /** Resolves with the echo model's outputs. */
@@ -1138,10 +1139,15 @@ test('batcher - statistics count rows, batches, queue and compute time on the ba
   const s = h.stats.snapshot();
   assert.equal(s.executionCount, 2);
   assert.equal(s.inferenceCount, 5);
+  // the fake model marks no run: all of its time is the run; concatenating and splitting take no fake time
+  const none = { count: 1, ns: 0 };
   assert.deepEqual(s.batchStats, [
-    { batchSize: 1, computeInfer: { count: 1, ns: 40e6 } },
-    { batchSize: 4, computeInfer: { count: 1, ns: 25e6 } },
+    { batchSize: 1, computeInput: none, computeInfer: { count: 1, ns: 40e6 }, computeOutput: none },
+    { batchSize: 4, computeInput: none, computeInfer: { count: 1, ns: 25e6 }, computeOutput: none },
   ]);
+  assert.deepEqual(s.computeInfer, { count: 5, ns: 40e6 + 4 * 25e6 }, "per request, its batch's time");
+  assert.deepEqual(s.computeInput, { count: 5, ns: 0 });
+  assert.deepEqual(s.computeOutput, { count: 5, ns: 0 });
   assert.deepEqual(s.queue, { count: 5, ns: 4 * 30e6 });
   assert.equal(s.queueMaxNs, 30e6);
   assert.equal(s.success.count, 5);
@@ -1232,4 +1238,85 @@ test('batcher - refillWait waits at most half the last batch compute time, and n
   off.submit();
   await flush();
   assert.equal(off.running.length, 1, 'with refillWait off a lone request runs at once');
+});
+
+test('batcher - a backend that marks its run splits the batch time into input, infer and output, per request and per batch size', async () => {
+  const clock = new FakeClock();
+  const stats = new ModelStats('m', '1');
+  let release!: () => void;
+  const batcher = new Batcher({
+    name: 'model "m"',
+    maxBatchSize: 4,
+    maxQueueDelayMs: 0,
+    preferredBatchSizes: [],
+    maxQueueSize: 10,
+    maxQueueBytes: 1 << 20,
+    instances: 1,
+    priorityLevels: 1,
+    defaultPriorityLevel: 1,
+    stats,
+    clock,
+    execute: async (inputs, ctx) => {
+      clock.advance(5); // preparing the backend's inputs
+      ctx.runStarted();
+      await new NativePromise<void>((resolve) => {
+        release = resolve;
+      });
+      ctx.runEnded();
+      ctx.runEnded(); // a second mark does not move the first
+      clock.advance(3); // extracting outputs
+      return echo(inputs);
+    },
+  });
+  const timings = { queueNs: 0, computeInputNs: 0, computeInferNs: 0, computeOutputNs: 0 };
+  const done = batcher.submit({ inputs: [inputOf(1, 2, 2)], timings });
+  await flush();
+  clock.advance(20); // the run
+  release();
+  await done;
+  await flush(); // the batch is counted once every request of it is answered
+  assert.deepEqual(timings, { queueNs: 0, computeInputNs: 5e6, computeInferNs: 20e6, computeOutputNs: 3e6 });
+  const s = stats.snapshot();
+  assert.deepEqual(s.computeInput, { count: 1, ns: 5e6 });
+  assert.deepEqual(s.computeInfer, { count: 1, ns: 20e6 });
+  assert.deepEqual(s.computeOutput, { count: 1, ns: 3e6 });
+  assert.deepEqual(s.batchStats, [
+    {
+      batchSize: 2,
+      computeInput: { count: 1, ns: 5e6 },
+      computeInfer: { count: 1, ns: 20e6 },
+      computeOutput: { count: 1, ns: 3e6 },
+    },
+  ]);
+});
+
+test("batcher - a failed batch leaves the request's timings unfilled and counts its phases up to the failure", async () => {
+  const clock = new FakeClock();
+  const stats = new ModelStats('m', '1');
+  const batcher = new Batcher({
+    name: 'model "m"',
+    maxBatchSize: 1,
+    maxQueueDelayMs: 0,
+    preferredBatchSizes: [],
+    maxQueueSize: 10,
+    maxQueueBytes: 1 << 20,
+    instances: 1,
+    priorityLevels: 1,
+    defaultPriorityLevel: 1,
+    stats,
+    clock,
+    execute: async (_inputs, ctx) => {
+      ctx.runStarted();
+      clock.advance(7);
+      throw new InfergridError('BACKEND_ERROR', 'boom');
+    },
+  });
+  const timings = { queueNs: 0, computeInputNs: 0, computeInferNs: 0, computeOutputNs: 0 };
+  await assert.rejects(batcher.submit({ inputs: [inputOf(1, 1, 2)], timings }));
+  await flush();
+  assert.deepEqual(timings, { queueNs: 0, computeInputNs: 0, computeInferNs: 0, computeOutputNs: 0 });
+  const s = stats.snapshot();
+  assert.equal(s.fail.count, 1);
+  assert.deepEqual(s.computeInfer, { count: 1, ns: 7e6 });
+  assert.deepEqual(s.computeOutput, { count: 1, ns: 0 }, 'nothing was extracted');
 });

@@ -10,7 +10,7 @@ import type { Backend, LoadedModel } from '../../src/backends/index.ts';
 import { modelSchema } from '../../src/config/index.ts';
 import { silentLogger } from '../../src/telemetry/index.ts';
 import { deferred } from '../../src/util/deferred.ts';
-import { ModelHost } from '../../src/worker/index.ts';
+import { MAX_RETIRED_STATS, ModelHost } from '../../src/worker/index.ts';
 
 const SPEC = [{ name: 'x', datatype: 'FP32' as const, shape: [-1] }];
 
@@ -104,4 +104,79 @@ test('model host - unload waits for running requests', async () => {
   assert.equal(outputs.length, 1, 'the request was answered');
   await unload;
   assert.equal(counts.disposed, 1);
+});
+
+/** A backend that loads at once and echoes its inputs. */
+const echoBackend: Backend = {
+  name: 'sim',
+  async load(): Promise<LoadedModel> {
+    return {
+      info: { platform: 'test', inputs: SPEC, outputs: SPEC },
+      infer: async (inputs) => inputs,
+      dispose: async () => {},
+    };
+  },
+};
+
+const versioned = (version: string, path = 'a') =>
+  modelSchema.parse({ name: 'm', version, backend: 'sim', inputs: SPEC, outputs: SPEC, options: { path } });
+
+const x = [{ name: 'x', datatype: 'FP32' as const, shape: [1], data: new Uint8Array(4) }];
+
+async function runOnce(host: ModelHost, version: string): Promise<void> {
+  await host.run(host.get('m', version), { inputs: x });
+  // the batch is counted once its requests are answered
+  await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+const executionsOf = (host: ModelHost, version: string): number | undefined =>
+  host.statsSnapshots().find((s) => s.version === version)?.executionCount;
+
+test('model host - statistics continue across unload and load, and across a reload with another config, of the same version', async () => {
+  const host = new ModelHost(new Map([['sim', echoBackend]]), silentLogger());
+  await host.load(versioned('1'));
+  await runOnce(host, '1');
+  await runOnce(host, '1');
+  assert.equal(executionsOf(host, '1'), 2);
+  await host.unload('m');
+  assert.equal(host.statsSnapshots().length, 0, 'an unloaded version is not listed');
+  await host.load(versioned('1'));
+  assert.equal(executionsOf(host, '1'), 2, 'loaded again: its record continues');
+  await runOnce(host, '1');
+  assert.equal(executionsOf(host, '1'), 3);
+  await host.load(versioned('1', 'b')); // another config: a reload
+  await runOnce(host, '1');
+  assert.equal(executionsOf(host, '1'), 4, 'reloaded: its record continues');
+  const s = host.statsSnapshots()[0]!;
+  assert.equal(s.success.count, 4);
+  assert.equal(s.computeInput.count, 4);
+  assert.equal(s.computeOutput.count, 4);
+});
+
+test('model host - a new version starts its own statistics; a removed one keeps its record until loaded again', async () => {
+  const host = new ModelHost(new Map([['sim', echoBackend]]), silentLogger());
+  await host.load(versioned('1'));
+  await runOnce(host, '1');
+  await host.load(versioned('2'));
+  assert.equal(executionsOf(host, '2'), 0, 'a new version counts from zero');
+  await runOnce(host, '2');
+  await host.unload('m', ['1']);
+  assert.equal(executionsOf(host, '1'), undefined, 'removed: not listed');
+  assert.equal(executionsOf(host, '2'), 1);
+  await host.load(versioned('1'));
+  assert.equal(executionsOf(host, '1'), 1, 'back: where it was');
+});
+
+test(`model host - records of versions no longer hosted are bounded (${MAX_RETIRED_STATS}), the oldest forgotten`, async () => {
+  const host = new ModelHost(new Map([['sim', echoBackend]]), silentLogger());
+  // versions 1 .. MAX+1, each run once and unloaded: one retired record too many
+  for (let v = 1; v <= MAX_RETIRED_STATS + 1; v++) {
+    await host.load(versioned(String(v)));
+    await runOnce(host, String(v));
+    await host.unload('m');
+  }
+  await host.load(versioned('1'));
+  assert.equal(executionsOf(host, '1'), 0, 'version 1 was the oldest retired record: forgotten');
+  await host.load(versioned('2'));
+  assert.equal(executionsOf(host, '2'), 1, 'version 2 was kept');
 });

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import {
   CoordinatorMetrics,
   type RequestEndEvent,
+  countedModel,
   requestEnd,
   subscribeMetrics,
   subscribeRequestEnd,
@@ -35,12 +36,15 @@ function coordinatorMetrics(): CoordinatorMetrics {
 function ended(
   source: object,
   entry: ModelRef | undefined,
-  options: { durationMs?: number; code?: string; phase?: RequestEndEvent['phase'] } = {},
+  options: { durationMs?: number; code?: string; phase?: RequestEndEvent['phase']; model?: string } = {},
 ): RequestEndEvent {
+  const model = options.model ?? entry?.name ?? 'nope';
   return {
     source,
-    model: entry?.name ?? 'nope',
+    model,
     entry,
+    // the coordinator's rule, with 'a' and 'b' the names it serves
+    countedModel: countedModel(model, entry, (name) => name === 'a' || name === 'b'),
     code: options.code,
     phase: options.phase ?? 'answered',
     durationMs: options.durationMs ?? 1,
@@ -89,8 +93,12 @@ test('request events - metrics count request ends by model and code, and time th
   requestEnd.publish(ended(source, a, { code: 'INVALID_ARGUMENT' }));
   requestEnd.publish(ended(source, a, { code: 'INVALID_ARGUMENT' }));
   requestEnd.publish(ended(source, b, { code: 'OVERLOADED' }));
-  // a model that does not resolve is counted with empty model and version
+  // a model nobody serves is counted with empty model and version
   requestEnd.publish(ended(source, undefined, { code: 'MODEL_NOT_FOUND' }));
+  // refused before resolving (a body that did not parse, a version that does not exist) for a
+  // served name: under that name, with empty version
+  requestEnd.publish(ended(source, undefined, { code: 'INVALID_ARGUMENT', model: 'a' }));
+  requestEnd.publish(ended(source, undefined, { code: 'MODEL_NOT_FOUND', model: 'b' }));
   // an accepted asynchronous request counts when its run finishes, with the run's time
   requestEnd.publish(ended(source, a, { durationMs: 2, phase: 'accepted' }));
   requestEnd.publish(ended(source, b, { durationMs: 2, phase: 'accepted' }));
@@ -104,6 +112,8 @@ test('request events - metrics count request ends by model and code, and time th
     'b/2/OVERLOADED': 1,
     'b/2/DEADLINE_EXCEEDED': 1,
     '//MODEL_NOT_FOUND': 1,
+    'a//INVALID_ARGUMENT': 1,
+    'b//MODEL_NOT_FOUND': 1,
   });
   const aTimes = await durations(metrics, a);
   assert.equal(aTimes.count, 3);

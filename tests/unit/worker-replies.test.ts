@@ -52,7 +52,7 @@ function mutated(value: unknown, path: (string | number)[], to: unknown): unknow
 function statsMeta(): { models: unknown[] } {
   const stats = new ModelStats('m', '1');
   stats.onQueued(2);
-  stats.onBatch(4, 2, 10, 1_000);
+  stats.onBatch(4, 2, { inputMs: 1, inferMs: 10, outputMs: 0.5 }, 1_000);
   stats.onDone(true, 12);
   stats.onRejected('deadline');
   return { models: [stats.snapshot()] };
@@ -101,6 +101,17 @@ test('worker replies - well-formed STATS, METRICS and MODEL_CONTROL replies pass
     1000,
   );
   assert.deepEqual(statuses, [STATUS]);
+});
+
+test('worker replies - statistics without the phase and cache figures (an older worker) read them as zero', () => {
+  let meta = statsMeta();
+  for (const field of ['computeInput', 'computeOutput', 'cacheHit', 'cacheMiss'])
+    meta = mutated(meta, ['models', 0, field], undefined) as typeof meta;
+  const s = checkStatsResponse(meta).models[0]!;
+  assert.deepEqual(
+    [s.computeInput, s.computeOutput, s.cacheHit, s.cacheMiss],
+    Array(4).fill({ count: 0, ns: 0 }),
+  );
 });
 
 test('worker replies - fields a worker adds to its statistics are dropped', () => {
@@ -164,6 +175,17 @@ const STATS_CASES: Case[] = [
     path: ['models', 0, 'rejected', 'deadline'],
     to: undefined,
     message: /models\[0\]\.rejected\.deadline: expected a non-negative number, got nothing/,
+  },
+  // figures an older worker does not send read as zero, but one that is sent is checked
+  {
+    path: ['models', 0, 'cacheHit', 'count'],
+    to: -1,
+    message: /models\[0\]\.cacheHit\.count: expected a non-negative number, got the number -1/,
+  },
+  {
+    path: ['models', 0, 'batchStats', 0, 'computeOutput'],
+    to: 5,
+    message: /models\[0\]\.batchStats\[0\]\.computeOutput: expected an object, got the number 5/,
   },
 ];
 
@@ -334,5 +356,39 @@ test("worker replies - a streaming model's stream and decode-loop counts are che
   ] as const) {
     const bad = mutated(mutated(statsMeta(), ['models', 0, 'streams'], streams), ['models', 0, 'llm'], llm);
     assert.throws(() => checkStatsResponse(mutated(bad, [...path], to)), message);
+  }
+});
+
+test("worker replies - an INFER reply's timings are checked and taken off its meta; an older worker may send none", async () => {
+  const timings = { queueNs: 1, computeInputNs: 2, computeInferNs: 3, computeOutputNs: 4 };
+  const ok = handleAnswering(MESSAGE_KIND.INFER_RESPONSE, { model: 'm', version: '1', outputs: [], timings });
+  const reply = await ok.infer({ model: 'm', version: '1', inputs: [] }, [], {});
+  assert.deepEqual(reply.timings, timings);
+  assert.equal('timings' in reply.meta, false, 'never passed on with the meta (cache entries, clients)');
+
+  const none = handleAnswering(MESSAGE_KIND.INFER_RESPONSE, { model: 'm', version: '1', outputs: [] });
+  assert.equal((await none.infer({ model: 'm', version: '1', inputs: [] }, [], {})).timings, undefined);
+
+  for (const [bad, message] of [
+    [
+      { ...timings, computeInferNs: -1 },
+      /INFER_RESPONSE timings\.computeInferNs: expected a non-negative number/,
+    ],
+    [
+      { ...timings, queueNs: undefined },
+      /INFER_RESPONSE timings\.queueNs: expected a non-negative number, got nothing/,
+    ],
+    ['fast', /INFER_RESPONSE timings: expected an object, got a string/],
+  ] as const) {
+    const handle = handleAnswering(MESSAGE_KIND.INFER_RESPONSE, {
+      model: 'm',
+      version: '1',
+      outputs: [],
+      timings: bad,
+    });
+    await assert.rejects(
+      handle.infer({ model: 'm', version: '1', inputs: [] }, [], {}),
+      isCode('PROTOCOL_ERROR', message),
+    );
   }
 });
