@@ -173,6 +173,11 @@ test('http bodies - compressed requests and answers, their refusals, and empty b
       assert.match(String(json(a).error), /gzip/);
       assert.match(String(json(a).error), /deflate/);
       assert.equal(a.headers['accept-encoding'], 'gzip, deflate, identity');
+      // the unread body is dropped and the connection goes on
+      const next = await send('GET', '/v2/health/live', {});
+      assert.equal(next.status, 200);
+      assert.ok(next.reusedSocket, 'the next request went over the same connection');
+      assert.equal(next.localPort, a.localPort);
     }
   });
 
@@ -234,14 +239,16 @@ test('http bodies - compressed requests and answers, their refusals, and empty b
       const body = inferBody(values);
       // JSON may hold any whitespace: pad the body to an exact decoded size
       const padded = (size: number) => gzipSync(body + ' '.repeat(size - Buffer.byteLength(body)));
+      const overBody = padded(MAX_DECOMPRESSED + 1);
+      assert.ok(overBody.byteLength < MAX_DECOMPRESSED / 100, 'on the wire it is far below the cap');
       const over = await send(
         'POST',
         INFER,
         { 'content-type': 'application/json', 'content-encoding': 'gzip' },
-        padded(MAX_DECOMPRESSED + 1),
+        overBody,
       );
       assert.equal(over.status, 413, over.body.toString());
-      assert.ok(over.body.byteLength < MAX_DECOMPRESSED / 100, 'wire bytes are far below the cap');
+      assert.deepEqual(json(over).details, { maxDecompressedBytes: MAX_DECOMPRESSED });
       const at = await send(
         'POST',
         INFER,

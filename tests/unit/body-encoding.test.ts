@@ -18,6 +18,7 @@ import {
   varyWithAcceptEncoding,
 } from '../../src/api/body-encoding.ts';
 import { installResponseCompression } from '../../src/api/response-compression.ts';
+import { configSchema } from '../../src/config/index.ts';
 import { InfergridError } from '../../src/errors.ts';
 
 test('body encoding - Accept-Encoding negotiation honours q-values, *, identity and x-gzip', () => {
@@ -237,4 +238,26 @@ test('body encoding - the response hook compresses successful text answers over 
   assert.equal(error.json().error.length, 4096);
   const text = await get('/text', 'deflate');
   assert.equal(text.headers['content-encoding'], 'deflate');
+});
+
+test('body encoding - compression settings: defaults, and a level or threshold out of range is refused with its path', () => {
+  const defaults = configSchema.parse({}).coordinator.compression;
+  assert.deepEqual(defaults, { responses: true, responseMinBytes: 1024, level: 1 });
+  for (const bad of [
+    { level: 0 },
+    { level: 10 },
+    { responseMinBytes: -1 },
+    { maxDecompressedBytes: 0 },
+    { gzip: true },
+  ]) {
+    const parsed = configSchema.safeParse({ coordinator: { compression: bad } });
+    assert.ok(!parsed.success, JSON.stringify(bad));
+    assert.deepEqual(
+      parsed.error.issues[0]!.path.slice(0, 2),
+      ['coordinator', 'compression'],
+      JSON.stringify(bad),
+    );
+  }
+  const set = configSchema.parse({ coordinator: { compression: { maxDecompressedBytes: 4096 } } });
+  assert.equal(set.coordinator.compression.maxDecompressedBytes, 4096);
 });
