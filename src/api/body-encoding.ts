@@ -12,10 +12,9 @@
  *   a raw deflate stream, which some old clients send under that name, is read too: the first
  *   two bytes say which.
  * - Responses are compressed only where it pays, as bench/scenarios/compression.ts measured
- *   (docs/performance.md): text (JSON, Prometheus text, the dashboard's files) of at least
- *   compression.responseMinBytes; never binary tensor bodies (float bytes hardly shrink), never
- *   event streams (they are written as they are made), never error answers (Triton's Python
- *   client reads an error's body without decoding it).
+ *   (docs/performance.md): text of at least compression.responseMinBytes, never binary tensor
+ *   bodies (float bytes hardly shrink); which routes, and why not errors or event streams, is
+ *   response-compression.ts's.
  */
 
 import type { Readable } from 'node:stream';

@@ -103,7 +103,7 @@ export const compressionSchema = z
   .object({
     /** Bytes a compressed request body may decode to (413 past it); default coordinator.bodyLimitBytes. */
     maxDecompressedBytes: z.number().int().positive().optional(),
-    /** Compress responses for clients whose Accept-Encoding allows it (text answers only, never binary tensors or streams). */
+    /** Compress answers for clients whose Accept-Encoding allows it: text answers of inference routes, /metrics and the dashboard; never binary tensors, streams or errors. */
     responses: z.boolean().default(true),
     /** Smallest response compressed, bytes: below it compressing costs more than the bytes it saves. */
     responseMinBytes: z.number().int().min(0).default(DEFAULT_RESPONSE_MIN_BYTES),

@@ -17,7 +17,7 @@ import {
   requestCoding,
   varyWithAcceptEncoding,
 } from '../../src/api/body-encoding.ts';
-import { installResponseCompression } from '../../src/api/response-compression.ts';
+import { installResponseCompression, isCompressedRoute } from '../../src/api/response-compression.ts';
 import { configSchema } from '../../src/config/index.ts';
 import { InfergridError } from '../../src/errors.ts';
 
@@ -202,42 +202,50 @@ test('body encoding - readBody refuses past either limit, corrupt data, and a bo
   assert.deepEqual(refusals, [false, false, true, true, true, true, true]);
 });
 
-test('body encoding - the response hook compresses successful text answers over the threshold only', async (t) => {
+test('body encoding - the response hook compresses successful text answers of inference routes, /metrics and the dashboard, over the threshold only', async (t) => {
   const app = Fastify();
   t.after(() => app.close());
   installResponseCompression(app, { responseMinBytes: 100, level: 1 });
   const big = { values: Array.from({ length: 200 }, (_, i) => i) };
-  app.get('/big', async () => big);
-  app.get('/small', async () => ({ ok: true }));
-  app.get('/binary', async (_req, reply) => reply.type('application/octet-stream').send(Buffer.alloc(4096)));
-  app.get('/error', async (_req, reply) => reply.code(400).send({ error: 'x'.repeat(4096) }));
-  app.get('/text', async (_req, reply) => reply.type('text/plain').send('metric 1\n'.repeat(100)));
+  app.get('/v2/models/:model/infer', async () => big);
+  app.get('/v1/models', async () => ({ ok: true }));
+  app.get('/v2/models/:model/versions/:version/infer', async (_req, reply) =>
+    reply.type('application/octet-stream').send(Buffer.alloc(4096)),
+  );
+  app.get('/v1/embeddings', async (_req, reply) => reply.code(400).send({ error: 'x'.repeat(4096) }));
+  app.get('/v2/models/:model/stats', async () => big);
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain').send('metric 1\n'.repeat(100)));
   const get = (url: string, accept?: string) =>
     app.inject({ method: 'GET', url, headers: accept === undefined ? {} : { 'accept-encoding': accept } });
 
-  const gz = await get('/big', 'gzip');
+  const gz = await get('/v2/models/m/infer', 'gzip');
   assert.equal(gz.headers['content-encoding'], 'gzip');
   assert.equal(gz.headers.vary, 'Accept-Encoding');
   assert.equal(Number(gz.headers['content-length']), gz.rawPayload.byteLength);
   assert.deepEqual(JSON.parse(gunzipSync(gz.rawPayload).toString()), big);
-  const none = await get('/big');
+  const none = await get('/v2/models/m/infer');
   assert.equal(none.headers['content-encoding'], undefined);
   assert.equal(none.headers.vary, 'Accept-Encoding');
   assert.deepEqual(none.json(), big);
 
-  const small = await get('/small', 'gzip');
+  const small = await get('/v1/models', 'gzip');
   assert.equal(small.headers['content-encoding'], undefined);
   assert.equal(small.headers.vary, 'Accept-Encoding');
-  const binary = await get('/binary', 'gzip');
+  const binary = await get('/v2/models/m/versions/1/infer', 'gzip');
   assert.equal(binary.headers['content-encoding'], undefined);
   assert.equal(binary.headers.vary, undefined);
   assert.equal(binary.rawPayload.byteLength, 4096);
-  const error = await get('/error', 'gzip');
+  const error = await get('/v1/embeddings', 'gzip');
   assert.equal(error.statusCode, 400);
   assert.equal(error.headers['content-encoding'], undefined);
   assert.equal(error.json().error.length, 4096);
-  const text = await get('/text', 'deflate');
+  const text = await get('/metrics', 'deflate');
   assert.equal(text.headers['content-encoding'], 'deflate');
+  // the rest of the KServe API is never compressed (Triton's asyncio client reads it undecoded)
+  const stats = await get('/v2/models/m/stats', 'gzip, deflate');
+  assert.equal(stats.headers['content-encoding'], undefined);
+  assert.equal(stats.headers.vary, undefined);
+  assert.deepEqual(stats.json(), big);
 });
 
 test('body encoding - compression settings: defaults, and a level or threshold out of range is refused with its path', () => {
@@ -260,4 +268,31 @@ test('body encoding - compression settings: defaults, and a level or threshold o
   }
   const set = configSchema.parse({ coordinator: { compression: { maxDecompressedBytes: 4096 } } });
   assert.equal(set.coordinator.compression.maxDecompressedBytes, 4096);
+});
+
+test('body encoding - compressed routes: inference, /metrics, the dashboard; not metadata, statistics, repository, config, health', () => {
+  for (const r of [
+    '/v2/models/:model/infer',
+    '/v2/models/:model/versions/:version/infer',
+    '/v2/models/:model/generate',
+    '/v1/chat/completions',
+    '/v1/models',
+    '/metrics',
+    '/admin/overview',
+    '/dashboard/app.js',
+  ])
+    assert.ok(isCompressedRoute(r), r);
+  for (const r of [
+    '/v2',
+    '/v2/models/:model',
+    '/v2/models/:model/stats',
+    '/v2/models/stats',
+    '/v2/models/:model/config',
+    '/v2/repository/index',
+    '/v2/health/ready',
+    '/v2/requests/:id',
+    '/admin/workers',
+    undefined,
+  ])
+    assert.ok(!isCompressedRoute(r), String(r));
 });
