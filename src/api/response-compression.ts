@@ -6,7 +6,7 @@
  *
  * Trade-off: routes, not every answer. Triton's asyncio client sends aiohttp's default
  * `Accept-Encoding: gzip, deflate` on every call with decoding turned off, and decodes only infer
- * answers (as Triton's server compresses only those): a compressed metadata, statistics,
+ * answers (the answers Triton's server compresses): a compressed metadata, statistics,
  * repository or config answer would reach it as gzip bytes. So inference answers (KServe infer,
  * generate, the OpenAI API), /metrics (Prometheus asks for gzip) and the dashboard (a browser)
  * are compressed; the rest of the KServe and admin API never is. Binary tensor bodies, event
