@@ -131,156 +131,198 @@ export function readBody(
   payload: Readable,
   contentLength: string | undefined,
   options: ReadBodyOptions,
-  onRefused: (refusal: BodyRefusal) => void = () => {},
+  onRefused?: (refusal: BodyRefusal) => void,
 ): Promise<Buffer> {
-  const { coding, wireLimitBytes, decodedLimitBytes } = options;
-  const announced = contentLength === undefined ? undefined : Number(contentLength);
-  const bounded = announced !== undefined && Number.isSafeInteger(announced) && announced <= wireLimitBytes;
-  const wireTooLarge = (): InfergridError =>
-    tooLarge(
-      `request body is larger than the limit of ${wireLimitBytes} bytes (coordinator.bodyLimitBytes); send big tensors in several requests or raise the limit`,
-      { bodyLimitBytes: wireLimitBytes },
-    );
   return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let wireBytes = 0;
-    let decodedBytes = 0;
-    let settled = false;
-    let decoder: Inflate | undefined;
-    let pending: Buffer[] | undefined = coding === 'deflate' ? [] : undefined;
+    new BodyReader(payload, contentLength, options, onRefused, resolve, reject).start();
+  });
+}
 
-    const detach = (): void => {
-      payload.off('data', onData);
-      payload.off('end', onEnd);
-      payload.off('error', onError);
-      payload.off('close', onClose);
-    };
-    const fail = (err: InfergridError): void => {
-      if (settled) return;
-      settled = true;
-      detach();
-      decoder?.destroy();
-      chunks.length = 0;
-      // whatever is left is read and dropped: node parses the connection's next request after it
-      payload.on('error', () => {});
-      payload.resume();
-      onRefused({ drained: bounded });
-      reject(err);
-    };
-    const finish = (): void => {
-      if (settled) return;
-      settled = true;
-      detach();
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, decodedBytes));
-    };
-    const onDecoded = (chunk: Buffer): void => {
-      if (settled) return;
-      decodedBytes += chunk.byteLength;
-      if (decodedBytes > decodedLimitBytes) {
-        fail(
-          tooLarge(
-            `the ${coding} request body decodes to more than ${decodedLimitBytes} bytes (coordinator.compression.maxDecompressedBytes); send less, or raise the limit`,
-            { maxDecompressedBytes: decodedLimitBytes },
-          ),
-        );
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const startDecoder = (first: Buffer): Inflate => {
-      const d = coding === 'gzip' ? (createGunzip() as unknown as Inflate) : inflaterFor(first);
-      d.on('data', onDecoded);
-      d.on('end', finish);
-      d.on('error', (err: Error) =>
-        fail(
-          new InfergridError(
-            'MALFORMED_REQUEST',
-            `the request body is not valid ${coding === 'gzip' ? 'gzip' : 'deflate (zlib)'} data, as its Content-Encoding says: ${err.message}`,
-            { cause: err },
-          ),
-        ),
+/**
+ * One body's read. Prototype methods and listeners made as anonymous arrows: it runs for every
+ * request, and tsx names every named closure with an Object.defineProperty (docs/performance.md).
+ */
+class BodyReader {
+  readonly #chunks: Buffer[] = [];
+  #wireBytes = 0;
+  #decodedBytes = 0;
+  #settled = false;
+  #decoder: Inflate | undefined;
+  /** deflate: the first bytes, until there are two to tell zlib from raw. */
+  #pending: Buffer[] | undefined;
+  readonly #bounded: boolean;
+  readonly #announced: number | undefined;
+  readonly #onData: (chunk: Buffer | string) => void;
+  readonly #onEnd: () => void;
+  readonly #onError: (err: Error) => void;
+  readonly #onClose: () => void;
+
+  constructor(
+    readonly payload: Readable,
+    contentLength: string | undefined,
+    readonly options: ReadBodyOptions,
+    readonly onRefused: ((refusal: BodyRefusal) => void) | undefined,
+    readonly resolve: (body: Buffer) => void,
+    readonly reject: (err: InfergridError) => void,
+  ) {
+    const announced = contentLength === undefined ? undefined : Number(contentLength);
+    this.#announced = announced !== undefined && Number.isSafeInteger(announced) ? announced : undefined;
+    this.#bounded = this.#announced !== undefined && this.#announced <= options.wireLimitBytes;
+    this.#pending = options.coding === 'deflate' ? [] : undefined;
+    this.#onData = (chunk) => this.#data(chunk);
+    this.#onEnd = () => this.#end();
+    this.#onError = (err) =>
+      this.#fail(
+        new InfergridError('CANCELLED', `the request body was cut short: ${err.message}`, { cause: err }),
       );
-      // the decoder's buffer full: the socket waits, so a slow decode holds no more than that
-      d.on('drain', () => {
-        if (!settled) payload.resume();
-      });
-      return d;
-    };
-    const feed = (chunk: Buffer): void => {
-      if (!decoder) {
-        if (pending) {
-          // deflate: the first two bytes say zlib or raw
-          pending.push(chunk);
-          const head = Buffer.concat(pending);
-          if (head.byteLength < 2) return;
-          pending = undefined;
-          decoder = startDecoder(head);
-          chunk = head;
-        } else {
-          decoder = startDecoder(chunk);
-        }
-      }
-      if (!decoder.write(chunk)) payload.pause();
-    };
-    function onData(chunk: Buffer | string): void {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-      wireBytes += bytes.byteLength;
-      if (wireBytes > wireLimitBytes) {
-        fail(wireTooLarge());
-        return;
-      }
-      if (coding === 'identity') {
-        decodedBytes += bytes.byteLength;
-        chunks.push(bytes);
-        return;
-      }
-      feed(bytes);
-    }
-    function onEnd(): void {
-      if (settled) return;
-      if (coding === 'identity') {
-        finish();
-        return;
-      }
-      if (pending !== undefined && pending.length > 0) {
-        // a deflate body of one byte: not enough to tell zlib from raw, so tried as raw (and refused)
-        const head = Buffer.concat(pending);
-        pending = undefined;
-        decoder = startDecoder(head);
-        decoder.write(head);
-      }
-      // an empty body is empty whatever coding it names
-      if (!decoder) {
-        finish();
-        return;
-      }
-      payload.off('close', onClose);
-      decoder.end();
-    }
-    function onError(err: Error): void {
-      fail(new InfergridError('CANCELLED', `the request body was cut short: ${err.message}`, { cause: err }));
-    }
-    function onClose(): void {
+    this.#onClose = () => {
       // closed before its end: the client went away mid-body
-      if (!settled && !(payload as Readable & { complete?: boolean }).complete)
-        fail(
+      if (!(this.payload as Readable & { complete?: boolean }).complete)
+        this.#fail(
           new InfergridError(
             'CANCELLED',
             'the client closed the connection before the end of the request body',
           ),
         );
-    }
+    };
+  }
 
-    if (announced !== undefined && Number.isSafeInteger(announced) && announced > wireLimitBytes) {
-      fail(wireTooLarge());
+  start(): void {
+    if (this.#announced !== undefined && this.#announced > this.options.wireLimitBytes) {
+      this.#fail(this.#wireTooLarge());
       return;
     }
-    payload.on('data', onData);
-    payload.on('end', onEnd);
-    payload.on('error', onError);
-    payload.on('close', onClose);
-    payload.resume();
-  });
+    const p = this.payload;
+    p.on('data', this.#onData);
+    p.on('end', this.#onEnd);
+    p.on('error', this.#onError);
+    p.on('close', this.#onClose);
+    p.resume();
+  }
+
+  #wireTooLarge(): InfergridError {
+    const limit = this.options.wireLimitBytes;
+    return tooLarge(
+      `request body is larger than the limit of ${limit} bytes (coordinator.bodyLimitBytes); send big tensors in several requests or raise the limit`,
+      { bodyLimitBytes: limit },
+    );
+  }
+
+  #detach(): void {
+    const p = this.payload;
+    p.off('data', this.#onData);
+    p.off('end', this.#onEnd);
+    p.off('error', this.#onError);
+    p.off('close', this.#onClose);
+  }
+
+  #fail(err: InfergridError): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#detach();
+    this.#decoder?.destroy();
+    this.#chunks.length = 0;
+    // whatever is left is read and dropped: node parses the connection's next request after it
+    this.payload.on('error', () => {});
+    this.payload.resume();
+    this.onRefused?.({ drained: this.#bounded });
+    this.reject(err);
+  }
+
+  #finish(): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#detach();
+    const chunks = this.#chunks;
+    this.resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, this.#decodedBytes));
+  }
+
+  #decoded(chunk: Buffer): void {
+    if (this.#settled) return;
+    this.#decodedBytes += chunk.byteLength;
+    const limit = this.options.decodedLimitBytes;
+    if (this.#decodedBytes > limit) {
+      this.#fail(
+        tooLarge(
+          `the ${this.options.coding} request body decodes to more than ${limit} bytes (coordinator.compression.maxDecompressedBytes); send less, or raise the limit`,
+          { maxDecompressedBytes: limit },
+        ),
+      );
+      return;
+    }
+    this.#chunks.push(chunk);
+  }
+
+  #startDecoder(first: Buffer): Inflate {
+    const gzip = this.options.coding === 'gzip';
+    const d = gzip ? (createGunzip() as unknown as Inflate) : inflaterFor(first);
+    d.on('data', (chunk: Buffer) => this.#decoded(chunk));
+    d.on('end', () => this.#finish());
+    d.on('error', (err: Error) =>
+      this.#fail(
+        new InfergridError(
+          'MALFORMED_REQUEST',
+          `the request body is not valid ${gzip ? 'gzip' : 'deflate (zlib)'} data, as its Content-Encoding says: ${err.message}`,
+          { cause: err },
+        ),
+      ),
+    );
+    // the decoder's buffer full: the socket waits, so a slow decode holds no more than that
+    d.on('drain', () => {
+      if (!this.#settled) this.payload.resume();
+    });
+    this.#decoder = d;
+    return d;
+  }
+
+  #data(chunk: Buffer | string): void {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    this.#wireBytes += bytes.byteLength;
+    if (this.#wireBytes > this.options.wireLimitBytes) {
+      this.#fail(this.#wireTooLarge());
+      return;
+    }
+    if (this.options.coding === 'identity') {
+      this.#decodedBytes += bytes.byteLength;
+      this.#chunks.push(bytes);
+      return;
+    }
+    let input = bytes;
+    let decoder = this.#decoder;
+    if (!decoder) {
+      const pending = this.#pending;
+      if (pending) {
+        pending.push(bytes);
+        input = Buffer.concat(pending);
+        if (input.byteLength < 2) return;
+        this.#pending = undefined;
+      }
+      decoder = this.#startDecoder(input);
+    }
+    if (!decoder.write(input)) this.payload.pause();
+  }
+
+  #end(): void {
+    if (this.#settled) return;
+    if (this.options.coding === 'identity') {
+      this.#finish();
+      return;
+    }
+    const pending = this.#pending;
+    if (pending !== undefined && pending.length > 0) {
+      // a deflate body of one byte: not enough to tell zlib from raw, so tried as raw (and refused)
+      const head = Buffer.concat(pending);
+      this.#pending = undefined;
+      this.#startDecoder(head).write(head);
+    }
+    // an empty body is empty whatever coding it names
+    if (!this.#decoder) {
+      this.#finish();
+      return;
+    }
+    this.payload.off('close', this.#onClose);
+    this.#decoder.end();
+  }
 }
 
 const gzipAsync = promisify(gzip);

@@ -115,10 +115,9 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
       done(err as Error);
       return;
     }
-    const refused = (r: BodyRefusal) => {
+    readBody(payload, req.headers['content-length'], { coding, ...readLimits }, (r: BodyRefusal) => {
       if (r.drained) drained.add(req.raw);
-    };
-    readBody(payload, req.headers['content-length'], { coding, ...readLimits }, refused).then((body) => {
+    }).then((body) => {
       // the whole body was read: whatever is wrong with it, the connection can go on
       drained.add(req.raw);
       // an empty body is no body, whatever its content type says (aiohttp posts text/plain)
