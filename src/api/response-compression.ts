@@ -40,22 +40,33 @@ export function installResponseCompression(
   options: Readonly<Pick<CoordinatorConfig['compression'], 'responseMinBytes' | 'level'>>,
 ): void {
   const { responseMinBytes, level } = options;
-  app.addHook('onSend', async (req, reply, payload) => {
-    if (!isCompressedRoute(req.routeOptions.url) || !isCompressibleType(reply.getHeader('content-type')))
-      return payload;
+  // a callback hook, not an async one: most answers leave at once, without a promise each
+  app.addHook('onSend', (req, reply, payload, done) => {
+    if (!isCompressedRoute(req.routeOptions.url) || !isCompressibleType(reply.getHeader('content-type'))) {
+      done(null, payload);
+      return;
+    }
     // whether or not this answer is compressed, a bigger one from the route would be
     reply.header('vary', varyWithAcceptEncoding(reply.getHeader('vary')));
     const status = reply.statusCode;
-    if (status < 200 || status >= 300 || status === 204) return payload;
-    if (reply.getHeader('content-encoding') !== undefined) return payload;
-    if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) return payload;
-    if (Buffer.byteLength(payload) < responseMinBytes) return payload;
     const coding = negotiateCoding(req.headers['accept-encoding']);
-    if (coding === 'identity') return payload;
-    const compressed = await compressBody(coding, payload, level);
-    reply.header('content-encoding', coding);
-    // set for the uncompressed body by whoever sent it; fastify counts the compressed one
-    reply.removeHeader('content-length');
-    return compressed;
+    if (
+      coding === 'identity' ||
+      status < 200 ||
+      status >= 300 ||
+      status === 204 ||
+      reply.getHeader('content-encoding') !== undefined ||
+      (typeof payload !== 'string' && !Buffer.isBuffer(payload)) ||
+      Buffer.byteLength(payload) < responseMinBytes
+    ) {
+      done(null, payload);
+      return;
+    }
+    compressBody(coding, payload, level).then((compressed) => {
+      reply.header('content-encoding', coding);
+      // set for the uncompressed body by whoever sent it; fastify counts the compressed one
+      reply.removeHeader('content-length');
+      done(null, compressed);
+    }, done);
   });
 }
