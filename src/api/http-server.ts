@@ -2,7 +2,9 @@
  * The coordinator's HTTP front door (fastify). Every request passes the front guard first
  * (Host, Origin, credentials: front-guard.ts). JSON bodies are parsed by our own parser, so a
  * parse error names the problem; clients that are not browsers may send JSON under any
- * content type (`curl -d`), browsers only under a JSON one. The body limit answers 413.
+ * content type (`curl -d`), browsers only under a JSON one; an empty body is no body, whatever
+ * its type. Bodies may come gzip- or deflate-compressed and answers go out compressed when the
+ * client asks (body-encoding.ts). The body limits answer 413.
  */
 
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
@@ -14,6 +16,8 @@ import { registerAdminRoutes } from './admin.ts';
 import { ApiKeyAuth } from './auth.ts';
 import { type Surface, installFrontGuard, isBrowser } from './front-guard.ts';
 import { INFERENCE_HEADER_CONTENT_LENGTH } from './binary-tensors.ts';
+import { type BodyRefusal, type ContentCoding, readBody, requestCoding } from './body-encoding.ts';
+import { installResponseCompression } from './response-compression.ts';
 import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
 import { MAX_PATH_PARAM_CHARS, answerClientError, fromFastifyError, sendError } from './errors.ts';
@@ -49,10 +53,6 @@ function isJsonType(contentType: string | undefined): boolean {
 }
 
 function parseJson(_req: unknown, body: string, done: (err: Error | null, value?: unknown) => void): void {
-  if (body.length === 0) {
-    done(new InfergridError('MALFORMED_REQUEST', 'request body is empty; expected a JSON object'));
-    return;
-  }
   try {
     done(null, JSON.parse(body));
   } catch (err) {
@@ -98,26 +98,55 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   const auth = options.auth ?? new ApiKeyAuth(config.auth.apiKeys, config.auth.anonymous);
   installFrontGuard(app, { config: config.coordinator, auth, surface: options.surface ?? 'main' });
   app.removeAllContentTypeParsers();
-  // a body with Inference-Header-Content-Length is JSON followed by binary tensors: kept as bytes
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (req, body: Buffer, done) => {
-    if (req.headers[INFERENCE_HEADER_CONTENT_LENGTH] !== undefined) {
-      done(null, body);
+  // bodies are read here, decoded per Content-Encoding as they arrive (body-encoding.ts)
+  const readLimits = {
+    wireLimitBytes: bodyLimitBytes,
+    decodedLimitBytes: config.coordinator.compression.maxDecompressedBytes ?? bodyLimitBytes,
+  };
+  // requests whose refused body is read to its end and dropped: their connection may carry the next one
+  const drained = new WeakSet<object>();
+  app.addContentTypeParser('*', (req, payload, done) => {
+    let coding: ContentCoding;
+    try {
+      coding = requestCoding(req.headers['content-encoding']);
+    } catch (err) {
+      // nothing read yet: node reads and drops a body within the limit once the answer is sent
+      if (Number(req.headers['content-length'] ?? Number.NaN) <= bodyLimitBytes) drained.add(req.raw);
+      done(err as Error);
       return;
     }
-    // a browser may post text/plain or a form without a preflight: such bodies are not JSON to
-    // us when a browser sends them (or whoever sends them, with strictContentType)
-    const contentType = req.headers['content-type'];
-    if (!isJsonType(contentType) && (config.coordinator.strictContentType || isBrowser(req))) {
-      done(
-        new InfergridError(
-          'UNSUPPORTED_MEDIA_TYPE',
-          `a ${JSON.stringify(contentType)} body is not read as JSON here; send Content-Type: application/json (or the binary tensor extension)`,
-        ),
-      );
-      return;
-    }
-    parseJson(req, body.toString('utf8'), done);
+    readBody(payload, req.headers['content-length'], { coding, ...readLimits }, (r: BodyRefusal) => {
+      if (r.drained) drained.add(req.raw);
+    }).then((body) => {
+      // the whole body was read: whatever is wrong with it, the connection can go on
+      drained.add(req.raw);
+      // an empty body is no body, whatever its content type says (aiohttp posts text/plain)
+      if (body.byteLength === 0) {
+        done(null, undefined);
+        return;
+      }
+      // a body with Inference-Header-Content-Length is JSON followed by binary tensors: kept as bytes
+      if (req.headers[INFERENCE_HEADER_CONTENT_LENGTH] !== undefined) {
+        done(null, body);
+        return;
+      }
+      // a browser may post text/plain or a form without a preflight: such bodies are not JSON to
+      // us when a browser sends them (or whoever sends them, with strictContentType)
+      const contentType = req.headers['content-type'];
+      if (!isJsonType(contentType) && (config.coordinator.strictContentType || isBrowser(req))) {
+        done(
+          new InfergridError(
+            'UNSUPPORTED_MEDIA_TYPE',
+            `a ${JSON.stringify(contentType)} body is not read as JSON here; send Content-Type: application/json (or the binary tensor extension)`,
+          ),
+        );
+        return;
+      }
+      parseJson(req, body.toString('utf8'), done);
+    }, done);
   });
+  if (config.coordinator.compression.responses)
+    installResponseCompression(app, config.coordinator.compression);
 
   app.setErrorHandler((err: FastifyError | InfergridError, req, reply) => {
     const typed = err instanceof InfergridError ? err : fromFastifyError(err, bodyLimitBytes);
@@ -130,6 +159,12 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
     ) {
       logger.error({ err, url: req.url, code: typed.code }, 'request failed');
     }
+    // fastify closes the connection after any body error, in case the client sends more; a
+    // body read (or being read) to its end leaves the connection for the next request
+    if (drained.has(req.raw)) reply.removeHeader('connection');
+    // a coding we do not read: RFC 9110 asks the 415 to say which we do
+    if (typed.code === 'UNSUPPORTED_MEDIA_TYPE' && Array.isArray(typed.details?.supportedEncodings))
+      reply.header('accept-encoding', (typed.details.supportedEncodings as string[]).join(', '));
     return sendError(reply, typed);
   });
   app.setNotFoundHandler((req, reply) =>

@@ -13,6 +13,9 @@ export const DEFAULT_RPC_PORT = 9000;
 export const DEFAULT_BODY_LIMIT_BYTES = 64 * MIB;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_FRAME_BYTES = 256 * MIB;
+/** Responses smaller than this are sent uncompressed (bench/scenarios/compression.ts; docs/performance.md). */
+export const DEFAULT_RESPONSE_MIN_BYTES = 1024;
+export const DEFAULT_COMPRESSION_LEVEL = 1;
 
 const port = z.number().int().min(0).max(65535);
 /** Timers take at most 2^31−1 ms; a longer one would fire at once. */
@@ -95,6 +98,20 @@ export const apiKeySchema = z
   })
   .strict();
 
+/** HTTP bodies' content codings (gzip, deflate): the decoded size a request may reach, and which responses are compressed. */
+export const compressionSchema = z
+  .object({
+    /** Bytes a compressed request body may decode to (413 past it); default coordinator.bodyLimitBytes. */
+    maxDecompressedBytes: z.number().int().positive().optional(),
+    /** Compress answers for clients whose Accept-Encoding allows it: text answers of inference routes, /metrics and the dashboard; never binary tensors, streams or errors. */
+    responses: z.boolean().default(true),
+    /** Smallest response compressed, bytes: below it compressing costs more than the bytes it saves. */
+    responseMinBytes: z.number().int().min(0).default(DEFAULT_RESPONSE_MIN_BYTES),
+    /** zlib level of compressed responses: 1 fastest … 9 smallest. */
+    level: z.number().int().min(1).max(9).default(DEFAULT_COMPRESSION_LEVEL),
+  })
+  .strict();
+
 export const coordinatorSchema = z
   .object({
     /** HTTP listen address. */
@@ -148,6 +165,8 @@ export const coordinatorSchema = z
      * asyncio client); browsers are held to JSON content types either way.
      */
     strictContentType: z.boolean().default(false),
+    /** Compressed request and response bodies (Content-Encoding, Accept-Encoding). */
+    compression: compressionSchema.default(compressionSchema.parse({})),
     /** Workers that POST /admin/workers may dial. */
     dial: z
       .object({
