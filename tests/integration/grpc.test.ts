@@ -83,8 +83,13 @@ const definition = loadSync(PROTO_FILE, PROTO_LOADER_OPTIONS);
 const inference = (grpc.loadPackageDefinition(definition).inference as Record<string, unknown>)
   .GRPCInferenceService as grpc.ServiceClientConstructor;
 
-function connect(t: TestContext, port: number, credentials = grpc.credentials.createInsecure()): Client {
-  const client = new inference(`127.0.0.1:${port}`, credentials);
+function connect(
+  t: TestContext,
+  port: number,
+  credentials = grpc.credentials.createInsecure(),
+  host = '127.0.0.1',
+): Client {
+  const client = new inference(`${host}:${port}`, credentials);
   t.after(() => client.close());
   return client;
 }
@@ -396,7 +401,7 @@ test('grpc - ModelStreamInfer answers each request, and a generative model token
   const whole = generated.map(textOf).join('');
   const last = generated.at(-1)!.infer_response;
   assert.equal(param(last.parameters.finish_reason), 'length');
-  assert.equal(param(last.parameters.completion_tokens), 5);
+  assert.equal(Number(param(last.parameters.completion_tokens)), 5);
   // the same generation over HTTP's generate extension
   const res = await fetch(`${coordinator.url}/v2/models/chat/generate`, {
     method: 'POST',
@@ -440,8 +445,9 @@ test('grpc - ModelStatistics counts gRPC requests and equals HTTP statistics; re
   const index = await call(client, 'RepositoryIndex', {}, ADMIN_KEY);
   assert.ok(index.models.some((m: Reply) => m.name === 'tensors' && m.state === 'READY'));
   await call(client, 'RepositoryModelUnload', { model_name: 'tensors' }, ADMIN_KEY);
-  assert.deepEqual(await call(client, 'ModelReady', { name: 'tensors' }), { ready: false });
-  await rejects(infer(), grpc.status.UNAVAILABLE);
+  // unloaded: the model is not served, as HTTP says
+  await rejects(call(client, 'ModelReady', { name: 'tensors' }), grpc.status.NOT_FOUND, /unloaded/);
+  await rejects(infer(), grpc.status.NOT_FOUND, /unloaded/);
   await call(client, 'RepositoryModelLoad', { model_name: 'tensors' }, ADMIN_KEY);
   assert.deepEqual(await call(client, 'ModelReady', { name: 'tensors' }), { ready: true });
   await infer();
@@ -557,7 +563,7 @@ test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same ce
   const coordinator = await startCoordinator(t, file);
   const port = coordinator.ready.grpcPort!;
   const { readFileSync } = await import('node:fs');
-  const secure = connect(t, port, grpc.credentials.createSsl(readFileSync(pki.caFile)));
+  const secure = connect(t, port, grpc.credentials.createSsl(readFileSync(pki.caFile)), 'localhost');
   assert.deepEqual(await call(secure, 'ServerLive', {}, null), { live: true });
   const plain = connect(t, port);
   await rejects(
@@ -593,7 +599,7 @@ models:
   assert.ok(responses.length >= 2, `partial responses and a final one: ${responses.length}`);
   const last = responses.at(-1)!.infer_response;
   assert.equal(param(last.parameters.triton_final_response), true);
-  assert.equal(param(last.parameters.completion_tokens), 6);
+  assert.equal(Number(param(last.parameters.completion_tokens)), 6);
   const text = responses.map(textOf).join('');
   const res = await fetch(`${coordinator.url}/v2/models/tiny/generate`, {
     method: 'POST',
