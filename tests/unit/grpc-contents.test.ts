@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { status } from '@grpc/grpc-js';
+import type { InferResult } from '../../src/coordinator/index.ts';
 import { ERROR_CODES, type ErrorCode, InfergridError } from '../../src/errors.ts';
 import {
   inferResponseOf,
@@ -224,8 +225,8 @@ test('grpc contents - parameters both ways: each kind in its field, 64-bit integ
 
 test('grpc contents - inferResponseOf sends the worker bytes as they are; a malformed output is the worker BACKEND_ERROR', () => {
   const data = new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer);
-  const result = {
-    meta: { model: 'm', version: '2', parameters: { finish_reason: 'stop' } },
+  const result: InferResult = {
+    meta: { model: 'm', version: '2', outputs: [], parameters: { finish_reason: 'stop' } },
     outputs: [{ name: 'y', datatype: 'FP32' as const, shape: [2, 2], data }],
     workerId: 'w1',
     cache: 'miss' as const,
@@ -240,7 +241,7 @@ test('grpc contents - inferResponseOf sends the worker bytes as they are; a malf
     infergrid_cache: { string_param: 'miss' },
     triton_final_response: { bool_param: true },
   });
-  const bad = { ...result, outputs: [{ ...result.outputs[0]!, shape: [3, 2] }] };
+  const bad: InferResult = { ...result, outputs: [{ ...result.outputs[0]!, shape: [3, 2] }] };
   throwsCode(
     () => inferResponseOf(bad, undefined),
     'BACKEND_ERROR',
