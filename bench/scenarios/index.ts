@@ -2,6 +2,7 @@ import type { PageScenarios } from '../lib/page.ts';
 import type { Scenario } from '../lib/scenario.ts';
 import { batching } from './batching.ts';
 import { cache } from './cache.ts';
+import { grpcScenario } from './grpc.ts';
 import { llm } from './llm.ts';
 import { llmLoads } from './llm-loads.ts';
 import { overhead } from './overhead.ts';
@@ -23,6 +24,7 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
   scaleOut,
   realModel,
   security,
+  grpcScenario,
   llm,
   llmLoads,
 ] as readonly Scenario<unknown>[];
