@@ -37,7 +37,7 @@ export function checkHttpExposure(config: Readonly<InfergridConfig>, logger: Log
   if (!config.auth.insecure) {
     throw new InfergridError(
       'CONFIG_INVALID',
-      `the HTTP API would listen on ${exposed.join(', ')} with no API keys: anyone who reaches it could load models and read every request. Add auth.apiKeys (infergrid apikey makes one; see docs/security.md), listen on 127.0.0.1, or pass --insecure`,
+      `the HTTP or gRPC API would listen on ${exposed.join(', ')} with no API keys: anyone who reaches it could load models and read every request. Add auth.apiKeys (infergrid apikey makes one; see docs/security.md), listen on 127.0.0.1, or pass --insecure`,
     );
   }
   logger.warn(

@@ -57,6 +57,12 @@ import { grpcErrorOf } from './status.ts';
 
 /** Parameter on every ModelStreamInfer response: whether it is the request's last (Triton's). */
 export const FINAL_RESPONSE_PARAMETER = 'triton_final_response';
+/**
+ * Parameter tritonclient sends on a stream to ask for an empty final response: a transport
+ * setting, never the model's (it would split batches and cache keys). Every stream here ends a
+ * request with a flagged final response anyway.
+ */
+const EMPTY_FINAL_PARAMETER = 'triton_enable_empty_final_response';
 /** Extensions the gRPC endpoint serves (ServerMetadata). */
 const GRPC_EXTENSIONS = ['model_repository', 'statistics', 'model_configuration'];
 /** How long close() lets open calls finish before it cuts them, ms. */
@@ -276,6 +282,7 @@ export class GrpcFrontDoor {
           `parameter "${ASYNC_PARAMETER}": asynchronous requests are HTTP's (POST .../infer with it, then GET /v2/requests/{id})`,
         );
       delete parsed.parameters[ASYNC_PARAMETER];
+      delete parsed.parameters[EMPTY_FINAL_PARAMETER];
       return inferenceRequestOf(this.#o.config.coordinator.limits, {
         ...parsed,
         timeoutMs: this.#timeoutMs(call, parsed.parameters),

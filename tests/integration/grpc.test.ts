@@ -376,6 +376,7 @@ test('grpc - ModelStreamInfer answers each request, and a generative model token
       inputs: [{ name: 'INPUT0', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [i, i] } }],
     })),
     textRequest('chat', 'g', 'one two', greedy),
+    textRequest('chat', 'once', 'one two', { ...greedy, stream: { bool_param: false } }),
     {
       model_name: 'nope',
       id: 'bad',
@@ -409,6 +410,11 @@ test('grpc - ModelStreamInfer answers each request, and a generative model token
     body: JSON.stringify({ text_input: 'one two', max_tokens: 5, parameters: { temperature: 0 } }),
   });
   assert.equal(whole, ((await res.json()) as Reply).text_output);
+  // stream: false: one final response with the whole text
+  const once = byId('once');
+  assert.equal(once.length, 1);
+  assert.equal(param(once[0]!.infer_response.parameters.triton_final_response), true);
+  assert.equal(textOf(once[0]!), whole);
 
   const [bad] = byId('bad');
   assert.match(bad!.error_message, /nope/);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { status } from '@grpc/grpc-js';
+import { checkHttpExposure } from '../../src/cli/start-coordinator.ts';
+import { configSchema } from '../../src/config/index.ts';
 import type { InferResult } from '../../src/coordinator/index.ts';
 import { ERROR_CODES, type ErrorCode, InfergridError } from '../../src/errors.ts';
 import {
@@ -12,6 +14,7 @@ import {
 } from '../../src/grpc/contents.ts';
 import { modelConfigMessage, repositoryConfigParameter } from '../../src/grpc/messages.ts';
 import { ERROR_CODE_METADATA, GRPC_STATUS, grpcErrorOf } from '../../src/grpc/status.ts';
+import { createLogger } from '../../src/telemetry/index.ts';
 import { decodeBytesElements, encodeBytesElements, tensorFromJson } from '../../src/tensor/index.ts';
 
 const CODES = Object.keys(ERROR_CODES) as ErrorCode[];
@@ -301,4 +304,13 @@ test('grpc messages - ModelConfig in Triton names; repository parameters: config
     ),
     undefined,
   );
+});
+
+test('grpc exposure - no API keys and gRPC alone beyond loopback is refused at start-up; gRPC off allows it', () => {
+  const logger = createLogger({ level: 'silent', format: 'json', name: 'test' });
+  const open = configSchema.parse({ coordinator: { grpc: { host: '0.0.0.0' } } });
+  throwsCode(() => checkHttpExposure(open, logger), 'CONFIG_INVALID', /HTTP or gRPC API would listen on 0\.0\.0\.0/);
+  const off = configSchema.parse({ coordinator: { grpc: { host: '0.0.0.0', enabled: false } } });
+  assert.doesNotThrow(() => checkHttpExposure(off, logger));
+  assert.doesNotThrow(() => checkHttpExposure(configSchema.parse({}), logger));
 });
