@@ -28,6 +28,7 @@ import { tinyGguf } from '../fixtures/tiny-gguf.ts';
 
 const KEY = 'ig-test-grpc-infer-key-0123456789abcdef';
 const ADMIN_KEY = 'ig-test-grpc-admin-key-0123456789abcdef';
+const LIMITED_KEY = 'ig-test-grpc-limited-key-0123456789abcd';
 const MAX_MESSAGE_BYTES = 1024 * 1024;
 
 const AUTH = `
@@ -35,6 +36,10 @@ auth:
   apiKeys:
     - { name: client, scopes: [infer], sha256: ${hashApiKey(KEY)} }
     - { name: ops, scopes: [admin], sha256: ${hashApiKey(ADMIN_KEY)} }
+    - name: limited
+      scopes: [infer]
+      sha256: ${hashApiKey(LIMITED_KEY)}
+      rateLimit: { requestsPerSecond: 0.001, burst: 2 }
   anonymous: [health, metrics]
 `;
 
@@ -553,6 +558,39 @@ test('grpc - errors map onto status codes: NOT_FOUND, INVALID_ARGUMENT, UNAUTHEN
   });
   assert.equal(counts.cancelled, 1);
   assert.equal(counts.started, 1);
+
+  // a unary call cancelled by its client cancels the request on the worker too
+  const unary = new Promise<unknown>((resolve, reject) => {
+    const pending = client.ModelInfer(
+      textRequest('endless', 'u', 'go'),
+      auth(KEY),
+      (err: unknown, r: unknown) => (err ? reject(err) : resolve(r)),
+    );
+    void waitFor('the unary request to run on the worker', async () => {
+      const c = await streamCounts(coordinator.url, 'endless');
+      return c.started === 2 && c.running === 1;
+    }).then(() => pending.cancel());
+  });
+  await rejects(unary, grpc.status.CANCELLED);
+  const after = await waitFor('the unary request to stop', async () => {
+    const c = await streamCounts(coordinator.url, 'endless');
+    return c.running === 0 ? c : undefined;
+  });
+  assert.equal(after.cancelled, 2);
+
+  // one rate-limit bucket per key, whichever door it calls: 2 allowed in all, then refused on both
+  await call(client, 'ModelMetadata', { name: 'tensors' }, LIMITED_KEY);
+  const viaHttp = (key: string) =>
+    fetch(`${coordinator.url}/v2/models/tensors`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal((await viaHttp(LIMITED_KEY)).status, 200);
+  const limited = await rejects(
+    call(client, 'ModelMetadata', { name: 'tensors' }, LIMITED_KEY),
+    grpc.status.RESOURCE_EXHAUSTED,
+    /rate limit/,
+  );
+  assert.deepEqual(limited.metadata.get('infergrid-code'), ['RATE_LIMITED']);
+  assert.ok(Number(limited.metadata.get('retry-after')[0]) >= 1);
+  assert.equal((await viaHttp(LIMITED_KEY)).status, 429);
 });
 
 test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same certificate; a plaintext client fails', {
