@@ -19,4 +19,6 @@ export {
 } from './infer-entry.ts';
 export { modelStatistics } from './stats.ts';
 export { modelConfig } from './repository.ts';
+export { parseGenerateRequest } from './triton-generate-mapping.ts';
+export { outputText } from './llm-fields.ts';
 export { hostAllowed, isLoopbackHost } from './front-guard.ts';

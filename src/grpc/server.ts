@@ -33,13 +33,14 @@ import {
   modelConfig,
   modelMetadata,
   modelStatistics,
+  outputText,
   parsedOrRefused,
   requestTimeoutMs,
 } from '../api/index.ts';
 import type { Caller, Coordinator, InferenceRequest, StreamChunk } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
-import { LLM_OUTPUT, LLM_PARAMETERS } from '../llm/index.ts';
+import { LLM_OUTPUT } from '../llm/index.ts';
 import { ASYNC_PARAMETER } from '../protocol/index.ts';
 import type { Logger } from '../telemetry/index.ts';
 import { textTensor } from '../tensor/index.ts';
@@ -51,6 +52,7 @@ import {
   parseInferRequest,
   parametersToProto,
 } from './contents.ts';
+import { generationOf } from './generation.ts';
 import { inferenceServiceDefinition } from './proto.ts';
 import { modelConfigMessage, repositoryConfigParameter } from './messages.ts';
 import { grpcErrorOf } from './status.ts';
@@ -418,24 +420,30 @@ export class GrpcFrontDoor {
   }
 
   /**
-   * A generative model's answer on the stream: one response per partial result (the text made
-   * since the last), then the final one with the accounting and `text_output` "" (its text was
-   * streamed already), or the whole text when nothing was streamed. `stream: false` asks for
-   * the final response only. Never answered from the cache, as generation is sampled.
+   * A generative model's answer on the stream (its request read as generation.ts says): one
+   * response per partial result with the text made since the last (empty ones skipped), then
+   * the final one with the accounting and `text_output` "" (its text was streamed already), or
+   * the whole text when nothing was streamed; with `exclude_input_in_output: false` the prompt
+   * leads the first text. `stream: false` asks for the final response only. Never answered
+   * from the cache, as generation is sampled.
    */
   async #generate(request: InferenceRequest, write: (response: object) => Promise<boolean>): Promise<void> {
-    const parameters = { ...request.parameters };
-    const partials = parameters[LLM_PARAMETERS.stream] !== false;
-    if (partials) parameters[LLM_PARAMETERS.stream] = true;
-    const chunks = this.#o.coordinator.stream({ ...request, parameters, cacheMode: 'bypass' }, { partials });
+    const generation = generationOf(request);
+    const chunks = this.#o.coordinator.stream(generation.request, { partials: generation.partials });
+    let pending = generation.lead;
     let streamed = false;
     for await (const chunk of chunks as AsyncGenerator<StreamChunk, void, undefined>) {
       let { result } = chunk;
-      if (chunk.final && streamed)
+      const made = chunk.final && streamed ? '' : outputText(result.outputs);
+      if (!chunk.final && made === '') continue;
+      if (pending !== '' || (chunk.final && streamed)) {
+        const text = pending + made;
+        pending = '';
         result = {
           ...result,
-          outputs: result.outputs.map((t) => (t.name === LLM_OUTPUT ? textTensor(LLM_OUTPUT, '') : t)),
+          outputs: result.outputs.map((t) => (t.name === LLM_OUTPUT ? textTensor(LLM_OUTPUT, text) : t)),
         };
+      }
       if (!chunk.final) streamed = true;
       const response = inferResponseOf(result, request.id, { [FINAL_RESPONSE_PARAMETER]: chunk.final });
       // a reader gone: leaving the loop returns the generator, which cancels the worker's request

@@ -382,6 +382,33 @@ test('grpc - ModelStreamInfer answers each request, and a generative model token
     })),
     textRequest('chat', 'g', 'one two', greedy),
     textRequest('chat', 'once', 'one two', { ...greedy, stream: { bool_param: false } }),
+    // as Triton's vLLM backend takes it: the options as tensors, sampling_parameters as JSON
+    {
+      model_name: 'chat',
+      id: 'vllm',
+      inputs: [
+        {
+          name: 'text_input',
+          datatype: 'BYTES',
+          shape: [1],
+          contents: { bytes_contents: [Buffer.from('one two')] },
+        },
+        { name: 'stream', datatype: 'BOOL', shape: [1], contents: { bool_contents: [true] } },
+        {
+          name: 'exclude_input_in_output',
+          datatype: 'BOOL',
+          shape: [1],
+          contents: { bool_contents: [false] },
+        },
+        {
+          name: 'sampling_parameters',
+          datatype: 'BYTES',
+          shape: [1],
+          contents: { bytes_contents: [Buffer.from('{"max_tokens": 5, "temperature": 0}')] },
+        },
+      ],
+    },
+    textRequest('chat', 'unknown-option', 'one two', { presence_penalty: { double_param: 1 } }),
     {
       model_name: 'nope',
       id: 'bad',
@@ -420,6 +447,12 @@ test('grpc - ModelStreamInfer answers each request, and a generative model token
   assert.equal(once.length, 1);
   assert.equal(param(once[0]!.infer_response.parameters.triton_final_response), true);
   assert.equal(textOf(once[0]!), whole);
+
+  const vllm = byId('vllm');
+  assert.ok(vllm.length >= 2);
+  assert.equal(vllm.map(textOf).join(''), `one two${whole}`, 'the prompt leads, then the same generation');
+  const [unknown] = byId('unknown-option');
+  assert.match(unknown!.error_message, /unknown field "presence_penalty"/);
 
   const [bad] = byId('bad');
   assert.match(bad!.error_message, /nope/);

@@ -12,10 +12,17 @@ import {
   parseInferRequest,
   tensorFromContents,
 } from '../../src/grpc/contents.ts';
+import { generationOf } from '../../src/grpc/generation.ts';
 import { modelConfigMessage, repositoryConfigParameter } from '../../src/grpc/messages.ts';
 import { ERROR_CODE_METADATA, GRPC_STATUS, grpcErrorOf } from '../../src/grpc/status.ts';
 import { createLogger } from '../../src/telemetry/index.ts';
-import { decodeBytesElements, encodeBytesElements, tensorFromJson } from '../../src/tensor/index.ts';
+import {
+  decodeBytesElements,
+  encodeBytesElements,
+  type Tensor,
+  tensorFromJson,
+  textTensor,
+} from '../../src/tensor/index.ts';
 
 const CODES = Object.keys(ERROR_CODES) as ErrorCode[];
 
@@ -309,8 +316,88 @@ test('grpc messages - ModelConfig in Triton names; repository parameters: config
 test('grpc exposure - no API keys and gRPC alone beyond loopback is refused at start-up; gRPC off allows it', () => {
   const logger = createLogger({ level: 'silent', format: 'json', name: 'test' });
   const open = configSchema.parse({ coordinator: { grpc: { host: '0.0.0.0' } } });
-  throwsCode(() => checkHttpExposure(open, logger), 'CONFIG_INVALID', /HTTP or gRPC API would listen on 0\.0\.0\.0/);
+  throwsCode(
+    () => checkHttpExposure(open, logger),
+    'CONFIG_INVALID',
+    /HTTP or gRPC API would listen on 0\.0\.0\.0/,
+  );
   const off = configSchema.parse({ coordinator: { grpc: { host: '0.0.0.0', enabled: false } } });
   assert.doesNotThrow(() => checkHttpExposure(off, logger));
   assert.doesNotThrow(() => checkHttpExposure(configSchema.parse({}), logger));
+});
+
+test('grpc generation - vLLM and TensorRT-LLM style tensors fold into the generate fields; engine parameters pass; bad ones are refused by name', () => {
+  const base = {
+    model: 'chat',
+    timeoutMs: 1000,
+    cacheMode: 'normal' as const,
+    caller: { kind: 'client' as const },
+  };
+  const one = (name: string, datatype: 'BOOL' | 'INT32' | 'FP32', value: unknown): Tensor =>
+    tensorFromJson(name, datatype, [1], [value]);
+  const g = generationOf({
+    ...base,
+    inputs: [
+      textTensor('text_input', 'hi there'),
+      one('stream', 'BOOL', false),
+      one('max_tokens', 'INT32', 7),
+      textTensor('sampling_parameters', '{"temperature": 0.5, "top_k": 3}'),
+      one('exclude_input_in_output', 'BOOL', false),
+    ],
+    parameters: { priority: 1, shard_key: 'k', seed: 4 },
+  });
+  assert.equal(g.partials, false);
+  assert.equal(g.lead, 'hi there');
+  assert.equal(g.request.cacheMode, 'bypass');
+  assert.deepEqual(
+    g.request.inputs.map((t) => t.name),
+    ['text_input'],
+  );
+  assert.deepEqual(g.request.parameters, {
+    priority: 1,
+    shard_key: 'k',
+    max_tokens: 7,
+    temperature: 0.5,
+    top_k: 3,
+    seed: 4,
+  });
+  assert.equal(
+    generationOf({ ...base, inputs: [textTensor('text_input', 'x')] }).request.parameters?.stream,
+    true,
+  );
+
+  throwsCode(
+    () =>
+      generationOf({
+        ...base,
+        inputs: [textTensor('text_input', 'x'), one('max_tokens', 'INT32', 5)],
+        parameters: { max_tokens: 5 },
+      }),
+    'INVALID_ARGUMENT',
+    /"max_tokens" is given twice/,
+  );
+  throwsCode(
+    () =>
+      generationOf({
+        ...base,
+        inputs: [textTensor('text_input', 'x'), textTensor('sampling_parameters', '[1]')],
+      }),
+    'INVALID_ARGUMENT',
+    /must be a JSON object/,
+  );
+  throwsCode(
+    () =>
+      generationOf({
+        ...base,
+        inputs: [textTensor('text_input', 'x'), tensorFromJson('max_tokens', 'INT32', [2], [1, 2])],
+      }),
+    'INVALID_ARGUMENT',
+    /input "max_tokens" must hold one element, it holds 2/,
+  );
+  throwsCode(
+    () =>
+      generationOf({ ...base, inputs: [textTensor('text_input', 'x')], parameters: { presence_penalty: 1 } }),
+    'INVALID_ARGUMENT',
+    /unknown field "presence_penalty"/,
+  );
 });
