@@ -22,3 +22,4 @@ export { modelConfig } from './repository.ts';
 export { parseGenerateRequest } from './triton-generate-mapping.ts';
 export { outputText } from './llm-fields.ts';
 export { hostAllowed, isLoopbackHost } from './front-guard.ts';
+export { MAX_PATH_PARAM_CHARS } from './errors.ts';

@@ -9,7 +9,13 @@
  * the bytes binary HTTP sends for the same request.
  */
 
-import { cacheParameters, checkOutputTensor, malformedOutput, tensorFromInput } from '../api/index.ts';
+import {
+  MAX_PATH_PARAM_CHARS,
+  cacheParameters,
+  checkOutputTensor,
+  malformedOutput,
+  tensorFromInput,
+} from '../api/index.ts';
 import type { InferResult } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
 import type { Parameters } from '../protocol/index.ts';
@@ -75,6 +81,20 @@ export interface ProtoInferResponse {
 
 function invalid(message: string): never {
   throw new InfergridError('INVALID_ARGUMENT', message);
+}
+
+/**
+ * A model name or version from a message, checked against the limit HTTP's path parameters
+ * have (so the same name is refused at both doors); undefined when empty and not required.
+ */
+export function checkedName(value: string | undefined, field: string, required: boolean): string | undefined {
+  if (!value) {
+    if (required) invalid(`${field} is required`);
+    return undefined;
+  }
+  if (value.length > MAX_PATH_PARAM_CHARS)
+    invalid(`${field} is ${value.length} characters; at most ${MAX_PATH_PARAM_CHARS}`);
+  return value;
 }
 
 /** The contents field each datatype's elements go in; FP16 and BF16 have none (raw only). */
@@ -241,8 +261,8 @@ export interface ParsedInferRequest {
  * input order (Triton's rule), and then no input may have typed contents.
  */
 export function parseInferRequest(request: ProtoInferRequest): ParsedInferRequest {
-  const model = request.model_name ?? '';
-  if (model === '') invalid('model_name is required');
+  const model = checkedName(request.model_name, 'model_name', true)!;
+  const version = checkedName(request.model_version, 'model_version', false);
   const inputs = request.inputs ?? [];
   if (inputs.length === 0) invalid('"inputs" must hold at least one input');
   const raw = request.raw_input_contents ?? [];
@@ -272,7 +292,7 @@ export function parseInferRequest(request: ProtoInferRequest): ParsedInferReques
     : undefined;
   return {
     model,
-    version: request.model_version || undefined,
+    version,
     id: request.id || undefined,
     parameters: parametersFromProto(request.parameters, 'parameter'),
     inputs: parsed,

@@ -48,6 +48,7 @@ import { formatHostPort } from '../util/address.ts';
 import {
   type ProtoInferRequest,
   type ProtoInferResponse,
+  checkedName,
   inferResponseOf,
   parseInferRequest,
   parametersToProto,
@@ -180,17 +181,18 @@ export class GrpcFrontDoor {
         extensions: GRPC_EXTENSIONS,
       })),
       ModelReady: this.#unary<NamedVersion>('infer', async (r) => ({
-        ready: registry.isReady(coordinator.resolve(r.name ?? '', r.version || undefined)),
+        ready: registry.isReady(coordinator.resolve(...nameAndVersion(r, true))),
       })),
       ModelMetadata: this.#unary<NamedVersion>('infer', async (r) =>
-        modelMetadata(coordinator, coordinator.resolve(r.name ?? '', r.version || undefined)),
+        modelMetadata(coordinator, coordinator.resolve(...nameAndVersion(r, true))),
       ),
       ModelConfig: this.#unary<NamedVersion>('infer', async (r) => ({
-        config: modelConfigMessage(modelConfig(coordinator, r.name ?? '', r.version || undefined)),
+        config: modelConfigMessage(modelConfig(coordinator, ...nameAndVersion(r, true))),
       })),
-      ModelStatistics: this.#unary<NamedVersion>('stats', async (r) =>
-        modelStatistics(coordinator, r.name || undefined, r.version || undefined),
-      ),
+      ModelStatistics: this.#unary<NamedVersion>('stats', async (r) => {
+        const [name, version] = nameAndVersion(r, false);
+        return modelStatistics(coordinator, name, name === undefined ? undefined : version);
+      }),
       RepositoryIndex: this.#unary<{ ready?: boolean }>('admin', async (r) => {
         const index = repository.index();
         return { models: r.ready ? index.filter((e) => e.state === 'READY') : index };
@@ -454,6 +456,16 @@ export class GrpcFrontDoor {
 }
 
 function requiredName(name: string | undefined): string {
-  if (!name) throw new InfergridError('INVALID_ARGUMENT', 'model_name is required');
-  return name;
+  return checkedName(name, 'model_name', true)!;
+}
+
+/** A request's `name` and `version`, each within the limit; `name` required or not. */
+function nameAndVersion<R extends boolean>(
+  r: NamedVersion,
+  required: R,
+): [R extends true ? string : string | undefined, string | undefined] {
+  return [
+    checkedName(r.name, 'name', required) as R extends true ? string : string | undefined,
+    checkedName(r.version, 'version', false),
+  ];
 }

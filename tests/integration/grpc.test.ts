@@ -521,6 +521,11 @@ test('grpc - errors map onto status codes: NOT_FOUND, INVALID_ARGUMENT, UNAUTHEN
     /nope/,
   );
   await rejects(call(client, 'ModelMetadata', { name: 'nope' }), grpc.status.NOT_FOUND);
+  await rejects(
+    call(client, 'ModelMetadata', { name: 'm'.repeat(5000) }),
+    grpc.status.INVALID_ARGUMENT,
+    /at most 100/,
+  );
   const shape = await rejects(
     call(client, 'ModelInfer', tensors([1, 3], [1, 2, 3])),
     grpc.status.INVALID_ARGUMENT,

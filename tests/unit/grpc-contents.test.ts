@@ -6,6 +6,7 @@ import { configSchema } from '../../src/config/index.ts';
 import type { InferResult } from '../../src/coordinator/index.ts';
 import { ERROR_CODES, type ErrorCode, InfergridError } from '../../src/errors.ts';
 import {
+  checkedName,
   inferResponseOf,
   parametersFromProto,
   parametersToProto,
@@ -399,5 +400,21 @@ test('grpc generation - vLLM and TensorRT-LLM style tensors fold into the genera
       generationOf({ ...base, inputs: [textTensor('text_input', 'x')], parameters: { presence_penalty: 1 } }),
     'INVALID_ARGUMENT',
     /unknown field "presence_penalty"/,
+  );
+});
+
+test("grpc names - a model name or version over the path parameters' limit is refused, as HTTP refuses it", () => {
+  assert.equal(checkedName('m', 'name', true), 'm');
+  assert.equal(checkedName('', 'version', false), undefined);
+  throwsCode(() => checkedName('', 'model_name', true), 'INVALID_ARGUMENT', /model_name is required/);
+  throwsCode(
+    () => checkedName('x'.repeat(101), 'name', true),
+    'INVALID_ARGUMENT',
+    /name is 101 characters; at most 100/,
+  );
+  throwsCode(
+    () => parseInferRequest({ model_name: 'm', model_version: '9'.repeat(200), inputs: [] }),
+    'INVALID_ARGUMENT',
+    /model_version is 200 characters/,
   );
 });
