@@ -6,7 +6,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
@@ -631,7 +631,7 @@ test('grpc - errors map onto status codes: NOT_FOUND, INVALID_ARGUMENT, UNAUTHEN
   assert.equal((await viaHttp(LIMITED_KEY)).status, 429);
 });
 
-test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same certificate; a plaintext client fails', {
+test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same certificate, a plaintext client fails; a deadline is capped at maxRequestTimeoutMs', {
   timeout: 120_000,
 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'infergrid-grpc-tls-'));
@@ -639,12 +639,12 @@ test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same ce
   const pki = makeTestPki(dir);
   const yaml = CONFIG.replace(
     'coordinator: {',
-    `coordinator: { tls: { certFile: ${JSON.stringify(pki.certFile)}, keyFile: ${JSON.stringify(pki.keyFile)} },`,
+    `coordinator: { maxRequestTimeoutMs: 1000, tls: { certFile: ${JSON.stringify(pki.certFile)}, keyFile: ${JSON.stringify(pki.keyFile)} },`,
   );
   const file = writeConfig(t, yaml);
   const coordinator = await startCoordinator(t, file);
+  await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
   const port = coordinator.ready.grpcPort!;
-  const { readFileSync } = await import('node:fs');
   const secure = connect(t, port, grpc.credentials.createSsl(readFileSync(pki.caFile)), 'localhost');
   assert.deepEqual(await call(secure, 'ServerLive', {}, null), { live: true });
   const plain = connect(t, port);
@@ -652,6 +652,23 @@ test('grpc - TLS: with coordinator.tls the gRPC port speaks TLS with the same ce
     call(plain, 'ServerLive', {}, null, { deadline: Date.now() + 5000 }),
     grpc.status.UNAVAILABLE,
   );
+  // (the HTTP side is HTTPS now: readiness is asked over gRPC)
+  await waitFor('tensors and slow to be ready', async () => {
+    for (const name of ['tensors', 'slow'])
+      if (!(await call(secure, 'ModelReady', { name }).catch(() => ({ ready: false }))).ready) return false;
+    return true;
+  });
+  const pairs = { name: 'INPUT0', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 2] } };
+  const answer = await call(secure, 'ModelInfer', { model_name: 'tensors', inputs: [pairs] });
+  assert.equal(answer.outputs[0].name, 'OUTPUT0');
+  // the client allows an hour; the server cuts the 60 s model at maxRequestTimeoutMs, and says so
+  const capped = await rejects(
+    call(secure, 'ModelInfer', { model_name: 'slow', inputs: [pairs] }, KEY, {
+      deadline: Date.now() + 3_600_000,
+    }),
+    grpc.status.DEADLINE_EXCEEDED,
+  );
+  assert.deepEqual(capped.metadata.get('infergrid-code'), ['DEADLINE_EXCEEDED']);
 });
 
 test('grpc - a tiny GGUF model streams its tokens through ModelStreamInfer, the same text as HTTP generate', {
