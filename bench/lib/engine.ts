@@ -18,6 +18,8 @@ export interface EngineTarget {
   workerPids: (number | undefined)[];
   /** The coordinator's RPC port, where the worker dialed in. */
   rpcPort: number | undefined;
+  /** The coordinator's gRPC port (a free one: the spawned processes get INFERGRID_GRPC_PORT=0). */
+  grpcPort: number | undefined;
 }
 
 export interface StartEngineOptions {
@@ -90,5 +92,6 @@ export async function startEngine(
     pids: { coordinator: coordinator.child.pid, worker: workers[0]!.child.pid },
     workerPids: workers.map((w) => w.child.pid),
     rpcPort: coordinator.ready.rpcPort,
+    grpcPort: coordinator.ready.grpcPort,
   };
 }

@@ -3,6 +3,7 @@ import type { Scenario } from '../lib/scenario.ts';
 import { batching } from './batching.ts';
 import { cache } from './cache.ts';
 import { compression } from './compression.ts';
+import { grpcScenario } from './grpc.ts';
 import { llm } from './llm.ts';
 import { llmLoads } from './llm-loads.ts';
 import { overhead } from './overhead.ts';
@@ -25,6 +26,7 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
   realModel,
   security,
   compression,
+  grpcScenario,
   llm,
   llmLoads,
 ] as readonly Scenario<unknown>[];

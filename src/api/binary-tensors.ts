@@ -215,6 +215,14 @@ function bytesFromBase64(input: JsonInput): Tensor {
   return { name, datatype: 'BYTES', shape, data: encodeBytesElements(elements) };
 }
 
+/**
+ * Throws BACKEND_ERROR unless an output's bytes are a well-formed raw tensor of its datatype
+ * and shape (what is sent as binary must be, whatever the front door).
+ */
+export function checkOutputTensor(t: Tensor): void {
+  checkRawTensor(`output "${t.name}"`, t.datatype, t.shape, t.data, 'BACKEND_ERROR');
+}
+
 /** Which outputs the request asked for as binary: (name) => true to send that output raw. */
 export function binaryOutputPredicate(
   body: Pick<InferBody, 'binaryOutputs' | 'binaryDataOutput'>,
@@ -255,7 +263,7 @@ export function encodeInferResponse(
   binary: (name: string) => boolean,
 ): EncodedInferResponse {
   const raw = response.outputs.filter((t) => binary(t.name));
-  for (const t of raw) checkRawTensor(`output "${t.name}"`, t.datatype, t.shape, t.data, 'BACKEND_ERROR');
+  for (const t of raw) checkOutputTensor(t);
   const rawNames = new Set(raw.map((t) => t.name));
   const json = buildInferResponse(response.meta, response.outputs, response.id, (name) => rawNames.has(name));
   if (response.parameters) json.parameters = { ...json.parameters, ...response.parameters };

@@ -10,14 +10,9 @@ import {
   type Coordinator,
   type InferResult,
   type InferenceRequest,
-  cacheModeOf,
-  checkRequestShape,
-  shardKeyOf,
 } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
-import { CACHE_PARAMETER } from '../protocol/index.ts';
-import type { ModelEntry } from '../registry/index.ts';
 import { prefersRespondAsync, replyAccepted, stripAsyncParameter, wantsAsync } from './async-routes.ts';
 import {
   BINARY_CONTENT_TYPE,
@@ -27,13 +22,19 @@ import {
   parseInferRequestBody,
   tensorFromInput,
 } from './binary-tensors.ts';
+import {
+  SERVER_NAME,
+  cacheParameters,
+  inferenceRequestOf,
+  malformedOutput,
+  modelMetadata,
+  parsedOrRefused,
+} from './infer-entry.ts';
 import { type InferResponseBody, parseInferBody } from './infer-body.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
 
-export const SERVER_NAME = 'infergrid';
-/** Response header and parameter saying how a request met the cache: hit, miss, joined, bypass, refresh. */
+/** Response header saying how a request met the cache: hit, miss, joined, bypass, refresh. */
 export const CACHE_HEADER = 'infergrid-cache';
-export const CACHE_RESPONSE_PARAMETER = 'infergrid_cache';
 
 interface ModelParams {
   model: string;
@@ -44,17 +45,6 @@ export interface KserveRouteOptions {
   coordinator: Coordinator;
   config: Readonly<InfergridConfig>;
   serverVersion: string;
-}
-
-function modelMetadata(coordinator: Coordinator, entry: ModelEntry) {
-  const spec = coordinator.registry.specOf(entry);
-  return {
-    name: entry.name,
-    versions: [...coordinator.registry.versions(entry.name)],
-    platform: spec.platform,
-    inputs: spec.inputs,
-    outputs: spec.outputs,
-  };
 }
 
 export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteOptions): void {
@@ -121,10 +111,8 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
     trace: HttpRequestTrace | undefined,
     traceparent: string | undefined,
   ) => {
-    let request: InferenceRequest;
-    let binary: (name: string) => boolean;
-    let isAsync: boolean;
-    try {
+    const transport = { requestId: req.id, traceparent, receivedAtMs };
+    const { request, binary, isAsync } = parsedOrRefused(coordinator, req.params.model, transport, () => {
       const body = Buffer.isBuffer(req.body)
         ? parseInferRequestBody(req.body, req.headers[INFERENCE_HEADER_CONTENT_LENGTH] as string | undefined)
         : parseInferBody(req.body);
@@ -135,39 +123,30 @@ export function registerKserveRoutes(app: FastifyInstance, options: KserveRouteO
         config.coordinator.requestTimeoutMs,
         config.coordinator.maxRequestTimeoutMs,
       );
-      // before any tensor is decoded: a hostile body costs no more than its parse
-      checkRequestShape(config.coordinator.limits, body.inputs, body.id);
-      isAsync = wantsAsync(req.headers, body.parameters);
+      const isAsync = wantsAsync(req.headers, body.parameters);
       if (isAsync && (body.binaryOutputs ? body.binaryOutputs.size > 0 : body.binaryDataOutput))
         throw new InfergridError(
           'INVALID_ARGUMENT',
           'an asynchronous request cannot ask for binary outputs: its result is fetched as JSON from /v2/requests/{id}',
         );
-      const inputs = body.inputs.map(tensorFromInput);
-      binary = binaryOutputPredicate(body);
-      const parameters = stripAsyncParameter(body.parameters);
-      request = {
+      const request = inferenceRequestOf(config.coordinator.limits, {
         model: req.params.model,
         version: req.params.version,
-        inputs,
+        id: body.id,
+        parameters: stripAsyncParameter(body.parameters),
+        inputs: body.inputs,
+        decode: () => body.inputs.map(tensorFromInput),
         outputs: body.outputs,
         classification: body.classification,
-        parameters: Object.keys(parameters).length ? parameters : undefined,
-        id: body.id,
         timeoutMs,
         receivedAtMs,
-        shardKey: shardKeyOf(parameters),
-        cacheMode: cacheModeOf(parameters[CACHE_PARAMETER]),
-        signal: undefined,
         requestId: req.id,
         traceparent,
         traceContext: trace?.context,
         caller: req.principal?.caller ?? ANONYMOUS,
-      };
-    } catch (err) {
-      coordinator.refused(req.params.model, err, { requestId: req.id, traceparent, receivedAtMs });
-      throw err;
-    }
+      });
+      return { request, binary: binaryOutputPredicate(body), isAsync };
+    });
     // the parsed JSON arrays are several times the tensor's size: let them go before the
     // request waits on a worker
     (req as { body: unknown }).body = undefined;
@@ -204,22 +183,19 @@ function answer(
 ): InferResponseBody | FastifyReply {
   let encoded: ReturnType<typeof encodeInferResponse>;
   try {
+    const parameters = cacheParameters(result);
     encoded = encodeInferResponse(
       {
         meta: result.meta,
         outputs: result.outputs,
         ...(id !== undefined ? { id } : {}),
-        ...(result.cache ? { parameters: { [CACHE_RESPONSE_PARAMETER]: result.cache } } : {}),
+        ...(parameters ? { parameters } : {}),
       },
       binary,
     );
   } catch (err) {
     // bad output bytes are the worker's fault, never the client's
-    throw new InfergridError(
-      'BACKEND_ERROR',
-      `worker ${result.workerId ?? '(cache)'} returned a malformed output: ${(err as Error).message}`,
-      { cause: err },
-    );
+    throw malformedOutput(result, err);
   }
   // whether the answer came from the cache: a header as well as the response parameter
   if (result.cache) reply?.header(CACHE_HEADER, result.cache);

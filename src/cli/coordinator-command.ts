@@ -7,7 +7,8 @@ import { startCoordinator } from './start-coordinator.ts';
 
 export const COORDINATOR_HELP = `Usage: infergrid coordinator [options]
 
-Runs the HTTP front door (KServe v2) and takes workers on its RPC port.
+Runs the HTTP front door (KServe v2, OpenAI) and the KServe v2 gRPC one, and takes workers on
+its RPC port.
 
 Options:
   -c, --config <file>      YAML config (models, limits, auth); optional
@@ -15,6 +16,8 @@ Options:
   -p, --port <port>        HTTP port, 0 for any free one  (default 8000)
       --rpc-host <addr>    RPC listen address for workers (default 127.0.0.1)
       --rpc-port <port>    RPC port, 0 for any free one   (default 9000)
+      --grpc-port <port>   KServe v2 gRPC port, 0 for any free one (default 8001;
+                           coordinator.grpc.enabled: false turns it off; docs/grpc.md)
   -w, --worker <host:port> dial a static worker; repeatable
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
       --insecure           run without credentials, said loudly at start-up: RPC without a
@@ -26,7 +29,7 @@ Workers prove their key on the RPC port (HMAC challenge-response; the secret nev
 the wire). Without a cluster secret the coordinator refuses to start unless --insecure.
 rpc.tls in the config adds TLS (docs/rpc-security.md).
 
-Environment: INFERGRID_TOKEN (the cluster secret that workers' keys derive from), INFERGRID_PORT, INFERGRID_RPC_PORT,
+Environment: INFERGRID_TOKEN (the cluster secret that workers' keys derive from), INFERGRID_PORT, INFERGRID_RPC_PORT, INFERGRID_GRPC_PORT,
 INFERGRID_HOST, INFERGRID_LOG_LEVEL, INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a
 full collection, default 200; 0 for V8's own; see docs/configuration.md).`;
 
@@ -37,6 +40,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     port: { type: 'string', short: 'p' },
     'rpc-host': { type: 'string' },
     'rpc-port': { type: 'string' },
+    'grpc-port': { type: 'string' },
     worker: { type: 'string', short: 'w', multiple: true },
     'log-level': { type: 'string' },
     insecure: { type: 'boolean' },
@@ -53,6 +57,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
       port: portFlag(values.port, '--port'),
       rpcHost: values['rpc-host'] as string | undefined,
       rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
+      grpcPort: portFlag(values['grpc-port'], '--grpc-port'),
       workers: values.worker as string[] | undefined,
       logLevel: values['log-level'] as string | undefined,
       insecure: values.insecure as boolean | undefined,
@@ -71,6 +76,7 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     role: 'coordinator',
     httpPort: running.httpPort,
     rpcPort: running.rpcPort,
+    ...(running.grpcPort !== undefined ? { grpcPort: running.grpcPort } : {}),
     ...(running.adminPort !== undefined ? { adminPort: running.adminPort } : {}),
   });
   onShutdownSignal(async (signal) => {

@@ -22,6 +22,8 @@ Options:
       --host <addr>        HTTP listen address              (default 127.0.0.1)
   -p, --port <port>        HTTP port, 0 for any free one    (default 8000)
       --rpc-port <port>    RPC port, 0 for any free one     (default 9000)
+      --grpc-port <port>   KServe v2 gRPC port, 0 for any free one (default 8001;
+                           coordinator.grpc.enabled: false turns it off; docs/grpc.md)
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
       --insecure           allow an HTTP API without API keys beyond loopback
                            (said loudly at start-up; see docs/security.md)
@@ -33,7 +35,13 @@ Environment: INFERGRID_HEAP_GROWING_PERCENT (V8 heap growth before a full collec
 const BIN = fileURLToPath(new URL('../../bin/infergrid.js', import.meta.url));
 
 /** `chatModel`: a language model (backend llama) to show a chat completion with, if any. */
-function banner(httpUrl: string, models: string[], ready: boolean, chatModel?: string): string {
+function banner(
+  httpUrl: string,
+  models: string[],
+  ready: boolean,
+  chatModel: string | undefined,
+  grpcAddress: string | undefined,
+): string {
   const first = models[0] ?? 'MODEL';
   const chat = chatModel
     ? [
@@ -44,6 +52,7 @@ function banner(httpUrl: string, models: string[], ready: boolean, chatModel?: s
   return [
     '',
     `infergrid is serving at ${httpUrl}${ready ? '' : ' (some models are still loading)'}`,
+    ...(grpcAddress ? [`  gRPC (KServe v2, Triton's clients): ${grpcAddress}`] : []),
     `  models: ${models.join(', ') || '(none)'}`,
     '',
     'Try:',
@@ -65,6 +74,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     host: { type: 'string' },
     port: { type: 'string', short: 'p' },
     'rpc-port': { type: 'string' },
+    'grpc-port': { type: 'string' },
     'log-level': { type: 'string' },
     insecure: { type: 'boolean' },
   });
@@ -81,6 +91,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
       host: values.host as string | undefined,
       port: portFlag(values.port, '--port'),
       rpcPort: portFlag(values['rpc-port'], '--rpc-port'),
+      grpcPort: portFlag(values['grpc-port'], '--grpc-port'),
       logLevel: values['log-level'] as string | undefined,
       insecure: values.insecure as boolean | undefined,
     },
@@ -153,6 +164,13 @@ export async function runServeCommand(argv: string[]): Promise<void> {
   const models = [...new Set([...registry.entries()].map((e) => e.name))];
   const scheme = config.coordinator.tls ? 'https' : 'http';
   const chatModel = config.models.find((m) => m.backend === 'llama')?.name;
-  console.log(banner(`${scheme}://${host}:${running.httpPort}`, models, ready, chatModel));
-  notifyParent({ type: 'ready', role: 'coordinator', httpPort: running.httpPort, rpcPort: running.rpcPort });
+  const grpcAddress = running.grpcPort !== undefined ? `${host}:${running.grpcPort}` : undefined;
+  console.log(banner(`${scheme}://${host}:${running.httpPort}`, models, ready, chatModel, grpcAddress));
+  notifyParent({
+    type: 'ready',
+    role: 'coordinator',
+    httpPort: running.httpPort,
+    rpcPort: running.rpcPort,
+    ...(running.grpcPort !== undefined ? { grpcPort: running.grpcPort } : {}),
+  });
 }

@@ -4,6 +4,7 @@ import { ApiKeyAuth, createHttpServer, isLoopbackHost } from '../api/index.ts';
 import type { InfergridConfig, TlsListenerConfig } from '../config/index.ts';
 import { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
+import { GrpcFrontDoor } from '../grpc/index.ts';
 import { type Logger, createTracing } from '../telemetry/index.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 
@@ -14,7 +15,9 @@ export interface RunningCoordinator {
   /** The admin listener's port, when coordinator.admin is set. */
   adminPort: number | undefined;
   rpcPort: number;
-  /** Stops taking HTTP requests, closes worker connections and the RPC port, flushes spans. */
+  /** The gRPC listener's port; undefined when coordinator.grpc.enabled is false. */
+  grpcPort: number | undefined;
+  /** Stops taking HTTP and gRPC requests, closes worker connections and the RPC port, flushes spans. */
   close(): Promise<void>;
 }
 
@@ -27,19 +30,25 @@ export function checkHttpExposure(config: Readonly<InfergridConfig>, logger: Log
   const hosts = [
     config.coordinator.host,
     ...(config.coordinator.admin ? [config.coordinator.admin.host] : []),
+    ...(config.coordinator.grpc.enabled ? [grpcHost(config)] : []),
   ];
   const exposed = hosts.filter((h) => !isLoopbackHost(h));
   if (exposed.length === 0) return;
   if (!config.auth.insecure) {
     throw new InfergridError(
       'CONFIG_INVALID',
-      `the HTTP API would listen on ${exposed.join(', ')} with no API keys: anyone who reaches it could load models and read every request. Add auth.apiKeys (infergrid apikey makes one; see docs/security.md), listen on 127.0.0.1, or pass --insecure`,
+      `the HTTP or gRPC API would listen on ${exposed.join(', ')} with no API keys: anyone who reaches it could load models and read every request. Add auth.apiKeys (infergrid apikey makes one; see docs/security.md), listen on 127.0.0.1, or pass --insecure`,
     );
   }
   logger.warn(
     { hosts: exposed },
     'INSECURE: the HTTP API listens beyond loopback with no API keys; anyone who reaches it can load models, change routing and read requests (--insecure)',
   );
+}
+
+/** Where gRPC listens: coordinator.grpc.host, else the HTTP listener's host. */
+function grpcHost(config: Readonly<InfergridConfig>): string {
+  return config.coordinator.grpc.host ?? config.coordinator.host;
 }
 
 function tlsFiles(tls: TlsListenerConfig | undefined): { cert: Buffer; key: Buffer } | undefined {
@@ -86,12 +95,17 @@ export async function startCoordinator(
   const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth };
   const app = createHttpServer({ ...common, tls: mainTls });
   const admin = http.admin ? createHttpServer({ ...common, surface: 'admin', tls: adminTls }) : undefined;
+  // the same credentials, limits and TLS files as the HTTP listener
+  const grpc = http.grpc.enabled ? new GrpcFrontDoor({ ...common, tls: mainTls }) : undefined;
+  let grpcPort: number | undefined;
   try {
     await app.listen({ host: http.host, port: http.port });
     if (admin && http.admin) await admin.listen({ host: http.admin.host, port: http.admin.port });
+    if (grpc) grpcPort = await grpc.listen(grpcHost(config), http.grpc.port);
   } catch (err) {
     await app.close();
     await admin?.close();
+    await grpc?.close();
     await coordinator.stop();
     await tracing.shutdown();
     throw err;
@@ -100,6 +114,12 @@ export async function startCoordinator(
   const adminPort = admin && http.admin ? portOf(admin, http.admin.port) : undefined;
   const scheme = mainTls ? 'https' : 'http';
   logger.info({ address: `${scheme}://${http.host}:${httpPort}` }, 'coordinator HTTP listening');
+  if (grpcPort !== undefined) {
+    logger.info(
+      { address: `${grpcHost(config)}:${grpcPort}`, tls: mainTls !== undefined },
+      'coordinator gRPC listening (inference.GRPCInferenceService)',
+    );
+  }
   if (adminPort !== undefined) {
     logger.info(
       { address: `${adminTls ? 'https' : 'http'}://${http.admin!.host}:${adminPort}` },
@@ -112,7 +132,9 @@ export async function startCoordinator(
     httpPort,
     adminPort,
     rpcPort: coordinator.rpcPort!,
+    grpcPort,
     async close() {
+      await grpc?.close();
       await app.close();
       await admin?.close();
       await coordinator.stop();

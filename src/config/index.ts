@@ -27,6 +27,7 @@ export {
   type BatchingConfig,
   type CacheConfig,
   type CoordinatorConfig,
+  type GrpcConfig,
   type RequestLimits,
   requestLimitsSchema,
   DEFAULT_BODY_LIMIT_BYTES,

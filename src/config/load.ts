@@ -24,6 +24,7 @@ export interface ConfigOverrides {
   port?: number | undefined;
   rpcHost?: string | undefined;
   rpcPort?: number | undefined;
+  grpcPort?: number | undefined;
   workers?: string[] | undefined;
   token?: string | undefined;
   logLevel?: string | undefined;
@@ -71,6 +72,8 @@ function applyEnv(raw: Raw, env: Record<string, string | undefined>, issues: str
   if (env.INFERGRID_PORT) coordinator.port = numberFrom(env.INFERGRID_PORT, issues, 'INFERGRID_PORT');
   if (env.INFERGRID_RPC_PORT)
     coordinator.rpcPort = numberFrom(env.INFERGRID_RPC_PORT, issues, 'INFERGRID_RPC_PORT');
+  if (env.INFERGRID_GRPC_PORT)
+    section(coordinator, 'grpc').port = numberFrom(env.INFERGRID_GRPC_PORT, issues, 'INFERGRID_GRPC_PORT');
   if (env.INFERGRID_TOKEN) section(raw, 'auth').token = env.INFERGRID_TOKEN;
   if (env.INFERGRID_WORKER_KEY) section(raw, 'auth').workerKey = env.INFERGRID_WORKER_KEY;
   if (env.INFERGRID_LOG_LEVEL) section(raw, 'logging').level = env.INFERGRID_LOG_LEVEL;
@@ -106,6 +109,7 @@ function applyOverrides(raw: Raw, o: ConfigOverrides): void {
   if (o.port !== undefined) coordinator.port = o.port;
   if (o.rpcHost !== undefined) coordinator.rpcHost = o.rpcHost;
   if (o.rpcPort !== undefined) coordinator.rpcPort = o.rpcPort;
+  if (o.grpcPort !== undefined) section(coordinator, 'grpc').port = o.grpcPort;
   if (o.workers?.length) {
     const existing = Array.isArray(coordinator.workers) ? coordinator.workers : [];
     coordinator.workers = [...existing, ...o.workers];

@@ -10,6 +10,8 @@ const MIB = 1024 * 1024;
 
 export const DEFAULT_HTTP_PORT = 8000;
 export const DEFAULT_RPC_PORT = 9000;
+/** Triton's gRPC port. */
+export const DEFAULT_GRPC_PORT = 8001;
 export const DEFAULT_BODY_LIMIT_BYTES = 64 * MIB;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_FRAME_BYTES = 256 * MIB;
@@ -112,6 +114,30 @@ export const compressionSchema = z
   })
   .strict();
 
+/**
+ * The KServe v2 gRPC front door (inference.GRPCInferenceService, docs/grpc.md). On by default at
+ * Triton's port, on the HTTP listener's host, with its TLS files and API keys.
+ */
+export const grpcSchema = z
+  .object({
+    /** Serve gRPC; false: no gRPC listener. */
+    enabled: z.boolean().default(true),
+    /** Listen address; default: coordinator.host. */
+    host: z.string().optional(),
+    /** Port; 0 picks a free one. */
+    port: port.default(DEFAULT_GRPC_PORT),
+    /** Largest request message, bytes; bigger is refused with RESOURCE_EXHAUSTED. */
+    maxMessageBytes: z.number().int().positive().default(DEFAULT_BODY_LIMIT_BYTES),
+    /** Calls open at once on one client connection (HTTP/2 streams). */
+    maxConcurrentStreams: z.number().int().positive().default(1024),
+    /** Requests of one ModelStreamInfer call running at once; the stream is read no further until one ends. */
+    maxStreamRequests: z.number().int().positive().default(128),
+    /** The server pings an idle connection this often, ms, and closes it when no answer comes within keepaliveTimeoutMs. */
+    keepaliveTimeMs: positiveMs.default(7_200_000),
+    keepaliveTimeoutMs: positiveMs.default(20_000),
+  })
+  .strict();
+
 export const coordinatorSchema = z
   .object({
     /** HTTP listen address. */
@@ -138,8 +164,10 @@ export const coordinatorSchema = z
     bodyTimeoutMs: positiveMs.default(120_000),
     /** Open HTTP connections at most; more are closed as they arrive. */
     maxConnections: z.number().int().positive().default(16_384),
-    /** Serve HTTPS with these files; plain HTTP when absent. */
+    /** Serve HTTPS with these files; plain HTTP when absent. gRPC uses them too. */
     tls: tlsListenerSchema.optional(),
+    /** The gRPC listener (KServe v2 / Triton's GRPCInferenceService). */
+    grpc: grpcSchema.default(grpcSchema.parse({})),
     /**
      * A second listener for the admin routes (repository load/unload, /admin/* changes, cache
      * clear); when set, the main listener no longer serves them (like Triton's restricted API).
@@ -766,6 +794,7 @@ export type ModelConfig = z.infer<typeof modelSchema>;
 export type WorkerConfig = z.infer<typeof workerSchema>;
 export type RpcConfig = z.infer<typeof rpcSchema>;
 export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
+export type GrpcConfig = z.infer<typeof grpcSchema>;
 export type RequestLimits = z.infer<typeof requestLimitsSchema>;
 export type AuthConfig = z.infer<typeof authSchema>;
 export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
