@@ -16,6 +16,7 @@ import { InfergridError } from '../errors.ts';
 import type { Parameters } from '../protocol/index.ts';
 import type { ModelSchema } from '../registry/index.ts';
 import {
+  DATATYPES,
   type Datatype,
   type Tensor,
   type TensorSpec,
@@ -34,19 +35,8 @@ export const MAX_CLASS_COUNT = 65_536;
 /** Largest labels file read, bytes. */
 export const MAX_LABELS_FILE_BYTES = 4 * 1024 * 1024;
 
-const NUMERIC: ReadonlySet<Datatype> = new Set([
-  'UINT8',
-  'UINT16',
-  'UINT32',
-  'UINT64',
-  'INT8',
-  'INT16',
-  'INT32',
-  'INT64',
-  'FP16',
-  'FP32',
-  'FP64',
-]);
+/** The datatypes whose elements are numbers: every one but BOOL and BYTES. */
+const NUMERIC: ReadonlySet<Datatype> = new Set(DATATYPES.filter((d) => d !== 'BOOL' && d !== 'BYTES'));
 
 /**
  * The class count an output's parameters ask for, or undefined. INVALID_ARGUMENT for a count
