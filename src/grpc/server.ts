@@ -325,13 +325,18 @@ export class GrpcFrontDoor {
 
   async #infer(message: ProtoInferRequest, call: ServerUnaryCall<unknown, unknown>, caller: Caller) {
     const controller = new AbortController();
-    // a client that cancels (or whose deadline passes) cancels the request on its worker
-    call.once('cancelled', () =>
-      controller.abort(new InfergridError('CANCELLED', 'the client cancelled the call')),
-    );
-    const request = this.#request(message, call, caller, controller.signal);
-    const result = await this.#o.coordinator.infer(request);
-    return inferResponseOf(result, request.id);
+    // a client that cancels (or whose deadline passes) cancels the request on its worker;
+    // grpc-js says 'cancelled' at every stream's close, answered ones too, so the listener goes
+    // once the answer is made (no error built and no signal aborted per answered call)
+    const onCancel = () => controller.abort(new InfergridError('CANCELLED', 'the client cancelled the call'));
+    call.once('cancelled', onCancel);
+    try {
+      const request = this.#request(message, call, caller, controller.signal);
+      const result = await this.#o.coordinator.infer(request);
+      return inferResponseOf(result, request.id);
+    } finally {
+      call.off('cancelled', onCancel);
+    }
   }
 
   /** Whether `model` generates (its answer streams), when it resolves at all. */
