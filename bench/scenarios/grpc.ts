@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { BenchRun, type RequestSender } from '../../src/cli/bench/index.ts';
 import { PROTO_FILE, PROTO_LOADER_OPTIONS } from '../../src/grpc/index.ts';
 import { ask, startEngine } from '../lib/engine.ts';
+import { leanGrpcSender } from '../lib/grpc-sender.ts';
 import { jsonBody, type LoadWindow, runLoad } from '../lib/load.ts';
 import { type Charts, cell, pct, table } from '../lib/markdown.ts';
 import { scratchDir } from '../lib/processes.ts';
@@ -37,7 +38,11 @@ const PARAMS = {
 };
 type GrpcParams = typeof PARAMS;
 
-const TRANSPORTS = ['grpc', 'http-binary', 'http-json'] as const;
+/**
+ * `grpc`: a lean HTTP/2 sender (bench/lib/grpc-sender.ts), as the HTTP transports' raw sender;
+ * `grpc-js`: the same calls through grpc-js's client, what a Node application would use.
+ */
+const TRANSPORTS = ['grpc', 'grpc-js', 'http-binary', 'http-json'] as const;
 type Transport = (typeof TRANSPORTS)[number];
 type Groups = 'coordinator' | 'worker' | 'loadGenerator';
 
@@ -136,11 +141,13 @@ async function run(params: GrpcParams): Promise<GrpcResult> {
     if (ready.status !== 200) throw new Error(`model ${m} is not ready: ${ready.status} ${ready.text}`);
   }
   const definition = loadSync(PROTO_FILE, PROTO_LOADER_OPTIONS);
+  const modelInfer = (definition['inference.GRPCInferenceService'] as grpc.ServiceDefinition).ModelInfer!;
   const Service = (grpc.loadPackageDefinition(definition).inference as Record<string, unknown>)
     .GRPCInferenceService as grpc.ServiceClientConstructor;
   const client = new Service(`127.0.0.1:${engine.grpcPort}`, grpc.credentials.createInsecure());
   const pids = { coordinator: engine.pids.coordinator, worker: engine.pids.worker };
   const points: GrpcPoint[] = [];
+  const senders: RequestSender[] = [];
   try {
     for (const concurrency of numberList(params.concurrency)) {
       for (const model of models) {
@@ -155,13 +162,21 @@ async function run(params: GrpcParams): Promise<GrpcResult> {
           inputs: [{ name: t.name, datatype: 'FP32', shape: t.shape, data: Array.from(t.data) }],
         });
         const sender = grpcSender(client, grpcRequest);
+        const lean = leanGrpcSender(
+          `127.0.0.1:${engine.grpcPort}`,
+          modelInfer.path,
+          modelInfer.requestSerialize(grpcRequest),
+        );
+        senders.push(lean);
         const mode = { kind: 'concurrency', concurrency } as const;
+        const bench = (w: LoadWindow, s: RequestSender) =>
+          new BenchRun(
+            { mode, durationMs: w.durationMs, requests: undefined, warmupMs: w.warmupMs ?? 0 },
+            s,
+          ).run();
         const targets = {
-          grpc: (w: LoadWindow) =>
-            new BenchRun(
-              { mode, durationMs: w.durationMs, requests: undefined, warmupMs: w.warmupMs ?? 0 },
-              sender,
-            ).run(),
+          grpc: (w: LoadWindow) => bench(w, lean),
+          'grpc-js': (w: LoadWindow) => bench(w, sender),
           'http-binary': (w: LoadWindow) => runLoad({ url, bodies: [binaryBody(t)], concurrency }, w),
           'http-json': (w: LoadWindow) => runLoad({ url, bodies: [json], concurrency }, w),
         } satisfies Record<Transport, (w: LoadWindow) => unknown>;
@@ -196,6 +211,7 @@ async function run(params: GrpcParams): Promise<GrpcResult> {
     }
   } finally {
     client.close();
+    for (const s of senders) s.close();
   }
   return { params, points };
 }
@@ -222,7 +238,8 @@ function section(result: GrpcResult, _charts: Charts): string[] {
     }),
   );
   return [
-    'The same coordinator and worker answer the same tensor over gRPC ModelInfer (raw contents), binary HTTP and JSON HTTP,',
+    'The same coordinator and worker answer the same tensor over gRPC ModelInfer (raw contents; `grpc` from a lean HTTP/2',
+    "sender like the HTTP side's, `grpc-js` through grpc-js's client), binary HTTP and JSON HTTP,",
     `in ${result.params.rounds} interleaved rounds of ${result.params['duration-s']} s in all per transport; \`ocr-cls\` is the real`,
     'PaddleOCR classifier on one 3×48×192 crop, `sim` the sim backend at 0 ms (16 FP32 elements): the front door alone.',
     '',
