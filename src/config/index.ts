@@ -26,6 +26,7 @@ export {
   type TlsListenerConfig,
   type BatchingConfig,
   type CacheConfig,
+  type ClusterConfig,
   type CoordinatorConfig,
   type GrpcConfig,
   type RequestLimits,

@@ -739,6 +739,50 @@ export const authSchema = z
   })
   .strict();
 
+/**
+ * Scale-out: several coordinators over one fleet, with membership and the control plane shared
+ * through Redis (docs/deploy.md). Off when absent: static addresses (`coordinator.workers`,
+ * worker `--coordinator`) keep working either way.
+ */
+export const clusterSchema = z
+  .object({
+    redis: z
+      .object({
+        /** redis://[:password@]host:port[/db] or rediss:// for TLS. */
+        url: z.string().min(1),
+        /** Prefix before ig:v1:cluster: (keep clusters or test runs apart in one Redis). */
+        namespace: z.string().max(128).default(''),
+        connectTimeoutMs: positiveMs.default(2000),
+        /** A command slower than this counts as failed, ms (serving goes on without Redis). */
+        commandTimeoutMs: positiveMs.default(1000),
+      })
+      .strict(),
+    /**
+     * The host others reach this process at (a coordinator's RPC and HTTP addresses are announced
+     * with it). Default: the listen host, which must then not be a wildcard (0.0.0.0, ::).
+     */
+    advertiseHost: z.string().min(1).optional(),
+    /** A member's lease in Redis, ms; renewed every third of it. A member not renewed for this long is gone. */
+    leaseMs: positiveMs.default(10_000),
+    /** Full re-read of membership and control records besides the change feed, ms. */
+    reconcileIntervalMs: positiveMs.default(5_000),
+    /** Addresses a discovered member may be dialed at: `host`, `host:port` or a CIDR block. Default: private and loopback ranges. */
+    allow: z
+      .array(z.string().min(1))
+      .default([
+        '127.0.0.0/8',
+        '::1/128',
+        '10.0.0.0/8',
+        '172.16.0.0/12',
+        '192.168.0.0/16',
+        'fc00::/7',
+        'localhost',
+      ]),
+    /** Members considered at most; a Redis holding more (a lying or runaway writer) is truncated with a warning. */
+    maxMembers: z.number().int().min(1).max(100_000).default(4096),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     coordinator: coordinatorSchema.default(coordinatorSchema.parse({})),
@@ -785,6 +829,8 @@ export const configSchema = z
       .strict()
       .default({ resultTtlMs: 600_000, maxPending: 10_000 }),
     tracing: tracingSchema.default(tracingSchema.parse({})),
+    /** Several coordinators sharing one fleet through Redis; off when absent. */
+    cluster: clusterSchema.optional(),
     models: z.array(modelSchema).default([]),
   })
   .strict();
@@ -795,6 +841,7 @@ export type WorkerConfig = z.infer<typeof workerSchema>;
 export type RpcConfig = z.infer<typeof rpcSchema>;
 export type CoordinatorConfig = z.infer<typeof coordinatorSchema>;
 export type GrpcConfig = z.infer<typeof grpcSchema>;
+export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type RequestLimits = z.infer<typeof requestLimitsSchema>;
 export type AuthConfig = z.infer<typeof authSchema>;
 export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
