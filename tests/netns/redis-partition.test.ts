@@ -72,8 +72,7 @@ test('netns redis partition - serving goes on over the last known fleet while Re
   const watchFleet = async (): Promise<void> => {
     for (const c of coordinators) {
       const workers = await workersSeenBy(fleet, c);
-      for (const id of WORKERS)
-        if (!serving(workers, id)) lost.add(`${c.host} lost ${id}`);
+      for (const id of WORKERS) if (!serving(workers, id)) lost.add(`${c.host} lost ${id}`);
     }
   };
   // The scenario is about a span of time: Redis stays cut off until every lease from before
