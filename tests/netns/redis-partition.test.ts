@@ -4,7 +4,8 @@
  * path needs Redis, so no request may fail, no coordinator may drop a worker, while Redis is
  * unreachable for longer than a lease plus a reconcile period (by then every lease taken before
  * the cut has expired in Redis, and each coordinator has tried to re-read membership at least
- * once), nor after it is back.
+ * once), nor after it is back. The coordinators do notice: /admin/cluster says Redis is down during
+ * the cut and up after it, and lists the whole cluster again once it is back.
  *
  * Needs the discovery work; until it is on this branch the test skips and says so.
  */
@@ -26,9 +27,15 @@ import {
 import { waitFor } from '../fixtures/processes.ts';
 
 const WORKERS = ['w1', 'w2', 'w3'];
+
+/** What GET /admin/cluster says (the fields read here; docs/cluster.md). */
+interface ClusterView {
+  redis: { up: boolean };
+  members: { id: string; role: string }[];
+}
 /** The cluster timings netns-fleet.ts configures (cluster.leaseMs, cluster.reconcileIntervalMs). */
-const LEASE_MS = 2000;
-const RECONCILE_INTERVAL_MS = 1000;
+const LEASE_MS = 1500;
+const RECONCILE_INTERVAL_MS = 500;
 
 test('netns redis partition - serving goes on over the last known fleet while Redis is cut off', {
   timeout: 120_000,
@@ -65,6 +72,20 @@ test('netns redis partition - serving goes on over the last known fleet while Re
     async () => (await client.loadStats('steady')).succeeded >= 100,
   );
 
+  const clusterAt = (c: (typeof coordinators)[0]) => client.json<ClusterView>(`${c.url}/admin/cluster`);
+  const redisUpEverywhere = async (up: boolean) => {
+    for (const c of coordinators) if ((await clusterAt(c)).redis.up !== up) return false;
+    return true;
+  };
+  await waitFor('both coordinators to list the whole cluster', async () => {
+    for (const c of coordinators) {
+      const { members } = await clusterAt(c);
+      if (members.filter((m) => m.role === 'coordinator').length !== 2) return false;
+      if (!WORKERS.every((id) => members.some((m) => m.role === 'worker' && m.id === id))) return false;
+    }
+    return true;
+  });
+
   await lab.partition('redis');
   const cutAt = Date.now();
   const atCut = (await client.loadStats('steady')).succeeded;
@@ -78,6 +99,7 @@ test('netns redis partition - serving goes on over the last known fleet while Re
   // The scenario is about a span of time: Redis stays cut off until every lease from before
   // the cut has run out twice over and 300 more requests were served, the fleet watched all along.
   const outageMs = 2 * (LEASE_MS + RECONCILE_INTERVAL_MS);
+  await waitFor('both coordinators to see Redis down', () => redisUpEverywhere(false), 30_000);
   await waitFor(
     `${outageMs} ms of Redis outage and 300 answers during it`,
     async () => {
@@ -91,6 +113,7 @@ test('netns redis partition - serving goes on over the last known fleet while Re
   await lab.heal('redis');
   const healedAt = Date.now();
   const atHeal = (await client.loadStats('steady')).succeeded;
+  await waitFor('both coordinators to see Redis again', () => redisUpEverywhere(true), 30_000);
   await waitFor(
     `${outageMs} ms after Redis is back and 300 answers`,
     async () => {
@@ -110,4 +133,17 @@ test('netns redis partition - serving goes on over the last known fleet while Re
   assert.deepEqual(stats.failures, [], 'no request failed');
   assert.equal(stats.succeeded, stats.sent);
   assert.deepEqual([...lost], [], 'no coordinator dropped a worker');
+  // once Redis is back every member has re-announced: the membership is whole again
+  for (const c of coordinators) {
+    const { members } = await clusterAt(c);
+    assert.deepEqual(
+      members
+        .filter((m) => m.role === 'worker')
+        .map((m) => m.id)
+        .sort(),
+      WORKERS,
+      `${c.host}'s cluster view after the heal`,
+    );
+    assert.equal(members.filter((m) => m.role === 'coordinator').length, 2);
+  }
 });
