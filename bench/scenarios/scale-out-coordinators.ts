@@ -14,6 +14,11 @@
  * a verdict saying what bounds the point on this machine, with what would bound it on a machine
  * with a core for every process (each group's capacity from its CPU per request).
  *
+ * It shares the workers sweep's flags where they mean the same: --duration-s (each point's timed
+ * seconds, split over the rounds), --warmup-s (before every round), --fleet-warmup-s (once, on
+ * every coordinator), --max-batch-size, --max-queue-delay-ms, --max-concurrency, --encoding and
+ * --saturation-cores (one coordinator keeping this many cores busy is at its event loop's limit).
+ *
  * Trade-offs:
  * - The model costs nothing (`sim`, latencyMs 0 by default, batching on): the coordinators, which
  *   parse HTTP and JSON, do more per request than the workers, which see only RPC frames, so with a

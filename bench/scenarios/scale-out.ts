@@ -1,11 +1,22 @@
 /**
- * How far one coordinator scales out: one coordinator in front of N `sim` workers with a
+ * How far infergrid scales out, in two sweeps run one after the other:
+ *
+ * 1. workers (`--workers`, this file): one coordinator in front of N `sim` workers, below;
+ * 2. coordinators (`--coordinators 1,2,3`, scale-out-coordinators.ts): K coordinators side by
+ *    side over the same `sim` workers, the load spread round robin over their HTTP ports, each K
+ *    against one coordinator in the same run (issue 17). Its header says what it measures.
+ *
+ *   npm run bench:scale-out -- --coordinators 1,2,3 --workers none   only the coordinators sweep
+ *   npm run bench:scale-out -- --workers 1,2,4 --coordinators none   only the workers sweep
+ *   npm run bench -- scale-out                                       both, in the suite
+ *
+ * The workers sweep: one coordinator in front of N `sim` workers with a
  * GPU-like cost (a batch costs latencyMs whatever its size, maxBatchSize 32, batching on with a
  * small maxQueueDelayMs), for N in 1, 2, 4 … 64, at a closed-loop concurrency that can fill every
  * worker's batches (N × maxBatchSize × concurrency-factor, capped by --max-concurrency).
  *
  *   npm run bench:scale-out -- --workers 1,2,4,8,16,32,64 --duration-s 8
- *   npm run bench:scale-out -- --quick
+ *   npm run bench:scale-out -- --quick          both sweeps, shortened (the coordinators' ~20 s)
  *
  * Each point is held against its ideal: N × maxBatchSize / latencyMs (every worker always running
  * full batches), capped by what its clients can offer (concurrency / latencyMs: c clients keep at
