@@ -32,8 +32,11 @@
  * - Client i keeps its connection to coordinator i mod K, as an L4 balancer spreads connections:
  *   closed loops then spread the requests evenly, and each coordinator's own count over the window
  *   is reported to show it.
- * - One load generator process: on a machine with many cores it may be the first to run out (the
- *   verdict says so from its CPU per request). On a small machine more processes only contend.
+ * - One load generator process by default: on a machine with many cores it may be the first to
+ *   run out (the verdict says so from its CPU per request); --load-generators N splits each
+ *   point's clients over N processes (client g still on coordinator g mod K), their figures
+ *   added up (rates summed, percentiles weighted by requests; their timed windows open within
+ *   the time it takes to open their connections). On a small machine more processes only contend.
  * - The points take turns in rounds (1, 2, 3, then 2, 3, 1, ...; --coordinator-rounds), so the
  *   VM's drift from minute to minute reaches every point alike. Requests, time and CPU are
  *   pooled exactly; a point's latency percentiles are the rounds' weighted by their requests.
@@ -48,7 +51,17 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { encodeInferRequest } from '../../src/client/index.ts';
 import { adminWorkers, type Spawned, spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
-import { addSpent, type CpuMark, type CpuSpent, cpuFigures, cpuMark, cpuSpent, rssMiB } from '../lib/cpu.ts';
+import {
+  addSpent,
+  type CpuMark,
+  type CpuSpent,
+  cpuFigures,
+  cpuMark,
+  cpuSpent,
+  DISTURBED_CORES,
+  noteDisturbance,
+  rssMiB,
+} from '../lib/cpu.ts';
 import { type LoadFigures, type LoadSpec, startForkedLoad } from '../lib/load.ts';
 import { cell, pct, round, table } from '../lib/markdown.ts';
 import { scratchDir, track } from '../lib/processes.ts';
@@ -66,6 +79,11 @@ export const COORDINATOR_PARAMS = {
   'clients-per-coordinator': '64',
   /** Rounds the points take turns in; each point's timed load is split over them. */
   'coordinator-rounds': '2',
+  /**
+   * Load generator processes sharing each point's clients: 1 on a small machine (more only
+   * contend for its cores); more where one would run out of its core before the coordinators.
+   */
+  'load-generators': '1',
 };
 export type CoordinatorParams = typeof COORDINATOR_PARAMS;
 
@@ -102,6 +120,7 @@ export function coordinatorSettings(params: CoordinatorParams) {
     latencyMs: Number(params['coordinator-latency-ms']),
     clientsPerCoordinator: Number(params['clients-per-coordinator']),
     rounds: Number(params['coordinator-rounds']),
+    loadGenerators: Number(params['load-generators']),
   };
   const problems: string[] = [];
   if (params.coordinators !== 'none' && (s.counts.length === 0 || s.counts.some((n) => !Number.isInteger(n))))
@@ -113,6 +132,8 @@ export function coordinatorSettings(params: CoordinatorParams) {
     problems.push('--clients-per-coordinator must be a positive integer');
   if (!(Number.isInteger(s.rounds) && s.rounds >= 1))
     problems.push('--coordinator-rounds must be a positive integer');
+  if (!(Number.isInteger(s.loadGenerators) && s.loadGenerators >= 1))
+    problems.push('--load-generators must be a positive integer');
   return { settings: s, problems };
 }
 export type CoordinatorSettings = ReturnType<typeof coordinatorSettings>['settings'];
@@ -149,6 +170,7 @@ export interface CoordinatorPoint extends LoadFigures {
 
 export interface CoordinatorSweepResult {
   workers: number;
+  loadGenerators: number;
   model: string;
   cores: number;
   startS: number;
@@ -185,6 +207,40 @@ export function poolRounds(rounds: readonly LoadFigures[]): LoadFigures {
   };
 }
 
+/**
+ * Parallel load generators' figures over the same window as one: requests, errors and rates
+ * added, the longest window, percentiles weighted by requests.
+ */
+export function combineParallel(runs: readonly LoadFigures[]): LoadFigures {
+  const pooled = poolRounds(runs);
+  return {
+    ...pooled,
+    durationS: Math.max(0, ...runs.map((r) => r.durationS)),
+    rps: runs.reduce((n, r) => n + r.rps, 0),
+  };
+}
+
+/**
+ * A point's `clients` over `generators` load generators (the first ones get one more when they do
+ * not divide), each generator's URLs rotated by the index of its first client, so that client g
+ * of the whole point goes to target g mod targets whichever generator runs it. Generators left
+ * without a client are left out.
+ */
+export function splitClients(
+  clients: number,
+  generators: number,
+  targets: number,
+): { clients: number; firstTarget: number }[] {
+  const out: { clients: number; firstTarget: number }[] = [];
+  let first = 0;
+  for (let j = 0; j < generators; j++) {
+    const n = Math.floor(clients / generators) + (j < clients % generators ? 1 : 0);
+    if (n > 0) out.push({ clients: n, firstTarget: first % targets });
+    first += n;
+  }
+  return out;
+}
+
 /** Each point's throughput against the one-coordinator point's: rps(K) / rps(1), null without it. */
 export function speedUps(points: readonly { coordinators: number; rps: number }[]): (number | null)[] {
   const one = points.find((p) => p.coordinators === 1);
@@ -211,7 +267,7 @@ export type VerdictInput = Pick<
  */
 export function verdictOf(
   p: VerdictInput,
-  options: { cores: number; workers: number; saturationCores: number },
+  options: { cores: number; workers: number; loadGenerators: number; saturationCores: number },
 ): { boundBy: CoordinatorPoint['boundBy']; verdict: string } {
   const busy = p.coresBusy;
   const f = (v: number | null) => (v === null ? '-' : v.toFixed(2));
@@ -229,8 +285,12 @@ export function verdictOf(
   // a coordinator is one event loop: once it keeps a core busy, another coordinator is what helps
   if (busy.busiestCoordinator !== null && busy.busiestCoordinator >= options.saturationCores)
     boundBy = 'coordinator CPU';
-  else if (busy.machine !== null && busy.machine >= MACHINE_BUSY_SHARE * options.cores) boundBy = 'machine CPU';
-  else if (busy.loadGenerator !== null && busy.loadGenerator >= options.saturationCores)
+  else if (busy.machine !== null && busy.machine >= MACHINE_BUSY_SHARE * options.cores)
+    boundBy = 'machine CPU';
+  else if (
+    busy.loadGenerator !== null &&
+    busy.loadGenerator >= options.saturationCores * options.loadGenerators
+  )
     boundBy = 'load generator CPU';
   else if (busy.workers !== null && busy.workers >= options.saturationCores * options.workers)
     boundBy = 'workers CPU';
@@ -248,7 +308,8 @@ export function verdictOf(
     const first = named.reduce((a, b) => (b[1] < a[1] ? b : a));
     parts.push(
       `with a core per process: coordinators ~${cell(cap.coordinators)}, workers ~${cell(cap.workers)}, ` +
-        `load generator ~${cell(cap.loadGenerator)} req/s, so ${first[0]} would bound it`,
+        `load generator${options.loadGenerators === 1 ? '' : `s (${options.loadGenerators})`} ~${cell(cap.loadGenerator)} req/s, ` +
+        `so ${first[0]} would bound it`,
     );
   }
   if (p.coordinators > 1 && p.cpuPerRequestVsOne !== null) {
@@ -262,6 +323,10 @@ export function verdictOf(
             `coordinator's: each request costs more with more coordinators (contention for the cores or a shared part)`,
     );
   }
+  if (busy.outsideBench !== null && busy.outsideBench > DISTURBED_CORES)
+    parts.push(
+      `other work kept ${busy.outsideBench.toFixed(2)} cores busy meanwhile: these figures are suspect`,
+    );
   return { boundBy, verdict: parts.join('; ') };
 }
 
@@ -347,9 +412,13 @@ export async function runCoordinatorSweep(
   const largest = c.counts.at(-1)!;
   const configFile = join(scratchDir(), 'coordinators.yaml');
   writeFileSync(configFile, configYaml(c, s));
-  const [fleet, loadGenerator] = await Promise.all([
+  const [fleet, loadGenerators] = await Promise.all([
     startFleet(configFile, largest, c.workers),
-    startForkedLoad({ readyTimeoutMs: LOAD_GENERATOR_READY_TIMEOUT_MS, rpsDigits: 0 }),
+    Promise.all(
+      Array.from({ length: c.loadGenerators }, () =>
+        startForkedLoad({ readyTimeoutMs: LOAD_GENERATOR_READY_TIMEOUT_MS, rpsDigits: 0 }),
+      ),
+    ),
   ]);
   console.error(
     `scale-out: ${largest} coordinators and ${c.workers} workers (each dialing every coordinator) ready in ${fleet.startS} s`,
@@ -367,12 +436,45 @@ export async function runCoordinatorSweep(
   );
   const body = { body: Buffer.from(request.body), headers: request.headers };
   const concurrencyFor = (k: number): number => Math.min(s.maxConcurrency, k * c.clientsPerCoordinator);
-  const spec = (k: number): LoadSpec => ({
-    url: fleet.urls.slice(0, k).map((u) => `${u}/v2/models/${MODEL}/infer`),
-    bodies: [body],
-    concurrency: concurrencyFor(k),
-    connections: 'per-loop',
-  });
+  /** The point's clients, one spec per load generator that has any. */
+  const specs = (k: number): LoadSpec[] => {
+    const urls = fleet.urls.slice(0, k).map((u) => `${u}/v2/models/${MODEL}/infer`);
+    return splitClients(concurrencyFor(k), loadGenerators.length, k).map(({ clients, firstTarget }) => ({
+      url: [...urls.slice(firstTarget), ...urls.slice(0, firstTarget)],
+      bodies: [body],
+      concurrency: clients,
+      connections: 'per-loop',
+    }));
+  };
+  /**
+   * Runs a point's load on every generator at once. The CPU window opens when the first
+   * generator's timed window does and closes when the last one's does (they start within the
+   * time it takes to open their connections); the generators' own CPU is each one's own window.
+   */
+  const runAll = async (
+    k: number,
+    window: { durationMs: number; warmupMs?: number },
+    hooks: { onMeasureStart(): void; onMeasureEnd(loadGeneratorCpuS: number): void },
+  ): Promise<LoadFigures> => {
+    const jobs = specs(k);
+    let started = 0;
+    let ended = 0;
+    let cpuS = 0;
+    const runs = await Promise.all(
+      jobs.map((spec, j) =>
+        loadGenerators[j]!.run(spec, window, {
+          onMeasureStart() {
+            if (started++ === 0) hooks.onMeasureStart();
+          },
+          onMeasureEnd(own) {
+            cpuS += own;
+            if (++ended === jobs.length) hooks.onMeasureEnd(cpuS);
+          },
+        }),
+      ),
+    );
+    return combineParallel(runs);
+  };
   const groups = (k: number) => ({
     ...Object.fromEntries(fleet.coordinators.slice(0, k).map((x, i) => [`c${i + 1}`, [x.child.pid]])),
     idleCoordinators: fleet.coordinators.slice(k).map((x) => x.child.pid),
@@ -381,11 +483,7 @@ export async function runCoordinatorSweep(
 
   // every coordinator and worker runs its code once before anything is timed
   if (s.fleetWarmupMs > 0)
-    await loadGenerator.run(
-      spec(largest),
-      { durationMs: s.fleetWarmupMs },
-      { onMeasureStart() {}, onMeasureEnd() {} },
-    );
+    await runAll(largest, { durationMs: s.fleetWarmupMs }, { onMeasureStart() {}, onMeasureEnd() {} });
 
   const rounds: Round[][] = c.counts.map(() => []);
   const roundMs = s.durationMs / c.rounds;
@@ -398,8 +496,8 @@ export async function runCoordinatorSweep(
       let after: CpuMark | undefined;
       let countsBefore: Promise<number[]> | undefined;
       let loadGeneratorCpuS = 0;
-      const load = await loadGenerator.run(
-        spec(k),
+      const load = await runAll(
+        k,
         { durationMs: roundMs, warmupMs: s.warmupMs },
         {
           onMeasureStart() {
@@ -419,7 +517,7 @@ export async function runCoordinatorSweep(
         byCoordinator: a.map((n, x) => n - b[x]!),
       });
     }
-  await loadGenerator.stop();
+  await Promise.all(loadGenerators.map((g) => g.stop()));
 
   const cores = cpus().length;
   const points: CoordinatorPoint[] = [];
@@ -490,13 +588,12 @@ export async function runCoordinatorSweep(
       capacityRps: {
         coordinators: capacityRps(k, cpuUsPerRequest.coordinators),
         workers: capacityRps(c.workers, cpuUsPerRequest.workers),
-        loadGenerator: capacityRps(1, cpuUsPerRequest.loadGenerator),
+        loadGenerator: capacityRps(c.loadGenerators, cpuUsPerRequest.loadGenerator),
       },
       boundBy: 'round trips',
       verdict: '',
     });
-    const outside = fig.coresBusy.outsideBench ?? 0;
-    if (outside > 0.25) disturbed.push(`${k} coordinators (${outside})`);
+    noteDisturbance(disturbed, `${k} coordinators`, fig);
   }
   const ups = speedUps(points);
   const one = points.find((p) => p.coordinators === 1);
@@ -507,18 +604,31 @@ export async function runCoordinatorSweep(
       p.coordinators > 1 && base && p.cpuUsPerRequest.coordinators !== null
         ? round(p.cpuUsPerRequest.coordinators / base, 2)
         : null;
-    Object.assign(p, verdictOf(p, { cores, workers: c.workers, saturationCores: s.saturationCores }));
+    Object.assign(
+      p,
+      verdictOf(p, {
+        cores,
+        workers: c.workers,
+        loadGenerators: c.loadGenerators,
+        saturationCores: s.saturationCores,
+      }),
+    );
   }
   const rss = rssMiB(fleet.coordinators[0]!.child.pid);
   await Promise.all([...fleet.coordinators, ...fleet.workers].map((x) => x.stop(5000)));
   return {
     workers: c.workers,
+    loadGenerators: c.loadGenerators,
     model: `${MODEL}: sim latencyMs ${c.latencyMs}, maxBatchSize ${s.maxBatchSize}, batching on (maxQueueDelayMs ${s.maxQueueDelayMs}), FP32 [1,${SIM_ELEMENTS}] as ${s.encoding}`,
     cores,
     startS: fleet.startS,
     coordinatorRssMiB: rss === undefined ? null : round(rss, 1),
     points,
-    statement: statementOf(points, cores),
+    statement:
+      statementOf(points, cores) +
+      (disturbed.length
+        ? `; other work kept the cores busy during ${disturbed.join(', ')}: those figures are suspect`
+        : ''),
     disturbed,
   };
 }
@@ -554,7 +664,7 @@ export function coordinatorSection(result: CoordinatorSweepResult): string[] {
   const f = (v: number | null) => pct(v);
   return [
     `K coordinators side by side over the same ${result.workers} \`sim\` workers (${result.model}), every worker`,
-    "dialing every coordinator, the load generator's clients spread round robin over the K coordinators' HTTP",
+    `dialing every coordinator; the clients of ${result.loadGenerators === 1 ? 'one load generator' : `${result.loadGenerators} load generators`} spread round robin over the K coordinators' HTTP`,
     'ports; each point against one coordinator, in the same run.',
     '',
     ...table(

@@ -17,9 +17,11 @@ import { parseParams } from '../../bench/lib/scenario.ts';
 import {
   COORDINATOR_PARAMS,
   capacityRps,
+  combineParallel,
   coordinatorSettings,
   poolRounds,
   speedUps,
+  splitClients,
   type VerdictInput,
   verdictOf,
 } from '../../bench/scenarios/scale-out-coordinators.ts';
@@ -447,7 +449,7 @@ test('bench scale-out coordinators - the verdict names the bound, the bound with
     },
     cpuPerRequestVsOne: vsOne,
   });
-  const options = { cores: 2, workers: 2, saturationCores: 0.85 };
+  const options = { cores: 2, workers: 2, loadGenerators: 1, saturationCores: 0.85 };
 
   // one coordinator's event loop full: it bounds the point, even on a busy machine
   const one = verdictOf(
@@ -487,4 +489,59 @@ test('bench scale-out coordinators - the verdict names the bound, the bound with
   assert.equal(verdictOf(point(1, { loadGenerator: 0.9 }, 200, null), options).boundBy, 'load generator CPU');
   assert.equal(verdictOf(point(1, { workers: 1.8 }, 200, null), options).boundBy, 'workers CPU');
   assert.equal(verdictOf(point(1, {}, 200, null), options).boundBy, 'round trips');
+  // two load generators at 0.9 cores: each has a core to spare; their capacity doubles
+  const twoGenerators = verdictOf(point(1, { loadGenerator: 0.9 }, 200, null), {
+    ...options,
+    loadGenerators: 2,
+  });
+  assert.equal(twoGenerators.boundBy, 'round trips');
+  assert.match(twoGenerators.verdict, /load generators \(2\) ~12,500 req\/s/);
+  // other work on the cores: the verdict says the figures are suspect
+  assert.match(
+    verdictOf(point(1, { outsideBench: 0.6 }, 200, null), options).verdict,
+    /other work kept 0\.60 cores busy meanwhile: these figures are suspect$/,
+  );
+  assert.doesNotMatch(verdictOf(point(1, { outsideBench: 0.1 }, 200, null), options).verdict, /suspect/);
+});
+
+test('bench scale-out coordinators - clients split over load generators keep client g on target g mod K; parallel figures add up', () => {
+  // 7 clients, 3 generators, 2 targets: 3 + 2 + 2 clients, the generators starting at clients 0, 3, 5
+  assert.deepEqual(splitClients(7, 3, 2), [
+    { clients: 3, firstTarget: 0 },
+    { clients: 2, firstTarget: 1 },
+    { clients: 2, firstTarget: 1 },
+  ]);
+  // every client's target, as the generators' rotated URL lists give it, is its global index mod K
+  for (const [clients, generators, targets] of [
+    [192, 3, 3],
+    [128, 3, 2],
+    [64, 1, 1],
+    [10, 4, 3],
+  ] as const) {
+    const split = splitClients(clients, generators, targets);
+    assert.equal(
+      split.reduce((n, g) => n + g.clients, 0),
+      clients,
+    );
+    const seen: number[] = [];
+    for (const g of split) for (let i = 0; i < g.clients; i++) seen.push((g.firstTarget + i) % targets);
+    assert.deepEqual(
+      seen,
+      Array.from({ length: clients }, (_, g) => g % targets),
+    );
+  }
+  assert.deepEqual(
+    splitClients(2, 4, 1),
+    [
+      { clients: 1, firstTarget: 0 },
+      { clients: 1, firstTarget: 0 },
+    ],
+    'generators left without clients are left out',
+  );
+
+  const both = combineParallel([roundFigures(3000, 1, 10), roundFigures(1000, 1.02, 30)]);
+  assert.equal(both.requests, 4000);
+  assert.equal(both.rps, 3000 + 980);
+  assert.equal(both.durationS, 1.02);
+  assert.equal(both.latencyMs.p50, 15);
 });
