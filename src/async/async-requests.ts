@@ -486,7 +486,11 @@ export class AsyncRequests {
     this.#checkingCancels = true;
     try {
       const marker = await store.get(cancelMarkerKey(this.instanceId));
-      const value = marker === undefined ? undefined : Buffer.from(marker).toString('latin1').slice(0, 64);
+      // markers are UUIDs: whatever else is there, only its first bytes are looked at
+      const value =
+        marker === undefined
+          ? undefined
+          : Buffer.from(marker.buffer, marker.byteOffset, Math.min(64, marker.byteLength)).toString('latin1');
       if (value === this.#cancelMarker) return;
       this.#cancelMarker = value;
       for (const [id, run] of [...this.#runs]) {
