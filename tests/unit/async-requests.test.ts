@@ -536,6 +536,12 @@ test('async requests - outcomes are shared through Redis; a pending one is pendi
   assert.equal(await storeA.get(`async:${done}`), undefined, 'gone from the shared store');
 });
 
+/** Resolves once `signal` has aborted (at once if it already has). */
+function abortedSignal(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}
+
 /** Two Redis stores in one fresh namespace (skips the test when Redis is not reachable). */
 async function redisPair(t: TestContext): Promise<[RedisStore, RedisStore] | undefined> {
   const namespace = `test:async:${randomUUID()}:`;
@@ -650,7 +656,7 @@ test('async requests - without pub/sub the owner applies a cancel from another c
   // the owner's tick timer is unref'd: a ref'd guard keeps the loop alive while waiting (and bounds the wait)
   let guard: NodeJS.Timeout | undefined;
   await Promise.race([
-    new Promise<void>((resolve) => owner.started[0]!.signal.addEventListener('abort', () => resolve())),
+    abortedSignal(owner.started[0]!.signal),
     new Promise<never>((_, reject) => {
       guard = setTimeout(() => reject(new Error('the owner never applied the cancel')), 30_000);
     }),
@@ -664,4 +670,41 @@ test('async requests - without pub/sub the owner applies a cancel from another c
   assert.equal((await poll(other.app, untouched)).body.status, 'pending');
   owner.started[1]!.gate.resolve(response('m', 2));
   assert.equal((await pollUntilFinished(owner.app, untouched)).status, 'done');
+});
+
+test('async requests - a cancel whose message is lost (the owner does not listen) answers 202 and the owner applies it at its tick', async (t) => {
+  const stores = await redisPair(t);
+  if (!stores) return;
+  const [ownerStore, otherStore] = stores;
+  // the owner reaches the same Redis without pub/sub: whatever is published to it is lost
+  const deaf: CacheStore = {
+    name: 'redis',
+    get: (key) => ownerStore.get(key),
+    set: (key, value, ttlMs) => ownerStore.set(key, value, ttlMs),
+    delete: (key) => ownerStore.delete(key),
+    has: (key) => ownerStore.has(key),
+    clear: (prefix) => ownerStore.clear(prefix),
+    stats: () => ownerStore.stats(),
+    close: async () => {},
+  };
+  const owner = await harness(t, { store: deaf, resultTtlMs: TTL_MS, sweepIntervalMs: 5 });
+  const other = await harness(t, { store: otherStore, resultTtlMs: TTL_MS, cancelWaitMs: 50 });
+  await other.requests.ready();
+  const id = await submitAsync(owner.app);
+  await owner.requests.flush();
+  const del = await other.app.inject({ method: 'DELETE', url: `/v2/requests/${id}` });
+  assert.equal(del.statusCode, 202, 'no ack within cancelWaitMs');
+  assert.deepEqual(del.json(), { id, action: 'cancelling' });
+  let guard: NodeJS.Timeout | undefined;
+  await Promise.race([
+    abortedSignal(owner.started[0]!.signal),
+    new Promise<never>((_, reject) => {
+      guard = setTimeout(() => reject(new Error('the owner never applied the cancel')), 30_000);
+    }),
+  ]).finally(() => clearTimeout(guard));
+  await owner.requests.flush();
+  const { body } = await poll(other.app, id);
+  assert.equal(body.status, 'failed');
+  assert.equal(body.error.code, 'CANCELLED');
+  assert.equal(owner.requests.stats().remoteCancels, 1);
 });
