@@ -208,9 +208,12 @@ export class Coordinator {
     this.#asyncRequests = new AsyncRequests({
       resultTtlMs: this.#config.async.resultTtlMs,
       maxPending: this.#config.async.maxPending,
+      cancelWaitMs: this.#config.async.cancelWaitMs,
       store: persistentTier(this.#cache.store),
       logger: this.#logger,
     });
+    // listening for cancels from other coordinators before this one is reported ready
+    await this.#asyncRequests.ready();
     const { rpcHost, rpcPort, workers } = this.#config.coordinator;
     this.#gate = new AcceptGate({
       maxPendingHandshakes: this.#config.rpc.maxPendingHandshakes,

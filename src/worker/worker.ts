@@ -299,7 +299,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #adopt(conn: RpcConnection): void {
     this.#connections.add(conn);
     conn.on('close', () => this.#connections.delete(conn));
-    conn.setRequestHandler((req) => void this.#onRequest(req));
+    // each coordinator connection is one sender to the batchers, which share their queues fairly between them
+    conn.setRequestHandler((req) => void this.#onRequest(req, conn));
     conn.setMessageHandler((frame) => {
       if (frame.kind === MESSAGE_KIND.DRAIN) {
         const reason = (frame.meta as { reason?: string } | undefined)?.reason ?? 'coordinator asked';
@@ -357,7 +358,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return config;
   }
 
-  async #onRequest(req: IncomingRequest): Promise<void> {
+  async #onRequest(req: IncomingRequest, conn: RpcConnection): Promise<void> {
     if (req.kind === MESSAGE_KIND.STATS_REQUEST) {
       req.reply(MESSAGE_KIND.STATS_RESPONSE, { models: this.#options.host.statsSnapshots() });
       return;
@@ -419,6 +420,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         deadlineAt: meta.timeoutMs === undefined ? undefined : performance.now() + meta.timeoutMs,
         signal: req.signal,
         trace,
+        source: conn,
       });
       const { headers, attachments } = tensorsToWire(outputs);
       req.reply(
