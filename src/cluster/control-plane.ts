@@ -222,6 +222,8 @@ export class ControlPlane implements ControlJournal {
   #reconcileTimer: NodeJS.Timeout | undefined;
   #reconciling: Promise<void> | undefined;
   #stopped = false;
+  /** start() has run its first re-read: later (re)connections re-read on their own. */
+  #started = false;
   readonly stats: ControlPlaneStats = {
     applied: { repository: 0, traffic: 0, removal: 0 },
     pendingWrites: 0,
@@ -270,11 +272,13 @@ export class ControlPlane implements ControlJournal {
     this.#sub.on('error', () => {});
     this.#redis.on('ready', () => {
       if (this.#pending.size > 0) this.#scheduleRetry(0);
+      // back after an outage (or first connected after start): catch up at once
+      if (this.#started) void this.reconcile();
     });
     this.#sub.on('ready', () => {
       // messages published while disconnected are lost: the re-read catches up
       this.#sub.subscribe(this.#feedKey).catch(() => {});
-      void this.reconcile();
+      if (this.#started) void this.reconcile();
     });
     this.#sub.on('message', (channel: string, message: string) => {
       if (channel === this.#feedKey) void this.#onFeed(message);
@@ -289,13 +293,17 @@ export class ControlPlane implements ControlJournal {
   async start(): Promise<void> {
     const connected = await Promise.allSettled([this.#redis.connect(), this.#sub.connect()]);
     const failed = connected.find((r) => r.status === 'rejected');
-    if (failed) {
+    if (!failed) {
+      // followed before the first re-read, so nothing written in between is missed
+      await this.#sub.subscribe(this.#feedKey).catch(() => {});
+    } else {
       this.#logger.warn(
         { redis: this.#o.redis.url, err: (failed.reason as Error).message },
         'shared control plane: cannot reach Redis; changes made here apply here and are published once it answers',
       );
     }
     await this.reconcile();
+    this.#started = true;
     this.#reconcileTimer = setInterval(() => void this.reconcile(), this.#o.reconcileIntervalMs);
     this.#reconcileTimer.unref();
   }
