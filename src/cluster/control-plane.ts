@@ -121,6 +121,8 @@ export interface ControlPlaneStats {
   writeFailures: number;
   /** Records skipped: malformed, oversized, or beyond maxRecords. */
   skipped: number;
+  /** Records the applier refused or failed (each retried at the next re-read, counted each time). */
+  applyFailures: number;
   /** Full re-reads completed. */
   reconciles: number;
 }
@@ -230,6 +232,7 @@ export class ControlPlane implements ControlJournal {
     written: 0,
     writeFailures: 0,
     skipped: 0,
+    applyFailures: 0,
     reconciles: 0,
   };
 
@@ -594,6 +597,7 @@ export class ControlPlane implements ControlJournal {
     try {
       await this.#o.applier.apply(record);
     } catch (err) {
+      this.stats.applyFailures++;
       if (this.#failedSeq.get(field) !== record.seq) {
         this.#failedSeq.set(field, record.seq);
         this.#logger.warn(

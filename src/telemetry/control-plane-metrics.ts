@@ -1,7 +1,7 @@
 /**
  * The shared control plane's metrics (src/cluster/control-plane.ts), on the coordinator's
  * registry: records from other coordinators applied here by kind, writes waiting for Redis,
- * and records skipped as malformed or oversized. Read at scrape time from the plane's counts,
+ * records skipped as malformed or oversized, and records refused or failed when applied. Read at scrape time from the plane's counts,
  * so the control plane itself does not depend on prom-client.
  */
 
@@ -14,6 +14,8 @@ export interface ControlPlaneMetricsSource {
   pendingWrites: number;
   /** Records skipped: malformed, oversized, or beyond the cap. */
   skipped: number;
+  /** Records the coordinator refused to apply (a config outside the repository roots) or failed to. */
+  applyFailures: number;
 }
 
 export function registerControlPlaneMetrics(
@@ -46,6 +48,15 @@ export function registerControlPlaneMetrics(
     collect() {
       this.reset();
       this.inc(source().skipped);
+    },
+  });
+  new Counter({
+    name: 'infergrid_cluster_control_apply_failures_total',
+    help: 'Control records this coordinator refused (e.g. a config naming a file outside the repository roots) or failed to apply; retried at each re-read',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(source().applyFailures);
     },
   });
 }

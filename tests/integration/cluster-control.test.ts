@@ -235,6 +235,38 @@ models:
   assert.equal(applied('removal'), 2, 'removal and re-admission');
   assert.match(metrics, /infergrid_cluster_control_pending_writes 0/);
 
+  // ---- a hostile record (written straight into Redis) naming a file outside the repository
+  // roots: B checks it as it checks an operator's load, refuses it, and nothing is loaded
+  const redis = new Redis('redis://127.0.0.1:6379');
+  t.after(() => redis.disconnect());
+  const hash = `${namespace}ig:v1:cluster:control`;
+  const seq = await redis.incr(`${hash}:seq`);
+  const evil = { name: 'evil', ...SIM_JSON, backend: 'onnx', path: '/etc/passwd' };
+  await redis.hset(
+    hash,
+    'repository:evil',
+    JSON.stringify({
+      seq,
+      kind: 'repository',
+      target: 'evil',
+      op: 'load',
+      payload: { configs: [evil] },
+      by: 'intruder',
+      at: Date.now(),
+    }),
+  );
+  await redis.publish(`${hash}:feed`, JSON.stringify({ field: 'repository:evil', seq }));
+  await waitFor('B refused the hostile record', async () => {
+    const text = await (await fetch(`${b.url}/metrics`)).text();
+    return Number(text.match(/infergrid_cluster_control_apply_failures_total (\d+)/)?.[1]) >= 1;
+  });
+  assert.deepEqual(await stateOf(b.url, 'evil'), [], 'not declared on B');
+  for (const w of await adminWorkers(b.url)) assert.ok(!w.models.some((m) => m.name === 'evil'));
+  assert.match(
+    b.output(),
+    /could not apply a record from another coordinator.*only files inside repository.roots|only files inside repository.roots.*could not apply a record/,
+  );
+
   // the lead's figure for the docs: ms from A's answer to B showing the change (poll: 25 ms)
   console.log(JSON.stringify({ controlPlanePropagationMs: figures }));
 });
