@@ -145,8 +145,11 @@ export class ModelRepository {
     try {
       await this.#loadChecked(name, checked, false);
     } catch (err) {
-      this.#o.logger.warn(
-        { model: name, err: toInfergridError(err).message },
+      const error = toInfergridError(err);
+      // no worker here yet (a coordinator starting): those that join load it
+      const level = error.code === 'UNAVAILABLE' ? 'info' : 'warn';
+      this.#o.logger[level](
+        { model: name, err: error.message },
         'a load made on another coordinator did not complete on every worker here; workers are brought in line as they report',
       );
     }
