@@ -438,7 +438,13 @@ export class ControlPlane implements ControlJournal {
     for (const [field, change] of [...this.#pending]) {
       if (this.#stopped) return;
       // a change of the field begun meanwhile writes itself (and supersedes this one)
-      if (this.#local.has(field)) continue;
+      if (this.#local.has(field) || this.#pending.get(field) !== change) continue;
+      // holds the field's write slot: a change begun during this write is written after it
+      let release!: () => void;
+      const slot = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      this.#writeChain.set(field, slot);
       try {
         await this.#commit(field, change);
       } catch {
@@ -449,6 +455,9 @@ export class ControlPlane implements ControlJournal {
         );
         this.#scheduleRetry(this.#retryDelayMs);
         return;
+      } finally {
+        release();
+        if (this.#writeChain.get(field) === slot) this.#writeChain.delete(field);
       }
       // written late: it is applied here again like anyone's record (not marked applied), as
       // records from elsewhere may have been applied here since it was made
@@ -457,6 +466,8 @@ export class ControlPlane implements ControlJournal {
       this.#logger.info({ field, op: change.op }, 'shared control plane: a kept change reached Redis');
     }
     this.#retryDelayMs = this.#o.writeRetryInitialDelayMs ?? DEFAULT_WRITE_RETRY_INITIAL_DELAY_MS;
+    // skipped for a change being made (which may yet be aborted): looked at again later
+    if (this.#pending.size > 0) this.#scheduleRetry(this.#retryDelayMs);
   }
 
   // ---------------------------------------------------------------- reading

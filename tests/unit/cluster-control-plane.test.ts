@@ -168,6 +168,33 @@ test('control plane - a write whose seq is lower than the stored one is not stor
   assert.equal(kept.op, 'unload');
 });
 
+test('control plane - a record from elsewhere is held back while a change of its field is being made here', async (t) => {
+  const ns = namespace(t);
+  const redis = rawClient(t);
+  const a = await member(t, ns);
+  const b = await member(t, ns);
+  const field = controlField('repository', 'm');
+  // a's operator starts an unload (applied here, not yet committed: a load runs long)
+  const entry = a.plane.begin('repository', 'm');
+  a.state.set(field, { mine: true });
+  // meanwhile b loads it, and its record lands first
+  b.change('repository', 'm', 'load', { configs: ['b'] });
+  await waitFor('b wrote', () => b.plane.stats.written === 1);
+  await a.plane.reconcile();
+  assert.equal(a.applied.length, 0, "held back: a's own change is still being made");
+  assert.deepEqual(a.state.get(field), { mine: true });
+  // a's change is committed after b's: it is the later committed write, and wins everywhere
+  entry.commit('unload', { mine: true });
+  await waitFor('a wrote', () => a.plane.stats.written === 1);
+  const kept = (await stored(redis, ns, field))!;
+  assert.equal(kept.by, a.plane.instanceId);
+  await waitFor('b on the kept record', () => b.plane.appliedSeq('repository', 'm') === kept.seq);
+  assert.deepEqual(b.state.get(field), { mine: true });
+  await a.plane.reconcile();
+  assert.equal(a.applied.length, 0, "b's older record was never applied over a's newer change");
+  assert.deepEqual(a.state.get(field), { mine: true });
+});
+
 test('control plane - a member started after the changes converges from the full re-read', async (t) => {
   const ns = namespace(t);
   const a = await member(t, ns);
