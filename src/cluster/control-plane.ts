@@ -132,6 +132,11 @@ export function controlField(kind: ControlKind, target: string): string {
   return `${kind}:${target}`;
 }
 
+/** A Redis URL fit for a log line: its password (redis://user:password@host) left out. */
+export function redactedUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/)[^@/]*@/i, '$1***@');
+}
+
 /** Stores ARGV[3] under field ARGV[1] only if the stored record's seq is below ARGV[2]. */
 const SET_IF_NEWER = `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -301,7 +306,7 @@ export class ControlPlane implements ControlJournal {
       await this.#sub.subscribe(this.#feedKey).catch(() => {});
     } else {
       this.#logger.warn(
-        { redis: this.#o.redis.url, err: (failed.reason as Error).message },
+        { redis: redactedUrl(this.#o.redis.url), err: (failed.reason as Error).message },
         'shared control plane: cannot reach Redis; changes made here apply here and are published once it answers',
       );
     }

@@ -10,6 +10,7 @@ export {
   DEFAULT_MAX_CONTROL_RECORDS,
   MAX_FEED_MESSAGE_BYTES,
   controlField,
+  redactedUrl,
 } from './control-plane.ts';
 export {
   type SharedControlOptions,
