@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { ApiKeyAuth, createHttpServer, isLoopbackHost } from '../api/index.ts';
+import { type ControlPlane, startSharedControl, stopSharedControl } from '../cluster/index.ts';
 import type { InfergridConfig, TlsListenerConfig } from '../config/index.ts';
 import { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
@@ -17,6 +18,8 @@ export interface RunningCoordinator {
   rpcPort: number;
   /** The gRPC listener's port; undefined when coordinator.grpc.enabled is false. */
   grpcPort: number | undefined;
+  /** The shared control plane, when `cluster` is configured. */
+  control: ControlPlane | undefined;
   /** Stops taking HTTP and gRPC requests, closes worker connections and the RPC port, flushes spans. */
   close(): Promise<void>;
 }
@@ -90,6 +93,15 @@ export async function startCoordinator(
     await tracing.shutdown();
     throw err;
   }
+  let control: ControlPlane | undefined;
+  try {
+    // operators' changes shared through Redis; Redis being down does not fail the start
+    if (config.cluster) control = await startSharedControl({ coordinator, cluster: config.cluster, logger });
+  } catch (err) {
+    await coordinator.stop();
+    await tracing.shutdown();
+    throw err;
+  }
   // one set of credentials for both listeners: a key's rate limit is the same wherever it calls
   const auth = new ApiKeyAuth(config.auth.apiKeys, config.auth.anonymous);
   const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth };
@@ -106,6 +118,7 @@ export async function startCoordinator(
     await app.close();
     await admin?.close();
     await grpc?.close();
+    if (control) await stopSharedControl(coordinator, control);
     await coordinator.stop();
     await tracing.shutdown();
     throw err;
@@ -133,10 +146,12 @@ export async function startCoordinator(
     adminPort,
     rpcPort: coordinator.rpcPort!,
     grpcPort,
+    control,
     async close() {
       await grpc?.close();
       await app.close();
       await admin?.close();
+      if (control) await stopSharedControl(coordinator, control);
       await coordinator.stop();
       await tracing.shutdown();
     },

@@ -56,6 +56,7 @@ import { type DispatchRequest, Dispatcher, type Replica, type ReplicaSource } fr
 import { checkBytesTensor, checkRequestShape } from './limits.ts';
 import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
+import { type ControlChangeOptions, type ControlJournal, NO_ENTRY } from './control-journal.ts';
 import { HealthMonitor } from './health-monitor.ts';
 import { StreamRun } from './stream-run.ts';
 import { LabelFiles, applyClassification, checkClassification } from './classification.ts';
@@ -104,6 +105,11 @@ export class Coordinator {
   readonly stats: CoordinatorStats;
   /** The process's tracing, only when it is on (one check tells whether to trace). */
   readonly tracing: Tracing | undefined;
+  /**
+   * Where operators' control-plane changes are shared with other coordinators (set by the
+   * cluster's control plane when `cluster` is configured); undefined: they stay here.
+   */
+  controlJournal: ControlJournal | undefined;
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
@@ -158,6 +164,7 @@ export class Coordinator {
       logger: options.logger,
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
       runtimeLoads,
+      journal: () => this.controlJournal,
     });
     this.#labels = new LabelFiles(runtimeLoads.paths);
     this.metrics = new CoordinatorMetrics({
@@ -320,12 +327,25 @@ export class Coordinator {
    * a worker that dialed in is refused if it comes back, until `readmit`. The worker process
    * itself keeps running (it may serve other coordinators).
    */
-  async removeWorker(id: string, timeoutMs: number): Promise<{ drained: boolean }> {
+  async removeWorker(
+    id: string,
+    timeoutMs: number,
+    options: ControlChangeOptions = {},
+  ): Promise<{ drained: boolean }> {
     const handle = this.pool.get(id);
-    if (!handle) throw new InfergridError('NOT_FOUND', `no worker "${id}" is connected`);
+    if (!handle) {
+      // another coordinator removed it: it stays out of here too, connected or not
+      if (options.replicated) {
+        this.pool.block(id);
+        return { drained: true };
+      }
+      throw new InfergridError('NOT_FOUND', `no worker "${id}" is connected`);
+    }
     handle.removing = true;
     // whichever way it joined, it stays out until re-admitted
     this.pool.block(id);
+    const entry = options.replicated ? NO_ENTRY : (this.controlJournal?.begin('removal', id) ?? NO_ENTRY);
+    entry.commit('remove', { timeoutMs });
     const label = this.#staticOf.get(id);
     if (label) {
       this.#statics.get(label)?.stop(true);
@@ -346,8 +366,12 @@ export class Coordinator {
   }
 
   /** Lets a removed worker register again. */
-  readmit(id: string): boolean {
-    return this.pool.unblock(id);
+  readmit(id: string, options: ControlChangeOptions = {}): boolean {
+    const entry = options.replicated ? NO_ENTRY : (this.controlJournal?.begin('removal', id) ?? NO_ENTRY);
+    const unblocked = this.pool.unblock(id);
+    if (unblocked) entry.commit('readmit', {});
+    else entry.abort();
+    return unblocked;
   }
 
   /**

@@ -318,11 +318,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (this.#draining) throw new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`);
       if (meta.action === 'unload') {
         await host.unload(meta.name, meta.versions);
+        this.modelsChanged();
         req.reply(MESSAGE_KIND.MODEL_CONTROL_RESPONSE, { models: host.statuses() });
         return;
       }
       const configs = meta.models.map((raw) => this.#modelConfig(raw));
       const loaded = await Promise.all(configs.map((c) => host.load(c)));
+      // the model list again, ahead of the reply on the same connection, even when nothing
+      // changed: a coordinator sending a load this worker already did for another coordinator
+      // (a cluster's shared control plane) may have ignored the list it sent then, before that
+      // coordinator placed the model here
+      this.modelsChanged();
       req.reply(MESSAGE_KIND.MODEL_CONTROL_RESPONSE, { models: loaded.map((h) => host.status(h)) });
     } catch (err) {
       req.fail(toInfergridError(err, 'MODEL_LOAD_FAILED'));
