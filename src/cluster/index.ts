@@ -21,3 +21,4 @@ export {
   type MemberView,
 } from './membership.ts';
 export { type CoordinatorDialer, followCoordinators } from './follow-coordinators.ts';
+export { coordinatorRecord, coordinatorRpcHost, workerRecord } from './self-record.ts';
