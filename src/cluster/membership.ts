@@ -418,6 +418,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     while (!this.#stopped && (this.#pending.size > 0 || this.#reconcileAsked)) {
       if (this.#redis.status !== 'ready') {
         // nothing can be read now; the next 'ready' asks for a reconcile, which covers the notes
+        this.#markDown(`Redis connection ${this.#redis.status}`);
         this.#pending.clear();
         this.#reconcileAsked = false;
         return;
