@@ -500,7 +500,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
     } while (cursor !== '0' && !truncated);
     const now = Date.now();
-    const seen = new Set<string>();
+    const fresh = new Map<string, Member>();
     const keys = [...found];
     for (let i = 0; i < keys.length; i += SCAN_BATCH) {
       const chunk = keys.slice(i, i + SCAN_BATCH);
@@ -509,9 +509,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         const raw = records[j];
         if (raw === null || raw === undefined) return;
         const checked = this.#check(key, raw);
-        if (!checked.ok) return;
-        seen.add(key);
-        this.#upsert(key, checked.member, now);
+        if (checked.ok) fresh.set(key, checked.member);
       });
     }
     this.counters.reconciles++;
@@ -527,9 +525,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
     } else {
       this.#truncatedLogged = false;
     }
-    // just after an outage, a missing key may be a member still re-announcing into an empty Redis
-    if (now < this.#graceUntilMs) return;
-    for (const key of [...this.#known.keys()]) if (!seen.has(key)) this.#remove(key);
+    // gone first, so that at the cap the members taken are the ones just read; just after an
+    // outage, a missing key may be a member still re-announcing into an empty Redis
+    if (now >= this.#graceUntilMs) {
+      for (const key of [...this.#known.keys()]) if (!fresh.has(key)) this.#remove(key);
+    }
+    for (const [key, member] of fresh) this.#upsert(key, member, now);
   }
 
   #upsert(key: string, member: Member, now: number): void {

@@ -358,7 +358,7 @@ test('cluster membership - an unreachable Redis at start: start resolves, nothin
     async () => (await raw.exists(`${ns}ig:v1:cluster:member:worker:w1`)) === 1,
     15_000,
   );
-  assert.equal(m.redisUp, true);
+  await waitFor('Redis seen up', () => m.redisUp, 10_000);
 });
 
 test('cluster membership - a worker follows coordinators: dials who joins, stops dialing who leaves, keeps static ones', async (t) => {
