@@ -120,6 +120,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #connections = new Set<RpcConnection>();
   /** Coordinators dialed, by address (host:port). */
   readonly #links = new Map<string, Redialer>();
+  /** Coordinators no longer redialed whose last connection may still be open, by address. */
+  readonly #retiring = new Map<string, Redialer>();
   /** Set only when tracing is on. */
   readonly #tracing: Tracing | undefined;
   /** Bounds the connections waiting for their handshake on the listening port. */
@@ -218,17 +220,35 @@ export class Worker extends EventEmitter<WorkerEvents> {
       logger,
     });
     this.#links.set(label, link);
-    link.start();
+    const retiring = this.#retiring.get(label);
+    if (!retiring) {
+      link.start();
+      return true;
+    }
+    // back before its last connection closed: that one serves on, and this link dials once it
+    // is gone (dialing now would be refused, the coordinator holding this worker's id already)
+    this.#retiring.delete(label);
+    void retiring.stop(true).then(() => {
+      if (this.#links.get(label) === link) link.start();
+    });
     return true;
   }
 
-  /** Stops dialing the coordinator at `address` and closes its connection (it left the cluster). */
-  async stopDialingCoordinator(address: HostPort): Promise<void> {
+  /**
+   * Stops redialing the coordinator at `address` (it left the cluster). Its connection, if up,
+   * stays until it closes: a coordinator that is shutting down finishes what it has in flight
+   * on it and closes it itself.
+   */
+  stopDialingCoordinator(address: HostPort): Promise<void> {
     const label = formatHostPort(address);
     const link = this.#links.get(label);
-    if (!link) return;
+    if (!link) return Promise.resolve();
     this.#links.delete(label);
-    await link.stop();
+    this.#retiring.set(label, link);
+    // resolves once the connection has closed; the link is then forgotten
+    return link.stop(true).then(() => {
+      if (this.#retiring.get(label) === link) this.#retiring.delete(label);
+    });
   }
 
   /** The coordinator addresses this worker dials (host:port). */
@@ -260,14 +280,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // end, not destroy: the last answers may still be on their way out
     await Promise.all([...this.#connections].map((conn) => conn.closeGracefully()));
-    await Promise.all([...this.#links.values()].map((link) => link.stop()));
+    await Promise.all([...this.#links.values(), ...this.#retiring.values()].map((link) => link.stop()));
   }
 
   /** Closes everything at once; running requests are abandoned (their peers see CONNECTION_LOST). */
   close(): void {
     this.#draining = true;
     this.#server?.close();
-    for (const link of this.#links.values()) link.stop();
+    for (const link of [...this.#links.values(), ...this.#retiring.values()]) link.stop();
     for (const conn of this.#connections) conn.close();
   }
 
