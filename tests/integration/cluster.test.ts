@@ -200,3 +200,72 @@ test('cluster - a coordinator on a wildcard RPC host without an advertised host 
     [`127.0.0.1:${c.ready.rpcPort}`],
   );
 });
+
+test('cluster - a coordinator found through Redis must still pass the RPC handshake; forged records outside cluster.allow are ignored', {
+  timeout: 120_000,
+}, async (t) => {
+  const ns = await namespace(t);
+  const config = writeConfig(t, configYaml(ns, true));
+  const good = await startCoordinator(t, config);
+  // announced like any coordinator, but holding another cluster secret
+  const impostor = await startCoordinator(t, config, [], { INFERGRID_TOKEN: 'an-impostor-secret' });
+  const w1 = await startWorker(t, config, 'w1');
+  await waitForWorkers(good.url, 1, ['echo']);
+  await waitFor(
+    'w1 to fail the impostor handshake',
+    () =>
+      w1
+        .output()
+        .split('\n')
+        .some((line) => line.includes('could not connect') && line.includes(impostor.rpcAddress)),
+    30_000,
+  );
+  assert.deepEqual(await adminWorkers(impostor.url), [], 'the impostor gets no worker');
+  assert.deepEqual((await good.client.infer('echo', x)).outputs[0]!.data, [5, 6]);
+
+  // a Redis writer points a coordinator record at an address outside cluster.allow
+  const raw = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await raw.connect();
+  t.after(() => raw.disconnect());
+  const forged = {
+    id: 'forged',
+    role: 'coordinator',
+    rpc: '203.0.113.7:9000',
+    protocolVersion: 2,
+    identity: 'cluster',
+    startedAt: 1,
+  };
+  await raw.set(`${ns}ig:v1:cluster:member:coordinator:forged`, JSON.stringify(forged), 'PX', 60_000);
+  await raw.publish(
+    `${ns}ig:v1:cluster:members`,
+    JSON.stringify({ type: 'announce', role: 'coordinator', id: 'forged' }),
+  );
+  const view = await waitFor(
+    'the forged record counted as disallowed',
+    async () => {
+      const res = await fetch(`${good.url}/admin/cluster`);
+      const v = (await res.json()) as ClusterView & { counters: { ignored: { disallowed: number } } };
+      return v.counters.ignored.disallowed >= 1 ? v : undefined;
+    },
+    30_000,
+  );
+  assert.ok(!view.members.some((m) => m.id === 'forged'));
+  // the worker read the same record and said why it left it alone
+  await waitFor(
+    'w1 to ignore the forged record',
+    () =>
+      w1
+        .output()
+        .split('\n')
+        .some((line) => line.includes('"reason":"disallowed"') && line.includes('coordinator:forged')),
+    30_000,
+  );
+  assert.ok(
+    !w1
+      .output()
+      .split('\n')
+      .some((line) => line.includes('could not connect') && line.includes('203.0.113.7')),
+    'the worker never dialed it',
+  );
+  assert.equal(w1.child.exitCode, null, 'the worker is still running');
+});
