@@ -45,8 +45,14 @@ import {
   sameMember,
 } from './member.ts';
 
-/** Keys asked for per SCAN call and records read per pipeline. */
-const SCAN_BATCH = 256;
+/**
+ * Keys Redis looks at per SCAN call. SCAN walks the whole database, not only the member keys: a
+ * large one shared with other data costs (keys / SCAN_COUNT) round trips per reconcile, which is
+ * why docs/cluster.md suggests a database of its own (`/db` in the URL).
+ */
+const SCAN_COUNT = 1000;
+/** Records read per pipeline. */
+const READ_BATCH = 256;
 /** Notes waiting to be read at most; beyond it they are dropped and a full reconcile is asked for. */
 const MAX_PENDING_NOTES = 1024;
 
@@ -488,10 +494,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
     let truncated = false;
     let cursor = '0';
     do {
-      const [next, batch] = await this.#redis.scan(cursor, 'MATCH', this.keys.pattern, 'COUNT', SCAN_BATCH);
+      const [next, batch] = await this.#redis.scan(cursor, 'MATCH', this.keys.pattern, 'COUNT', SCAN_COUNT);
       cursor = next;
       for (const key of batch) {
         if (key === this.#selfKey || found.has(key)) continue;
+        // a key that names no role and id is not read, and does not take a place under the cap
+        if (!this.keys.parseKey(key)) {
+          this.#check(key, '');
+          continue;
+        }
         if (found.size >= max) {
           truncated = true;
           break;
@@ -502,8 +513,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const now = Date.now();
     const fresh = new Map<string, Member>();
     const keys = [...found];
-    for (let i = 0; i < keys.length; i += SCAN_BATCH) {
-      const chunk = keys.slice(i, i + SCAN_BATCH);
+    for (let i = 0; i < keys.length; i += READ_BATCH) {
+      const chunk = keys.slice(i, i + READ_BATCH);
       const records = await this.#readRecords(chunk);
       chunk.forEach((key, j) => {
         const raw = records[j];
