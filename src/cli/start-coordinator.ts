@@ -2,11 +2,12 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { ApiKeyAuth, createHttpServer, isLoopbackHost } from '../api/index.ts';
 import { type ControlPlane, startSharedControl, stopSharedControl } from '../cluster/index.ts';
+import { Membership, coordinatorRecord, coordinatorRpcHost } from '../cluster/index.ts';
 import type { InfergridConfig, TlsListenerConfig } from '../config/index.ts';
 import { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
 import { GrpcFrontDoor } from '../grpc/index.ts';
-import { type Logger, createTracing } from '../telemetry/index.ts';
+import { type Logger, createTracing, registerClusterMetrics } from '../telemetry/index.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 
 export interface RunningCoordinator {
@@ -20,7 +21,9 @@ export interface RunningCoordinator {
   grpcPort: number | undefined;
   /** The shared control plane, when `cluster` is configured. */
   control: ControlPlane | undefined;
-  /** Stops taking HTTP and gRPC requests, closes worker connections and the RPC port, flushes spans. */
+  /** The cluster membership (announced as a coordinator, watching every role); undefined without a `cluster` section. */
+  membership: Membership | undefined;
+  /** Leaves the cluster, then stops taking HTTP and gRPC requests, closes worker connections and the RPC port, flushes spans. */
   close(): Promise<void>;
 }
 
@@ -82,6 +85,8 @@ export async function startCoordinator(
   env: Record<string, string | undefined> = process.env,
 ): Promise<RunningCoordinator> {
   checkHttpExposure(config, logger);
+  // an RPC address workers could not dial is refused before anything listens
+  if (config.cluster) coordinatorRpcHost(config);
   const { coordinator: http } = config;
   const mainTls = tlsFiles(http.tls);
   const adminTls = tlsFiles(http.admin?.tls);
@@ -104,7 +109,11 @@ export async function startCoordinator(
   }
   // one set of credentials for both listeners: a key's rate limit is the same wherever it calls
   const auth = new ApiKeyAuth(config.auth.apiKeys, config.auth.anonymous);
-  const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth };
+  const membership = config.cluster
+    ? new Membership({ cluster: config.cluster, logger, name: 'coordinator' })
+    : undefined;
+  if (membership) registerClusterMetrics(coordinator.metrics.registry, membership);
+  const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth, cluster: membership };
   const app = createHttpServer({ ...common, tls: mainTls });
   const admin = http.admin ? createHttpServer({ ...common, surface: 'admin', tls: adminTls }) : undefined;
   // the same credentials, limits and TLS files as the HTTP listener
@@ -139,6 +148,8 @@ export async function startCoordinator(
       'coordinator admin listener up (admin routes are served here only)',
     );
   }
+  // announced once every listener is up: a worker that finds it can use it
+  await membership?.start(coordinatorRecord(config, { rpcPort: coordinator.rpcPort!, httpPort }));
   return {
     coordinator,
     app,
@@ -147,7 +158,10 @@ export async function startCoordinator(
     rpcPort: coordinator.rpcPort!,
     grpcPort,
     control,
+    membership,
     async close() {
+      // out of the cluster first: workers stop redialing a coordinator that is going away
+      await membership?.stop();
       await grpc?.close();
       await app.close();
       await admin?.close();
