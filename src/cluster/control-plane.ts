@@ -38,6 +38,7 @@ import type { ClusterConfig } from '../config/index.ts';
 import type { ControlEntry, ControlJournal, ControlKind, ControlOp } from '../coordinator/index.ts';
 import { toInfergridError } from '../errors.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { redactUrl } from './member.ts';
 
 export const CONTROL_PREFIX = 'ig:v1:cluster:control';
 
@@ -130,11 +131,6 @@ export interface ControlPlaneStats {
 /** A field of the hash: `kind:target`. */
 export function controlField(kind: ControlKind, target: string): string {
   return `${kind}:${target}`;
-}
-
-/** A Redis URL fit for a log line: its password (redis://user:password@host) left out. */
-export function redactedUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/)[^@/]*@/i, '$1***@');
 }
 
 /** Stores ARGV[3] under field ARGV[1] only if the stored record's seq is below ARGV[2]. */
@@ -306,7 +302,7 @@ export class ControlPlane implements ControlJournal {
       await this.#sub.subscribe(this.#feedKey).catch(() => {});
     } else {
       this.#logger.warn(
-        { redis: redactedUrl(this.#o.redis.url), err: (failed.reason as Error).message },
+        { redis: redactUrl(this.#o.redis.url), err: (failed.reason as Error).message },
         'shared control plane: cannot reach Redis; changes made here apply here and are published once it answers',
       );
     }

@@ -10,7 +10,6 @@ export {
   DEFAULT_MAX_CONTROL_RECORDS,
   MAX_FEED_MESSAGE_BYTES,
   controlField,
-  redactedUrl,
 } from './control-plane.ts';
 export {
   type SharedControlOptions,

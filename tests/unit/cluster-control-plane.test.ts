@@ -17,7 +17,7 @@ import {
   type ControlPlaneOptions,
   type ControlRecord,
   controlField,
-  redactedUrl,
+  redactUrl,
 } from '../../src/cluster/index.ts';
 import type { ControlKind, ControlOp } from '../../src/coordinator/index.ts';
 import { silentLogger } from '../../src/telemetry/index.ts';
@@ -349,7 +349,7 @@ test('control plane - a member that starts while Redis is unreachable starts, th
 });
 
 test('control plane - a Redis URL is logged without its password', () => {
-  assert.equal(redactedUrl('redis://:s3cret@10.0.0.5:6379/0'), 'redis://***@10.0.0.5:6379/0');
-  assert.equal(redactedUrl('rediss://user:s3cret@host:6380'), 'rediss://***@host:6380');
-  assert.equal(redactedUrl('redis://127.0.0.1:6379'), 'redis://127.0.0.1:6379');
+  assert.equal(redactUrl('redis://:s3cret@10.0.0.5:6379/0'), 'redis://:***@10.0.0.5:6379/0');
+  assert.equal(redactUrl('rediss://user:s3cret@host:6380'), 'rediss://user:***@host:6380');
+  assert.equal(redactUrl('redis://127.0.0.1:6379'), 'redis://127.0.0.1:6379');
 });
