@@ -123,16 +123,7 @@ export class RedisStore implements CacheStore {
 
   /** Connects (within connectTimeoutMs) or throws an error naming the URL. */
   static async connect(options: RedisStoreOptions): Promise<RedisStore> {
-    const redis = new Redis(options.url, {
-      lazyConnect: true,
-      connectTimeout: options.connectTimeoutMs,
-      commandTimeout: options.commandTimeoutMs,
-      // fail commands fast while disconnected instead of queueing them: a miss is better than a wait
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(2000, 50 * 2 ** attempt),
-    });
-    redis.on('error', () => {}); // reported through the commands that fail
+    const redis = RedisStore.#client(options, true);
     try {
       await redis.connect();
       await redis.ping();
@@ -145,6 +136,29 @@ export class RedisStore implements CacheStore {
       );
     }
     return new RedisStore(redis, options);
+  }
+
+  /**
+   * A store that connects in the background and keeps reconnecting: for state that must not
+   * stop a start while Redis is down (the cluster's asynchronous requests); its commands fail,
+   * and count as misses, until Redis answers.
+   */
+  static open(options: RedisStoreOptions): RedisStore {
+    return new RedisStore(RedisStore.#client(options, false), options);
+  }
+
+  static #client(options: RedisStoreOptions, lazyConnect: boolean): Redis {
+    const redis = new Redis(options.url, {
+      lazyConnect,
+      connectTimeout: options.connectTimeoutMs,
+      commandTimeout: options.commandTimeoutMs,
+      // fail commands fast while disconnected instead of queueing them: a miss is better than a wait
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(2000, 50 * 2 ** attempt),
+    });
+    redis.on('error', () => {}); // reported through the commands that fail
+    return redis;
   }
 
   async #try<T>(op: () => Promise<T>, fallback: T): Promise<T> {

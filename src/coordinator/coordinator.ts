@@ -46,8 +46,8 @@ import {
   tracingIfEnabled,
 } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
-import { ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
-import { AsyncRequests, persistentTier } from '../async/index.ts';
+import { type CacheStore, ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
+import { AsyncRequests, asyncStore } from '../async/index.ts';
 import { type PipelineResult, PipelineRunner, type StepRequest } from '../pipeline/index.ts';
 import { batchSizeOf } from '../batching/index.ts';
 import { CoordinatorStats } from './coordinator-stats.ts';
@@ -122,6 +122,8 @@ export class Coordinator {
   #tls: RpcTls | undefined;
   #cache: ResponseCache | undefined;
   #asyncRequests: AsyncRequests | undefined;
+  /** The cluster Redis opened for asynchronous requests when the cache has no Redis tier (closed at stop). */
+  #ownedAsyncStore: CacheStore | undefined;
   /** Bounds the connections waiting for their handshake on the RPC port (once started). */
   #gate: AcceptGate | undefined;
   #rpcPort: number | undefined;
@@ -212,11 +214,13 @@ export class Coordinator {
     requireServerCertificate(this.#tls, 'the coordinator');
     // the cache first: a store that cannot be opened stops the start before any port is taken
     this.#cache = new ResponseCache(await createCacheStore(this.#config.cache, this.#logger), this.#logger);
+    const { store, owned } = asyncStore(this.#cache.store, this.#config.cluster);
+    this.#ownedAsyncStore = owned;
     this.#asyncRequests = new AsyncRequests({
       resultTtlMs: this.#config.async.resultTtlMs,
       maxPending: this.#config.async.maxPending,
       cancelWaitMs: this.#config.async.cancelWaitMs,
-      store: persistentTier(this.#cache.store),
+      store,
       logger: this.#logger,
     });
     // listening for cancels from other coordinators before this one is reported ready
@@ -255,6 +259,7 @@ export class Coordinator {
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     // before the store it writes to
     await this.#asyncRequests?.close();
+    await this.#ownedAsyncStore?.close();
     await this.#cache?.store.close();
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
   }

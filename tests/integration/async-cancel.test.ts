@@ -17,15 +17,19 @@ import {
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 
-/** A model whose every run takes a minute: only a cancel ends it within the test. */
-const CONFIG = (namespace: string) => `
+/**
+ * A model whose every run takes a minute: only a cancel ends it within the test. The shared
+ * Redis is the cache's tier, or only the cluster's (then the coordinators open it for
+ * asynchronous requests themselves, and the worker finds them through it).
+ */
+const CONFIG = (namespace: string, shared: 'cache' | 'cluster') => `
 models:
   - name: slow
     backend: sim
     sim: { latencyMs: 60000 }
     inputs: [{ name: x, datatype: FP32, shape: [-1, 1] }]
     outputs: [{ name: y, datatype: FP32, shape: [-1, 1] }]
-cache: { redis: { url: "${REDIS_URL}", namespace: "${namespace}" } }
+${shared === 'cache' ? 'cache' : 'cluster'}: { redis: { url: "${REDIS_URL}", namespace: "${namespace}" } }
 `;
 
 interface RequestBody {
@@ -48,63 +52,67 @@ async function workerFigures(url: string): Promise<{ success: number; fail: numb
   return { success: Number(stats.success.count), fail: Number(stats.fail.count) };
 }
 
-test('async cancel - a request submitted on coordinator A is cancelled by a DELETE on B, and the worker stops its run', {
-  timeout: 90_000,
-}, async (t) => {
-  const namespace = `test-${randomUUID()}:`;
-  const config = writeConfig(t, CONFIG(namespace));
-  const a = await startCoordinator(t, config);
-  const b = await startCoordinator(t, config);
-  t.after(() => fetch(`${a.url}/admin/cache`, { method: 'DELETE' }).catch(() => {}));
-  // one worker serving both coordinators
-  await startWorker(t, config, 'w1', {
-    coordinator: a.rpcAddress,
-    extraArgs: ['--coordinator', b.rpcAddress],
-  });
-  await waitForWorkers(a.url, 1, ['slow']);
-  await waitForWorkers(b.url, 1, ['slow']);
+for (const shared of ['cache', 'cluster'] as const) {
+  test(`async cancel (${shared}.redis) - a request submitted on coordinator A is cancelled by a DELETE on B, and the worker stops its run`, {
+    timeout: 90_000,
+  }, async (t) => {
+    const namespace = `test-${randomUUID()}:`;
+    const config = writeConfig(t, CONFIG(namespace, shared));
+    const a = await startCoordinator(t, config);
+    const b = await startCoordinator(t, config);
+    t.after(() => fetch(`${a.url}/admin/cache`, { method: 'DELETE' }).catch(() => {}));
+    // one worker serving both coordinators: dialing both, or finding both through the cluster's Redis
+    await startWorker(
+      t,
+      config,
+      'w1',
+      shared === 'cache' ? { coordinator: a.rpcAddress, extraArgs: ['--coordinator', b.rpcAddress] } : {},
+    );
+    await waitForWorkers(a.url, 1, ['slow']);
+    await waitForWorkers(b.url, 1, ['slow']);
 
-  const submitted = await fetch(`${a.url}/v2/models/slow/infer`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', prefer: 'respond-async' },
-    body: JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [1] }] }),
-  });
-  assert.equal(submitted.status, 202);
-  const { id } = (await submitted.json()) as { id: string };
-  // the run is on the worker (A counts it in flight) and B sees it pending through Redis
-  await waitFor('the run to reach the worker', async () => {
-    const res = await fetch(`${a.url}/admin/workers`);
-    const { workers } = (await res.json()) as { workers: { inFlight: number }[] };
-    return workers[0]?.inFlight === 1;
-  });
-  await waitFor(
-    'B to see the request pending',
-    async () => (await pollRequest(b.url, id)).status === 'pending',
-  );
+    const submitted = await fetch(`${a.url}/v2/models/slow/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', prefer: 'respond-async' },
+      body: JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], data: [1] }] }),
+    });
+    assert.equal(submitted.status, 202);
+    const { id } = (await submitted.json()) as { id: string };
+    // the run is on the worker (A counts it in flight) and B sees it pending through Redis
+    await waitFor('the run to reach the worker', async () => {
+      const res = await fetch(`${a.url}/admin/workers`);
+      const { workers } = (await res.json()) as { workers: { inFlight: number }[] };
+      return workers[0]?.inFlight === 1;
+    });
+    await waitFor(
+      'B to see the request pending',
+      async () => (await pollRequest(b.url, id)).status === 'pending',
+    );
 
-  const del = await fetch(`${b.url}/v2/requests/${id}`, { method: 'DELETE' });
-  const body = await del.json();
-  assert.equal(del.status, 200, JSON.stringify(body));
-  assert.deepEqual(body, { id, action: 'cancelled' }, 'A confirmed the cancel through Redis');
+    const del = await fetch(`${b.url}/v2/requests/${id}`, { method: 'DELETE' });
+    const body = await del.json();
+    assert.equal(del.status, 200, JSON.stringify(body));
+    assert.deepEqual(body, { id, action: 'cancelled' }, 'A confirmed the cancel through Redis');
 
-  for (const url of [a.url, b.url]) {
-    const record = await pollRequest(url, id);
-    assert.equal(record.status, 'failed', url);
-    assert.equal(record.error?.code, 'CANCELLED', url);
-  }
-  // the worker saw the cancel: its run ended failed, not after the model's minute with a result
-  const figures = await waitFor('the worker to record the aborted run', async () => {
-    const f = await workerFigures(a.url);
-    return f.fail === 1 ? f : undefined;
+    for (const url of [a.url, b.url]) {
+      const record = await pollRequest(url, id);
+      assert.equal(record.status, 'failed', url);
+      assert.equal(record.error?.code, 'CANCELLED', url);
+    }
+    // the worker saw the cancel: its run ended failed, not after the model's minute with a result
+    const figures = await waitFor('the worker to record the aborted run', async () => {
+      const f = await workerFigures(a.url);
+      return f.fail === 1 ? f : undefined;
+    });
+    assert.equal(figures.success, 0);
+    const workers = (await (await fetch(`${a.url}/admin/workers`)).json()) as {
+      workers: { inFlight: number }[];
+    };
+    assert.equal(workers.workers[0]!.inFlight, 0, 'A released the request');
+
+    // a second DELETE, now on A, forgets the finished request everywhere
+    const forget = await fetch(`${a.url}/v2/requests/${id}`, { method: 'DELETE' });
+    assert.deepEqual(await forget.json(), { id, action: 'forgotten' });
+    assert.equal((await fetch(`${b.url}/v2/requests/${id}`)).status, 404);
   });
-  assert.equal(figures.success, 0);
-  const workers = (await (await fetch(`${a.url}/admin/workers`)).json()) as {
-    workers: { inFlight: number }[];
-  };
-  assert.equal(workers.workers[0]!.inFlight, 0, 'A released the request');
-
-  // a second DELETE, now on A, forgets the finished request everywhere
-  const forget = await fetch(`${a.url}/v2/requests/${id}`, { method: 'DELETE' });
-  assert.deepEqual(await forget.json(), { id, action: 'forgotten' });
-  assert.equal((await fetch(`${b.url}/v2/requests/${id}`)).status, 404);
-});
+}
