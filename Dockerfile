@@ -38,7 +38,9 @@ COPY proto ./proto
 # the demo models and the OCR steps that examples/demo-config.yaml and deploy/config name
 COPY examples ./examples
 COPY deploy/config ./deploy/config
-# the image's own user (uid 1000, made by the node image): nothing in /app is writable by it
+# the image's own user (uid 1000, made by the node image): nothing in /app is writable by it but
+# the demo config's SQLite cache folder (`serve --config examples/demo-config.yaml`)
+RUN mkdir -p examples/.cache && chown node:node examples/.cache
 USER node
 # HTTP (KServe v2, OpenAI), gRPC, RPC (workers dial in)
 EXPOSE 8000 8001 9000
