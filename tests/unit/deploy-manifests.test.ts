@@ -20,11 +20,14 @@ import {
   clusterIssues,
   commandIssues,
   containerCommands,
+  dockerIgnores,
+  dockerfileIssues,
   embeddedConfigIssues,
   loadConfigFile,
   loadManifests,
   parseUnit,
   referenceIssues,
+  runtimePathsOf,
   schemaIssues,
   unitIssues,
 } from '../fixtures/deploy-checks.ts';
@@ -346,4 +349,54 @@ test('deploy k8s - the example Secrets cannot run a cluster as they are', () => 
     for (const [key, value] of Object.entries(s.object.stringData as Record<string, string>))
       assert.ok(value === '' || value === 'REPLACE-ME', `${s.object.metadata.name}.${key} holds a value`);
   }
+});
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+test('deploy image - the Dockerfile copies what the runtime reads, runs as non-root and .dockerignore keeps it', () => {
+  const runtime = runtimePathsOf(ROOT);
+  // what src opens outside itself today; a new one must reach the image too
+  for (const p of ['bin/infergrid.js', 'package.json', 'proto/grpc_service.proto'])
+    assert.ok(runtime.includes(p), p);
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const ignore = readFileSync(join(ROOT, '.dockerignore'), 'utf8');
+  assert.deepEqual(dockerfileIssues(dockerfile, ignore, runtime), []);
+  // the models the example configs name come from examples/ and node_modules
+  assert.deepEqual(
+    dockerfileIssues(dockerfile, ignore, ['examples/ocr/steps/preprocess.ts', 'deploy/config/cluster.yaml']),
+    [],
+  );
+});
+
+test('deploy image - a missing COPY, an ignored source folder or a root user is rejected', () => {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const ignore = readFileSync(join(ROOT, '.dockerignore'), 'utf8');
+  const runtime = runtimePathsOf(ROOT);
+  assertOneIssue(
+    dockerfileIssues(dockerfile.replace(/^COPY proto .*$/m, ''), ignore, runtime),
+    /proto\/grpc_service\.proto is read at run time but not copied/,
+  );
+  assertOneIssue(
+    dockerfileIssues(dockerfile, `${ignore}\nproto\n`, runtime),
+    /\.dockerignore: excludes proto\/grpc_service\.proto/,
+  );
+  assertOneIssue(
+    dockerfileIssues(dockerfile.replace(/^USER node$/m, 'USER root'), ignore, runtime),
+    /non-root USER/,
+  );
+  assertOneIssue(
+    dockerfileIssues(
+      dockerfile.replace('ENTRYPOINT ["node", "bin/infergrid.js"]', 'ENTRYPOINT node bin/infergrid.js'),
+      ignore,
+      runtime,
+    ),
+    /ENTRYPOINT is node bin\/infergrid\.js/,
+  );
+  assert.equal(dockerIgnores('*.md\n', 'README.md'), true);
+  assert.equal(
+    dockerIgnores('*.md\n', 'docs/x.md'),
+    false,
+    'a * pattern matches at the root only, as in Docker',
+  );
+  assert.equal(dockerIgnores('deploy/k8s\n', 'deploy/config/cluster.yaml'), false);
 });
