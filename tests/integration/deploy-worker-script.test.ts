@@ -2,12 +2,13 @@
  * The worker StatefulSet's start script (deploy/k8s/50-worker.yaml), run for real by /bin/sh:
  * it picks the pod's own key from the mounted Secret folder, execs node (so SIGTERM reaches the
  * worker and drains it), and stops with a message naming the missing key otherwise. Paths are
- * moved to a temp folder, and the worker dials the coordinator statically: Redis discovery is
- * docs/cluster.md's business, not the script's.
+ * moved to a temp folder; the pod finds the coordinator through the ConfigMap's cluster section,
+ * pointed at the test Redis under a namespace of its own.
  */
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +25,7 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const manifests = loadManifests(join(ROOT, 'deploy', 'k8s'));
 const KEYS_DIR = '/etc/infergrid/worker-keys';
 const CONFIG_FILE = '/etc/infergrid/config/cluster.yaml';
+const REDIS_URL = process.env.INFERGRID_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 function workerScript(): string {
   const sts = manifests.find((m) => m.object.kind === 'StatefulSet')!.object as unknown as IStatefulSet;
@@ -32,11 +34,19 @@ function workerScript(): string {
   return container.args![0]!;
 }
 
-/** The ConfigMap's config with the cluster section dropped and only its weightless models kept. */
-function staticConfig(): string {
+/**
+ * The ConfigMap's config pointed at the test Redis under a namespace of its own, loopback added
+ * to cluster.allow (the pods' ranges are private ones), and only its weightless models kept.
+ */
+function podConfig(namespace: string): string {
   const cm = manifests.find((m) => m.object.kind === 'ConfigMap')!.object as unknown as IConfigMap;
-  const config = parse(cm.data!['cluster.yaml']!) as { cluster?: unknown; models: { backend: string }[] };
-  delete config.cluster;
+  const config = parse(cm.data!['cluster.yaml']!) as {
+    cluster: { redis: { url: string; namespace: string }; allow: string[] };
+    models: { backend: string }[];
+  };
+  config.cluster.redis.url = REDIS_URL;
+  config.cluster.redis.namespace = namespace;
+  config.cluster.allow.push('127.0.0.0/8');
   config.models = config.models.filter((m) => m.backend === 'sim');
   assert.ok(config.models.length > 0, 'the ConfigMap has a sim model to serve');
   return stringify(config);
@@ -49,17 +59,14 @@ interface Pod {
 }
 
 /** Runs the script as the pod would, with its paths moved under `dir`. */
-function runPod(t: TestContext, dir: string, podName: string, coordinatorRpc?: string): Pod {
+function runPod(t: TestContext, dir: string, podName: string): Pod {
   let script = workerScript();
   for (const from of [KEYS_DIR, CONFIG_FILE, '--metrics-port 9100'])
     assert.ok(script.includes(from), `the script no longer mentions ${from}`);
   script = script
     .replaceAll(KEYS_DIR, join(dir, 'keys'))
     .replaceAll(CONFIG_FILE, join(dir, 'cluster.yaml'))
-    .replace(
-      '--metrics-port 9100',
-      `--metrics-port 0${coordinatorRpc ? ` --coordinator ${coordinatorRpc}` : ''}`,
-    );
+    .replace('--metrics-port 9100', '--metrics-port 0');
   const child = spawn('/bin/sh', ['-c', script], {
     cwd: ROOT,
     // no cluster secret: the worker must run on its own key alone
@@ -89,7 +96,7 @@ function tempDir(t: TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'infergrid-pod-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   mkdirSync(join(dir, 'keys'));
-  writeFileSync(join(dir, 'cluster.yaml'), staticConfig());
+  writeFileSync(join(dir, 'cluster.yaml'), podConfig(`test-${randomBytes(6).toString('hex')}:`));
   return dir;
 }
 
@@ -103,7 +110,8 @@ test('deploy worker script - the pod serves with its own key from the Secret fol
     '--rpc-host',
     '127.0.0.1',
   ]);
-  const worker = runPod(t, dir, pod, coordinator.rpcAddress);
+  // no --coordinator: the pod finds the coordinator through the config's cluster section
+  const worker = runPod(t, dir, pod);
   await waitFor(
     'the coordinator to be ready with the pod worker',
     async () => (await fetch(`${coordinator.url}/v2/health/ready`)).status === 200,
