@@ -10,26 +10,22 @@
  * and 512+ clients busy), so connections opened under load left loops idle for up to 16 s.
  */
 
-import { BenchRun, createHttpSender } from '../../src/cli/bench/index.ts';
-import { type ForkedJob, type ForkedMessage, figures } from './load.ts';
+import { BenchRun } from '../../src/cli/bench/index.ts';
+import { type ForkedJob, type ForkedMessage, figures, loadSender } from './load.ts';
 
 /** Connections opened at once, below a server's accept backlog (511). */
 const CONNECT_WAVE = 128;
-const REQUEST_TIMEOUT_MS = 30_000;
 
 const send = (m: ForkedMessage) => process.send!(m);
 
 async function runJob({ spec, window, rpsDigits }: ForkedJob): Promise<void> {
-  const sender = createHttpSender({
-    url: new URL(spec.url),
+  const sender = loadSender({
+    ...spec,
     // Buffers arrive as Uint8Arrays
     bodies: spec.bodies.map(({ body, headers }) => ({
       body: Buffer.from(body.buffer, body.byteOffset, body.byteLength),
       headers,
     })),
-    maxSockets: spec.concurrency,
-    connections: spec.connections ?? 'shared',
-    timeoutMs: REQUEST_TIMEOUT_MS,
   });
   try {
     if (spec.connections === 'per-loop')

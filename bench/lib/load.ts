@@ -17,6 +17,7 @@ import {
   createHttpSender,
   type HttpBody,
   LatencyHistogram,
+  type RequestSender,
   type RunHooks,
   type RunResult,
 } from '../../src/cli/bench/index.ts';
@@ -27,7 +28,12 @@ const REQUEST_TIMEOUT_MS = 30_000;
 
 /** What to send: `concurrency` closed loops, each with one request in flight. */
 export interface LoadSpec {
-  url: string;
+  /**
+   * The full inference URL, or several (one per coordinator) to spread the load over: closed loop
+   * i always sends to URL i mod n, on its own connection(s) to it (as an L4 balancer spreads
+   * connections round robin); an open loop's requests take the URLs in turn (spreadSenders).
+   */
+  url: string | readonly string[];
   /** Sent in turn, whichever loop sends each (a ring of bodies defeats a cache, say). */
   bodies: readonly HttpBody[];
   concurrency: number;
@@ -107,6 +113,48 @@ export function figures(runs: RunResult | readonly RunResult[], rpsDigits = 0): 
   };
 }
 
+/** Which of `targets` a request goes to: closed loop i's always to i mod targets, an open loop's in turn. */
+export function targetIndex(loop: number | undefined, turn: number, targets: number): number {
+  return (loop ?? turn) % targets;
+}
+
+/**
+ * One sender over several (one per target), by targetIndex. A closed loop i reaches its target's
+ * sender as loop floor(i / n), so each target's per-loop connections are numbered densely.
+ */
+export function spreadSenders(senders: readonly RequestSender[]): RequestSender {
+  const n = senders.length;
+  if (n === 0) throw new RangeError('spreadSenders needs at least one sender');
+  if (n === 1) return senders[0]!;
+  let turn = 0;
+  return {
+    send: (loop) =>
+      loop === undefined
+        ? senders[targetIndex(undefined, turn++, n)]!.send()
+        : senders[targetIndex(loop, 0, n)]!.send(Math.floor(loop / n)),
+    close: () => {
+      for (const sender of senders) sender.close();
+    },
+  };
+}
+
+/** The sender a spec describes: one HTTP sender per URL, spread over (the forked child builds it too). */
+export function loadSender(spec: LoadSpec): RequestSender {
+  const urls = typeof spec.url === 'string' ? [spec.url] : spec.url;
+  return spreadSenders(
+    urls.map((url) =>
+      createHttpSender({
+        url: new URL(url),
+        bodies: spec.bodies,
+        maxSockets: spec.concurrency,
+        connections: spec.connections ?? 'shared',
+        timeoutMs: REQUEST_TIMEOUT_MS,
+        ca: spec.ca,
+      }),
+    ),
+  );
+}
+
 export interface OpenLoad {
   /** One closed-loop run on this load's connections (kept from one run to the next). */
   run(window: LoadWindow, hooks?: RunHooks): Promise<RunResult>;
@@ -115,14 +163,7 @@ export interface OpenLoad {
 
 /** A load whose connections stay open from run to run (targets taking turns in slices). */
 export function openLoad(spec: LoadSpec): OpenLoad {
-  const sender = createHttpSender({
-    url: new URL(spec.url),
-    bodies: spec.bodies,
-    maxSockets: spec.concurrency,
-    connections: spec.connections ?? 'shared',
-    timeoutMs: REQUEST_TIMEOUT_MS,
-    ca: spec.ca,
-  });
+  const sender = loadSender(spec);
   const mode = { kind: 'concurrency', concurrency: spec.concurrency } as const;
   return {
     run: (window, hooks) =>

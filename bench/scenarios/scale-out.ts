@@ -1,11 +1,22 @@
 /**
- * How far one coordinator scales out: one coordinator in front of N `sim` workers with a
+ * How far infergrid scales out, in two sweeps run one after the other:
+ *
+ * 1. workers (`--workers`, this file): one coordinator in front of N `sim` workers, below;
+ * 2. coordinators (`--coordinators 1,2,3`, scale-out-coordinators.ts): K coordinators side by
+ *    side over the same `sim` workers, the load spread round robin over their HTTP ports, each K
+ *    against one coordinator in the same run (issue 17). Its header says what it measures.
+ *
+ *   npm run bench:scale-out -- --coordinators 1,2,3 --workers none   only the coordinators sweep
+ *   npm run bench:scale-out -- --workers 1,2,4 --coordinators none   only the workers sweep
+ *   npm run bench -- scale-out                                       both, in the suite
+ *
+ * The workers sweep: one coordinator in front of N `sim` workers with a
  * GPU-like cost (a batch costs latencyMs whatever its size, maxBatchSize 32, batching on with a
  * small maxQueueDelayMs), for N in 1, 2, 4 … 64, at a closed-loop concurrency that can fill every
  * worker's batches (N × maxBatchSize × concurrency-factor, capped by --max-concurrency).
  *
  *   npm run bench:scale-out -- --workers 1,2,4,8,16,32,64 --duration-s 8
- *   npm run bench:scale-out -- --quick
+ *   npm run bench:scale-out -- --quick          both sweeps, shortened (the coordinators' ~20 s)
  *
  * Each point is held against its ideal: N × maxBatchSize / latencyMs (every worker always running
  * full batches), capped by what its clients can offer (concurrency / latencyMs: c clients keep at
@@ -47,9 +58,17 @@ import { scratchDir, sleep, track } from '../lib/processes.ts';
 import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import { type ModelStats, modelStats, type WorkerDelta, workerDelta } from '../lib/stats.ts';
 import { barChart, lineChart } from '../lib/svg.ts';
+import {
+  COORDINATOR_PARAMS,
+  type CoordinatorSweepResult,
+  coordinatorSection,
+  coordinatorSettings,
+  coordinatorTargets,
+  runCoordinatorSweep,
+} from './scale-out-coordinators.ts';
 
 const PARAMS = {
-  /** Fleet sizes to measure, workers. */
+  /** Fleet sizes to measure behind one coordinator, workers; `none` skips this sweep. */
   workers: '1,2,4,8,16,32,64',
   /** Timed seconds per point. */
   'duration-s': '8',
@@ -77,6 +96,8 @@ const PARAMS = {
   'saturation-ratio': '0.9',
   /** A point whose coordinator keeps this many cores busy is saturated. */
   'saturation-cores': '0.85',
+  /** The coordinators sweep (scale-out-coordinators.ts): K coordinators over the same workers. */
+  ...COORDINATOR_PARAMS,
 };
 type ScaleOutParams = typeof PARAMS;
 
@@ -101,7 +122,8 @@ export interface ScaleOutPoint extends LoadFigures, CpuFigures<'coordinator' | '
 export interface ScaleOutResult {
   params: ScaleOutParams;
   placement: string;
-  fleet: {
+  /** Absent when the workers sweep was skipped (`--workers none`); `points` is then empty. */
+  fleet?: {
     workers: number;
     startS: number;
     coordinatorRssMiB: number;
@@ -115,6 +137,8 @@ export interface ScaleOutResult {
   limitRpsPerCoordinatorCore: number | null;
   statement: string;
   disturbed: string[];
+  /** The coordinators sweep; absent when skipped (`--coordinators none`) or in results from before it. */
+  coordinators?: CoordinatorSweepResult;
 }
 
 const PLACEMENT =
@@ -133,7 +157,8 @@ const workerId = (i: number): string => `w${i + 1}`;
 /** The scenario's numbers, checked together. */
 function settings(params: ScaleOutParams) {
   const s = {
-    fleetSizes: [...new Set(numberList(params.workers))].sort((a, b) => a - b),
+    fleetSizes:
+      params.workers === 'none' ? [] : [...new Set(numberList(params.workers))].sort((a, b) => a - b),
     durationMs: Number(params['duration-s']) * 1000,
     warmupMs: Number(params['warmup-s']) * 1000,
     fleetWarmupMs: Number(params['fleet-warmup-s']) * 1000,
@@ -146,9 +171,14 @@ function settings(params: ScaleOutParams) {
     saturationRatio: Number(params['saturation-ratio']),
     saturationCores: Number(params['saturation-cores']),
   };
-  const problems: string[] = [];
-  if (s.fleetSizes.length === 0 || s.fleetSizes.some((n) => !Number.isInteger(n)))
-    problems.push('--workers must list positive integers');
+  const { settings: coordinators, problems } = coordinatorSettings(params);
+  if (
+    params.workers !== 'none' &&
+    (s.fleetSizes.length === 0 || s.fleetSizes.some((n) => !Number.isInteger(n)))
+  )
+    problems.push(`--workers must list positive integers or be "none", got "${params.workers}"`);
+  if (s.fleetSizes.length === 0 && coordinators.counts.length === 0)
+    problems.push('--workers none and --coordinators none leave nothing to measure');
   if (!(s.durationMs > 0)) problems.push('--duration-s must be > 0');
   if (!(s.warmupMs >= 0)) problems.push('--warmup-s must be >= 0');
   if (!(s.fleetWarmupMs >= 0)) problems.push('--fleet-warmup-s must be >= 0');
@@ -166,7 +196,7 @@ function settings(params: ScaleOutParams) {
     problems.push('--saturation-ratio must be in (0, 1]');
   if (!(s.saturationCores > 0)) problems.push('--saturation-cores must be > 0');
   if (problems.length) throw new RangeError(problems.join('; '));
-  return s;
+  return { ...s, coordinators, encoding: params.encoding as 'json' | 'binary' };
 }
 type Settings = ReturnType<typeof settings>;
 
@@ -273,6 +303,28 @@ function statementOf(points: ScaleOutPoint[], s: Settings): string {
 
 async function run(params: ScaleOutParams): Promise<ScaleOutResult> {
   const s = settings(params);
+  const workerSweep: Omit<ScaleOutResult, 'coordinators'> =
+    s.fleetSizes.length > 0
+      ? await runWorkerSweep(params, s)
+      : {
+          params,
+          placement: PLACEMENT,
+          tensor: `FP32 [1,${SIM_ELEMENTS}] as ${params.encoding}`,
+          points: [],
+          limitRpsPerCoordinatorCore: null,
+          statement: 'not measured (--workers none)',
+          disturbed: [],
+        };
+  const coordinators =
+    s.coordinators.counts.length > 0 ? await runCoordinatorSweep(s.coordinators, s) : undefined;
+  return { ...workerSweep, ...(coordinators ? { coordinators } : {}) };
+}
+
+/** One coordinator over 1, 2, 4 ... workers; its processes are stopped before it returns. */
+async function runWorkerSweep(
+  params: ScaleOutParams,
+  s: Settings,
+): Promise<Omit<ScaleOutResult, 'coordinators'>> {
   const largest = s.fleetSizes.at(-1)!;
   const configFile = join(scratchDir(), 'config.yaml');
   writeFileSync(configFile, configYaml(s, largest));
@@ -390,6 +442,8 @@ async function run(params: ScaleOutParams): Promise<ScaleOutResult> {
     noteDisturbance(disturbed, `N=${n}`, cpu);
   }
   await loadGenerator.stop();
+  // the coordinators sweep runs next on the same cores: nothing of this fleet may idle beside it
+  await Promise.all([fleet.coordinator, ...fleet.workers].map((x) => x.stop(5000)));
   const first = points.find((p) => p.saturated);
   return {
     params,
@@ -411,8 +465,25 @@ async function run(params: ScaleOutParams): Promise<ScaleOutResult> {
 // ---- the page -------------------------------------------------------------------------------------
 
 function section(result: ScaleOutResult, charts: Charts): string[] {
-  const pts = result.points;
+  const coordinators = result.coordinators
+    ? ['### Several coordinators over the same workers', '', ...coordinatorSection(result.coordinators)]
+    : [];
   const { fleet } = result;
+  if (result.points.length === 0 || !fleet)
+    return [
+      'One coordinator in front of N workers: not measured in this run (`--workers none`).',
+      '',
+      ...coordinators,
+    ];
+  return [...workersSection(result, fleet, charts), ...coordinators];
+}
+
+function workersSection(
+  result: ScaleOutResult,
+  fleet: NonNullable<ScaleOutResult['fleet']>,
+  charts: Charts,
+): string[] {
+  const pts = result.points;
   const cpu = pts.filter((p) => p.cpuMsPerRequest.coordinator !== null);
   return [
     'One coordinator in front of N `sim` workers with a GPU-like cost, each point at a concurrency that',
@@ -488,7 +559,12 @@ function section(result: ScaleOutResult, charts: Charts): string[] {
 
 // ---- the target -----------------------------------------------------------------------------------
 
+/** The workers sweep's target, then the coordinators sweep's. */
 function targets(result: ScaleOutResult | undefined, cpuCount: number): TargetResult[] {
+  return [...workersTargets(result, cpuCount), coordinatorTargets(result?.coordinators)];
+}
+
+function workersTargets(result: ScaleOutResult | undefined, cpuCount: number): TargetResult[] {
   const base = {
     id: 'scale-out-vs-ideal',
     scenario: 'scale-out',
@@ -547,10 +623,17 @@ function targets(result: ScaleOutResult | undefined, cpuCount: number): TargetRe
 
 export const scaleOut: Scenario<ScaleOutResult, ScaleOutParams> = {
   name: 'scale-out',
-  title: 'Scale-out: one coordinator, N workers',
+  title: 'Scale-out: one coordinator over N workers, and K coordinators over the same workers',
   params: PARAMS,
   // the largest fleets take minutes to start on a small machine
-  quick: { workers: '1,2,4,8', 'duration-s': '3', 'warmup-s': '0.5', 'fleet-warmup-s': '1', 'idle-s': '1' },
+  quick: {
+    workers: '1,2,4,8',
+    'duration-s': '3',
+    'warmup-s': '0.5',
+    'fleet-warmup-s': '1',
+    'idle-s': '1',
+    'coordinator-rounds': '1',
+  },
   run,
   section,
   targets,

@@ -4,7 +4,8 @@
  *                               202 { id, status: "pending" }, Location: /v2/requests/{id}
  *                               (the infer route calls wantsAsync, then replyAccepted)
  *   GET    /v2/requests/{id}     200 { id, status: "pending" | "done" | "failed", ... }
- *   DELETE /v2/requests/{id}     cancels a pending request, or forgets a finished one
+ *   DELETE /v2/requests/{id}     cancels a pending request (200 cancelled, or 202 cancelling while
+ *                               the coordinator running it has not confirmed), or forgets a finished one
  */
 
 import type { FastifyInstance, FastifyReply } from 'fastify';
@@ -119,7 +120,8 @@ export function registerAsyncRoutes(app: FastifyInstance, requests: AsyncRequest
     try {
       const outcome = await requests.delete(id, req.principal?.name);
       if (outcome === undefined) return sendError(reply, notFound(id, requests.resultTtlMs));
-      return reply.code(200).send({ id, action: outcome });
+      // cancelling: accepted and recorded, the coordinator running it has not confirmed yet
+      return reply.code(outcome === 'cancelling' ? 202 : 200).send({ id, action: outcome });
     } catch (err) {
       return sendError(reply, toInfergridError(err));
     }

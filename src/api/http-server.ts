@@ -20,6 +20,7 @@ import { type BodyRefusal, type ContentCoding, readBody, requestCoding } from '.
 import { installResponseCompression } from './response-compression.ts';
 import { registerAsyncRoutes } from './async-routes.ts';
 import { registerCacheAdminRoutes } from './cache-admin.ts';
+import { type ClusterStatusSource, registerClusterRoutes } from './cluster-admin.ts';
 import { MAX_PATH_PARAM_CHARS, answerClientError, fromFastifyError, sendError } from './errors.ts';
 import { SERVER_NAME } from './infer-entry.ts';
 import { registerKserveRoutes } from './kserve.ts';
@@ -42,6 +43,8 @@ export interface HttpServerOptions {
   surface?: Surface;
   /** PEM certificate and key: serve HTTPS. */
   tls?: { cert: Buffer; key: Buffer } | undefined;
+  /** The cluster membership GET /admin/cluster shows; none when the config has no `cluster`. */
+  cluster?: ClusterStatusSource | undefined;
 }
 
 /** Content types a JSON body may come with: none, application/json, or any `+json`. */
@@ -197,6 +200,7 @@ export function createHttpServer(options: HttpServerOptions): FastifyInstance {
   registerStatsRoutes(app, options.coordinator);
   registerCacheAdminRoutes(app, options.coordinator);
   registerAdminRoutes(app, options.coordinator, config.coordinator.dial);
+  registerClusterRoutes(app, options.cluster);
   registerRepositoryRoutes(app, options.coordinator);
   registerOverviewRoutes(app, { ...options, requestCounts, serverName: SERVER_NAME });
   registerMetricsRoutes(app, options.coordinator);

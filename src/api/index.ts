@@ -23,3 +23,4 @@ export { parseGenerateRequest } from './triton-generate-mapping.ts';
 export { outputText } from './llm-fields.ts';
 export { hostAllowed, isLoopbackHost } from './front-guard.ts';
 export { MAX_PATH_PARAM_CHARS } from './errors.ts';
+export type { ClusterStatusSource } from './cluster-admin.ts';

@@ -146,7 +146,7 @@ export function registerRepositoryRoutes(app: FastifyInstance, coordinator: Coor
         'INVALID_ARGUMENT',
         'expected a JSON object of version -> share in percent, e.g. {"1": 90, "2": 10} ({} clears the split)',
       );
-    registry.setTraffic(req.params.model, split as Record<string, number>);
+    repository.setTraffic(req.params.model, split as Record<string, number>);
     return { model: req.params.model, traffic: registry.traffic(req.params.model) };
   });
 }

@@ -12,7 +12,15 @@
  *   that finds a pending record whose owner's lease has lapsed answers failed UNAVAILABLE ("the
  *   coordinator that ran it stopped or restarted"), at most one lease after the owner died.
  *   One write per lease period per coordinator, whatever the number of pending requests.
- * - Only the coordinator that runs a request can cancel it; the run itself is not moved.
+ * - Any coordinator sharing the store can cancel a request; only the one that runs it aborts the
+ *   run (runs are not moved). The other writes the cancel to the store (`async:cancel:<id>`),
+ *   bumps the owner's cancel marker, and, when the store has pub/sub (Redis), publishes it on
+ *   the owner's channel: the owner cancels at once and acks. The DELETE waits for that ack at
+ *   most `cancelWaitMs` (answering 'cancelled'); without it (no pub/sub, a message lost while
+ *   Redis reconnected, a slow owner) it answers 'cancelling', and the owner applies the cancel
+ *   at its next tick, where it reads its marker (one read per tick, whatever the number of
+ *   requests) and, when it changed, the cancel keys of the requests it runs. The API key rule
+ *   holds on both sides: the sender checks the stored record's owner, the owner its own.
  *
  * Ownership: once `submit` returns an id, that request's record is settled exactly once — by
  * the run's outcome, a DELETE, or `close()` — and a later outcome of the run is ignored.
@@ -22,14 +30,21 @@ import { randomUUID } from 'node:crypto';
 import type { CacheStore } from '../cache/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { type Logger, silentLogger } from '../telemetry/index.ts';
+import { type Deferred, deferred } from '../util/deferred.ts';
 import {
   type AsyncRecord,
+  type ControlMessage,
   type FailedRecord,
   type FinishedRecord,
   type PendingRecord,
   type StoredRecord,
+  cancelKey,
+  cancelMarkerKey,
+  decodeControl,
   decodeRecord,
+  encodeControl,
   encodeRecord,
+  eventsChannel,
   instanceKey,
   recordKey,
 } from './record.ts';
@@ -40,6 +55,8 @@ export const DEFAULT_MAX_RESULTS = 10_000;
 export const DEFAULT_MAX_RESULT_BYTES = 256 * 1024 * 1024;
 export const DEFAULT_SWEEP_INTERVAL_MS = 30_000;
 export const DEFAULT_INSTANCE_LEASE_MS = 30_000;
+/** How long a DELETE on a coordinator that does not run the request waits for the owner's ack, ms. */
+export const DEFAULT_CANCEL_WAIT_MS = 2000;
 /** How long a pending record stays in the store when submit names no timeoutMs, ms (plus resultTtlMs). */
 export const DEFAULT_PENDING_STORE_TTL_MS = 60 * 60_000;
 /** Timers and store TTLs take at most 2^31−1 ms. */
@@ -71,6 +88,12 @@ export interface AsyncRequestsOptions {
   instanceLeaseMs?: number;
   /** Names this coordinator in the store. Default: a random UUID, new at every start. */
   instanceId?: string;
+  /**
+   * How long a DELETE of a request running on another coordinator waits for that coordinator
+   * to confirm the cancel (needs pub/sub: a Redis store), ms; 0 answers 'cancelling' at once.
+   * Default 2000.
+   */
+  cancelWaitMs?: number;
 }
 
 export interface AsyncSubmitOptions {
@@ -86,7 +109,12 @@ export interface AsyncSubmitOptions {
 /** Produces the response JSON; aborting the signal asks it to stop (DELETE, close). */
 export type AsyncRun = (signal: AbortSignal) => Promise<object>;
 
-export type AsyncDeleteOutcome = 'cancelled' | 'forgotten';
+/**
+ * 'cancelled': the run was cancelled (here, or confirmed by the coordinator running it);
+ * 'cancelling': the cancel is recorded for the coordinator running it, which has not confirmed
+ * yet (it applies it within a third of its lease); 'forgotten': it had finished and is forgotten.
+ */
+export type AsyncDeleteOutcome = 'cancelled' | 'cancelling' | 'forgotten';
 
 export interface AsyncRequestsStats {
   /** Runs in flight (a cancelled run counts until it settles). */
@@ -96,6 +124,10 @@ export interface AsyncRequestsStats {
   resultBytes: number;
   /** Store operations that failed. */
   storeErrors: number;
+  /** Runs here cancelled on behalf of another coordinator. */
+  remoteCancels: number;
+  /** Control messages (from the store or a channel) refused as malformed or not the request owner's. */
+  refusedMessages: number;
 }
 
 interface Run {
@@ -142,6 +174,17 @@ export class AsyncRequests {
   /** The latest lease write; a pending record is written only after the lease that vouches for it. */
   #lease: Promise<void> = Promise.resolve();
   #storeErrors = 0;
+  #remoteCancels = 0;
+  #refusedMessages = 0;
+  readonly #cancelWaitMs: number;
+  /** DELETEs here waiting for another coordinator's ack, by request id. */
+  readonly #acks = new Map<string, Deferred<'cancelled' | 'finished' | 'timeout'>>();
+  /** Resolves once this instance listens on its channel (or could not: then ticks alone apply cancels). */
+  readonly #listening: Promise<void>;
+  #unsubscribe: (() => Promise<void>) | undefined;
+  /** The owner's cancel marker as last read; a different value means new cancel keys. */
+  #cancelMarker: string | undefined;
+  #checkingCancels = false;
   readonly #timer: NodeJS.Timeout;
   #closed = false;
 
@@ -160,6 +203,8 @@ export class AsyncRequests {
     }
     checkInteger('sweepIntervalMs', sweepIntervalMs, 1);
     checkInteger('instanceLeaseMs', this.#instanceLeaseMs, 3);
+    this.#cancelWaitMs = options.cancelWaitMs ?? DEFAULT_CANCEL_WAIT_MS;
+    checkInteger('cancelWaitMs', this.#cancelWaitMs, 0);
     this.instanceId = options.instanceId ?? randomUUID();
     this.#store = options.store;
     this.#logger = options.logger ?? silentLogger();
@@ -171,8 +216,19 @@ export class AsyncRequests {
     this.#timer = setInterval(() => {
       this.#sweep();
       this.#renewLease();
+      void this.#checkCancels();
     }, tickMs);
     this.#timer.unref();
+    this.#listening = this.#listen();
+  }
+
+  /**
+   * Resolves once this instance listens for cancels and acks from other coordinators (at once
+   * without a store that has pub/sub; a subscription that fails is logged, and the ticks then
+   * apply cancels alone). Never rejects.
+   */
+  ready(): Promise<void> {
+    return this.#listening;
   }
 
   /**
@@ -264,8 +320,8 @@ export class AsyncRequests {
   /**
    * DELETE: a pending request run here is cancelled (its signal aborts; it is recorded failed
    * CANCELLED and kept like any outcome); a finished one is forgotten, here and in the store.
-   * Undefined when unknown. A request pending on another live coordinator cannot be cancelled
-   * from here: UNAVAILABLE naming it.
+   * Undefined when unknown. A request pending on another live coordinator is cancelled there
+   * (see the header): 'cancelled' once it confirms within cancelWaitMs, else 'cancelling'.
    */
   async delete(id: string, owner?: string): Promise<AsyncDeleteOutcome | undefined> {
     // another owner's request is left alone and answered like an unknown one
@@ -288,16 +344,173 @@ export class AsyncRequests {
       stored.instanceId !== this.instanceId &&
       (await this.#isAlive(stored.instanceId))
     ) {
-      throw new InfergridError(
-        'UNAVAILABLE',
-        `request ${id} is running on another coordinator (instance ${stored.instanceId}), which alone can cancel it; send the DELETE there, or wait until it finishes`,
-        { details: { instanceId: stored.instanceId } },
-      );
+      const outcome = await this.#cancelElsewhere(store, id, stored.instanceId, stored.expiresAtMs, owner);
+      if (outcome !== 'finished') return outcome;
+      // it finished before the cancel reached it: forgotten, as a DELETE of a finished one is
     }
     known ||= stored !== undefined;
     this.#write(id, 'forget the request', () => store.delete(recordKey(id)));
     await this.#writes.get(id);
     return known ? 'forgotten' : undefined;
+  }
+
+  /**
+   * Asks `ownerInstance`, which runs request `id`, to cancel it: the cancel key, the owner's
+   * marker, then (with pub/sub) the message, and a wait of at most cancelWaitMs for its ack.
+   */
+  async #cancelElsewhere(
+    store: CacheStore,
+    id: string,
+    ownerInstance: string,
+    expiresAtMs: number,
+    owner: string | undefined,
+  ): Promise<'cancelled' | 'cancelling' | 'finished'> {
+    const message = encodeControl({ kind: 'cancel', id, owner, from: this.instanceId });
+    const ttlMs = Math.max(1, Math.min(MAX_MS, expiresAtMs - this.#now()));
+    try {
+      await store.set(cancelKey(id), message, ttlMs);
+      // written after the cancel key: an owner that reads the new marker finds the key
+      await store.set(
+        cancelMarkerKey(ownerInstance),
+        Buffer.from(randomUUID()),
+        Math.min(MAX_MS, 3 * this.#instanceLeaseMs),
+      );
+    } catch (err) {
+      this.#storeFailed(err, 'record the cancel', id);
+      throw new InfergridError(
+        'UNAVAILABLE',
+        `request ${id} runs on another coordinator (instance ${ownerInstance}) and the cancel could not be recorded in the shared store; retry the DELETE`,
+        { details: { instanceId: ownerInstance }, cause: err },
+      );
+    }
+    const pubSub = store.pubSub;
+    if (!pubSub || this.#cancelWaitMs === 0) return 'cancelling';
+    let ack = this.#acks.get(id);
+    if (!ack) {
+      const waiting = deferred<'cancelled' | 'finished' | 'timeout'>();
+      ack = waiting;
+      this.#acks.set(id, waiting);
+      const timer = setTimeout(() => waiting.resolve('timeout'), this.#cancelWaitMs);
+      void waiting.promise.then(() => {
+        clearTimeout(timer);
+        if (this.#acks.get(id) === waiting) this.#acks.delete(id);
+      });
+    }
+    try {
+      await pubSub.publish(eventsChannel(ownerInstance), message);
+    } catch (err) {
+      // recorded in the store: the owner's tick applies it
+      this.#storeFailed(err, 'publish the cancel', id);
+      return 'cancelling';
+    }
+    const outcome = await ack.promise;
+    return outcome === 'timeout' ? 'cancelling' : outcome;
+  }
+
+  /** Subscribes to this instance's channel, when the store has pub/sub. */
+  async #listen(): Promise<void> {
+    const pubSub = this.#store?.pubSub;
+    if (!pubSub) return;
+    try {
+      const unsubscribe = await pubSub.subscribe(eventsChannel(this.instanceId), (bytes) =>
+        this.#onControl(bytes, 'channel'),
+      );
+      if (this.#closed) await unsubscribe();
+      else this.#unsubscribe = unsubscribe;
+    } catch (err) {
+      this.#storeFailed(err, 'listen for cancels from other coordinators (ticks will apply them)', undefined);
+    }
+  }
+
+  /** A control message from a channel or a cancel key (`keyId`: the request its key names): checked, then applied. */
+  #onControl(bytes: Uint8Array, from: 'channel' | 'store', keyId?: string): void {
+    let message: ControlMessage;
+    try {
+      message = decodeControl(bytes, isAsyncRequestId);
+      if (keyId !== undefined && (message.kind !== 'cancel' || message.id !== keyId)) {
+        throw new Error(`the cancel key of request ${keyId} holds something else`);
+      }
+    } catch (err) {
+      this.#refused(err, from, keyId);
+      return;
+    }
+    if (message.kind === 'ack') {
+      this.#acks.get(message.id)?.resolve(message.outcome);
+      return;
+    }
+    this.#applyCancel(message, from);
+  }
+
+  /** Another coordinator's cancel of a request run here: applied when the API key matches, then acked. */
+  #applyCancel(message: ControlMessage & { kind: 'cancel' }, from: 'channel' | 'store'): void {
+    const { id } = message;
+    const run = this.#runs.get(id);
+    if (run && run.record.owner !== message.owner) {
+      // the sender checked the stored owner; a mismatch here is a forged or corrupted message
+      this.#refused(new Error("the cancel names another API key than the request's"), from, id);
+      return;
+    }
+    let outcome: 'cancelled' | 'finished' = 'finished';
+    if (run && !run.settled) {
+      const err = new InfergridError(
+        'CANCELLED',
+        `request ${id} was cancelled by DELETE /v2/requests/${id} (through coordinator instance ${message.from})`,
+      );
+      this.#settle(run, this.#failed(run.record, err));
+      run.controller.abort(err);
+      this.#remoteCancels++;
+      outcome = 'cancelled';
+    }
+    const store = this.#store;
+    if (!store) return;
+    this.#write(id, 'clear the applied cancel', () => store.delete(cancelKey(id)));
+    const pubSub = store.pubSub;
+    if (!pubSub) return;
+    // after the outcome's write: a sender that reads the record on the ack sees it
+    const ack = encodeControl({ kind: 'ack', id, outcome, from: this.instanceId });
+    void (this.#writes.get(id) ?? Promise.resolve())
+      .then(() => pubSub.publish(eventsChannel(message.from), ack))
+      .catch((err: unknown) => this.#storeFailed(err, 'ack the cancel', id));
+  }
+
+  /**
+   * The tick's part of cancels: reads this instance's marker and, when it changed since the last
+   * read, the cancel key of each request running here.
+   */
+  async #checkCancels(): Promise<void> {
+    const store = this.#store;
+    if (!store || this.#closed || this.#checkingCancels) return;
+    let running = false;
+    for (const run of this.#runs.values()) running ||= !run.settled;
+    if (!running) return;
+    this.#checkingCancels = true;
+    try {
+      const marker = await store.get(cancelMarkerKey(this.instanceId));
+      // markers are UUIDs: whatever else is there, only its first bytes are looked at
+      const value =
+        marker === undefined
+          ? undefined
+          : Buffer.from(marker.buffer, marker.byteOffset, Math.min(64, marker.byteLength)).toString('latin1');
+      if (value === this.#cancelMarker) return;
+      this.#cancelMarker = value;
+      for (const [id, run] of [...this.#runs]) {
+        if (run.settled) continue;
+        const bytes = await store.get(cancelKey(id));
+        if (bytes !== undefined) this.#onControl(bytes, 'store', id);
+      }
+    } catch (err) {
+      this.#storeFailed(err, 'read the cancels asked by other coordinators', undefined);
+    } finally {
+      this.#checkingCancels = false;
+    }
+  }
+
+  #refused(err: unknown, from: 'channel' | 'store', id: string | undefined): void {
+    this.#refusedMessages++;
+    this.#logger.warn(
+      { err, id, from, store: this.#store?.name },
+      'async requests: refused a control message from another coordinator',
+    );
   }
 
   /** Resolves once every store write made so far has landed (or failed and been logged). */
@@ -312,6 +525,8 @@ export class AsyncRequests {
       results: this.#finished.size,
       resultBytes: this.#finishedBytes,
       storeErrors: this.#storeErrors,
+      remoteCancels: this.#remoteCancels,
+      refusedMessages: this.#refusedMessages,
     };
   }
 
@@ -333,6 +548,13 @@ export class AsyncRequests {
       this.#settle(run, this.#failed(run.record, err));
       run.controller.abort(err);
     }
+    for (const ack of this.#acks.values()) ack.resolve('timeout');
+    await this.#listening;
+    const unsubscribe = this.#unsubscribe;
+    this.#unsubscribe = undefined;
+    await unsubscribe?.().catch((err: unknown) =>
+      this.#storeFailed(err, 'stop listening for cancels', undefined),
+    );
     await this.flush();
     const store = this.#store;
     if (store) {

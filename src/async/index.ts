@@ -14,7 +14,7 @@ export {
   DEFAULT_SWEEP_INTERVAL_MS,
   isAsyncRequestId,
 } from './async-requests.ts';
-export { persistentTier } from './persistent-tier.ts';
+export { asyncStore, persistentTier } from './persistent-tier.ts';
 export {
   type AsyncRecord,
   type AsyncRequestStatus,

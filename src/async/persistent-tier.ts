@@ -1,4 +1,5 @@
-import { type CacheStore, TieredStore } from '../cache/index.ts';
+import { type CacheStore, RedisStore, TieredStore } from '../cache/index.ts';
+import type { ClusterConfig } from '../config/index.ts';
 
 /**
  * The part of a coordinator's cache store that outlives the process or is shared (SQLite,
@@ -14,4 +15,22 @@ export function persistentTier(store: CacheStore | undefined): CacheStore | unde
     return new TieredStore(lower);
   }
   return store.name === 'memory' ? undefined : store;
+}
+
+/**
+ * The store asynchronous requests keep their records in: the cache's persistent tiers, and,
+ * in a cluster whose cache has no Redis tier, the cluster's Redis besides (so a request is
+ * pollable and cancellable on every coordinator with only `cluster` configured). `owned` is
+ * the store opened here, which the caller closes; it connects in the background, so a Redis
+ * that is down at start-up fails nothing.
+ */
+export function asyncStore(
+  cacheStore: CacheStore | undefined,
+  cluster: ClusterConfig | undefined,
+): { store: CacheStore | undefined; owned: CacheStore | undefined } {
+  const lower = persistentTier(cacheStore);
+  const tiers = lower instanceof TieredStore ? lower.tiers : lower ? [lower] : [];
+  if (!cluster || tiers.some((t) => t.name === 'redis')) return { store: lower, owned: undefined };
+  const owned = RedisStore.open({ ...cluster.redis, namespace: cluster.redis.namespace });
+  return { store: lower ? new TieredStore([...tiers, owned]) : owned, owned };
 }

@@ -5,6 +5,12 @@
  * `async:<id>`; a record carries its own expiry (`expires_at_ms`, by the writer's clock) so no
  * copy in any tier is served past it, whatever the tier's own TTL. An owner's liveness key,
  * `async:instance:<instance id>`, holds nothing useful and lives as long as its lease.
+ *
+ * Cancels across coordinators (JSON, `"v": 1`): a coordinator that does not run a request
+ * writes a cancel message under `async:cancel:<id>` (it lives as long as the pending record),
+ * then a fresh random value under the owner's marker `async:cancels:<instance id>`, then
+ * publishes the message on the owner's channel `async:events:<instance id>`. The owner answers
+ * on the sender's channel with an ack. None of these keys is a UUID, so none is a request id.
  */
 
 import type { WireError } from '../errors.ts';
@@ -49,7 +55,72 @@ export type FinishedRecord = DoneRecord | FailedRecord;
 export const STORE_KEY_PREFIX = 'async:';
 /** Store key of a coordinator instance's liveness lease (never a UUID, so never a request id). */
 export const INSTANCE_KEY_PREFIX = 'async:instance:';
+/** Store key of a cancel asked by another coordinator. */
+export const CANCEL_KEY_PREFIX = 'async:cancel:';
+/** Store key an owner reads every tick: a new value means new cancel keys may be waiting. */
+export const CANCEL_MARKER_PREFIX = 'async:cancels:';
+/** Pub/sub channel a coordinator listens on for cancels and acks. */
+export const EVENTS_CHANNEL_PREFIX = 'async:events:';
+/** A control message bigger than this, read from the store or a channel, is refused. */
+export const MAX_CONTROL_MESSAGE_BYTES = 4096;
+const MAX_NAME_LENGTH = 512;
 const FORMAT_VERSION = 1;
+
+export function cancelKey(id: string): string {
+  return CANCEL_KEY_PREFIX + id;
+}
+
+export function cancelMarkerKey(instanceId: string): string {
+  return CANCEL_MARKER_PREFIX + instanceId;
+}
+
+export function eventsChannel(instanceId: string): string {
+  return EVENTS_CHANNEL_PREFIX + instanceId;
+}
+
+/**
+ * What one coordinator tells another about a request the second runs: cancel it (on behalf
+ * of `owner`, the API key the DELETE came with), or, back, what became of that cancel
+ * ('cancelled'; 'finished': it had already finished or is not run there).
+ */
+export type ControlMessage =
+  | { kind: 'cancel'; id: string; owner?: string | undefined; from: string }
+  | { kind: 'ack'; id: string; outcome: 'cancelled' | 'finished'; from: string };
+
+export function encodeControl(message: ControlMessage): Uint8Array {
+  return Buffer.from(JSON.stringify({ v: FORMAT_VERSION, ...message }), 'utf8');
+}
+
+function isName(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= MAX_NAME_LENGTH;
+}
+
+/** Reads a control message back; throws (Error naming what is wrong) on anything else. */
+export function decodeControl(bytes: Uint8Array, isRequestId: (id: string) => boolean): ControlMessage {
+  if (bytes.byteLength > MAX_CONTROL_MESSAGE_BYTES) {
+    throw new Error(`control message of ${bytes.byteLength} bytes, over ${MAX_CONTROL_MESSAGE_BYTES}`);
+  }
+  const parsed: unknown = JSON.parse(
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString(),
+  );
+  if (!isObject(parsed)) throw new Error('not a JSON object');
+  if (parsed.v !== FORMAT_VERSION) throw new Error(`format version ${String(parsed.v)}, expected 1`);
+  const { kind, id, from } = parsed;
+  if (typeof id !== 'string' || !isRequestId(id)) throw new Error('id is not a request id');
+  if (!isName(from)) throw new Error('from is not an instance id');
+  if (kind === 'cancel') {
+    const owner = parsed.owner;
+    if (owner !== undefined && typeof owner !== 'string') throw new Error('owner is not a string');
+    if (typeof owner === 'string' && owner.length > MAX_NAME_LENGTH) throw new Error('owner is too long');
+    return { kind, id, from, ...(owner !== undefined ? { owner } : {}) };
+  }
+  if (kind === 'ack') {
+    const outcome = parsed.outcome;
+    if (outcome !== 'cancelled' && outcome !== 'finished') throw new Error('unknown ack outcome');
+    return { kind, id, from, outcome };
+  }
+  throw new Error(`unknown kind ${JSON.stringify(kind)}`);
+}
 
 export function recordKey(id: string): string {
   return STORE_KEY_PREFIX + id;

@@ -17,8 +17,21 @@
  * half that batch's compute time, the batcher waits until as many requests as it had are queued.
  * A model serving one client at a time never waits: its batches have one request.
  *
+ * Fairness between senders (`source`: on a worker, one per coordinator connection). Batches
+ * form from every sender's requests alike; only admission tells them apart, so that one sender
+ * flooding the queue cannot starve another. While one sender alone has requests queued, nothing
+ * changes (one Map update per enqueue and dequeue). With several, each sender's fair share is
+ * maxQueueSize / senders with requests queued (the newcomer counted):
+ * - once the queue holds `fairShareThreshold` of maxQueueSize, a sender at or over its share is
+ *   refused OVERLOADED while the others are still admitted;
+ * - when the queue is full, a sender under its share pushes out the newest queued request of the
+ *   sender holding the most (over its share, at the same or a less urgent level), which is
+ *   answered OVERLOADED (retryable: its coordinator tries another worker).
+ * Within a priority level the queue stays FIFO: a light sender's request waits behind at most
+ * what the queue holds, of which a heavy sender holds about its share.
+ *
  * Contract: every submitted request is settled exactly once — with its own outputs, or
- * OVERLOADED (queue full, at once), DEADLINE_EXCEEDED (expired before it ran; it never reaches
+ * OVERLOADED (queue full, or pushed out for a sender under its fair share), DEADLINE_EXCEEDED (expired before it ran; it never reaches
  * the model), its signal's reason (cancelled: removed from the queue), or the batch's error.
  * A request cancelled or expired while its batch runs is answered at once; the batch's own
  * signal aborts only when every request in it has been answered so, since until then someone
@@ -61,6 +74,11 @@ export interface BatcherOptions {
   instances: number;
   /** Priority levels; 1 is the most urgent. */
   priorityLevels: number;
+  /**
+   * With several senders queued, the fraction of maxQueueSize from which a sender holding its
+   * fair share (maxQueueSize / senders) or more is refused. 0..1; default 0.5.
+   */
+  fairShareThreshold?: number;
   /** Level of a request that names none. */
   defaultPriorityLevel: number;
   /**
@@ -121,7 +139,17 @@ export interface SubmitOptions {
   trace?: SubmitTrace | undefined;
   /** Filled in when the request succeeds: its queue time and its batch's phases, ns. */
   timings?: ComputeTimings | undefined;
+  /**
+   * Who sent it, compared by identity (a worker passes the coordinator's connection): senders
+   * share the queue fairly (see the header). Absent: one anonymous sender.
+   */
+  source?: BatcherSource | undefined;
 }
+
+/** A sender of requests, for fairness between senders; compared by identity. */
+export type BatcherSource = object | string | number;
+
+export const DEFAULT_FAIR_SHARE_THRESHOLD = 0.5;
 
 /**
  * A batch being executed, and the context its `execute` gets. Its signal is made only when
@@ -188,6 +216,7 @@ interface Item {
   readonly signal: AbortSignal | undefined;
   readonly trace: SubmitTrace | undefined;
   readonly timings: ComputeTimings | undefined;
+  readonly source: BatcherSource | undefined;
   /** Time it waited in the queue, ms (once its batch starts). */
   queuedMs: number;
   readonly resolve: (outputs: Tensor[]) => void;
@@ -207,6 +236,10 @@ export class Batcher {
   readonly #levels: Item[][];
   #queued = 0;
   #queuedBytes = 0;
+  /** Requests queued per sender; a sender with none is not in it. */
+  readonly #bySource = new Map<BatcherSource | undefined, number>();
+  /** Queued requests from which a sender at its fair share is refused. */
+  readonly #fairFrom: number;
   #running = 0;
   #timer: unknown;
   #timerAt = Number.POSITIVE_INFINITY;
@@ -229,7 +262,12 @@ export class Batcher {
       throw new RangeError('defaultPriorityLevel must be within 1..priorityLevels');
     }
     for (const p of options.preferredBatchSizes) int(p, 1, 'each preferred batch size');
-    this.#o = { clock: REAL_CLOCK, refillWait: true, ...options };
+    const threshold = options.fairShareThreshold ?? DEFAULT_FAIR_SHARE_THRESHOLD;
+    if (!(threshold >= 0 && threshold <= 1)) {
+      throw new RangeError(`fairShareThreshold must be within 0..1, got ${threshold}`);
+    }
+    this.#o = { clock: REAL_CLOCK, refillWait: true, fairShareThreshold: threshold, ...options };
+    this.#fairFrom = Math.ceil(options.maxQueueSize * threshold);
     this.#levels = Array.from({ length: options.priorityLevels }, () => []);
   }
 
@@ -281,6 +319,16 @@ export class Batcher {
         ),
       );
     }
+    const source = options.source;
+    const senders = this.#bySource;
+    // several senders share the queue (a newcomer counts): their shares decide first
+    if (senders.size > 1 || (senders.size === 1 && !senders.has(source))) {
+      const refused = this.#fairAdmission(source, level, bytes);
+      if (refused) {
+        o.stats.onRejected('overloaded');
+        return Promise.reject(refused);
+      }
+    }
     if (this.#queued >= o.maxQueueSize || this.#queuedBytes + bytes > o.maxQueueBytes) {
       o.stats.onRejected('overloaded');
       const full = this.#queued >= o.maxQueueSize ? `${this.#queued} requests` : `${this.#queuedBytes} bytes`;
@@ -309,6 +357,7 @@ export class Batcher {
         signal: options.signal,
         trace: options.trace,
         timings: options.timings,
+        source,
         queuedMs: 0,
         resolve,
         reject,
@@ -331,9 +380,63 @@ export class Batcher {
       this.#levels[level]!.push(item);
       this.#queued++;
       this.#queuedBytes += bytes;
+      senders.set(source, (senders.get(source) ?? 0) + 1);
       o.stats.onQueueDepth(this.#queued);
       this.#schedule();
     });
+  }
+
+  /**
+   * Admission with several senders queued: the error refusing `source`'s request, or undefined
+   * to go on (after pushing another sender's request out when the queue was full).
+   */
+  #fairAdmission(
+    source: BatcherSource | undefined,
+    level: number,
+    bytes: number,
+  ): InfergridError | undefined {
+    const { maxQueueSize, name } = this.#o;
+    const senders = this.#bySource;
+    const active = senders.size + (senders.has(source) ? 0 : 1);
+    const share = Math.max(1, Math.floor(maxQueueSize / active));
+    const mine = senders.get(source) ?? 0;
+    if (this.#queued >= this.#fairFrom && mine >= share) {
+      return new InfergridError(
+        'OVERLOADED',
+        `${name}: this sender has ${mine} of the ${this.#queued} queued requests, its fair share of the queue while ${active} senders share it; retry later or on another worker`,
+        { details: { retryAfterSeconds: 1, queued: this.#queued, fairShare: share } },
+      );
+    }
+    if (this.#queued < maxQueueSize) return undefined;
+    // full, and this sender is under its share: the heaviest sender over its share makes room
+    let heaviest: BatcherSource | undefined;
+    let most = share;
+    for (const [sender, n] of senders) {
+      if (n > most) {
+        heaviest = sender;
+        most = n;
+      }
+    }
+    if (most === share) return undefined; // nobody over their share: refused as full
+    for (let l = this.#levels.length - 1; l >= level; l--) {
+      const queue = this.#levels[l]!;
+      for (let i = queue.length - 1; i >= 0; i--) {
+        const victim = queue[i]!;
+        if (victim.source !== heaviest) continue;
+        // only when its room is enough: a push-out that still leaves no room helps nobody
+        if (this.#queuedBytes - victim.bytes + bytes > this.#o.maxQueueBytes) return undefined;
+        this.#o.stats.onRejected('overloaded');
+        this.#settle(victim, {
+          error: new InfergridError(
+            'OVERLOADED',
+            `${name}: pushed out of the full queue to admit a sender under its fair share (this one held ${most} of ${this.#queued}); retry later or on another worker`,
+            { details: { retryAfterSeconds: 1, queued: this.#queued, fairShare: share } },
+          ),
+        });
+        return undefined;
+      }
+    }
+    return undefined;
   }
 
   #level(priority: number | undefined): number | InfergridError {
@@ -372,6 +475,9 @@ export class Batcher {
     item.queued = false;
     this.#queued--;
     this.#queuedBytes -= item.bytes;
+    const left = this.#bySource.get(item.source)! - 1;
+    if (left === 0) this.#bySource.delete(item.source);
+    else this.#bySource.set(item.source, left);
     this.#o.stats.onQueueDepth(this.#queued);
   }
 

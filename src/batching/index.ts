@@ -2,6 +2,8 @@ export {
   Batcher,
   type BatcherClock,
   type BatcherOptions,
+  type BatcherSource,
+  DEFAULT_FAIR_SHARE_THRESHOLD,
   type ExecuteContext,
   REAL_CLOCK,
   type SubmitOptions,

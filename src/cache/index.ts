@@ -11,5 +11,5 @@ export {
   ResponseCache,
 } from './response-cache.ts';
 export { SQLITE_TABLE, SqliteStore, type SqliteStoreOptions } from './sqlite-store.ts';
-export { type CacheStore, type KvApi, type StoreStats, kvApi } from './store.ts';
+export { type CacheStore, type KvApi, type StorePubSub, type StoreStats, kvApi } from './store.ts';
 export { TieredStore } from './tiered-store.ts';

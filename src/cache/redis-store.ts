@@ -6,11 +6,16 @@
  * At start-up an unreachable Redis is an error naming the URL (or, when `required` is false, a
  * warning and no Redis tier). At run time every failure counts as a miss: a cache that is down
  * must never fail a request.
+ *
+ * Pub/sub (`pubSub`) rides on a second connection, opened only when something first subscribes
+ * (a subscribed Redis connection can send nothing else); ioredis subscribes again after a
+ * reconnect, and what was published in between is lost, as the StorePubSub contract says.
+ * Channels live under the same namespace as keys (`<namespace>ig:v1:cache:<channel>`).
  */
 
 import { Redis } from 'ioredis';
 import { InfergridError } from '../errors.ts';
-import type { CacheStore, StoreStats } from './store.ts';
+import type { CacheStore, StorePubSub, StoreStats } from './store.ts';
 
 export const REDIS_PREFIX = 'ig:v1:cache:';
 
@@ -29,6 +34,23 @@ export class RedisStore implements CacheStore {
   readonly #redis: Redis;
   readonly #prefix: string;
   #errors = 0;
+  /** The subscriber connection, once something subscribed. */
+  #subscriber: Promise<Redis> | undefined;
+  /** Handlers by full channel name. */
+  readonly #handlers = new Map<string, Set<(message: Uint8Array) => void>>();
+  #closed = false;
+  readonly pubSub: StorePubSub = {
+    publish: async (channel, message) => {
+      const bytes = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+      try {
+        await this.#redis.publish(this.#prefix + channel, bytes);
+      } catch (err) {
+        this.#errors++;
+        throw err;
+      }
+    },
+    subscribe: (channel, onMessage) => this.#subscribe(this.#prefix + channel, onMessage),
+  };
 
   private constructor(redis: Redis, options: RedisStoreOptions) {
     this.#redis = redis;
@@ -36,18 +58,72 @@ export class RedisStore implements CacheStore {
     this.#prefix = `${options.namespace ?? ''}${REDIS_PREFIX}`;
   }
 
+  async #subscribe(channel: string, onMessage: (message: Uint8Array) => void): Promise<() => Promise<void>> {
+    if (this.#closed) throw new InfergridError('UNAVAILABLE', `cache store redis ${this.url} is closed`);
+    this.#subscriber ??= this.#openSubscriber();
+    let subscriber: Redis;
+    try {
+      subscriber = await this.#subscriber;
+    } catch (err) {
+      this.#subscriber = undefined;
+      this.#errors++;
+      throw err;
+    }
+    let handlers = this.#handlers.get(channel);
+    if (!handlers) {
+      handlers = new Set();
+      this.#handlers.set(channel, handlers);
+    }
+    // a handler set before SUBSCRIBE answers sees every message from then on
+    handlers.add(onMessage);
+    if (handlers.size === 1) {
+      try {
+        await subscriber.subscribe(channel);
+      } catch (err) {
+        handlers.delete(onMessage);
+        if (this.#handlers.get(channel)?.size === 0) this.#handlers.delete(channel);
+        this.#errors++;
+        throw err;
+      }
+    }
+    return async () => {
+      const set = this.#handlers.get(channel);
+      if (!set?.delete(onMessage) || set.size > 0) return;
+      this.#handlers.delete(channel);
+      await subscriber.unsubscribe(channel).catch(() => {
+        this.#errors++;
+      });
+    };
+  }
+
+  async #openSubscriber(): Promise<Redis> {
+    // the same options as the command connection, queueing while it reconnects (SUBSCRIBE is replayed)
+    const subscriber = this.#redis.duplicate({ lazyConnect: true, enableOfflineQueue: true });
+    subscriber.on('error', () => {}); // reported through the subscribe calls that fail
+    subscriber.on('messageBuffer', (channel: Buffer, message: Buffer) => {
+      const handlers = this.#handlers.get(channel.toString());
+      if (!handlers) return;
+      for (const handler of handlers) {
+        try {
+          handler(message);
+        } catch {
+          // a subscriber's own failure must not break delivery to the others
+          this.#errors++;
+        }
+      }
+    });
+    try {
+      await subscriber.connect();
+    } catch (err) {
+      subscriber.disconnect();
+      throw err;
+    }
+    return subscriber;
+  }
+
   /** Connects (within connectTimeoutMs) or throws an error naming the URL. */
   static async connect(options: RedisStoreOptions): Promise<RedisStore> {
-    const redis = new Redis(options.url, {
-      lazyConnect: true,
-      connectTimeout: options.connectTimeoutMs,
-      commandTimeout: options.commandTimeoutMs,
-      // fail commands fast while disconnected instead of queueing them: a miss is better than a wait
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(2000, 50 * 2 ** attempt),
-    });
-    redis.on('error', () => {}); // reported through the commands that fail
+    const redis = RedisStore.#client(options, true);
     try {
       await redis.connect();
       await redis.ping();
@@ -60,6 +136,29 @@ export class RedisStore implements CacheStore {
       );
     }
     return new RedisStore(redis, options);
+  }
+
+  /**
+   * A store that connects in the background and keeps reconnecting: for state that must not
+   * stop a start while Redis is down (the cluster's asynchronous requests); its commands fail,
+   * and count as misses, until Redis answers.
+   */
+  static open(options: RedisStoreOptions): RedisStore {
+    return new RedisStore(RedisStore.#client(options, false), options);
+  }
+
+  static #client(options: RedisStoreOptions, lazyConnect: boolean): Redis {
+    const redis = new Redis(options.url, {
+      lazyConnect,
+      connectTimeout: options.connectTimeoutMs,
+      commandTimeout: options.commandTimeoutMs,
+      // fail commands fast while disconnected instead of queueing them: a miss is better than a wait
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(2000, 50 * 2 ** attempt),
+    });
+    redis.on('error', () => {}); // reported through the commands that fail
+    return redis;
   }
 
   async #try<T>(op: () => Promise<T>, fallback: T): Promise<T> {
@@ -126,6 +225,11 @@ export class RedisStore implements CacheStore {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
+    this.#handlers.clear();
     this.#redis.disconnect();
+    const subscriber = this.#subscriber;
+    this.#subscriber = undefined;
+    if (subscriber) await subscriber.then((s) => s.disconnect()).catch(() => {});
   }
 }

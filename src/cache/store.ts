@@ -15,9 +15,26 @@ export interface StoreStats {
   errors: number;
 }
 
+/**
+ * Fire-and-forget messages between the processes sharing a store (Redis pub/sub). Delivery is
+ * at most once: a message sent while a subscriber is disconnected is lost, so a user keeps a
+ * slower path (a key it reads periodically) for what must not be missed.
+ */
+export interface StorePubSub {
+  /** Sends `message` to every current subscriber of `channel` (none: dropped). Throws when the store cannot be reached. */
+  publish(channel: string, message: Uint8Array): Promise<void>;
+  /**
+   * Calls `onMessage` with each message published on `channel` from now on, until the returned
+   * function is called. Resolves once the subscription is active; throws when it cannot be made.
+   */
+  subscribe(channel: string, onMessage: (message: Uint8Array) => void): Promise<() => Promise<void>>;
+}
+
 export interface CacheStore {
   /** "memory", "sqlite", "redis", or a tier list such as "memory+sqlite". */
   readonly name: string;
+  /** Messages to the other processes sharing this store; only a shared store (Redis) has them. */
+  readonly pubSub?: StorePubSub | undefined;
   get(key: string): Promise<Uint8Array | undefined>;
   /** Like get, with the time the entry has left (undefined: no TTL); lets a tier above keep a copy no longer. */
   getEntry?(key: string): Promise<{ value: Uint8Array; ttlMs: number | undefined } | undefined>;

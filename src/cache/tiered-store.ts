@@ -7,13 +7,15 @@
  * expiry inside them, so no copy anywhere is ever served past it.
  */
 
-import type { CacheStore, StoreStats } from './store.ts';
+import type { CacheStore, StorePubSub, StoreStats } from './store.ts';
 
 export class TieredStore implements CacheStore {
   readonly name: string;
   readonly tiers: readonly CacheStore[];
   /** Hits per tier, by tier name. */
   readonly hitsByTier: Record<string, number>;
+  /** The first tier's that has one (Redis): messages go where the shared state is. */
+  readonly pubSub: StorePubSub | undefined;
   /** TTL to give an entry promoted into an upper tier, ms (lower tiers do not tell what is left). */
   readonly #promoteTtlMs: number | undefined;
 
@@ -23,6 +25,7 @@ export class TieredStore implements CacheStore {
     this.name = tiers.map((t) => t.name).join('+');
     this.hitsByTier = Object.fromEntries(tiers.map((t) => [t.name, 0]));
     this.#promoteTtlMs = promoteTtlMs;
+    this.pubSub = tiers.find((t) => t.pubSub !== undefined)?.pubSub;
   }
 
   async get(key: string): Promise<Uint8Array | undefined> {

@@ -19,6 +19,11 @@ Options:
       --grpc-port <port>   KServe v2 gRPC port, 0 for any free one (default 8001;
                            coordinator.grpc.enabled: false turns it off; docs/grpc.md)
   -w, --worker <host:port> dial a static worker; repeatable
+      --cluster-redis <url>  join a cluster through Redis (cluster.redis.url): announce this
+                           coordinator there and see the other members; workers given the
+                           same URL find and dial it (docs/cluster.md)
+      --advertise-host <host>  the host other machines reach this coordinator at (announced
+                           with its RPC port; required when --rpc-host is 0.0.0.0 or ::)
       --log-level <level>  fatal|error|warn|info|debug|trace|silent
       --insecure           run without credentials, said loudly at start-up: RPC without a
                            cluster secret (anyone who reaches the RPC port can join as a
@@ -42,6 +47,8 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
     'rpc-port': { type: 'string' },
     'grpc-port': { type: 'string' },
     worker: { type: 'string', short: 'w', multiple: true },
+    'cluster-redis': { type: 'string' },
+    'advertise-host': { type: 'string' },
     'log-level': { type: 'string' },
     insecure: { type: 'boolean' },
   });
@@ -61,6 +68,8 @@ export async function runCoordinatorCommand(argv: string[]): Promise<void> {
       workers: values.worker as string[] | undefined,
       logLevel: values['log-level'] as string | undefined,
       insecure: values.insecure as boolean | undefined,
+      clusterRedis: values['cluster-redis'] as string | undefined,
+      advertiseHost: values['advertise-host'] as string | undefined,
     },
   });
   const logger = createLogger({

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { ApiKeyAuth, createHttpServer, isLoopbackHost } from '../api/index.ts';
+import { type ControlPlane, startSharedControl, stopSharedControl } from '../cluster/index.ts';
+import { Membership, coordinatorRecord, coordinatorRpcHost } from '../cluster/index.ts';
 import type { InfergridConfig, TlsListenerConfig } from '../config/index.ts';
 import { Coordinator } from '../coordinator/index.ts';
 import { InfergridError } from '../errors.ts';
 import { GrpcFrontDoor } from '../grpc/index.ts';
-import { type Logger, createTracing } from '../telemetry/index.ts';
+import { type Logger, createTracing, registerClusterMetrics } from '../telemetry/index.ts';
 import { INFERGRID_VERSION } from '../version.ts';
 
 export interface RunningCoordinator {
@@ -17,7 +19,11 @@ export interface RunningCoordinator {
   rpcPort: number;
   /** The gRPC listener's port; undefined when coordinator.grpc.enabled is false. */
   grpcPort: number | undefined;
-  /** Stops taking HTTP and gRPC requests, closes worker connections and the RPC port, flushes spans. */
+  /** The shared control plane, when `cluster` is configured. */
+  control: ControlPlane | undefined;
+  /** The cluster membership (announced as a coordinator, watching every role); undefined without a `cluster` section. */
+  membership: Membership | undefined;
+  /** Leaves the cluster, then stops taking HTTP and gRPC requests, closes worker connections and the RPC port, flushes spans. */
   close(): Promise<void>;
 }
 
@@ -79,6 +85,8 @@ export async function startCoordinator(
   env: Record<string, string | undefined> = process.env,
 ): Promise<RunningCoordinator> {
   checkHttpExposure(config, logger);
+  // an RPC address workers could not dial is refused before anything listens
+  if (config.cluster) coordinatorRpcHost(config);
   const { coordinator: http } = config;
   const mainTls = tlsFiles(http.tls);
   const adminTls = tlsFiles(http.admin?.tls);
@@ -90,9 +98,22 @@ export async function startCoordinator(
     await tracing.shutdown();
     throw err;
   }
+  let control: ControlPlane | undefined;
+  try {
+    // operators' changes shared through Redis; Redis being down does not fail the start
+    if (config.cluster) control = await startSharedControl({ coordinator, cluster: config.cluster, logger });
+  } catch (err) {
+    await coordinator.stop();
+    await tracing.shutdown();
+    throw err;
+  }
   // one set of credentials for both listeners: a key's rate limit is the same wherever it calls
   const auth = new ApiKeyAuth(config.auth.apiKeys, config.auth.anonymous);
-  const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth };
+  const membership = config.cluster
+    ? new Membership({ cluster: config.cluster, logger, name: 'coordinator' })
+    : undefined;
+  if (membership) registerClusterMetrics(coordinator.metrics.registry, membership);
+  const common = { coordinator, config, logger, serverVersion: INFERGRID_VERSION, auth, cluster: membership };
   const app = createHttpServer({ ...common, tls: mainTls });
   const admin = http.admin ? createHttpServer({ ...common, surface: 'admin', tls: adminTls }) : undefined;
   // the same credentials, limits and TLS files as the HTTP listener
@@ -106,6 +127,7 @@ export async function startCoordinator(
     await app.close();
     await admin?.close();
     await grpc?.close();
+    if (control) await stopSharedControl(coordinator, control);
     await coordinator.stop();
     await tracing.shutdown();
     throw err;
@@ -126,6 +148,8 @@ export async function startCoordinator(
       'coordinator admin listener up (admin routes are served here only)',
     );
   }
+  // announced once every listener is up: a worker that finds it can use it
+  await membership?.start(coordinatorRecord(config, { rpcPort: coordinator.rpcPort!, httpPort }));
   return {
     coordinator,
     app,
@@ -133,10 +157,15 @@ export async function startCoordinator(
     adminPort,
     rpcPort: coordinator.rpcPort!,
     grpcPort,
+    control,
+    membership,
     async close() {
+      // out of the cluster first: workers stop redialing a coordinator that is going away
+      await membership?.stop();
       await grpc?.close();
       await app.close();
       await admin?.close();
+      if (control) await stopSharedControl(coordinator, control);
       await coordinator.stop();
       await tracing.shutdown();
     },

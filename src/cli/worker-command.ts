@@ -1,9 +1,10 @@
 import { createBackends } from '../backends/index.ts';
+import { Membership, followCoordinators, workerRecord } from '../cluster/index.ts';
 import { hostname } from 'node:os';
 import { type ModelConfig, loadConfig, runtimeLoadPolicy } from '../config/index.ts';
 import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
-import { WorkerMetrics, createLogger, createTracing } from '../telemetry/index.ts';
+import { WorkerMetrics, createLogger, createTracing, registerClusterMetrics } from '../telemetry/index.ts';
 import { type HostPort, parseHostPort } from '../util/address.ts';
 import { ModelHost, Worker } from '../worker/index.ts';
 import { serveMetrics } from './metrics-server.ts';
@@ -14,8 +15,9 @@ import { requireRpcCredentials, workerKeyFrom } from './rpc-credentials.ts';
 export const WORKER_HELP = `Usage: infergrid worker --config <file> [options]
 
 Loads models and serves them to coordinators over RPC. The worker dials the coordinators
-given with --coordinator (and redials them when they restart), and listens on --port for
-coordinators that dial it (coordinator --worker host:port). SIGTERM drains: in-flight
+given with --coordinator and those announced in the cluster's Redis (--cluster-redis), and
+redials them when they restart; it listens on --port for coordinators that dial it
+(coordinator --worker host:port). SIGTERM drains: in-flight
 requests finish, then the process exits 0.
 
 Options:
@@ -28,6 +30,11 @@ Options:
   -p, --port <port>              listen port, 0 for any free one (default: the config entry's
                                  port; none when only dialing)
       --coordinator <host:port>  coordinator RPC address to dial; repeatable
+      --cluster-redis <url>      join a cluster through Redis (cluster.redis.url): announce this
+                                 worker there, and dial every coordinator announced in it (and
+                                 stop once one has left); combines with --coordinator
+                                 (docs/cluster.md)
+      --advertise-host <host>    the host coordinators reach this worker's --port at (announced)
       --weight <n>               relative capacity for weighted balancing (default: the config
                                  entry's weight, else 1)
       --metrics-port <port>      serve Prometheus metrics at http://<host>:<port>/metrics, 0 for any
@@ -81,6 +88,8 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     host: { type: 'string' },
     port: { type: 'string', short: 'p' },
     coordinator: { type: 'string', multiple: true },
+    'cluster-redis': { type: 'string' },
+    'advertise-host': { type: 'string' },
     weight: { type: 'string' },
     'metrics-port': { type: 'string' },
     insecure: { type: 'boolean' },
@@ -98,6 +107,8 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     overrides: {
       logLevel: values['log-level'] as string | undefined,
       insecure: values.insecure as boolean | undefined,
+      clusterRedis: values['cluster-redis'] as string | undefined,
+      advertiseHost: values['advertise-host'] as string | undefined,
     },
   });
   const id = values.id as string | undefined;
@@ -119,7 +130,8 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     parseHostPort(c, '--coordinator'),
   );
   const flagPort = portFlag(values.port, '--port');
-  const port = flagPort ?? entry?.port ?? (coordinators.length === 0 ? 0 : undefined);
+  // a worker with nothing to dial listens; one that finds coordinators in the cluster need not
+  const port = flagPort ?? entry?.port ?? (coordinators.length === 0 && !config.cluster ? 0 : undefined);
   const host = (values.host as string | undefined) ?? entry?.host ?? '127.0.0.1';
   const weight = values.weight === undefined ? (entry?.weight ?? 1) : Number(values.weight);
   if (!(weight > 0 && Number.isFinite(weight))) {
@@ -150,11 +162,16 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
       modelHost.statuses().map((m) => ({ model: m.name, version: m.version, ready: m.state === 'ready' })),
     inFlight: () => worker?.inFlight ?? 0,
   });
+  const membership = config.cluster
+    ? new Membership({ cluster: config.cluster, logger, name: `worker:${workerId}` })
+    : undefined;
+  if (membership) registerClusterMetrics(metrics.registry, membership);
   const modelHost = new ModelHost(
     createBackends(),
     logger,
     () => {
       worker?.modelsChanged();
+      membership?.update({ models: [...new Set(modelHost.statuses().map((m) => m.name))].sort() });
       notifyParent({
         type: 'models',
         id: worker?.id ?? '',
@@ -183,7 +200,11 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     logger,
   });
   const running = worker;
+  let unfollow: (() => void) | undefined;
   onShutdownSignal(async (signal) => {
+    // out of the cluster first, then no new coordinator is dialed while draining
+    unfollow?.();
+    await membership?.stop();
     await running.drain(`received ${signal}`);
     await modelHost.unloadAll();
     // the last requests' spans, before the process exits
@@ -196,6 +217,19 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     process.kill(process.pid, 'SIGTERM');
   });
   await running.start();
+  if (membership) {
+    const listen =
+      port !== undefined && running.port !== undefined ? { host, port: running.port } : undefined;
+    await membership.start(
+      workerRecord(
+        config,
+        running.id,
+        models.map((m) => m.name),
+        listen,
+      ),
+    );
+    unfollow = followCoordinators(membership, running, logger);
+  }
   const metricsPort = portFlag(values['metrics-port'], '--metrics-port') ?? entry?.metricsPort;
   const metricsServer =
     metricsPort === undefined ? undefined : await serveMetrics(metrics, host, metricsPort, logger);

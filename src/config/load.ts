@@ -30,6 +30,10 @@ export interface ConfigOverrides {
   logLevel?: string | undefined;
   /** --insecure: run without credentials where they are otherwise required (RPC, an open HTTP API beyond loopback). */
   insecure?: boolean | undefined;
+  /** --cluster-redis: cluster.redis.url (the `cluster` section is created when absent). */
+  clusterRedis?: string | undefined;
+  /** --advertise-host: cluster.advertiseHost. */
+  advertiseHost?: string | undefined;
 }
 
 export interface LoadConfigOptions {
@@ -117,6 +121,8 @@ function applyOverrides(raw: Raw, o: ConfigOverrides): void {
   if (o.token !== undefined) section(raw, 'auth').token = o.token;
   if (o.logLevel !== undefined) section(raw, 'logging').level = o.logLevel;
   if (o.insecure) section(raw, 'auth').insecure = true;
+  if (o.clusterRedis !== undefined) section(section(raw, 'cluster'), 'redis').url = o.clusterRedis;
+  if (o.advertiseHost !== undefined) section(raw, 'cluster').advertiseHost = o.advertiseHost;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {

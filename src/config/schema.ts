@@ -825,9 +825,14 @@ export const configSchema = z
         resultTtlMs: positiveMs.default(600_000),
         /** Requests that may be running asynchronously at once; more get OVERLOADED (429). */
         maxPending: z.number().int().min(1).default(10_000),
+        /**
+         * How long a DELETE sent to a coordinator that does not run the request waits for the
+         * one that does to confirm the cancel, ms (Redis only); 0 answers 202 at once.
+         */
+        cancelWaitMs: z.number().int().min(0).max(60_000).default(2000),
       })
       .strict()
-      .default({ resultTtlMs: 600_000, maxPending: 10_000 }),
+      .default({ resultTtlMs: 600_000, maxPending: 10_000, cancelWaitMs: 2000 }),
     tracing: tracingSchema.default(tracingSchema.parse({})),
     /** Several coordinators sharing one fleet through Redis; off when absent. */
     cluster: clusterSchema.optional(),

@@ -46,8 +46,8 @@ import {
   tracingIfEnabled,
 } from '../telemetry/index.ts';
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
-import { ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
-import { AsyncRequests, persistentTier } from '../async/index.ts';
+import { type CacheStore, ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
+import { AsyncRequests, asyncStore } from '../async/index.ts';
 import { type PipelineResult, PipelineRunner, type StepRequest } from '../pipeline/index.ts';
 import { batchSizeOf } from '../batching/index.ts';
 import { CoordinatorStats } from './coordinator-stats.ts';
@@ -56,6 +56,7 @@ import { type DispatchRequest, Dispatcher, type Replica, type ReplicaSource } fr
 import { checkBytesTensor, checkRequestShape } from './limits.ts';
 import type { InferResult, InferenceRequest } from './request.ts';
 import { ModelRepository } from './repository.ts';
+import { type ControlChangeOptions, type ControlJournal, NO_ENTRY } from './control-journal.ts';
 import { HealthMonitor } from './health-monitor.ts';
 import { StreamRun } from './stream-run.ts';
 import { LabelFiles, applyClassification, checkClassification } from './classification.ts';
@@ -104,6 +105,11 @@ export class Coordinator {
   readonly stats: CoordinatorStats;
   /** The process's tracing, only when it is on (one check tells whether to trace). */
   readonly tracing: Tracing | undefined;
+  /**
+   * Where operators' control-plane changes are shared with other coordinators (set by the
+   * cluster's control plane when `cluster` is configured); undefined: they stay here.
+   */
+  controlJournal: ControlJournal | undefined;
   readonly #health: HealthMonitor;
   readonly #packr = createPackr();
   readonly #statics = new Map<string, Redialer>();
@@ -116,6 +122,8 @@ export class Coordinator {
   #tls: RpcTls | undefined;
   #cache: ResponseCache | undefined;
   #asyncRequests: AsyncRequests | undefined;
+  /** The cluster Redis opened for asynchronous requests when the cache has no Redis tier (closed at stop). */
+  #ownedAsyncStore: CacheStore | undefined;
   /** Bounds the connections waiting for their handshake on the RPC port (once started). */
   #gate: AcceptGate | undefined;
   #rpcPort: number | undefined;
@@ -158,6 +166,7 @@ export class Coordinator {
       logger: options.logger,
       loadTimeoutMs: options.config.serve.readyTimeoutMs,
       runtimeLoads,
+      journal: () => this.controlJournal,
     });
     this.#labels = new LabelFiles(runtimeLoads.paths);
     this.metrics = new CoordinatorMetrics({
@@ -205,12 +214,17 @@ export class Coordinator {
     requireServerCertificate(this.#tls, 'the coordinator');
     // the cache first: a store that cannot be opened stops the start before any port is taken
     this.#cache = new ResponseCache(await createCacheStore(this.#config.cache, this.#logger), this.#logger);
+    const { store, owned } = asyncStore(this.#cache.store, this.#config.cluster);
+    this.#ownedAsyncStore = owned;
     this.#asyncRequests = new AsyncRequests({
       resultTtlMs: this.#config.async.resultTtlMs,
       maxPending: this.#config.async.maxPending,
-      store: persistentTier(this.#cache.store),
+      cancelWaitMs: this.#config.async.cancelWaitMs,
+      store,
       logger: this.#logger,
     });
+    // listening for cancels from other coordinators before this one is reported ready
+    await this.#asyncRequests.ready();
     const { rpcHost, rpcPort, workers } = this.#config.coordinator;
     this.#gate = new AcceptGate({
       maxPendingHandshakes: this.#config.rpc.maxPendingHandshakes,
@@ -245,6 +259,7 @@ export class Coordinator {
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     // before the store it writes to
     await this.#asyncRequests?.close();
+    await this.#ownedAsyncStore?.close();
     await this.#cache?.store.close();
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
   }
@@ -317,12 +332,25 @@ export class Coordinator {
    * a worker that dialed in is refused if it comes back, until `readmit`. The worker process
    * itself keeps running (it may serve other coordinators).
    */
-  async removeWorker(id: string, timeoutMs: number): Promise<{ drained: boolean }> {
+  async removeWorker(
+    id: string,
+    timeoutMs: number,
+    options: ControlChangeOptions = {},
+  ): Promise<{ drained: boolean }> {
     const handle = this.pool.get(id);
-    if (!handle) throw new InfergridError('NOT_FOUND', `no worker "${id}" is connected`);
+    if (!handle) {
+      // another coordinator removed it: it stays out of here too, connected or not
+      if (options.replicated) {
+        this.pool.block(id);
+        return { drained: true };
+      }
+      throw new InfergridError('NOT_FOUND', `no worker "${id}" is connected`);
+    }
     handle.removing = true;
     // whichever way it joined, it stays out until re-admitted
     this.pool.block(id);
+    const entry = options.replicated ? NO_ENTRY : (this.controlJournal?.begin('removal', id) ?? NO_ENTRY);
+    entry.commit('remove', { timeoutMs });
     const label = this.#staticOf.get(id);
     if (label) {
       this.#statics.get(label)?.stop(true);
@@ -343,8 +371,12 @@ export class Coordinator {
   }
 
   /** Lets a removed worker register again. */
-  readmit(id: string): boolean {
-    return this.pool.unblock(id);
+  readmit(id: string, options: ControlChangeOptions = {}): boolean {
+    const entry = options.replicated ? NO_ENTRY : (this.controlJournal?.begin('removal', id) ?? NO_ENTRY);
+    const unblocked = this.pool.unblock(id);
+    if (unblocked) entry.commit('readmit', {});
+    else entry.abort();
+    return unblocked;
   }
 
   /**

@@ -15,6 +15,15 @@ export {
   type ReplicaSource,
   SYSTEM_CLOCK,
 } from './dispatcher.ts';
+export {
+  type ControlChangeOptions,
+  type ControlEntry,
+  type ControlJournal,
+  type ControlKind,
+  type ControlOp,
+  NO_ENTRY,
+} from './control-journal.ts';
+export { MAX_REPLICATED_CONFIGS, ModelRepository } from './repository.ts';
 export { checkBytesTensor, checkRequestShape } from './limits.ts';
 export {
   CLASS_COUNT_PARAMETER,

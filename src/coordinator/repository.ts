@@ -24,7 +24,11 @@ import { type ErrorCode, InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelStatus } from '../protocol/index.ts';
 import { type ModelRegistry, type RepositoryIndexEntry, isPlacedOn } from '../registry/index.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { type ControlChangeOptions, type ControlJournal, NO_ENTRY } from './control-journal.ts';
 import type { WorkerHandle, WorkerPool } from './worker-pool.ts';
+
+/** Configs a replicated load record may carry for one name (one per version), at most. */
+export const MAX_REPLICATED_CONFIGS = 64;
 
 export interface ModelRepositoryOptions {
   registry: ModelRegistry;
@@ -37,6 +41,11 @@ export interface ModelRepositoryOptions {
    * models only when allowed. Checked here to fail fast; each worker checks again for itself.
    */
   runtimeLoads: RuntimeLoadPolicy;
+  /**
+   * Where operators' loads, unloads and traffic splits are reported beyond this coordinator
+   * (the cluster's shared control plane); read at each change, none: not reported.
+   */
+  journal?: (() => ControlJournal | undefined) | undefined;
 }
 
 /** A worker's failed load or unload: the text names the worker; the code is the worker's. */
@@ -83,19 +92,75 @@ export class ModelRepository {
    */
   async load(name: string, config?: unknown): Promise<RepositoryIndexEntry[]> {
     const { registry } = this.#o;
+    const entry = this.#o.journal?.()?.begin('repository', name) ?? NO_ENTRY;
     let configs: ModelConfig[];
-    if (config !== undefined) {
-      const raw = typeof config === 'string' ? parseJson(config) : config;
-      const drafts = isTritonConfig(raw) ? this.#fromTriton(name, raw) : [raw];
-      configs = drafts.map((draft) => this.#checked(name, draft));
-    } else {
-      configs = registry.declared().filter((m) => m.name === name);
-      if (configs.length === 0)
-        throw new InfergridError(
-          'MODEL_NOT_FOUND',
-          `no model "${name}" is configured; send its config as parameters.config to load a new one`,
-        );
+    try {
+      if (config !== undefined) {
+        const raw = typeof config === 'string' ? parseJson(config) : config;
+        const drafts = isTritonConfig(raw) ? this.#fromTriton(name, raw) : [raw];
+        configs = drafts.map((draft) => this.#checked(name, draft));
+      } else {
+        configs = registry.declared().filter((m) => m.name === name);
+        if (configs.length === 0)
+          throw new InfergridError(
+            'MODEL_NOT_FOUND',
+            `no model "${name}" is configured; send its config as parameters.config to load a new one`,
+          );
+      }
+    } catch (err) {
+      entry.abort();
+      throw err;
     }
+    // what other coordinators declare and load: the configs this name has here once loaded (a
+    // load without config, or in Triton's shape, is shared in the engine's own, complete shape)
+    const shared = () => ({ configs: registry.declared().filter((m) => m.name === name) });
+    try {
+      const models = await this.#loadChecked(name, configs, true);
+      entry.commit('load', shared());
+      return models;
+    } catch (err) {
+      // failed on some workers, but still what the operator asked for here (it is retried as
+      // workers report): other coordinators ask the same. Forgotten (loaded nowhere): nothing to share.
+      if (this.#desired.get(name) === 'loaded') entry.commit('load', shared());
+      else entry.abort();
+      throw err;
+    }
+  }
+
+  /**
+   * Applies a load another coordinator made (its record's configs): each config goes through
+   * the same checks as an operator's (a record is untrusted: a config naming a file outside the
+   * repository roots is refused here, and by every worker again). The name is declared and
+   * wanted loaded even if no worker can load it now (workers that join later load it); worker
+   * failures are logged, not thrown. INVALID_ARGUMENT or FORBIDDEN when the record's configs
+   * are not acceptable (nothing changes then).
+   */
+  async loadReplicated(name: string, configs: unknown): Promise<void> {
+    if (!Array.isArray(configs) || configs.length === 0 || configs.length > MAX_REPLICATED_CONFIGS)
+      throw new InfergridError(
+        'INVALID_ARGUMENT',
+        `a replicated load of "${name}" must carry 1 to ${MAX_REPLICATED_CONFIGS} configs`,
+      );
+    const checked = configs.map((c) => this.#checked(name, c));
+    try {
+      await this.#loadChecked(name, checked, false);
+    } catch (err) {
+      const error = toInfergridError(err);
+      // no worker here yet (a coordinator starting): those that join load it
+      const level = error.code === 'UNAVAILABLE' ? 'info' : 'warn';
+      this.#o.logger[level](
+        { model: name, err: error.message },
+        'a load made on another coordinator did not complete on every worker here; workers are brought in line as they report',
+      );
+    }
+  }
+
+  async #loadChecked(
+    name: string,
+    configs: ModelConfig[],
+    forgetOnFailure: boolean,
+  ): Promise<RepositoryIndexEntry[]> {
+    const { registry } = this.#o;
     const isNew = !registry.declared().some((m) => m.name === name);
     const wasReady = !isNew && !registry.isUnloaded(name) && this.#readyNow(name);
     const served = registry.declare(configs, name);
@@ -106,7 +171,7 @@ export class ModelRepository {
       await this.#apply(name, served);
     } catch (err) {
       // a new model that loaded nowhere is forgotten, not left declared and never ready
-      if (isNew && !this.#readyNow(name)) {
+      if (forgetOnFailure && isNew && !this.#readyNow(name)) {
         registry.forget(name);
         this.#desired.delete(name);
       }
@@ -235,11 +300,24 @@ export class ModelRepository {
    * Stops serving `name` at once (requests get MODEL_NOT_FOUND saying it is unloaded) and
    * unloads it from every worker, each after finishing the requests it has.
    */
-  async unload(name: string): Promise<void> {
+  async unload(name: string, options: ControlChangeOptions = {}): Promise<void> {
     const { registry } = this.#o;
-    if (!registry.isUnloaded(name)) registry.resolve(name); // MODEL_NOT_FOUND for a name nobody knows
+    const known = registry.isUnloaded(name) || registry.versions(name).length > 0 || this.#isDeclared(name);
+    // another coordinator's unload of a model never loaded here: nothing to do
+    if (options.replicated && !known) return;
+    const entry = options.replicated
+      ? NO_ENTRY
+      : (this.#o.journal?.()?.begin('repository', name) ?? NO_ENTRY);
+    try {
+      // MODEL_NOT_FOUND for a name nobody knows
+      if (!options.replicated && !registry.isUnloaded(name)) registry.resolve(name);
+    } catch (err) {
+      entry.abort();
+      throw err;
+    }
     registry.markUnloaded(name);
     this.#desired.set(name, 'unloaded');
+    entry.commit('unload', {});
     const jobs = this.#o.pool
       .list()
       .filter((w) => this.#hostedVersions(name, w.id).length > 0)
@@ -247,6 +325,25 @@ export class ModelRepository {
     const failures = (await Promise.all(jobs)).filter((f) => f !== undefined).map((f) => f.text);
     if (failures.length > 0)
       this.#o.logger.warn({ model: name, failures }, 'some workers could not unload the model');
+  }
+
+  /**
+   * Sets (or with {} clears) a name's traffic split (registry.setTraffic: INVALID_ARGUMENT or
+   * MODEL_NOT_FOUND leave the old one), shared with other coordinators unless it came from one.
+   */
+  setTraffic(name: string, split: Record<string, number>, options: ControlChangeOptions = {}): void {
+    const entry = options.replicated ? NO_ENTRY : (this.#o.journal?.()?.begin('traffic', name) ?? NO_ENTRY);
+    try {
+      this.#o.registry.setTraffic(name, split);
+    } catch (err) {
+      entry.abort();
+      throw err;
+    }
+    entry.commit('set', { split: this.#o.registry.traffic(name) });
+  }
+
+  #isDeclared(name: string): boolean {
+    return this.#o.registry.declared().some((m) => m.name === name);
   }
 
   #indexOf(name: string): RepositoryIndexEntry[] {

@@ -7,6 +7,8 @@ export {
   WorkerMetrics,
   mergeExposition,
 } from './metrics.ts';
+export { type ControlPlaneMetricsSource, registerControlPlaneMetrics } from './control-plane-metrics.ts';
+export { type ClusterMetricsSource, registerClusterMetrics } from './cluster-metrics.ts';
 export {
   DEFAULT_OTLP_TRACES_ENDPOINT,
   type TracingConfig,

@@ -143,6 +143,8 @@ export class ModelHost {
    * version starts its own. Records of versions no longer hosted are bounded (MAX_RETIRED_STATS).
    */
   readonly #stats = new Map<string, ModelStats>();
+  /** Loads under way per name@version, with the config each loads (an identical load joins it). */
+  readonly #loads = new Map<string, { configJson: string; hosted: Promise<HostedModel> }>();
 
   /** `observer` feeds each model's durations to metrics (histograms). */
   constructor(
@@ -163,11 +165,27 @@ export class ModelHost {
    * config, the old one keeps serving until the new one is ready, then is retired (its
    * requests finish first). A reload that fails leaves the old one serving.
    */
-  async load(config: ModelConfig): Promise<HostedModel> {
+  load(config: ModelConfig): Promise<HostedModel> {
     const key = modelKey(config.name, config.version);
+    const configJson = JSON.stringify(config);
     const existing = this.#models.get(key);
-    if (existing?.state === 'ready' && JSON.stringify(existing.config) === JSON.stringify(config))
-      return existing;
+    if (existing?.state === 'ready' && JSON.stringify(existing.config) === configJson)
+      return Promise.resolve(existing);
+    // the same load already under way (two coordinators of a cluster sending the same
+    // repository load): joined, so the model is loaded once and its state does not flap
+    const running = this.#loads.get(key);
+    if (running && running.configJson === configJson) return running.hosted;
+    const hosted = this.#load(key, config, existing);
+    const load = { configJson, hosted };
+    this.#loads.set(key, load);
+    const done = () => {
+      if (this.#loads.get(key) === load) this.#loads.delete(key);
+    };
+    hosted.then(done, done);
+    return hosted;
+  }
+
+  async #load(key: string, config: ModelConfig, existing: HostedModel | undefined): Promise<HostedModel> {
     const replacing = existing?.state === 'ready' ? existing : undefined;
     const hosted: HostedModel = {
       config,
@@ -199,6 +217,15 @@ export class ModelHost {
         await model.dispose();
         this.#logger.info({ model: config.name, version: config.version }, 'model unloaded while loading');
         return hosted;
+      }
+      if (!replacing && this.#models.get(key) !== hosted) {
+        // a load of another config took its place while it loaded: that one is served; this
+        // one would otherwise be held by nobody, never disposed
+        await model.dispose();
+        throw new InfergridError(
+          'MODEL_LOAD_FAILED',
+          `model "${config.name}" version "${config.version}" was replaced by a load of another config while it loaded`,
+        );
       }
       hosted.model = model;
       hosted.batcher = createBatcher(config, model, hosted.stats);

@@ -118,7 +118,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   readonly #options: WorkerOptions;
   readonly #packr = createPackr();
   readonly #connections = new Set<RpcConnection>();
-  readonly #links: Redialer[] = [];
+  /** Coordinators dialed, by address (host:port). */
+  readonly #links = new Map<string, Redialer>();
+  /** Coordinators no longer redialed whose last connection may still be open, by address. */
+  readonly #retiring = new Map<string, Redialer>();
   /** Set only when tracing is on. */
   readonly #tracing: Tracing | undefined;
   /** Bounds the connections waiting for their handshake on the listening port. */
@@ -131,6 +134,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** rpc.tls loaded at start; undefined: plain TCP. */
   #tls: RpcTls | undefined;
   #port: number | undefined;
+  #started = false;
   #inFlight = 0;
   #draining = false;
   #idle: Deferred<void> | undefined;
@@ -172,6 +176,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   async start(): Promise<void> {
     const { listen, coordinators = [], rpc, logger } = this.#options;
     this.#tls = loadRpcTls(rpc.tls);
+    this.#started = true;
     if (listen) {
       requireServerCertificate(this.#tls, `worker ${this.id}`);
       const server = createServer((socket) => this.#accept(socket));
@@ -190,20 +195,65 @@ export class Worker extends EventEmitter<WorkerEvents> {
         'worker listening',
       );
     }
-    for (const address of coordinators) {
-      const link = new Redialer({
-        label: formatHostPort(address),
-        dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs, this.#tls),
-        setup: async (conn) => {
-          await dialHandshake(conn, this.#identity, rpc.handshakeTimeoutMs);
-          this.#adopt(conn);
-        },
-        backoff: { initialDelayMs: rpc.reconnectInitialDelayMs, maxDelayMs: rpc.reconnectMaxDelayMs },
-        logger,
-      });
-      this.#links.push(link);
+    for (const address of coordinators) this.dialCoordinator(address);
+  }
+
+  /**
+   * Dials the coordinator at `address` and keeps redialing it (what `--coordinator` does; the
+   * cluster membership calls it for coordinators it discovers). False when it is dialed already
+   * or the worker is draining.
+   */
+  dialCoordinator(address: HostPort): boolean {
+    // the TLS settings are loaded by start(): a dial before it would go out in clear
+    if (!this.#started) throw new Error('Worker.dialCoordinator called before start()');
+    const label = formatHostPort(address);
+    if (this.#draining || this.#links.has(label)) return false;
+    const { rpc, logger } = this.#options;
+    const link = new Redialer({
+      label,
+      dial: () => dial(address, this.#connectionOptions(), rpc.connectTimeoutMs, this.#tls),
+      setup: async (conn) => {
+        await dialHandshake(conn, this.#identity, rpc.handshakeTimeoutMs);
+        this.#adopt(conn);
+      },
+      backoff: { initialDelayMs: rpc.reconnectInitialDelayMs, maxDelayMs: rpc.reconnectMaxDelayMs },
+      logger,
+    });
+    this.#links.set(label, link);
+    const retiring = this.#retiring.get(label);
+    if (!retiring) {
       link.start();
+      return true;
     }
+    // back before its last connection closed: that one serves on, and this link dials once it
+    // is gone (dialing now would be refused, the coordinator holding this worker's id already)
+    this.#retiring.delete(label);
+    void retiring.stop(true).then(() => {
+      if (this.#links.get(label) === link) link.start();
+    });
+    return true;
+  }
+
+  /**
+   * Stops redialing the coordinator at `address` (it left the cluster). Its connection, if up,
+   * stays until it closes: a coordinator that is shutting down finishes what it has in flight
+   * on it and closes it itself.
+   */
+  stopDialingCoordinator(address: HostPort): Promise<void> {
+    const label = formatHostPort(address);
+    const link = this.#links.get(label);
+    if (!link) return Promise.resolve();
+    this.#links.delete(label);
+    this.#retiring.set(label, link);
+    // resolves once the connection has closed; the link is then forgotten
+    return link.stop(true).then(() => {
+      if (this.#retiring.get(label) === link) this.#retiring.delete(label);
+    });
+  }
+
+  /** The coordinator addresses this worker dials (host:port). */
+  get dialing(): string[] {
+    return [...this.#links.keys()];
   }
 
   /** Tells every coordinator the current model list (after a load, unload or state change). */
@@ -222,7 +272,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.#options.logger.info({ worker: this.id, inFlight: this.#inFlight, reason }, 'draining');
       for (const conn of this.#connections) conn.send(MESSAGE_KIND.DRAIN, { reason });
       this.#server?.close();
-      for (const link of this.#links) link.stop(true);
+      for (const link of this.#links.values()) link.stop(true);
     }
     if (this.#inFlight > 0) {
       this.#idle ??= deferred<void>();
@@ -230,14 +280,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // end, not destroy: the last answers may still be on their way out
     await Promise.all([...this.#connections].map((conn) => conn.closeGracefully()));
-    await Promise.all(this.#links.map((link) => link.stop()));
+    await Promise.all([...this.#links.values(), ...this.#retiring.values()].map((link) => link.stop()));
   }
 
   /** Closes everything at once; running requests are abandoned (their peers see CONNECTION_LOST). */
   close(): void {
     this.#draining = true;
     this.#server?.close();
-    for (const link of this.#links) link.stop();
+    for (const link of [...this.#links.values(), ...this.#retiring.values()]) link.stop();
     for (const conn of this.#connections) conn.close();
   }
 
@@ -299,7 +349,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   #adopt(conn: RpcConnection): void {
     this.#connections.add(conn);
     conn.on('close', () => this.#connections.delete(conn));
-    conn.setRequestHandler((req) => void this.#onRequest(req));
+    // each coordinator connection is one sender to the batchers, which share their queues fairly between them
+    conn.setRequestHandler((req) => void this.#onRequest(req, conn));
     conn.setMessageHandler((frame) => {
       if (frame.kind === MESSAGE_KIND.DRAIN) {
         const reason = (frame.meta as { reason?: string } | undefined)?.reason ?? 'coordinator asked';
@@ -317,11 +368,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (this.#draining) throw new InfergridError('WORKER_DRAINING', `worker ${this.id} is draining`);
       if (meta.action === 'unload') {
         await host.unload(meta.name, meta.versions);
+        this.modelsChanged();
         req.reply(MESSAGE_KIND.MODEL_CONTROL_RESPONSE, { models: host.statuses() });
         return;
       }
       const configs = meta.models.map((raw) => this.#modelConfig(raw));
       const loaded = await Promise.all(configs.map((c) => host.load(c)));
+      // the model list again, ahead of the reply on the same connection, even when nothing
+      // changed: a coordinator sending a load this worker already did for another coordinator
+      // (a cluster's shared control plane) may have ignored the list it sent then, before that
+      // coordinator placed the model here
+      this.modelsChanged();
       req.reply(MESSAGE_KIND.MODEL_CONTROL_RESPONSE, { models: loaded.map((h) => host.status(h)) });
     } catch (err) {
       req.fail(toInfergridError(err, 'MODEL_LOAD_FAILED'));
@@ -357,7 +414,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return config;
   }
 
-  async #onRequest(req: IncomingRequest): Promise<void> {
+  async #onRequest(req: IncomingRequest, conn: RpcConnection): Promise<void> {
     if (req.kind === MESSAGE_KIND.STATS_REQUEST) {
       req.reply(MESSAGE_KIND.STATS_RESPONSE, { models: this.#options.host.statsSnapshots() });
       return;
@@ -419,6 +476,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         deadlineAt: meta.timeoutMs === undefined ? undefined : performance.now() + meta.timeoutMs,
         signal: req.signal,
         trace,
+        source: conn,
       });
       const { headers, attachments } = tensorsToWire(outputs);
       req.reply(

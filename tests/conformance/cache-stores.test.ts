@@ -624,6 +624,65 @@ test('redis store - a Redis gone at run time makes every operation a miss, count
   assert.equal(store.stats().errors, 5, 'one error per failed operation');
 });
 
+test('redis store - pub/sub: a message reaches each subscriber of its channel in its namespace, until it unsubscribes', async (t) => {
+  const options = redisOptions(REDIS_URL);
+  let publisher: RedisStore;
+  try {
+    publisher = await RedisStore.connect(options);
+  } catch (err) {
+    return t.skip(`Redis is not reachable at ${REDIS_URL} (${(err as Error).message})`);
+  }
+  defer(t, () => publisher.close());
+  const subscriber = await RedisStore.connect(options);
+  defer(t, () => subscriber.close());
+  const elsewhere = await RedisStore.connect(redisOptions(REDIS_URL)); // another namespace
+  defer(t, () => elsewhere.close());
+  const got: string[] = [];
+  const twice: string[] = [];
+  const arrived = (want: number) =>
+    within(
+      5000,
+      `${want} messages`,
+      (async () => {
+        while (got.length < want) await new Promise((resolve) => setImmediate(resolve));
+      })(),
+    );
+  const stop = await subscriber.pubSub.subscribe('ch', (m) => got.push(Buffer.from(m).toString()));
+  const stopTwice = await subscriber.pubSub.subscribe('ch', (m) => twice.push(Buffer.from(m).toString()));
+  const stopOther = await elsewhere.pubSub.subscribe('ch', () => assert.fail('another namespace heard it'));
+  await subscriber.pubSub.subscribe('other', () => assert.fail('another channel heard it'));
+  await publisher.pubSub.publish('ch', Buffer.from('one'));
+  await arrived(1);
+  assert.deepEqual(twice, ['one'], 'every handler of the channel');
+  await stopTwice();
+  await publisher.pubSub.publish('ch', Buffer.from('two'));
+  await arrived(2);
+  assert.deepEqual(got, ['one', 'two']);
+  assert.deepEqual(twice, ['one'], 'an unsubscribed handler hears nothing more');
+  await stop();
+  await stopOther();
+  // a tiered store offers its Redis tier's pub/sub
+  const tiered = new TieredStore([new MemoryStore({ maxBytes: MiB, maxEntries: 10 }), subscriber]);
+  assert.equal(tiered.pubSub, subscriber.pubSub);
+  assert.equal(new TieredStore([new MemoryStore({ maxBytes: MiB, maxEntries: 10 })]).pubSub, undefined);
+  assert.equal(publisher.stats().errors + subscriber.stats().errors, 0);
+});
+
+test('redis store - pub/sub after close is refused, and publishing to a Redis gone is an error, counted', async (t) => {
+  const redis = await ownRedis(t);
+  const store = await RedisStore.connect(redisOptions(redis.url));
+  defer(t, () => store.close());
+  redis.child.kill('SIGKILL');
+  await redis.exited;
+  await assert.rejects(within(5000, 'publish', store.pubSub.publish('ch', bytes(1))));
+  assert.equal(store.stats().errors, 1);
+  await store.close();
+  await assert.rejects(
+    store.pubSub.subscribe('ch', () => {}),
+    /closed/,
+  );
+});
+
 // ---------------------------------------------------------------------------------------------
 // SQLite: a damaged file, a restart
 

@@ -148,6 +148,8 @@ const opArb = fc.oneof(
         { weight: 1, arbitrary: fc.constant(3) }, // over priorityLevels 2: INVALID_ARGUMENT
       ),
       deadlineInMs: fc.option(fc.integer({ min: 0, max: 150 }), { nil: undefined }),
+      // senders share the queue fairly: a full queue may push out another sender's request
+      source: fc.constantFrom<string | undefined>(undefined, 'a', 'b'),
       signal: fc.oneof(
         { weight: 4, arbitrary: fc.constant('none' as const) },
         { weight: 4, arbitrary: fc.constant('live' as const) },
@@ -346,6 +348,7 @@ async function run(config: Config, ops: Op[]): Promise<void> {
             priority: op.priority,
             deadlineAt: op.deadlineInMs === undefined ? undefined : clock.now() + op.deadlineInMs,
             signal: controller?.signal,
+            source: op.source,
           },
           controller,
         );
@@ -430,7 +433,11 @@ async function run(config: Config, ops: Op[]): Promise<void> {
     }
     switch (error.code) {
       case 'OVERLOADED':
-        assert.ok(req.rejectedAtSubmit, `request ${req.id} OVERLOADED only at submit`);
+        // at submit, or pushed out of the queue (never once running) for a sender under its share
+        assert.ok(
+          req.rejectedAtSubmit || (req.batch === undefined && /pushed out/.test(error.message)),
+          `request ${req.id} OVERLOADED only at submit or pushed out while queued: ${error.message}`,
+        );
         rejectedBy.overloaded++;
         break;
       case 'DEADLINE_EXCEEDED':
@@ -498,5 +505,97 @@ test('batcher - every request settles exactly once under random interleavings, w
       (config, ops) => run(config, ops),
     ),
     { numRuns: 500 },
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fairness between two senders
+
+const fairOpArb = fc.oneof(
+  // a flooding sender: many at once
+  {
+    weight: 3,
+    arbitrary: fc.record({ kind: fc.constant('flood' as const), n: fc.integer({ min: 1, max: 30 }) }),
+  },
+  { weight: 3, arbitrary: fc.record({ kind: fc.constant('light' as const) }) },
+  { weight: 2, arbitrary: fc.record({ kind: fc.constant('finish' as const) }) },
+);
+
+test('batcher - a flooding sender never starves another: one holding under half the queue is always admitted', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 2, max: 24 }),
+      fc.integer({ min: 1, max: 4 }),
+      fc.constantFrom(0, 0.5, 1),
+      fc.array(fairOpArb, { minLength: 1, maxLength: 60 }),
+      async (maxQueueSize, maxBatchSize, fairShareThreshold, ops) => {
+        const clock = new FakeClock();
+        const stats = new ModelStats('m', '1');
+        const running: { resolve: (outputs: Tensor[]) => void; inputs: Tensor[] }[] = [];
+        const sent = new Map<number, { who: 'heavy' | 'light'; started: boolean; calls: { n: number } }>();
+        const batcher = new Batcher({
+          name: 'model "m"',
+          maxBatchSize,
+          maxQueueDelayMs: 0,
+          preferredBatchSizes: [],
+          maxQueueSize,
+          maxQueueBytes: 1 << 20,
+          instances: 1,
+          priorityLevels: 1,
+          defaultPriorityLevel: 1,
+          fairShareThreshold,
+          stats,
+          clock,
+          execute: (inputs) => {
+            const values = floats(inputs[0]!);
+            for (let r = 0; r < values.length; r += 2)
+              sent.get(Math.floor(values[r]! / 1000))!.started = true;
+            return new NativePromise<Tensor[]>((resolve) => running.push({ resolve, inputs }));
+          },
+        });
+        /** Requests of `who` waiting in the queue: neither started nor settled (counted synchronously). */
+        const held = (who: 'heavy' | 'light'): number => {
+          let n = 0;
+          for (const s of sent.values()) if (s.who === who && !s.started && s.calls.n === 0) n++;
+          return n;
+        };
+        const admitted = { heavy: 0, light: 0 };
+        let nextId = 1;
+        const send = (who: 'heavy' | 'light'): void => {
+          const id = nextId++;
+          const before = held(who);
+          const entry = { who, started: false, calls: { n: 0 } };
+          sent.set(id, entry);
+          const promise = countedSubmit(batcher, { inputs: [inputOf(id, 1, 2)], source: who });
+          entry.calls = promise.calls;
+          promise.catch((err: unknown) => {
+            assert.ok(err instanceof InfergridError && err.code === 'OVERLOADED', String(err));
+          });
+          if (promise.calls.n === 0) {
+            admitted[who]++;
+            return;
+          }
+          // refused at submit: only a sender already holding half the queue (its share of two)
+          assert.ok(
+            before >= Math.floor(maxQueueSize / 2),
+            `${who} held ${before} of a queue of ${maxQueueSize} and was refused`,
+          );
+        };
+        for (const op of ops) {
+          if (op.kind === 'flood') for (let i = 0; i < op.n; i++) send('heavy');
+          else if (op.kind === 'light') send('light');
+          else {
+            const batch = running.shift();
+            batch?.resolve(echo(batch.inputs));
+          }
+          await flush();
+          assert.ok(batcher.queued <= maxQueueSize, `${batcher.queued} queued, over ${maxQueueSize}`);
+          assert.equal(batcher.queued, held('heavy') + held('light'));
+        }
+        // whatever the heavy one sent, the light one got every request in while under its share
+        assert.ok(admitted.light > 0 || !ops.some((op) => op.kind === 'light'));
+      },
+    ),
+    { numRuns: 300 },
   );
 });

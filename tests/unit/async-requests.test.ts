@@ -475,8 +475,8 @@ test('async requests - a restarted coordinator on the same SQLite file answers p
   // the first still holds its lease: its pending request is pending
   assert.equal((await poll(second.app, running)).body.status, 'pending');
   const elsewhere = await second.app.inject({ method: 'DELETE', url: `/v2/requests/${running}` });
-  assert.equal(elsewhere.statusCode, 503, 'only the coordinator running it can cancel it');
-  assert.match(elsewhere.json().error, /running on another coordinator/);
+  assert.equal(elsewhere.statusCode, 202, 'no pub/sub on SQLite: recorded for the owner, not yet confirmed');
+  assert.deepEqual(elsewhere.json(), { id: running, action: 'cancelling' });
   // the first dies without a word (no close): once its lease lapses, the poll says so
   now += 30_001;
   const orphan = await poll(second.app, running);
@@ -534,4 +534,177 @@ test('async requests - outcomes are shared through Redis; a pending one is pendi
   assert.deepEqual(forget.json(), { id: done, action: 'forgotten' });
   assert.equal((await poll(a.app, done)).body.status, 'done', "the owner's memory still has it");
   assert.equal(await storeA.get(`async:${done}`), undefined, 'gone from the shared store');
+});
+
+/** Resolves once `signal` has aborted (at once if it already has). */
+function abortedSignal(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}
+
+/** Two Redis stores in one fresh namespace (skips the test when Redis is not reachable). */
+async function redisPair(t: TestContext): Promise<[RedisStore, RedisStore] | undefined> {
+  const namespace = `test:async:${randomUUID()}:`;
+  const open = async (): Promise<RedisStore> => {
+    const store = await RedisStore.connect({
+      url: REDIS_URL,
+      namespace,
+      connectTimeoutMs: 2000,
+      commandTimeoutMs: 1000,
+    });
+    t.after(() => store.close());
+    return store;
+  };
+  let first: RedisStore;
+  try {
+    first = await open();
+  } catch (err) {
+    t.skip(
+      `Redis is not reachable at ${REDIS_URL} (${(err as Error).message}); start redis-server to run this check`,
+    );
+    return undefined;
+  }
+  const second = await open();
+  t.after(() => first.clear());
+  return [first, second];
+}
+
+test('async requests - a DELETE on another coordinator cancels the run through Redis and answers once confirmed', async (t) => {
+  const stores = await redisPair(t);
+  if (!stores) return;
+  const a = await harness(t, { store: stores[0], resultTtlMs: TTL_MS });
+  const b = await harness(t, { store: stores[1], resultTtlMs: TTL_MS, cancelWaitMs: 30_000 });
+  await Promise.all([a.requests.ready(), b.requests.ready()]);
+  const id = await submitAsync(a.app);
+  await a.requests.flush();
+  const { signal } = a.started[0]!;
+  const aborted = deferred<unknown>();
+  signal.addEventListener('abort', () => aborted.resolve(signal.reason));
+
+  const del = await b.app.inject({ method: 'DELETE', url: `/v2/requests/${id}` });
+  assert.equal(del.statusCode, 200, del.body);
+  assert.deepEqual(del.json(), { id, action: 'cancelled' }, 'the owner confirmed');
+  const reason = await aborted.promise;
+  assert.ok(reason instanceof InfergridError && reason.code === 'CANCELLED', String(reason));
+  assert.match(reason.message, /through coordinator instance/);
+  assert.equal(a.requests.stats().remoteCancels, 1);
+  // the ack is sent after the record was written: both coordinators answer the same
+  for (const app of [a.app, b.app]) {
+    const { body } = await poll(app, id);
+    assert.equal(body.status, 'failed');
+    assert.equal(body.error.code, 'CANCELLED');
+  }
+  assert.equal(await stores[0].get(`async:cancel:${id}`), undefined, 'the applied cancel is cleared');
+  // the run answering anyway changes nothing
+  a.started[0]!.gate.resolve(response('m', 1));
+  await a.requests.flush();
+  assert.equal((await poll(b.app, id)).body.error.code, 'CANCELLED');
+});
+
+test('async requests - another API key cannot cancel a request through another coordinator', async (t) => {
+  const stores = await redisPair(t);
+  if (!stores) return;
+  const a = new AsyncRequests({ store: stores[0], resultTtlMs: TTL_MS });
+  const b = new AsyncRequests({ store: stores[1], resultTtlMs: TTL_MS });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await Promise.all([a.ready(), b.ready()]);
+  const gate = deferred<object>();
+  let runSignal: AbortSignal | undefined;
+  const { id } = a.submit(
+    (signal) => {
+      runSignal = signal;
+      return gate.promise;
+    },
+    { owner: 'alice' },
+  );
+  await a.flush();
+  assert.equal(await b.delete(id, 'mallory'), undefined, 'answered like an unknown request');
+  assert.equal(await b.delete(id, undefined), undefined, 'no key is not alice either');
+  assert.equal(await stores[1].get(`async:cancel:${id}`), undefined, 'nothing was recorded');
+  // a forged cancel published straight on the owner's channel, and garbage, are refused and counted
+  const channel = `async:events:${a.instanceId}`;
+  await stores[1].pubSub.publish(
+    channel,
+    Buffer.from(JSON.stringify({ v: 1, kind: 'cancel', id, owner: 'mallory', from: b.instanceId })),
+  );
+  await stores[1].pubSub.publish(channel, Buffer.from('{"v":1,"kind":"cancel","id":"../../x"}'));
+  await stores[1].pubSub.publish(channel, Buffer.alloc(5000, 0x7b));
+  // a condition wait: the three messages arrive in order on one connection
+  for (let turn = 0; a.stats().refusedMessages < 3; turn++) {
+    assert.ok(turn < 100_000, 'the refusals were not counted');
+    await nextTurn();
+  }
+  assert.equal(runSignal?.aborted, false, 'the run goes on');
+  assert.equal((await a.get(id, 'alice'))?.status, 'pending');
+  // alice herself can, from either coordinator
+  assert.equal(await b.delete(id, 'alice'), 'cancelled');
+  assert.equal(runSignal?.aborted, true);
+  gate.resolve({});
+});
+
+test('async requests - without pub/sub the owner applies a cancel from another coordinator at its next tick', async (t) => {
+  const path = tempFile(t, 'cache.sqlite');
+  // real time, short ticks: the owner reads its cancel marker every few ms
+  const owner = await harness(t, { store: sqliteStore(t, path), resultTtlMs: TTL_MS, sweepIntervalMs: 5 });
+  const other = await harness(t, { store: sqliteStore(t, path), resultTtlMs: TTL_MS });
+  const id = await submitAsync(owner.app);
+  const untouched = await submitAsync(owner.app);
+  await owner.requests.flush();
+  const del = await other.app.inject({ method: 'DELETE', url: `/v2/requests/${id}` });
+  assert.equal(del.statusCode, 202);
+  assert.deepEqual(del.json(), { id, action: 'cancelling' });
+  // the owner's tick timer is unref'd: a ref'd guard keeps the loop alive while waiting (and bounds the wait)
+  let guard: NodeJS.Timeout | undefined;
+  await Promise.race([
+    abortedSignal(owner.started[0]!.signal),
+    new Promise<never>((_, reject) => {
+      guard = setTimeout(() => reject(new Error('the owner never applied the cancel')), 30_000);
+    }),
+  ]).finally(() => clearTimeout(guard));
+  await owner.requests.flush();
+  const fromOther = await poll(other.app, id);
+  assert.equal(fromOther.body.status, 'failed');
+  assert.equal(fromOther.body.error.code, 'CANCELLED');
+  assert.equal(owner.requests.stats().remoteCancels, 1);
+  assert.equal(owner.started[1]!.signal.aborted, false, 'only the request asked for');
+  assert.equal((await poll(other.app, untouched)).body.status, 'pending');
+  owner.started[1]!.gate.resolve(response('m', 2));
+  assert.equal((await pollUntilFinished(owner.app, untouched)).status, 'done');
+});
+
+test('async requests - a cancel whose message is lost (the owner does not listen) answers 202 and the owner applies it at its tick', async (t) => {
+  const stores = await redisPair(t);
+  if (!stores) return;
+  const [ownerStore, otherStore] = stores;
+  // the owner reaches the same Redis without pub/sub: whatever is published to it is lost
+  const deaf: CacheStore = {
+    name: 'redis',
+    get: (key) => ownerStore.get(key),
+    set: (key, value, ttlMs) => ownerStore.set(key, value, ttlMs),
+    delete: (key) => ownerStore.delete(key),
+    has: (key) => ownerStore.has(key),
+    clear: (prefix) => ownerStore.clear(prefix),
+    stats: () => ownerStore.stats(),
+    close: async () => {},
+  };
+  const owner = await harness(t, { store: deaf, resultTtlMs: TTL_MS, sweepIntervalMs: 5 });
+  const other = await harness(t, { store: otherStore, resultTtlMs: TTL_MS, cancelWaitMs: 50 });
+  await other.requests.ready();
+  const id = await submitAsync(owner.app);
+  await owner.requests.flush();
+  const del = await other.app.inject({ method: 'DELETE', url: `/v2/requests/${id}` });
+  assert.equal(del.statusCode, 202, 'no ack within cancelWaitMs');
+  assert.deepEqual(del.json(), { id, action: 'cancelling' });
+  let guard: NodeJS.Timeout | undefined;
+  await Promise.race([
+    abortedSignal(owner.started[0]!.signal),
+    new Promise<never>((_, reject) => {
+      guard = setTimeout(() => reject(new Error('the owner never applied the cancel')), 30_000);
+    }),
+  ]).finally(() => clearTimeout(guard));
+  await owner.requests.flush();
+  const { body } = await poll(other.app, id);
+  assert.equal(body.status, 'failed');
+  assert.equal(body.error.code, 'CANCELLED');
+  assert.equal(owner.requests.stats().remoteCancels, 1);
 });

@@ -189,6 +189,7 @@ interface Spec {
   signal?: AbortSignal;
   outputs?: string[];
   parameters?: Parameters;
+  source?: string;
 }
 
 interface Req {
@@ -300,6 +301,7 @@ class Harness {
       priority: spec.priority,
       deadlineAt: spec.deadlineAt,
       signal: spec.signal,
+      source: spec.source,
     });
     const req: Req = { id, rows, width, outputs: spec.outputs, calls: promise.calls, outcome: undefined };
     promise.then(
@@ -1319,4 +1321,95 @@ test("batcher - a failed batch leaves the request's timings unfilled and counts 
   assert.equal(s.fail.count, 1);
   assert.deepEqual(s.computeInfer, { count: 1, ns: 7e6 });
   assert.deepEqual(s.computeOutput, { count: 1, ns: 0 }, 'nothing was extracted');
+});
+
+// ---------------------------------------------------------------------------------------------
+// Fairness between senders
+
+/** Submits `n` requests from `source`; returns them. */
+function flood(h: Harness, source: string, n: number, spec: Spec = {}): Req[] {
+  return Array.from({ length: n }, () => h.submit({ ...spec, source }));
+}
+
+function refused(reqs: Req[]): Req[] {
+  return reqs.filter((r) => r.outcome && !r.outcome.ok);
+}
+
+test('batcher - one sender alone fills the whole queue, as with no senders at all', async () => {
+  const { h } = await busy({ maxQueueSize: 10 });
+  const a = flood(h, 'a', 12);
+  await flush();
+  assert.equal(h.batcher.queued, 10);
+  assert.deepEqual(
+    refused(a).map((r) => r.id),
+    ids(a[10]!, a[11]!),
+  );
+  for (const r of refused(a)) assert.match(assertRejected(r, 'OVERLOADED').message, /the queue is full/);
+});
+
+test('batcher - a sender flooding a full queue cannot starve another: the light one pushes out the newest of the heavy one', async () => {
+  const { h } = await busy({ maxQueueSize: 10, maxQueueDelayMs: 0 });
+  const a = flood(h, 'a', 20);
+  await flush();
+  assert.equal(refused(a).length, 10, 'a alone filled the queue');
+  const b = flood(h, 'b', 5);
+  await flush();
+  assert.equal(refused(b).length, 0, 'every request of b, up to its share of 5, is admitted');
+  // a's five newest queued requests made room, each answered OVERLOADED (retryable)
+  const pushed = a.slice(5, 10);
+  for (const r of pushed) {
+    const err = assertRejected(r, 'OVERLOADED');
+    assert.ok(err.retryable);
+    assert.match(err.message, /pushed out of the full queue to admit a sender under its fair share/);
+  }
+  for (const r of a.slice(0, 5)) assertPending(r);
+  assert.equal(h.batcher.queued, 10);
+  // both at their share on a full queue: a new one from either is refused, and pushes nobody out
+  const more = [h.submit({ source: 'a' }), h.submit({ source: 'b' })];
+  await flush();
+  for (const r of more) assert.match(assertRejected(r, 'OVERLOADED').message, /fair share/);
+  assert.equal(h.stats.rejected.overloaded, 10 + 5 + 2);
+  // every admitted request runs and gets its own outputs
+  while (h.running.length > 0) await h.finishOldest();
+  for (const r of [...a.slice(0, 5), ...b]) assertOwnOutputs(r);
+});
+
+test('batcher - above fairShareThreshold a sender at its share is refused while a light one is still admitted', async () => {
+  const { h } = await busy({ maxQueueSize: 10, fairShareThreshold: 0.5 });
+  const b = h.submit({ source: 'b' });
+  const a = flood(h, 'a', 8);
+  await flush();
+  // two senders: a's share is 5; refused from its 6th on once 5 are queued in all
+  assert.deepEqual(
+    a.map((r) => (r.outcome ? 'refused' : 'queued')),
+    ['queued', 'queued', 'queued', 'queued', 'queued', 'refused', 'refused', 'refused'],
+  );
+  assert.match(assertRejected(a[5]!, 'OVERLOADED').message, /has 5 of the 6 queued requests, its fair share/);
+  assert.equal(assertRejected(a[5]!, 'OVERLOADED').details?.fairShare, 5);
+  const lightOnes = flood(h, 'b', 4);
+  await flush();
+  assert.equal(refused(lightOnes).length, 0, 'b, under its share, is admitted');
+  assertPending(b);
+  assert.equal(h.batcher.queued, 10);
+});
+
+test('batcher - a push-out never takes a request more urgent than the newcomer', async () => {
+  const { h } = await busy({ maxQueueSize: 4, priorityLevels: 2, defaultPriorityLevel: 2 });
+  const urgent = flood(h, 'a', 4, { priority: 1 });
+  const b = h.submit({ source: 'b', priority: 2 });
+  await flush();
+  for (const r of urgent) assertPending(r);
+  assert.match(assertRejected(b, 'OVERLOADED').message, /the queue is full/);
+  const bUrgent = h.submit({ source: 'b', priority: 1 });
+  await flush();
+  assertPending(bUrgent);
+  assertRejected(urgent[3]!, 'OVERLOADED');
+});
+
+test('batcher - fairShareThreshold out of 0..1 is refused', () => {
+  assert.throws(
+    () => new Harness({ fairShareThreshold: 1.5 }),
+    /fairShareThreshold must be within 0\.\.1, got 1\.5/,
+  );
+  assert.throws(() => new Harness({ fairShareThreshold: Number.NaN }), /fairShareThreshold/);
 });

@@ -12,8 +12,19 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { figures, openLoad } from '../../bench/lib/load.ts';
+import { figures, type LoadFigures, openLoad, spreadSenders, targetIndex } from '../../bench/lib/load.ts';
 import { parseParams } from '../../bench/lib/scenario.ts';
+import {
+  COORDINATOR_PARAMS,
+  capacityRps,
+  combineParallel,
+  coordinatorSettings,
+  poolRounds,
+  speedUps,
+  splitClients,
+  type VerdictInput,
+  verdictOf,
+} from '../../bench/scenarios/scale-out-coordinators.ts';
 import {
   BenchRun,
   LatencyHistogram,
@@ -278,4 +289,259 @@ test('bench scenario flags - the command line over BENCH_* over --quick over the
   assert.deepEqual(parsed, { quick: true, params: { 'duration-s': '9', concurrency: '8', rounds: '3' } });
   assert.deepEqual(parseParams(scenario, [], {}).params, scenario.params);
   assert.throws(() => parseParams(scenario, ['--durations-s', '1'], {}), /durations-s/);
+});
+
+test('bench load - spread over several targets: closed loop i always to target i mod n, open loops in turn', async () => {
+  const calls: [number, number | undefined][] = [];
+  const fake = (target: number): RequestSender => ({
+    send: async (loop) => {
+      calls.push([target, loop]);
+      return { ok: true };
+    },
+    close: () => calls.push([target, -1]),
+  });
+  const sender = spreadSenders([fake(0), fake(1), fake(2)]);
+  for (const loop of [0, 1, 2, 3, 4, 5, 3]) await sender.send(loop);
+  // each target numbers its own loops densely (0, 1, ...), so its per-loop connections do too
+  assert.deepEqual(calls.splice(0), [
+    [0, 0],
+    [1, 0],
+    [2, 0],
+    [0, 1],
+    [1, 1],
+    [2, 1],
+    [0, 1],
+  ]);
+  for (let i = 0; i < 4; i++) await sender.send();
+  assert.deepEqual(
+    calls.splice(0).map(([target]) => target),
+    [0, 1, 2, 0],
+  );
+  sender.close();
+  assert.deepEqual(calls, [
+    [0, -1],
+    [1, -1],
+    [2, -1],
+  ]);
+  assert.equal(targetIndex(7, 0, 3), 1);
+  assert.equal(targetIndex(undefined, 7, 3), 1);
+  const one = fake(9);
+  assert.equal(spreadSenders([one]), one, 'one target: its sender as it is');
+  assert.throws(() => spreadSenders([]), /at least one sender/);
+});
+
+test('bench load - several URLs: each loop keeps one connection to its own server, the requests split evenly', async (t) => {
+  const servers = [0, 1].map(() => {
+    const sockets = new Set<number>();
+    let requests = 0;
+    const server = createServer((req, res) => {
+      sockets.add(req.socket.remotePort!);
+      requests++;
+      req.resume();
+      req.on('end', () => res.end('{}'));
+    });
+    return { server, sockets, requests: () => requests };
+  });
+  const urls: string[] = [];
+  for (const { server } of servers) {
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    urls.push(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+  }
+  const load = openLoad({
+    url: urls,
+    bodies: [{ body: Buffer.from('x'), headers: {} }],
+    concurrency: 4,
+    connections: 'per-loop',
+  });
+  t.after(() => load.close());
+  const result = await load.run({ durationMs: 150 });
+  assert.deepEqual(
+    servers.map((s) => s.sockets.size),
+    [2, 2],
+    'four loops over two servers: two connections each',
+  );
+  const [a, b] = servers.map((s) => s.requests());
+  assert.equal(result.errors, 0);
+  assert.ok(a! + b! >= result.completed, 'the servers saw every answered request');
+  // closed loops on equal servers: each server gets about half (two loops each), never all
+  assert.ok(a! > 0 && b! > 0 && Math.abs(a! - b!) <= Math.max(8, 0.5 * Math.max(a!, b!)), `${a} vs ${b}`);
+});
+
+const roundFigures = (requests: number, durationS: number, p50: number): LoadFigures => ({
+  requests,
+  errors: 1,
+  errorKinds: { timeout: 1 },
+  durationS,
+  rps: Math.round(requests / durationS),
+  latencyMs: { mean: p50, p50, p90: p50 * 2, p99: p50 * 3, max: p50 * 4 },
+});
+
+test('bench scale-out coordinators - rounds pooled exactly, speed-ups against one coordinator, capacity per core', () => {
+  const pooled = poolRounds([roundFigures(3000, 1, 10), roundFigures(1000, 1, 30)]);
+  assert.equal(pooled.requests, 4000);
+  assert.equal(pooled.errors, 2);
+  assert.deepEqual(pooled.errorKinds, { timeout: 2 });
+  assert.equal(pooled.durationS, 2);
+  assert.equal(pooled.rps, 2000);
+  // percentiles weighted by each round's requests: (3000 × 10 + 1000 × 30) / 4000
+  assert.equal(pooled.latencyMs.p50, 15);
+  assert.equal(pooled.latencyMs.p99, 45);
+  assert.equal(pooled.latencyMs.max, 120);
+  assert.equal(poolRounds([]).rps, 0);
+
+  assert.deepEqual(
+    speedUps([
+      { coordinators: 1, rps: 1000 },
+      { coordinators: 2, rps: 1850 },
+      { coordinators: 3, rps: 2400 },
+    ]),
+    [1, 1.85, 2.4],
+  );
+  assert.deepEqual(
+    speedUps([{ coordinators: 2, rps: 1850 }]),
+    [null],
+    'no one-coordinator point: no speed-up',
+  );
+  assert.equal(capacityRps(2, 250), 8000);
+  assert.equal(capacityRps(1, null), null);
+  assert.equal(capacityRps(1, 0), null);
+
+  assert.deepEqual(coordinatorSettings(COORDINATOR_PARAMS).problems, []);
+  assert.deepEqual(
+    coordinatorSettings({ ...COORDINATOR_PARAMS, coordinators: '3,1,2,2' }).settings.counts,
+    [1, 2, 3],
+  );
+  assert.deepEqual(coordinatorSettings({ ...COORDINATOR_PARAMS, coordinators: 'none' }).settings.counts, []);
+  const bad = coordinatorSettings({
+    ...COORDINATOR_PARAMS,
+    coordinators: 'two',
+    'coordinator-workers': '0',
+    'coordinator-rounds': '1.5',
+  }).problems;
+  assert.equal(bad.length, 3, bad.join('; '));
+  assert.match(bad[0]!, /--coordinators must list positive integers or be "none", got "two"/);
+});
+
+test('bench scale-out coordinators - the verdict names the bound, the bound with a core per process, and whether CPU per request stayed flat', () => {
+  const point = (
+    coordinators: number,
+    busy: Partial<VerdictInput['coresBusy']>,
+    coordinatorUs: number,
+    vsOne: number | null,
+  ): VerdictInput => ({
+    coordinators,
+    coresBusy: {
+      coordinators: 0.5,
+      busiestCoordinator: 0.5,
+      idleCoordinators: 0,
+      workers: 0.3,
+      loadGenerator: 0.3,
+      machine: 1.2,
+      outsideBench: 0,
+      ...busy,
+    },
+    cpuUsPerRequest: { coordinators: coordinatorUs, idleCoordinators: 0, workers: 50, loadGenerator: 80 },
+    capacityRps: {
+      coordinators: capacityRps(coordinators, coordinatorUs),
+      workers: capacityRps(2, 50),
+      loadGenerator: capacityRps(1, 80),
+    },
+    cpuPerRequestVsOne: vsOne,
+  });
+  const options = { cores: 2, workers: 2, loadGenerators: 1, saturationCores: 0.85 };
+
+  // one coordinator's event loop full: it bounds the point, even on a busy machine
+  const one = verdictOf(
+    point(1, { coordinators: 0.9, busiestCoordinator: 0.9, machine: 1.7 }, 200, null),
+    options,
+  );
+  assert.equal(one.boundBy, 'coordinator CPU');
+  assert.match(
+    one.verdict,
+    /coordinators ~5,000, workers ~40,000, load generator ~12,500 req\/s, so the coordinators would bound it/,
+  );
+  assert.doesNotMatch(one.verdict, /against one/);
+
+  // two coordinators on 2 saturated cores: the machine; CPU per request flat
+  const two = verdictOf(
+    point(2, { coordinators: 1.1, busiestCoordinator: 0.56, machine: 1.95 }, 210, 1.05),
+    options,
+  );
+  assert.equal(two.boundBy, 'machine CPU');
+  assert.match(
+    two.verdict,
+    /^machine CPU \(1\.95 of 2 cores busy: coordinators 1\.10, workers 0\.30, load generator 0\.30, rest 0\.25\)/,
+  );
+  assert.match(
+    two.verdict,
+    /210 µs, \+5% against one coordinator's: adding coordinators does not make a request cost more/,
+  );
+
+  // ... and rising: contention, said as such
+  assert.match(
+    verdictOf(point(3, { machine: 1.95 }, 300, 1.5), options).verdict,
+    /\+50% against one coordinator's: each request costs more/,
+  );
+  // with a core per process, the single load generator runs out before three coordinators
+  assert.match(verdictOf(point(3, {}, 200, 1), options).verdict, /so the load generator would bound it/);
+  // the load generator's own loop, the workers', then round trips
+  assert.equal(verdictOf(point(1, { loadGenerator: 0.9 }, 200, null), options).boundBy, 'load generator CPU');
+  assert.equal(verdictOf(point(1, { workers: 1.8 }, 200, null), options).boundBy, 'workers CPU');
+  assert.equal(verdictOf(point(1, {}, 200, null), options).boundBy, 'round trips');
+  // two load generators at 0.9 cores: each has a core to spare; their capacity doubles
+  const twoGenerators = verdictOf(point(1, { loadGenerator: 0.9 }, 200, null), {
+    ...options,
+    loadGenerators: 2,
+  });
+  assert.equal(twoGenerators.boundBy, 'round trips');
+  assert.match(twoGenerators.verdict, /load generators \(2\) ~12,500 req\/s/);
+  // other work on the cores: the verdict says the figures are suspect
+  assert.match(
+    verdictOf(point(1, { outsideBench: 0.6 }, 200, null), options).verdict,
+    /other work kept 0\.60 cores busy meanwhile: these figures are suspect$/,
+  );
+  assert.doesNotMatch(verdictOf(point(1, { outsideBench: 0.1 }, 200, null), options).verdict, /suspect/);
+});
+
+test('bench scale-out coordinators - clients split over load generators keep client g on target g mod K; parallel figures add up', () => {
+  // 7 clients, 3 generators, 2 targets: 3 + 2 + 2 clients, the generators starting at clients 0, 3, 5
+  assert.deepEqual(splitClients(7, 3, 2), [
+    { clients: 3, firstTarget: 0 },
+    { clients: 2, firstTarget: 1 },
+    { clients: 2, firstTarget: 1 },
+  ]);
+  // every client's target, as the generators' rotated URL lists give it, is its global index mod K
+  for (const [clients, generators, targets] of [
+    [192, 3, 3],
+    [128, 3, 2],
+    [64, 1, 1],
+    [10, 4, 3],
+  ] as const) {
+    const split = splitClients(clients, generators, targets);
+    assert.equal(
+      split.reduce((n, g) => n + g.clients, 0),
+      clients,
+    );
+    const seen: number[] = [];
+    for (const g of split) for (let i = 0; i < g.clients; i++) seen.push((g.firstTarget + i) % targets);
+    assert.deepEqual(
+      seen,
+      Array.from({ length: clients }, (_, g) => g % targets),
+    );
+  }
+  assert.deepEqual(
+    splitClients(2, 4, 1),
+    [
+      { clients: 1, firstTarget: 0 },
+      { clients: 1, firstTarget: 0 },
+    ],
+    'generators left without clients are left out',
+  );
+
+  const both = combineParallel([roundFigures(3000, 1, 10), roundFigures(1000, 1.02, 30)]);
+  assert.equal(both.requests, 4000);
+  assert.equal(both.rps, 3000 + 980);
+  assert.equal(both.durationS, 1.02);
+  assert.equal(both.latencyMs.p50, 15);
 });

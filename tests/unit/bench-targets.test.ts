@@ -14,6 +14,10 @@ import { PAGE_SCENARIOS } from '../../bench/scenarios/index.ts';
 import type { OverheadPoint, OverheadResult } from '../../bench/scenarios/overhead.ts';
 import type { EnginePoint, RealModelResult } from '../../bench/scenarios/real-model.ts';
 import type { ScaleOutPoint, ScaleOutResult } from '../../bench/scenarios/scale-out.ts';
+import type {
+  CoordinatorPoint,
+  CoordinatorSweepResult,
+} from '../../bench/scenarios/scale-out-coordinators.ts';
 import type { SecurityResult, SecurityRun } from '../../bench/scenarios/security.ts';
 
 function run(name: string, result: unknown): ScenarioRun {
@@ -122,6 +126,7 @@ test('bench targets - every target of the page, in the order the README states t
       ['overhead-c1-p50', 'not measured'],
       ['real-model-vs-direct', 'not measured'],
       ['scale-out-vs-ideal', 'not measured'],
+      ['scale-out-coordinators-x2', 'not measured'],
       ['security-auth-c64-throughput', 'not measured'],
     ],
   );
@@ -325,4 +330,51 @@ test('bench report - runs folded into the page data replace their namesakes, kee
     /^measured apart .*2026-12-07 01:44 UTC at commit 0123456789ab, on test \(2 cores/,
   );
   assert.equal(folded.startedAt, base.startedAt, "the page's header still describes the base run");
+});
+
+test('bench targets - scale-out coordinators: 2 coordinators against one, met at 1.8x; on saturated cores not measured, with why', () => {
+  const point = (coordinators: number, rps: number, speedUp: number, extra: Partial<CoordinatorPoint> = {}) =>
+    ({
+      coordinators,
+      rps,
+      speedUp,
+      cpuUsPerRequest: { coordinators: 200, idleCoordinators: 0, workers: 60, loadGenerator: 80 },
+      coresBusy: { machine: 1.2 },
+      boundBy: 'round trips',
+      verdict: 'round trips (...)',
+      ...extra,
+    }) as CoordinatorPoint;
+  const target = (points: CoordinatorPoint[]) => {
+    const coordinators = { cores: 2, points } as unknown as CoordinatorSweepResult;
+    const result = {
+      params: { 'saturation-cores': '0.85' },
+      points: [],
+      coordinators,
+    } as unknown as ScaleOutResult;
+    return computeTargets(suite([run('scale-out', result)]), PAGE_SCENARIOS)[4]!;
+  };
+  const met = target([point(1, 5000, 1), point(2, 9500, 1.9), point(3, 13000, 2.6)]);
+  assert.equal(met.id, 'scale-out-coordinators-x2');
+  assert.equal(met.status, 'met');
+  assert.match(met.measured, /^1\.9× \(9,500 vs 5,000 req\/s\); coordinators' CPU per request 200 vs 200 µs/);
+
+  const machine = target([
+    point(1, 5000, 1),
+    point(2, 5200, 1.04, {
+      boundBy: 'machine CPU',
+      coresBusy: { machine: 1.96 } as CoordinatorPoint['coresBusy'],
+      verdict: 'machine CPU (1.96 of 2 cores busy)',
+    }),
+  ]);
+  assert.equal(machine.status, 'not measured');
+  assert.match(
+    machine.measured,
+    /the machine's 2 cores ran out first \(1\.96 busy with 2 coordinators\); 1\.04×/,
+  );
+  assert.match(machine.bound!, /^with 2 coordinators, machine CPU/);
+
+  // cores to spare and still short: not met
+  assert.equal(target([point(1, 5000, 1), point(2, 7000, 1.4)]).status, 'not met');
+  // no one-coordinator point: nothing to compare with
+  assert.equal(target([point(2, 7000, 1.4)]).status, 'not measured');
 });

@@ -180,3 +180,46 @@ test(`model host - records of versions no longer hosted are bounded (${MAX_RETIR
   await host.load(versioned('2'));
   assert.equal(executionsOf(host, '2'), 1, 'version 2 was kept');
 });
+
+test('model host - the same load twice at once (two coordinators) loads the model once and does not flap', async () => {
+  const { backend, gates, counts } = gatedBackend();
+  const changes: string[] = [];
+  const host = new ModelHost(new Map([['sim', backend]]), silentLogger(), () =>
+    changes.push(
+      host
+        .statuses()
+        .map((s) => s.state)
+        .join(','),
+    ),
+  );
+  const a = host.load(config('a'));
+  const b = host.load(config('a'));
+  assert.equal(counts.loads, 1, 'the second load joined the first');
+  assert.equal(host.size, 1);
+  gates[0]!.resolve();
+  const [ha, hb] = await Promise.all([a, b]);
+  assert.equal(ha, hb);
+  assert.equal(ha.state, 'ready');
+  assert.equal(counts.disposed, 0, 'nothing loaded twice, nothing thrown away');
+  assert.deepEqual(changes, ['loading', 'ready'], 'one loading report, then ready: no flap');
+  // and once ready, the same load again changes nothing
+  await host.load(config('a'));
+  assert.equal(counts.loads, 1);
+  assert.deepEqual(changes, ['loading', 'ready']);
+});
+
+test('model host - a load overtaken by another config while loading releases its model', async () => {
+  const { backend, gates, counts } = gatedBackend();
+  const host = new ModelHost(new Map([['sim', backend]]), silentLogger());
+  const a = host.load(config('a'));
+  const b = host.load(config('b'));
+  assert.equal(counts.loads, 2);
+  gates[1]!.resolve();
+  assert.equal((await b).state, 'ready');
+  gates[0]!.resolve();
+  const overtaken = await a;
+  assert.equal(overtaken.state, 'unavailable');
+  assert.match(overtaken.error ?? '', /replaced by a load of another config/);
+  assert.equal(counts.disposed, 1, 'the overtaken model was released, not leaked');
+  assert.deepEqual(host.get('m', undefined).config.options, { path: 'b' });
+});
