@@ -8,7 +8,7 @@
  *   share under least-latency comes from its distance and not from a broken link.
  *
  * The far worker dials the relays, so it is given its coordinators statically whatever
- * SCENARIO_DISCOVERY says: a worker that found coordinators in Redis would dial their real
+ * SCENARIO_DISCOVERIES say: a worker that found coordinators in Redis would dial their real
  * addresses and skip the relay.
  *
  * Prints {"figure":"farWorkerShare","strategy":...}: the fraction of requests the far worker served.
