@@ -47,6 +47,7 @@ test('netns lab - teardown kills every process on its hosts and deletes its name
 }, async (t) => {
   const available = await netnsAvailable();
   if (!available.ok) {
+    process.stderr.write(`SKIP ${t.name}: network namespaces unavailable: ${available.reason}\n`);
     t.skip(`network namespaces unavailable: ${available.reason}`);
     return;
   }
