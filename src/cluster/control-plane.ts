@@ -23,6 +23,12 @@
  * record is untrusted input: its size and count are capped, its shape checked (zod), and a bad
  * one is logged and skipped; the applier checks its content again as it would an operator's.
  *
+ * Redis restarted (empty): every coordinator still holds the records its state reflects, and
+ * the next re-read writes back those Redis lost (each with its own seq, only where the field is
+ * absent), as members re-announce their leases. A write takes a seq above every seq this
+ * coordinator has seen (the counter is raised first when it is lower), so a change made after a
+ * restart still wins over the records written back.
+ *
  * Redis down: a change is applied here as always (an operator's change never fails because
  * Redis is down, and serving never waits on Redis); its write is kept (the latest per field)
  * and retried with backoff until Redis answers, with a warning and the pending-writes gauge.
@@ -126,6 +132,8 @@ export interface ControlPlaneStats {
   applyFailures: number;
   /** Full re-reads completed. */
   reconciles: number;
+  /** Records written back after Redis lost them. */
+  restored: number;
 }
 
 /** A field of the hash: `kind:target`. */
@@ -171,6 +179,17 @@ until cursor == '0'
 return {out, 0}
 `;
 
+/** INCR, raised above ARGV[1] (the highest seq the writer has seen) when lower: after a restart the counter starts again at 0. */
+const NEXT_SEQ = `
+local v = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if v <= floor then
+  v = floor + 1
+  redis.call('SET', KEYS[1], v)
+end
+return v
+`;
+
 /** One field: its value, or its length when longer than ARGV[2] bytes, or nil. */
 const READ_ONE = `
 local len = redis.call('HSTRLEN', KEYS[1], ARGV[1])
@@ -183,6 +202,7 @@ type ControlRedis = Redis & {
   igControlSet(key: string, field: string, seq: number, value: string): Promise<number>;
   igControlReadAll(key: string, cap: number, maxBytes: number): Promise<[(string | number)[], number]>;
   igControlReadOne(key: string, field: string, maxBytes: number): Promise<string | number | null>;
+  igControlNextSeq(key: string, floor: number): Promise<number>;
 };
 
 interface PendingWrite {
@@ -206,6 +226,10 @@ export class ControlPlane implements ControlJournal {
   readonly #sub: Redis;
   /** Field -> the seq of the record this coordinator's state reflects. */
   readonly #applied = new Map<string, number>();
+  /** Field -> the record this coordinator's state reflects, as stored: written back if Redis loses it. */
+  readonly #known = new Map<string, string>();
+  /** The highest seq seen here: a write takes a higher one. */
+  #maxSeq = 0;
   /** Field -> changes of it being made here now. */
   readonly #local = new Map<string, number>();
   /** Field -> the last write slot of a change made here (writes go in the order changes began). */
@@ -235,6 +259,7 @@ export class ControlPlane implements ControlJournal {
     skipped: 0,
     applyFailures: 0,
     reconciles: 0,
+    restored: 0,
   };
 
   constructor(options: ControlPlaneOptions) {
@@ -264,6 +289,7 @@ export class ControlPlane implements ControlJournal {
     this.#redis.defineCommand('igControlSet', { numberOfKeys: 1, lua: SET_IF_NEWER });
     this.#redis.defineCommand('igControlReadAll', { numberOfKeys: 1, lua: READ_ALL });
     this.#redis.defineCommand('igControlReadOne', { numberOfKeys: 1, lua: READ_ONE });
+    this.#redis.defineCommand('igControlNextSeq', { numberOfKeys: 1, lua: NEXT_SEQ });
     this.#sub = new Redis(url, {
       lazyConnect: true,
       connectTimeout: connectTimeoutMs,
@@ -374,9 +400,12 @@ export class ControlPlane implements ControlJournal {
     // a newer change of the field supersedes one still waiting for Redis
     this.#pending.delete(field);
     try {
-      const seq = await this.#commit(field, change);
+      const written = await this.#commit(field, change);
       // this coordinator made the change: its echo on the feed is not applied again
-      if (seq !== undefined) this.#applied.set(field, Math.max(this.#applied.get(field) ?? 0, seq));
+      if (written !== undefined && written.seq > (this.#applied.get(field) ?? 0)) {
+        this.#applied.set(field, written.seq);
+        this.#known.set(field, written.value);
+      }
     } catch (err) {
       this.#keep(field, change, err);
     }
@@ -400,7 +429,7 @@ export class ControlPlane implements ControlJournal {
    * written at all (too large: logged; it stays a change of this coordinator only). Throws when
    * Redis fails.
    */
-  async #commit(field: string, change: PendingWrite): Promise<number | undefined> {
+  async #commit(field: string, change: PendingWrite): Promise<{ seq: number; value: string } | undefined> {
     const body = { kind: change.kind, target: change.target, op: change.op, payload: change.payload };
     // the size is known before a seq is taken: seq and `at` add a few dozen bytes
     const draft = JSON.stringify({
@@ -416,13 +445,14 @@ export class ControlPlane implements ControlJournal {
       );
       return undefined;
     }
-    const seq = await this.#redis.incr(this.#seqKey);
+    const seq = await this.#redis.igControlNextSeq(this.#seqKey, this.#maxSeq);
     const value = JSON.stringify({ seq, ...body, by: this.instanceId, at: change.at });
     const stored = await this.#redis.igControlSet(this.#hashKey, field, seq, value);
     this.stats.written++;
+    this.#maxSeq = Math.max(this.#maxSeq, seq);
     // not stored: a higher seq is there already, published by its writer
     if (stored === 1) await this.#redis.publish(this.#feedKey, JSON.stringify({ field, seq }));
-    return seq;
+    return { seq, value };
   }
 
   #scheduleRetry(delayMs: number): void {
@@ -503,14 +533,49 @@ export class ControlPlane implements ControlJournal {
       );
     }
     const records: [string, ControlRecord][] = [];
+    const present = new Set<string>();
     for (let i = 0; i + 1 < pairs.length; i += 2) {
+      present.add(String(pairs[i]));
       const record = this.#parse(String(pairs[i]), pairs[i + 1]);
-      if (record) records.push([String(pairs[i]), record]);
+      if (record) {
+        records.push([String(pairs[i]), record]);
+        this.#maxSeq = Math.max(this.#maxSeq, record.seq);
+      }
     }
+    if (!truncated) await this.#restore(present);
     const order = (r: ControlRecord) => CONTROL_KINDS.indexOf(r.kind);
     records.sort((a, b) => order(a[1]) - order(b[1]) || a[1].seq - b[1].seq);
     await Promise.all(records.map(([field, record]) => this.#consider(field, record)));
     this.stats.reconciles++;
+  }
+
+  /**
+   * Writes back the records this coordinator's state reflects that Redis no longer holds (it
+   * restarted empty, or lost keys), each with its own seq and only where the field is absent,
+   * and raises the counter above them. Every coordinator does it; the first one wins and the
+   * others' writes are no-ops.
+   */
+  async #restore(present: ReadonlySet<string>): Promise<void> {
+    const lost = [...this.#known].filter(([field]) => !present.has(field) && !this.#local.has(field));
+    if (lost.length === 0) return;
+    try {
+      let restored = 0;
+      for (const [field, value] of lost) {
+        const seq = this.#applied.get(field) ?? 0;
+        restored += await this.#redis.igControlSet(this.#hashKey, field, seq, value);
+      }
+      // the counter, reset by the restart, goes above every seq written back (INCR then raise)
+      await this.#redis.igControlNextSeq(this.#seqKey, this.#maxSeq);
+      if (restored > 0) {
+        this.stats.restored += restored;
+        this.#logger.warn(
+          { restored, known: this.#known.size },
+          'shared control plane: Redis had lost control records (restarted?); wrote back the ones this coordinator holds',
+        );
+      }
+    } catch (err) {
+      this.#logger.debug({ err: (err as Error).message }, 'shared control plane: write-back failed');
+    }
   }
 
   async #onFeed(message: string): Promise<void> {
@@ -621,6 +686,8 @@ export class ControlPlane implements ControlJournal {
     }
     this.#failedSeq.delete(field);
     this.#applied.set(field, Math.max(this.#applied.get(field) ?? 0, record.seq));
+    this.#known.set(field, JSON.stringify(record));
+    this.#maxSeq = Math.max(this.#maxSeq, record.seq);
     this.stats.applied[record.kind]++;
     this.#logger.info(
       { field, seq: record.seq, by: record.by, op: record.op },

@@ -156,17 +156,18 @@ test('control plane - a write whose seq is lower than the stored one is not stor
   const ns = namespace(t);
   const redis = rawClient(t);
   const field = controlField('repository', 'm');
-  // another writer took seq 100 and committed first; this one's INCR gives 1
-  await redis.hset(`${ns}${CONTROL_PREFIX}`, field, record(100, 'repository', 'm', 'unload'));
   const a = await member(t, ns);
-  // a applied the stored record at start
-  assert.equal(a.plane.appliedSeq('repository', 'm'), 100);
-  assert.deepEqual(a.state.get(field), {});
+  // another writer took seq 100 and committed first (a has not seen it); this one's INCR gives 1
+  await redis.hset(`${ns}${CONTROL_PREFIX}`, field, record(100, 'repository', 'm', 'unload'));
   a.change('repository', 'm', 'load', { configs: [] });
   await waitFor('the write ran', () => a.plane.stats.written === 1);
   const kept = (await stored(redis, ns, field))!;
   assert.equal(kept.seq, 100);
   assert.equal(kept.op, 'unload');
+  // a converges on the record that stayed
+  await a.plane.reconcile();
+  assert.equal(a.plane.appliedSeq('repository', 'm'), 100);
+  assert.deepEqual(a.state.get(field), {});
 });
 
 test('control plane - a record from elsewhere is held back while a change of its field is being made here', async (t) => {
@@ -352,4 +353,34 @@ test('control plane - a Redis URL is logged without its password', () => {
   assert.equal(redactUrl('redis://:s3cret@10.0.0.5:6379/0'), 'redis://:***@10.0.0.5:6379/0');
   assert.equal(redactUrl('rediss://user:s3cret@host:6380'), 'rediss://user:***@host:6380');
   assert.equal(redactUrl('redis://127.0.0.1:6379'), 'redis://127.0.0.1:6379');
+});
+
+test('control plane - after Redis loses everything (a restart), the records are written back and a later change still wins', async (t) => {
+  const ns = namespace(t);
+  const redis = rawClient(t);
+  const a = await member(t, ns);
+  const b = await member(t, ns);
+  a.change('repository', 'm', 'unload', { n: 1 });
+  b.change('traffic', 'm', 'set', { split: { '1': 100 } });
+  await waitFor('both applied both', () => a.applied.length === 1 && b.applied.length === 1);
+  const before = await stored(redis, ns, controlField('repository', 'm'));
+  assert.ok(before);
+  // the restart: the hash and the counter are gone
+  await redis.del(`${ns}${CONTROL_PREFIX}`, `${ns}${CONTROL_PREFIX}:seq`);
+  await b.plane.reconcile();
+  assert.deepEqual(
+    await stored(redis, ns, controlField('repository', 'm')),
+    before,
+    'written back as it was',
+  );
+  assert.ok(await stored(redis, ns, controlField('traffic', 'm')));
+  assert.equal(b.plane.stats.restored, 2);
+  // a coordinator started after the restart converges on the written-back records
+  const late = await member(t, ns);
+  assert.deepEqual(late.state, a.state);
+  // the counter restarted at 0; a change made now must still beat the records written back
+  a.change('repository', 'm', 'load', { n: 2 });
+  await waitFor('b applied the new change', () => b.state.get(controlField('repository', 'm'))?.n === 2);
+  const after = await stored(redis, ns, controlField('repository', 'm'));
+  assert.ok(after && after.seq > before.seq, `new seq ${after?.seq} above ${before.seq}`);
 });
