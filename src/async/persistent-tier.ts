@@ -18,11 +18,13 @@ export function persistentTier(store: CacheStore | undefined): CacheStore | unde
 }
 
 /**
- * The store asynchronous requests keep their records in: the cache's persistent tiers, and,
- * in a cluster whose cache has no Redis tier, the cluster's Redis besides (so a request is
- * pollable and cancellable on every coordinator with only `cluster` configured). `owned` is
- * the store opened here, which the caller closes; it connects in the background, so a Redis
- * that is down at start-up fails nothing.
+ * The store asynchronous requests keep their records in: with a Redis tier (the cache's, or
+ * in a cluster whose cache has none, the cluster's Redis) that tier alone, since records and
+ * cancel markers must be read where every coordinator writes them (a local SQLite tier above it
+ * would keep a stale copy, such as "pending" after the result was written); otherwise the
+ * cache's persistent tiers (SQLite: results outlive a restart). `owned` is the store opened
+ * here, which the caller closes; it connects in the background, so a Redis that is down at
+ * start-up fails nothing.
  */
 export function asyncStore(
   cacheStore: CacheStore | undefined,
@@ -30,7 +32,9 @@ export function asyncStore(
 ): { store: CacheStore | undefined; owned: CacheStore | undefined } {
   const lower = persistentTier(cacheStore);
   const tiers = lower instanceof TieredStore ? lower.tiers : lower ? [lower] : [];
-  if (!cluster || tiers.some((t) => t.name === 'redis')) return { store: lower, owned: undefined };
+  const redis = tiers.find((t) => t.name === 'redis');
+  if (redis) return { store: redis, owned: undefined };
+  if (!cluster) return { store: lower, owned: undefined };
   const owned = RedisStore.open({ ...cluster.redis, namespace: cluster.redis.namespace });
-  return { store: lower ? new TieredStore([...tiers, owned]) : owned, owned };
+  return { store: owned, owned };
 }

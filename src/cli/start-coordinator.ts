@@ -95,6 +95,8 @@ export async function startCoordinator(
   try {
     await coordinator.start();
   } catch (err) {
+    // what it opened before failing (the cache's stores, a cluster Redis that keeps reconnecting)
+    await coordinator.stop().catch(() => {});
     await tracing.shutdown();
     throw err;
   }

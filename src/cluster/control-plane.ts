@@ -245,6 +245,10 @@ export class ControlPlane implements ControlJournal {
   /** Writes that could not reach Redis, the latest per field, oldest first. */
   readonly #pending = new Map<string, PendingWrite>();
   #retryTimer: NodeJS.Timeout | undefined;
+  /** A flush is running. */
+  #flushing = false;
+  /** A retry asked for while a flush ran: armed with this delay when it ends, ms. */
+  #rearmMs: number | undefined;
   #retryDelayMs: number;
   #reconcileTimer: NodeJS.Timeout | undefined;
   #reconciling: Promise<void> | undefined;
@@ -457,9 +461,21 @@ export class ControlPlane implements ControlJournal {
 
   #scheduleRetry(delayMs: number): void {
     if (this.#stopped || this.#retryTimer) return;
+    // one flush at a time (two would both find a kept change and write it twice): asked for
+    // during a flush, the next one is armed when it ends
+    if (this.#flushing) {
+      this.#rearmMs = Math.min(this.#rearmMs ?? delayMs, delayMs);
+      return;
+    }
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
-      void this.#flush();
+      this.#flushing = true;
+      void this.#flush().finally(() => {
+        this.#flushing = false;
+        const rearmMs = this.#rearmMs;
+        this.#rearmMs = undefined;
+        if (rearmMs !== undefined && this.#pending.size > 0) this.#scheduleRetry(rearmMs);
+      });
     }, delayMs);
     this.#retryTimer.unref();
   }
@@ -685,9 +701,11 @@ export class ControlPlane implements ControlJournal {
       return;
     }
     this.#failedSeq.delete(field);
-    this.#applied.set(field, Math.max(this.#applied.get(field) ?? 0, record.seq));
-    this.#known.set(field, JSON.stringify(record));
     this.#maxSeq = Math.max(this.#maxSeq, record.seq);
+    // a change made here while this one applied (a higher seq) stays what this coordinator holds
+    if (record.seq <= (this.#applied.get(field) ?? 0)) return;
+    this.#applied.set(field, record.seq);
+    this.#known.set(field, JSON.stringify(record));
     this.stats.applied[record.kind]++;
     this.#logger.info(
       { field, seq: record.seq, by: record.by, op: record.op },

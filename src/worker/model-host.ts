@@ -218,7 +218,9 @@ export class ModelHost {
         this.#logger.info({ model: config.name, version: config.version }, 'model unloaded while loading');
         return hosted;
       }
-      if (!replacing && this.#models.get(key) !== hosted) {
+      // another load of the key finished first: with no earlier version, it holds the key;
+      // replacing one, it already took the old version's place (and retired it)
+      if (this.#models.get(key) !== (replacing ?? hosted)) {
         // a load of another config took its place while it loaded: that one is served; this
         // one would otherwise be held by nobody, never disposed
         await model.dispose();

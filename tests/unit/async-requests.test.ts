@@ -22,7 +22,13 @@ import {
   wantsAsync,
 } from '../../src/api/async-routes.ts';
 import { sendError } from '../../src/api/errors.ts';
-import { AsyncRequests, type AsyncRequestsOptions, persistentTier } from '../../src/async/index.ts';
+import {
+  AsyncRequests,
+  type AsyncRequestsOptions,
+  asyncStore,
+  persistentTier,
+} from '../../src/async/index.ts';
+import { clusterSchema } from '../../src/config/schema.ts';
 import { type CacheStore, MemoryStore, RedisStore, SqliteStore, TieredStore } from '../../src/cache/index.ts';
 import { InfergridError, toInfergridError } from '../../src/errors.ts';
 import type { Parameters } from '../../src/protocol/index.ts';
@@ -441,6 +447,29 @@ test('async requests - persistentTier leaves the memory tier out', () => {
   assert.equal(persistentTier(new TieredStore([memory, fakeSqlite])), fakeSqlite);
   assert.equal(persistentTier(new TieredStore([memory, fakeSqlite, fakeRedis]))?.name, 'sqlite+redis');
   assert.equal(persistentTier(fakeRedis), fakeRedis);
+});
+
+test("async requests - asyncStore reads the shared Redis alone, and opens the cluster's when the cache has none", async () => {
+  const memory = new MemoryStore({ maxBytes: 1 << 20, maxEntries: 10 });
+  const fakeSqlite = { name: 'sqlite' } as CacheStore;
+  const fakeRedis = { name: 'redis' } as CacheStore;
+  const cluster = clusterSchema.parse({
+    redis: { url: 'redis://127.0.0.1:6379', namespace: 'test-async-store:' },
+  });
+  assert.deepEqual(asyncStore(new TieredStore([memory, fakeSqlite]), undefined), {
+    store: fakeSqlite,
+    owned: undefined,
+  });
+  // a local tier above Redis would keep stale copies ("pending" after the result was written)
+  assert.deepEqual(asyncStore(new TieredStore([memory, fakeSqlite, fakeRedis]), cluster), {
+    store: fakeRedis,
+    owned: undefined,
+  });
+  const { store, owned } = asyncStore(new TieredStore([memory, fakeSqlite]), cluster);
+  assert.ok(owned);
+  assert.equal(store, owned);
+  assert.equal(owned.name, 'redis');
+  await owned.close();
 });
 
 test('async requests - a restarted coordinator on the same SQLite file answers polls', async (t) => {

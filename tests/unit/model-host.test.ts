@@ -11,6 +11,7 @@ import { modelSchema } from '../../src/config/index.ts';
 import { silentLogger } from '../../src/telemetry/index.ts';
 import { deferred } from '../../src/util/deferred.ts';
 import { MAX_RETIRED_STATS, ModelHost } from '../../src/worker/index.ts';
+import { waitFor } from '../fixtures/processes.ts';
 
 const SPEC = [{ name: 'x', datatype: 'FP32' as const, shape: [-1] }];
 
@@ -222,4 +223,25 @@ test('model host - a load overtaken by another config while loading releases its
   assert.match(overtaken.error ?? '', /replaced by a load of another config/);
   assert.equal(counts.disposed, 1, 'the overtaken model was released, not leaked');
   assert.deepEqual(host.get('m', undefined).config.options, { path: 'b' });
+});
+
+test('model host - two reloads with different configs at once: the first to finish replaces the served version, the other releases its model', async () => {
+  const { backend, gates, counts } = gatedBackend();
+  const host = new ModelHost(new Map([['sim', backend]]), silentLogger());
+  const first = host.load(config('a'));
+  gates[0]!.resolve();
+  assert.equal((await first).state, 'ready');
+  const b = host.load(config('b'));
+  const c = host.load(config('c'));
+  assert.equal(counts.loads, 3);
+  gates[2]!.resolve();
+  assert.equal((await c).state, 'ready');
+  gates[1]!.resolve();
+  const overtaken = await b;
+  assert.equal(overtaken.state, 'unavailable');
+  assert.match(overtaken.error ?? '', /replaced by a load of another config/);
+  assert.deepEqual(host.get('m', undefined).config.options, { path: 'c' });
+  // a (retired by c) and b (overtaken) are released; c is served, nothing leaked or released twice
+  await waitFor('the old version and the overtaken load released', () => counts.disposed === 2);
+  assert.equal(counts.disposed, 2);
 });
