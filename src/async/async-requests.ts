@@ -367,10 +367,12 @@ export class AsyncRequests {
   ): Promise<'cancelled' | 'cancelling' | 'finished'> {
     const message = encodeControl({ kind: 'cancel', id, owner, from: this.instanceId });
     const ttlMs = Math.max(1, Math.min(MAX_MS, expiresAtMs - this.#now()));
+    // a Redis store's plain set counts a failure as done: this one must say it failed
+    const writer = store.strict ?? store;
     try {
-      await store.set(cancelKey(id), message, ttlMs);
+      await writer.set(cancelKey(id), message, ttlMs);
       // written after the cancel key: an owner that reads the new marker finds the key
-      await store.set(
+      await writer.set(
         cancelMarkerKey(ownerInstance),
         Buffer.from(randomUUID()),
         Math.min(MAX_MS, 3 * this.#instanceLeaseMs),
@@ -484,20 +486,22 @@ export class AsyncRequests {
     for (const run of this.#runs.values()) running ||= !run.settled;
     if (!running) return;
     this.#checkingCancels = true;
+    // a failed read must not pass for "no cancel": the marker is taken as seen only once every key was read
+    const reader = store.strict ?? store;
     try {
-      const marker = await store.get(cancelMarkerKey(this.instanceId));
+      const marker = await reader.get(cancelMarkerKey(this.instanceId));
       // markers are UUIDs: whatever else is there, only its first bytes are looked at
       const value =
         marker === undefined
           ? undefined
           : Buffer.from(marker.buffer, marker.byteOffset, Math.min(64, marker.byteLength)).toString('latin1');
       if (value === this.#cancelMarker) return;
-      this.#cancelMarker = value;
       for (const [id, run] of [...this.#runs]) {
         if (run.settled) continue;
-        const bytes = await store.get(cancelKey(id));
+        const bytes = await reader.get(cancelKey(id));
         if (bytes !== undefined) this.#onControl(bytes, 'store', id);
       }
+      this.#cancelMarker = value;
     } catch (err) {
       this.#storeFailed(err, 'read the cancels asked by other coordinators', undefined);
     } finally {

@@ -171,7 +171,31 @@ export class RedisStore implements CacheStore {
   }
 
   get(key: string): Promise<Uint8Array | undefined> {
-    return this.#try(async () => (await this.#redis.getBuffer(this.#prefix + key)) ?? undefined, undefined);
+    return this.#try(() => this.#get(key), undefined);
+  }
+
+  readonly strict = {
+    get: (key: string) => this.#counted(this.#get(key)),
+    set: (key: string, value: Uint8Array, ttlMs?: number) => this.#counted(this.#set(key, value, ttlMs)),
+  };
+
+  async #counted<T>(op: Promise<T>): Promise<T> {
+    try {
+      return await op;
+    } catch (err) {
+      this.#errors++;
+      throw err;
+    }
+  }
+
+  async #get(key: string): Promise<Uint8Array | undefined> {
+    return (await this.#redis.getBuffer(this.#prefix + key)) ?? undefined;
+  }
+
+  async #set(key: string, value: Uint8Array, ttlMs?: number): Promise<void> {
+    const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    if (ttlMs === undefined) await this.#redis.set(this.#prefix + key, bytes);
+    else await this.#redis.set(this.#prefix + key, bytes, 'PX', Math.max(1, Math.round(ttlMs)));
   }
 
   getEntry(key: string): Promise<{ value: Uint8Array; ttlMs: number | undefined } | undefined> {
@@ -190,11 +214,7 @@ export class RedisStore implements CacheStore {
   }
 
   async set(key: string, value: Uint8Array, ttlMs?: number): Promise<void> {
-    const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-    await this.#try(async () => {
-      if (ttlMs === undefined) await this.#redis.set(this.#prefix + key, bytes);
-      else await this.#redis.set(this.#prefix + key, bytes, 'PX', Math.max(1, Math.round(ttlMs)));
-    }, undefined);
+    await this.#try(() => this.#set(key, value, ttlMs), undefined);
   }
 
   delete(key: string): Promise<boolean> {

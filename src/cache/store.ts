@@ -35,6 +35,17 @@ export interface CacheStore {
   readonly name: string;
   /** Messages to the other processes sharing this store; only a shared store (Redis) has them. */
   readonly pubSub?: StorePubSub | undefined;
+  /**
+   * get and set that throw when the store fails, where the plain ones count a failure as a
+   * miss (Redis): for state whose loss must be noticed, such as a cancel asked of another
+   * coordinator.
+   */
+  readonly strict?:
+    | {
+        get(key: string): Promise<Uint8Array | undefined>;
+        set(key: string, value: Uint8Array, ttlMs?: number): Promise<void>;
+      }
+    | undefined;
   get(key: string): Promise<Uint8Array | undefined>;
   /** Like get, with the time the entry has left (undefined: no TTL); lets a tier above keep a copy no longer. */
   getEntry?(key: string): Promise<{ value: Uint8Array; ttlMs: number | undefined } | undefined>;

@@ -548,6 +548,21 @@ test('redis store - connecting to a port nothing listens on rejects with an erro
   });
 });
 
+test('redis store - opened while Redis is unreachable: plain get/set count a miss, strict ones reject', async () => {
+  const url = `redis://127.0.0.1:${await freePort()}`;
+  const store = RedisStore.open(redisOptions(url));
+  try {
+    const value = new Uint8Array([1, 2, 3]);
+    assert.equal(await store.get('k'), undefined);
+    await store.set('k', value);
+    await assert.rejects(store.strict.get('k'));
+    await assert.rejects(store.strict.set('k', value, 1000));
+    assert.ok(store.stats().errors >= 4, `errors ${store.stats().errors}`);
+  } finally {
+    await store.close();
+  }
+});
+
 /** A redis-server of this test's own on a free port, resolved once it accepts connections. */
 async function ownRedis(
   t: TestContext,
