@@ -665,6 +665,11 @@ export class ControlPlane implements ControlJournal {
   /** Applies a record if it is newer than what this coordinator reflects (held back while a change of its field is made here). */
   #consider(field: string, record: ControlRecord): Promise<void> {
     if (record.seq <= (this.#applied.get(field) ?? 0)) return Promise.resolve();
+    // bounded: a writer cycling through distinct fields cannot grow what is remembered per field
+    if (!this.#applied.has(field) && this.#applied.size >= this.#maxRecords) {
+      this.#skip(field, `a record of a new field past maxRecords (${this.#maxRecords}) fields held`);
+      return Promise.resolve();
+    }
     if (this.#local.has(field)) {
       const held = this.#held.get(field);
       if (!held || held.seq < record.seq) this.#held.set(field, record);

@@ -260,6 +260,13 @@ test('control plane - a full re-read takes at most maxRecords records', async (t
   const a = await member(t, ns, { maxRecords: 4 });
   assert.equal(a.applied.length, 4);
   assert.equal(a.plane.stats.skipped, 1, 'the truncation is counted');
+  // a writer that deletes and writes new fields cannot grow what a holds past maxRecords fields
+  await redis.del(hash);
+  for (let i = 11; i <= 14; i++)
+    await redis.hset(hash, `removal:w${i}`, record(i, 'removal', `w${i}`, 'readmit'));
+  await a.plane.reconcile();
+  assert.equal(a.applied.length, 4, 'no record of a fifth field applied');
+  assert.ok(a.plane.stats.skipped >= 5, `skipped ${a.plane.stats.skipped}`);
 });
 
 /** A TCP proxy to Redis that the test can take down and bring back on the same port. */
