@@ -13,8 +13,9 @@
  * Channels live under the same namespace as keys (`<namespace>ig:v1:cache:<channel>`).
  */
 
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { InfergridError } from '../errors.ts';
+import { failFastRedis } from '../util/redis.ts';
 import type { CacheStore, StorePubSub, StoreStats } from './store.ts';
 
 export const REDIS_PREFIX = 'ig:v1:cache:';
@@ -148,17 +149,7 @@ export class RedisStore implements CacheStore {
   }
 
   static #client(options: RedisStoreOptions, lazyConnect: boolean): Redis {
-    const redis = new Redis(options.url, {
-      lazyConnect,
-      connectTimeout: options.connectTimeoutMs,
-      commandTimeout: options.commandTimeoutMs,
-      // fail commands fast while disconnected instead of queueing them: a miss is better than a wait
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt) => Math.min(2000, 50 * 2 ** attempt),
-    });
-    redis.on('error', () => {}); // reported through the commands that fail
-    return redis;
+    return failFastRedis(options, { lazyConnect });
   }
 
   async #try<T>(op: () => Promise<T>, fallback: T): Promise<T> {

@@ -44,6 +44,7 @@ import type { ClusterConfig } from '../config/index.ts';
 import type { ControlEntry, ControlJournal, ControlKind, ControlOp } from '../coordinator/index.ts';
 import { toInfergridError } from '../errors.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { failFastRedis, redisReconnectDelayMs } from '../util/redis.ts';
 import { redactUrl } from './member.ts';
 
 export const CONTROL_PREFIX = 'ig:v1:cluster:control';
@@ -279,17 +280,9 @@ export class ControlPlane implements ControlJournal {
     this.#maxRecords = options.maxRecords ?? DEFAULT_MAX_CONTROL_RECORDS;
     this.#maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_CONTROL_RECORD_BYTES;
     this.#retryDelayMs = options.writeRetryInitialDelayMs ?? DEFAULT_WRITE_RETRY_INITIAL_DELAY_MS;
-    const { url, connectTimeoutMs, commandTimeoutMs } = options.redis;
-    const retryStrategy = (attempt: number) => Math.min(2000, 50 * 2 ** Math.min(attempt, 6));
-    this.#redis = new Redis(url, {
-      lazyConnect: true,
-      connectTimeout: connectTimeoutMs,
-      commandTimeout: commandTimeoutMs,
-      // fail fast while disconnected: the write is kept and retried here, nothing waits on Redis
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy,
-    }) as ControlRedis;
+    const { url, connectTimeoutMs } = options.redis;
+    // fail fast while disconnected: the write is kept and retried here, nothing waits on Redis
+    this.#redis = failFastRedis(options.redis) as ControlRedis;
     this.#redis.defineCommand('igControlSet', { numberOfKeys: 1, lua: SET_IF_NEWER });
     this.#redis.defineCommand('igControlReadAll', { numberOfKeys: 1, lua: READ_ALL });
     this.#redis.defineCommand('igControlReadOne', { numberOfKeys: 1, lua: READ_ONE });
@@ -299,10 +292,9 @@ export class ControlPlane implements ControlJournal {
       connectTimeout: connectTimeoutMs,
       // a subscription waits for Redis (and is made again on every reconnect)
       maxRetriesPerRequest: null,
-      retryStrategy,
+      retryStrategy: redisReconnectDelayMs,
     });
     // failures are reported by the operations that fail, not once per reconnect attempt
-    this.#redis.on('error', () => {});
     this.#sub.on('error', () => {});
     this.#redis.on('ready', () => {
       if (this.#pending.size > 0) this.#scheduleRetry(0);

@@ -26,10 +26,11 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { DialAllowList } from '../api/dial-allow.ts';
 import type { ClusterConfig } from '../config/index.ts';
 import type { Logger } from '../telemetry/index.ts';
+import { failFastRedis } from '../util/redis.ts';
 import {
   type CheckedRecord,
   MAX_MEMBER_NOTE_BYTES,
@@ -167,26 +168,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.#allow = new DialAllowList(cluster.allow);
     this.keys = new MemberKeys(cluster.redis.namespace);
     this.#setSelf(options.self);
-    const common = {
-      lazyConnect: true,
-      connectTimeout: cluster.redis.connectTimeoutMs,
-      commandTimeout: cluster.redis.commandTimeoutMs,
-      // fail fast while disconnected: a renewal or read that cannot run now runs at its next tick
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      // keep reconnecting for as long as the process runs, at most every 2 s
-      retryStrategy: (attempt: number) => Math.min(2000, 50 * 2 ** Math.min(attempt, 10)),
-    };
+    // fail fast while disconnected: a renewal or read that cannot run now runs at its next tick
     const name = `infergrid:${options.name ?? (options.self ? `${options.self.role}:${options.self.id}` : 'watch')}`;
-    this.#redis = new Redis(cluster.redis.url, { ...common, connectionName: name });
-    this.#sub = new Redis(cluster.redis.url, {
-      ...common,
-      connectionName: `${name}:sub`,
-      autoResubscribe: false,
-    });
-    // failures are reported through the commands that fail (once per outage)
-    this.#redis.on('error', () => {});
-    this.#sub.on('error', () => {});
+    this.#redis = failFastRedis(cluster.redis, { connectionName: name });
+    this.#sub = failFastRedis(cluster.redis, { connectionName: `${name}:sub`, autoResubscribe: false });
     this.#redis.on('ready', () => this.#onRedisReady());
     this.#redis.on('close', () => {
       if (!this.#stopped) this.#markDown('connection closed');
