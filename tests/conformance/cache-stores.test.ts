@@ -18,10 +18,8 @@
  */
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, describe, test } from 'node:test';
@@ -34,6 +32,7 @@ import {
   TieredStore,
 } from '../../src/cache/index.ts';
 import { assertCode } from '../fixtures/assert.ts';
+import { freePort, startRedisServer } from '../fixtures/redis-server.ts';
 
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const MiB = 1 << 20;
@@ -133,14 +132,6 @@ function tempDir(t: TestContext): string {
 }
 
 /** A port nothing listens on (listened on, then closed). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 function redisOptions(url: string): RedisStoreOptions {
   return { url, namespace: `test:${randomUUID()}:`, connectTimeoutMs: 2000, commandTimeoutMs: 500 };
 }
@@ -563,49 +554,6 @@ test('redis store - opened while Redis is unreachable: plain get/set count a mis
   }
 });
 
-/** A redis-server of this test's own on a free port, resolved once it accepts connections. */
-async function ownRedis(
-  t: TestContext,
-): Promise<{ url: string; child: ChildProcess; exited: Promise<unknown> }> {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  defer(t, async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  });
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`redis-server not ready within 10 s:\n${output}`)),
-      10_000,
-    );
-    child.stdout!.on('data', (d: Buffer) => {
-      output += d;
-      if (output.includes('Ready to accept connections')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => {
-      output += d;
-    });
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`redis-server exited before it was ready:\n${output}`));
-    });
-  });
-  return { url: `redis://127.0.0.1:${port}`, child, exited };
-}
-
 /** Fails when `promise` has not settled within `ms`: "resolves as a miss" must not mean "hangs". */
 async function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -620,7 +568,7 @@ async function within<T>(ms: number, what: string, promise: Promise<T>): Promise
 }
 
 test('redis store - a Redis gone at run time makes every operation a miss, counted as an error', async (t) => {
-  const redis = await ownRedis(t);
+  const redis = await startRedisServer(t);
   const store = await RedisStore.connect(redisOptions(redis.url));
   defer(t, () => store.close());
   await store.set('k', bytes(1, 2, 3));
@@ -684,7 +632,7 @@ test('redis store - pub/sub: a message reaches each subscriber of its channel in
 });
 
 test('redis store - pub/sub after close is refused, and publishing to a Redis gone is an error, counted', async (t) => {
-  const redis = await ownRedis(t);
+  const redis = await startRedisServer(t);
   const store = await RedisStore.connect(redisOptions(redis.url));
   defer(t, () => store.close());
   redis.child.kill('SIGKILL');

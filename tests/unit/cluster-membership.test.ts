@@ -6,9 +6,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import { type TestContext, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { type Member, Membership, advertisedHost, followCoordinators } from '../../src/cluster/index.ts';
@@ -16,6 +14,7 @@ import { type ClusterConfig, clusterSchema } from '../../src/config/schema.ts';
 import { silentLogger } from '../../src/telemetry/index.ts';
 import type { HostPort } from '../../src/util/address.ts';
 import { waitFor } from '../fixtures/processes.ts';
+import { freePort, startRedisServer } from '../fixtures/redis-server.ts';
 
 const SHARED_REDIS = 'redis://127.0.0.1:6379';
 
@@ -71,50 +70,6 @@ const ids = (m: Membership, role?: Member['role']) =>
     .members(role)
     .map((x) => x.id)
     .sort();
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** A redis-server of the test's own on `port`, resolved once it accepts connections; killed after the test. */
-async function ownRedis(t: TestContext, port: number): Promise<{ kill(): Promise<void> }> {
-  const child: ChildProcess = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  const kill = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  };
-  t.after(kill);
-  let output = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`redis-server not ready within 10 s:\n${output}`)),
-      10_000,
-    );
-    child.stdout!.on('data', (d: Buffer) => {
-      output += d;
-      if (output.includes('Ready to accept connections')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    void exited.then(() => {
-      clearTimeout(timer);
-      reject(new Error(`redis-server exited before it was ready:\n${output}`));
-    });
-  });
-  return { kill };
-}
 
 test('cluster membership - a member announces under a lease it renews; a watcher sees it join by the channel', async (t) => {
   const { raw, ns } = await sharedRedis(t);
@@ -288,7 +243,7 @@ test('cluster membership - a renewal that finds its key wiped re-announces, and 
 test('cluster membership - Redis down keeps the last known members; a restarted empty Redis gets everyone back at once', async (t) => {
   const port = await freePort();
   const url = `redis://127.0.0.1:${port}`;
-  let redis = await ownRedis(t, port);
+  let redis = await startRedisServer(t, port);
   const ns = `test-${randomUUID()}:`;
   // leases of a minute: anything re-appearing within the waits below was re-announced, not renewed
   const slow = { leaseMs: 60_000, reconcileIntervalMs: 100 };
@@ -314,7 +269,7 @@ test('cluster membership - Redis down keeps the last known members; a restarted 
   assert.equal(watcher.counters.leaves, 0);
 
   // Redis restarts empty on the same port
-  redis = await ownRedis(t, port);
+  redis = await startRedisServer(t, port);
   const raw = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await raw.connect();
   t.after(() => raw.disconnect());
@@ -349,7 +304,7 @@ test('cluster membership - an unreachable Redis at start: start resolves, nothin
   const failures = m.counters.redisFailures;
   await waitFor('retries failing', () => m.counters.redisFailures >= failures + 3, 10_000);
   // Redis comes up: the member announces itself without being told
-  await ownRedis(t, port);
+  await startRedisServer(t, port);
   const raw = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await raw.connect();
   t.after(() => raw.disconnect());
