@@ -19,6 +19,7 @@ import type {
   CoordinatorSweepResult,
 } from '../../bench/scenarios/scale-out-coordinators.ts';
 import type { SecurityResult, SecurityRun } from '../../bench/scenarios/security.ts';
+import type { TargetResult } from '../../bench/lib/scenario.ts';
 
 function run(name: string, result: unknown): ScenarioRun {
   return {
@@ -117,6 +118,12 @@ function overhead(c64Engine: number, c1EngineP50: number): OverheadResult {
   };
 }
 
+const byId = (targets: TargetResult[], id: string): TargetResult => {
+  const found = targets.find((t) => t.id === id);
+  assert.ok(found, `no target ${id}`);
+  return found;
+};
+
 test('bench targets - every target of the page, in the order the README states them', () => {
   const targets = computeTargets(suite([]), PAGE_SCENARIOS);
   assert.deepEqual(
@@ -124,6 +131,8 @@ test('bench targets - every target of the page, in the order the README states t
     [
       ['overhead-c64-throughput', 'not measured'],
       ['overhead-c1-p50', 'not measured'],
+      ['overhead-cache-hit-c1', 'not measured'],
+      ['overhead-cache-hit-c32', 'not measured'],
       ['real-model-vs-direct', 'not measured'],
       ['scale-out-vs-ideal', 'not measured'],
       ['scale-out-coordinators-x2', 'not measured'],
@@ -146,9 +155,47 @@ test('bench targets - overhead: met and not met from the ratios, bounds from CPU
     /spend 300 µs of CPU per request \(coordinator 200, worker 100\) where bare fastify spends 150/,
   );
 
-  const [fast, quick] = computeTargets(suite([run('overhead', overhead(6000, 0.45))]), PAGE_SCENARIOS);
+  // the bars: 60% of bare at 64, 1.6× bare's p50 at 1
+  const [fast, quick] = computeTargets(suite([run('overhead', overhead(6000, 0.375))]), PAGE_SCENARIOS);
   assert.equal(fast!.status, 'met');
   assert.equal(quick!.status, 'met');
+  const [, slow] = computeTargets(suite([run('overhead', overhead(6000, 0.45))]), PAGE_SCENARIOS);
+  assert.equal(slow!.status, 'not met', '1.8× is over the bar');
+});
+
+test('bench targets - overhead: a memory cache hit against bare fastify, and never slower than a miss', () => {
+  const withHits = (hitRps: number, hitP50: number): OverheadResult => {
+    const result = overhead(6000, 0.375);
+    for (const p of result.points) {
+      const hit = {
+        ...load(hitRps, hitP50),
+        cpuUsPerRequest: { coordinator: 50, worker: 0, loadGenerator: 60 },
+      };
+      p.cached = hit;
+      p.cachedRatio = {
+        throughput: hitRps / p.bareFastify.rps,
+        p50: hitP50 / p.bareFastify.latencyMs.p50,
+        vsMissThroughput: hitRps / p.engine.rps,
+        vsMissP50: hitP50 / p.engine.latencyMs.p50,
+      };
+    }
+    return result;
+  };
+  const hitTargets = (r: OverheadResult) =>
+    computeTargets(suite([run('overhead', r)]), PAGE_SCENARIOS).filter((t) =>
+      t.id.startsWith('overhead-cache-hit'),
+    );
+  // c=1 point: bare 4,000 req/s, engine 2,000 at 0.375 ms; c=64: bare 10,000, engine 6,000 at 5 ms
+  const [c1] = hitTargets(withHits(3400, 0.3));
+  assert.equal(c1!.status, 'met', c1!.measured);
+  assert.match(c1!.measured, /^85% of bare \(3,400 vs 4,000 req\/s\)/);
+  assert.match(c1!.bound!, /hit 50 µs \(a miss: 200 µs/);
+  const [under] = hitTargets(withHits(3000, 0.3));
+  assert.equal(under!.status, 'not met', '75% of bare');
+  const [slower] = hitTargets(withHits(3400, 0.4));
+  assert.equal(slower!.status, 'not met', 'a hit slower than a miss at p50');
+  // no c=32 point in this run
+  assert.equal(hitTargets(withHits(3400, 0.3))[1]!.status, 'not measured');
 });
 
 function security(authRps: number): SecurityResult {
@@ -222,7 +269,10 @@ test('bench targets - real model: the best engine point against onnxruntime alon
       cpuMsPerRoundTrip: { sender: 0.4, receiver: 0.5 },
     },
   } as unknown as RealModelResult;
-  const target = computeTargets(suite([run('real-model', result)]), PAGE_SCENARIOS)[2]!;
+  const target = byId(
+    computeTargets(suite([run('real-model', result)]), PAGE_SCENARIOS),
+    'real-model-vs-direct',
+  );
   assert.equal(target.status, 'not met');
   assert.match(
     target.measured,
@@ -235,7 +285,10 @@ test('bench targets - real model: the best engine point against onnxruntime alon
   );
 
   // a run that printed no result measured nothing
-  const none = computeTargets(suite([run('real-model', undefined)]), PAGE_SCENARIOS)[2]!;
+  const none = byId(
+    computeTargets(suite([run('real-model', undefined)]), PAGE_SCENARIOS),
+    'real-model-vs-direct',
+  );
   assert.equal(none.status, 'not measured');
 });
 
@@ -277,7 +330,7 @@ test('bench targets - scale-out: judged up to the first saturated fleet, which i
   const result = (points: ScaleOutPoint[]) =>
     ({ params: { 'saturation-cores': '0.85' }, points }) as unknown as ScaleOutResult;
   const target = (points: ScaleOutPoint[]) =>
-    computeTargets(suite([run('scale-out', result(points))]), PAGE_SCENARIOS)[3]!;
+    byId(computeTargets(suite([run('scale-out', result(points))]), PAGE_SCENARIOS), 'scale-out-vs-ideal');
   const saturated = (boundBy: string) => ({ saturated: true, saturatedBecause: ['x'], boundBy });
 
   const met = target([
@@ -351,7 +404,10 @@ test('bench targets - scale-out coordinators: 2 coordinators against one, met at
       points: [],
       coordinators,
     } as unknown as ScaleOutResult;
-    return computeTargets(suite([run('scale-out', result)]), PAGE_SCENARIOS)[4]!;
+    return byId(
+      computeTargets(suite([run('scale-out', result)]), PAGE_SCENARIOS),
+      'scale-out-coordinators-x2',
+    );
   };
   const met = target([point(1, 5000, 1), point(2, 9500, 1.9), point(3, 13000, 2.6)]);
   assert.equal(met.id, 'scale-out-coordinators-x2');
