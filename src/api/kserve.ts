@@ -13,6 +13,7 @@ import {
 } from '../coordinator/index.ts';
 import type { InfergridConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
+import type { Tensor } from '../tensor/index.ts';
 import { prefersRespondAsync, replyAccepted, stripAsyncParameter, wantsAsync } from './async-routes.ts';
 import {
   BINARY_CONTENT_TYPE,
@@ -30,7 +31,7 @@ import {
   modelMetadata,
   parsedOrRefused,
 } from './infer-entry.ts';
-import { type InferResponseBody, parseInferBody } from './infer-body.ts';
+import { buildInferResponse, type InferResponseBody, parseInferBody } from './infer-body.ts';
 import { TIMEOUT_HEADER, requestTimeoutMs } from './timeout.ts';
 
 /** Response header saying how a request met the cache: hit, miss, joined, bypass, refresh. */
@@ -174,6 +175,41 @@ function asyncResponse(result: InferResult, request: InferenceRequest): object {
   return answer(result, undefined, request.id, () => false) as object;
 }
 
+/**
+ * The JSON text of a cache hit's outputs, by the outputs array the cache hands out for every hit
+ * on one entry (src/cache/entry.ts): a hit is sent without turning its tensors into JSON again.
+ */
+const hitOutputsJson = new WeakMap<readonly Tensor[], string>();
+
+/**
+ * A cache hit answered in JSON alone: the response text built around its outputs' JSON, encoded
+ * once per entry; the same text, key for key, as the object `buildInferResponse` makes.
+ */
+function hitAnswer(result: InferResult, reply: FastifyReply, id: string | undefined): FastifyReply {
+  const { meta, outputs } = result;
+  let outputsJson = hitOutputsJson.get(outputs);
+  if (outputsJson === undefined) {
+    try {
+      outputsJson = JSON.stringify(buildInferResponse(meta, outputs, undefined).outputs);
+    } catch (err) {
+      throw malformedOutput(result, err);
+    }
+    hitOutputsJson.set(outputs, outputsJson);
+  }
+  const parameters = { ...meta.parameters, ...cacheParameters(result) };
+  const head = JSON.stringify({
+    model_name: meta.model,
+    model_version: meta.version,
+    ...(id !== undefined ? { id } : {}),
+    ...(meta.parameters ? { parameters } : {}),
+  });
+  const tail = meta.parameters ? '}' : `,"parameters":${JSON.stringify(parameters)}}`;
+  return reply
+    .header(CACHE_HEADER, result.cache)
+    .type('application/json; charset=utf-8')
+    .send(`${head.slice(0, -1)},"outputs":${outputsJson}${tail}`);
+}
+
 /** The KServe response for a result (JSON, or JSON and binary outputs), with how it met the cache. */
 function answer(
   result: InferResult,
@@ -181,6 +217,8 @@ function answer(
   id: string | undefined,
   binary: (name: string) => boolean,
 ): InferResponseBody | FastifyReply {
+  if (reply && result.cache === 'hit' && !result.outputs.some((t) => binary(t.name)))
+    return hitAnswer(result, reply, id);
   let encoded: ReturnType<typeof encodeInferResponse>;
   try {
     const parameters = cacheParameters(result);

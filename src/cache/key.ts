@@ -9,7 +9,7 @@
  * request's result.
  */
 
-import { createHash } from 'node:crypto';
+import { createHash, hash as hashOnce, type Hash } from 'node:crypto';
 import { ENGINE_PARAMETERS, type Parameters } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 
@@ -27,6 +27,70 @@ export function modelPrefix(model: string, version?: string): string {
   return version === undefined ? `${model}@` : `${model}@${version}:`;
 }
 
+/** Tensor data up to this size is copied into the key material; larger goes to the hash as it is. */
+const COPY_DATA_BELOW = 16 * 1024;
+
+/**
+ * The key material, written into one buffer and handed to the hash in as few updates as it
+ * can: each `update` is a call into native code, and a request's key took dozens of them.
+ */
+class Material {
+  /** Made only once some data is too large to copy: a small key is hashed in one call. */
+  #hash: Hash | undefined;
+  #buf = Buffer.allocUnsafe(1024);
+  #at = 0;
+
+  #room(bytes: number): void {
+    if (this.#at + bytes <= this.#buf.byteLength) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.#buf.byteLength * 2, this.#at + bytes));
+    this.#buf.copy(grown, 0, 0, this.#at);
+    this.#buf = grown;
+  }
+
+  num(n: number): void {
+    this.#room(4);
+    this.#at = this.#buf.writeUInt32LE(n >>> 0, this.#at);
+  }
+
+  /** A dimension: any non-negative safe integer, all 64 bits of it. */
+  dim(n: number): void {
+    this.#room(8);
+    this.#at = this.#buf.writeUInt32LE(n % 2 ** 32, this.#at);
+    this.#at = this.#buf.writeUInt32LE(Math.floor(n / 2 ** 32), this.#at);
+  }
+
+  /** Length-prefixed bytes. */
+  field(bytes: Uint8Array | string): void {
+    if (typeof bytes === 'string') {
+      const length = Buffer.byteLength(bytes, 'utf8');
+      this.num(length);
+      this.#room(length);
+      this.#at += this.#buf.write(bytes, this.#at, 'utf8');
+      return;
+    }
+    this.num(bytes.byteLength);
+    if (bytes.byteLength < COPY_DATA_BELOW) {
+      this.#room(bytes.byteLength);
+      this.#buf.set(bytes, this.#at);
+      this.#at += bytes.byteLength;
+      return;
+    }
+    this.#flush().update(bytes);
+  }
+
+  #flush(): Hash {
+    this.#hash ??= createHash('sha256');
+    if (this.#at > 0) this.#hash.update(this.#buf.subarray(0, this.#at));
+    this.#at = 0;
+    return this.#hash;
+  }
+
+  digest(): Buffer {
+    if (this.#hash === undefined) return hashOnce('sha256', this.#buf.subarray(0, this.#at), 'buffer');
+    return this.#flush().digest();
+  }
+}
+
 export function cacheKey(
   model: string,
   version: string,
@@ -36,51 +100,39 @@ export function cacheKey(
   outputs: readonly string[] | undefined,
   parameters: Parameters | undefined,
 ): CacheKey {
-  const hash = createHash('sha256');
-  const u32 = Buffer.alloc(4);
-  const num = (n: number): void => {
-    u32.writeUInt32LE(n >>> 0, 0);
-    hash.update(u32);
-  };
-  const u64 = Buffer.alloc(8);
-  /** A dimension: any non-negative safe integer, all 64 bits of it. */
-  const dim = (n: number): void => {
-    u64.writeBigUInt64LE(BigInt(n), 0);
-    hash.update(u64);
-  };
-  const field = (bytes: Uint8Array | string): void => {
-    const b = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
-    num(b.byteLength);
-    hash.update(b);
-  };
-  field(MATERIAL_VERSION);
-  field(model);
-  field(version);
-  field(generation);
-  const sorted = [...inputs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  num(sorted.length);
+  const m = new Material();
+  m.field(MATERIAL_VERSION);
+  m.field(model);
+  m.field(version);
+  m.field(generation);
+  const sorted =
+    inputs.length < 2 ? inputs : [...inputs].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  m.num(sorted.length);
   for (const t of sorted) {
-    field(t.name);
-    field(t.datatype);
-    num(t.shape.length);
-    for (const d of t.shape) dim(d);
-    field(t.data);
+    m.field(t.name);
+    m.field(t.datatype);
+    m.num(t.shape.length);
+    for (const d of t.shape) m.dim(d);
+    m.field(t.data);
   }
-  if (outputs === undefined) num(0xffffffff);
+  if (outputs === undefined) m.num(0xffffffff);
   else {
-    num(outputs.length);
-    for (const o of outputs) field(o);
+    m.num(outputs.length);
+    for (const o of outputs) m.field(o);
   }
-  const names = Object.keys(parameters ?? {})
-    .filter((k) => !ENGINE_PARAMETERS.has(k))
-    .sort();
-  num(names.length);
+  const names =
+    parameters === undefined
+      ? []
+      : Object.keys(parameters)
+          .filter((k) => !ENGINE_PARAMETERS.has(k))
+          .sort();
+  m.num(names.length);
   for (const name of names) {
     const value = parameters![name]!;
-    field(name);
-    field(typeof value);
-    field(String(value));
+    m.field(name);
+    m.field(typeof value);
+    m.field(String(value));
   }
-  const digest = hash.digest();
+  const digest = m.digest();
   return { key: `${modelPrefix(model, version)}${digest.subarray(0, 16).toString('hex')}`, digest };
 }

@@ -99,6 +99,52 @@ test('cache - a repeated request is answered from the cache and never reaches a 
   assert.equal((await infer(coordinator.url, 1)).cache, 'miss', 'cleared entries are gone');
 });
 
+test('cache - a hit answers the text a miss did, its own id included, and binary outputs when asked', {
+  timeout: 60_000,
+}, async (t) => {
+  const config = writeConfig(t, MODEL(0));
+  const coordinator = await startCoordinator(t, config);
+  await startWorker(t, config, 'w', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(coordinator.url, 1, ['m']);
+  const send = async (body: object) => {
+    const res = await fetch(`${coordinator.url}/v2/models/m/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { res, bytes: Buffer.from(await res.arrayBuffer()) };
+  };
+  const inputs = [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [0.1, -2.5, 1e-7, 3] }];
+  const miss = await send({ id: 'first', inputs });
+  assert.equal(miss.res.headers.get('infergrid-cache'), 'miss');
+  // a hit is sent from text encoded once per entry: the same text, key for key, with this request's id
+  for (const id of ['second', 'third "quoted"']) {
+    const hit = await send({ id, inputs });
+    assert.equal(hit.res.headers.get('infergrid-cache'), 'hit');
+    assert.match(hit.res.headers.get('content-type') ?? '', /^application\/json/);
+    assert.equal(
+      hit.bytes.toString('utf8'),
+      miss.bytes
+        .toString('utf8')
+        .replace('"id":"first"', `"id":${JSON.stringify(id)}`)
+        .replace('"infergrid_cache":"miss"', '"infergrid_cache":"hit"'),
+    );
+  }
+  const noId = await send({ inputs });
+  assert.equal((JSON.parse(noId.bytes.toString('utf8')) as { id?: string }).id, undefined);
+  // the same entry asked for in binary: the tensor's bytes after the JSON header
+  const binary = await send({ inputs, parameters: { binary_data_output: true } });
+  assert.equal(binary.res.headers.get('infergrid-cache'), 'hit');
+  const headerLength = Number(binary.res.headers.get('inference-header-content-length'));
+  assert.ok(headerLength > 0);
+  const data = new Uint8Array(binary.bytes.subarray(headerLength)); // copied: aligned for the view
+  assert.deepEqual(
+    [...new Float32Array(data.buffer, data.byteOffset, 4)],
+    [...new Float32Array([0.1, -2.5, 1e-7, 3])],
+  );
+  assert.equal(await executions(coordinator.url), 1, 'the worker ran the model once');
+});
+
 test('cache - fifty identical concurrent requests reach a worker once', { timeout: 60_000 }, async (t) => {
   const config = writeConfig(t, MODEL(300));
   const coordinator = await startCoordinator(t, config);

@@ -385,6 +385,34 @@ test('cache entry - decode refuses an entry made for another digest (a key colli
   assert.equal(codec.decode(bytes, digest.subarray(0, 16)), undefined, 'a truncated digest is not a match');
 });
 
+test('cache entry - the same bytes decode once: a hit after that reuses the response, digest and expiry still checked', () => {
+  const codec = new EntryCodec();
+  const { digest } = keyOf(baseRequest());
+  const original = sampleResponse();
+  const now = 1_000_000;
+  const bytes = codec.encode(digest, original, now + 10);
+  const first = codec.decode(bytes, digest, now);
+  assertSameResponse(first, original);
+  assert.equal(
+    codec.decode(bytes, digest, now),
+    first,
+    'the second hit on the same bytes reuses the first decode',
+  );
+  assert.notEqual(
+    codec.decode(Uint8Array.from(bytes), digest, now),
+    first,
+    'other bytes are decoded on their own',
+  );
+  const other = Buffer.from(digest);
+  other[31]! ^= 1;
+  assert.equal(
+    codec.decode(bytes, other, now),
+    undefined,
+    'a reused decode is still checked against the digest',
+  );
+  assert.equal(codec.decode(bytes, digest, now + 10), undefined, 'and against its expiry');
+});
+
 test('cache entry - decode refuses garbage, other formats and damaged entries instead of throwing', () => {
   const codec = new EntryCodec();
   const { digest } = keyOf(baseRequest());
