@@ -10,6 +10,15 @@
  *   model, so every request runs every step. Each line carries the engine's per-step queue wait
  *   and run time (GET /v2/models/stats, summed over workers) and the CPU time of each process
  *   group, read from /proc around the timed run.
+ *   Against it, the same steps with no engine (bench/lib/ocr-line-baseline.ts): the same step
+ *   functions and the same two ONNX models (onnxruntime-node sessions, intraOpNumThreads 1 like
+ *   the workers') in plain processes, each reading whole lines one at a time, driven by the same
+ *   load engine at the same concurrencies over the same 16 lines, after checking it reads every
+ *   line as each topology does. It gets as many processes as the topologies have model workers
+ *   (two): the engine runs onnxruntime in two processes, up to two cores at once, so one process
+ *   would measure the engine against half its cores. Each engine point carries its throughput and
+ *   latency against the baseline's at the same concurrency; the target compares each at its best
+ *   measured concurrency (see ocrVsBaseline).
  * - `hop`: the coordinator's hop per step. `sim` models with no latency echo their input (an
  *   identity), so a pipeline of N such steps costs N coordinator -> worker -> coordinator round
  *   trips of the tensor. A direct request to the sim model is timed against pipelines of N steps
@@ -29,6 +38,7 @@
  */
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
@@ -46,10 +56,11 @@ import {
   noteDisturbance,
   type ProcessGroups,
 } from '../lib/cpu.ts';
-import { figures, type LoadFigures, openLoad, runLoad } from '../lib/load.ts';
+import { figures, type LoadFigures, openLoad, runClosedLoop, runLoad } from '../lib/load.ts';
 import { bytesText, type Charts, cell, pct, table, round } from '../lib/markdown.ts';
+import { startOcrBaseline } from '../lib/ocr-line-baseline.ts';
 import { scratchDir, track } from '../lib/processes.ts';
-import { numberList, runIfMain, type Scenario } from '../lib/scenario.ts';
+import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import type { CountNs } from '../lib/stats.ts';
 import { barChart, lineChart } from '../lib/svg.ts';
 
@@ -91,7 +102,33 @@ export interface OcrPoint
   linesReadExactly: string;
   misread: { expected: string; read: string }[];
   steps: Record<string, StepDelta>;
-  vsDisaggregated?: { throughput: number; p50: number; p99: number };
+  vsDisaggregated?: Ratios;
+  /** Against the same steps in one process at the same concurrency (engine / baseline). */
+  vsBaseline?: Ratios;
+}
+
+/** One figure over another: requests per second, p50, p99. */
+export interface Ratios {
+  throughput: number;
+  p50: number;
+  p99: number;
+}
+
+/** The same steps with no engine at one concurrency: the baseline processes and this load generator. */
+export interface OcrBaselinePoint extends LoadFigures, CpuFigures<'baseline' | 'loadGenerator'> {
+  concurrency: number;
+}
+
+export interface OcrBaseline {
+  /** Plain processes, each with its own two sessions, reading whole lines: one per model worker. */
+  processes: number;
+  /** The machine's cores when it ran. */
+  cores: number;
+  linesReadExactly: string;
+  misread: { expected: string; read: string }[];
+  /** Lines a topology read otherwise than the baseline: none, or the two are not comparable. */
+  differsFromEngine: { topology: Topology; line: number; engine: string; baseline: string }[];
+  points: OcrBaselinePoint[];
 }
 
 export interface HopTargetRun extends LoadFigures, CpuFigures<'coordinator' | 'worker' | 'loadGenerator'> {
@@ -132,6 +169,8 @@ export interface HopSummary {
 export interface PipelineResult {
   params: PipelineParams;
   ocr: OcrPoint[];
+  /** Absent in results from before it was measured. */
+  ocrBaseline?: OcrBaseline;
   hop: HopPoint[];
   hopSummary: HopSummary[];
   /** Points during which other work kept the cores busy. */
@@ -383,10 +422,67 @@ function ocrConfig(topology: Topology) {
     modelWorkers: modelWorkers.map((id) => pids.get(id)?.child.pid),
     ...(topology === 'disaggregated' ? { pool: poolWorkers.map((w) => pids.get(w.id)?.child.pid) } : {}),
   });
-  return { yaml: stringifyYaml(config), placement, steps, groups, workers: hosts };
+  return { yaml: stringifyYaml(config), placement, steps, groups, workers: hosts, modelWorkers };
 }
 
-async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promise<OcrPoint[]> {
+const misreadOf = (read: readonly string[]) =>
+  read.flatMap((text, i) => (text === OCR_LINES[i] ? [] : [{ expected: OCR_LINES[i]!, read: text }]));
+
+/** The same steps with no engine (bench/lib/ocr-line-baseline.ts) at every concurrency. */
+async function ocrBaseline(
+  s: Settings,
+  images: readonly Buffer[],
+  processes: number,
+  disturbed: string[],
+): Promise<{ read: string[]; baseline: OcrBaseline }> {
+  const baseline = await startOcrBaseline(images, processes, READY_TIMEOUT_MS);
+  try {
+    const read = await baseline.readAll();
+    const groups: ProcessGroups = { baseline: baseline.pids };
+    const points: OcrBaselinePoint[] = [];
+    for (const concurrency of s.concurrencies) {
+      const sender = baseline.sender();
+      await runClosedLoop(sender, concurrency, { durationMs: s.warmupMs });
+      const cpuBefore = cpuMark(groups, 'loadGenerator');
+      const load = figures(await runClosedLoop(sender, concurrency, { durationMs: s.durationMs }), 1);
+      const cpu = cpuFigures<'baseline' | 'loadGenerator'>(
+        cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')),
+        load.requests,
+      );
+      noteDisturbance(disturbed, `ocr-line in one process c=${concurrency}`, cpu);
+      points.push({ concurrency, ...load, ...cpu });
+    }
+    const misread = misreadOf(read);
+    return {
+      read,
+      baseline: {
+        processes,
+        cores: availableParallelism(),
+        linesReadExactly: `${OCR_LINES.length - misread.length}/${OCR_LINES.length}`,
+        misread,
+        differsFromEngine: [],
+        points,
+      },
+    };
+  } finally {
+    await baseline.stop();
+  }
+}
+
+const ratios = (a: LoadFigures, b: LoadFigures): Ratios | undefined =>
+  b.rps > 0 && b.latencyMs.p50 > 0 && b.latencyMs.p99 > 0
+    ? {
+        throughput: round(a.rps / b.rps),
+        p50: round(a.latencyMs.p50 / b.latencyMs.p50, 2),
+        p99: round(a.latencyMs.p99 / b.latencyMs.p99, 2),
+      }
+    : undefined;
+
+async function ocrScenario(
+  s: Settings,
+  dir: string,
+  disturbed: string[],
+): Promise<{ points: OcrPoint[]; baseline: OcrBaseline }> {
   // rendered and encoded once, sent in turn: the load loop only writes bytes
   const images = await Promise.all(
     OCR_LINES.map((text, i) =>
@@ -395,6 +491,13 @@ async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promi
   );
   const bodies = images.map((png) =>
     httpBody(encodeInferRequest([{ name: 'image', datatype: 'BYTES', shape: [1], data: [png] }])),
+  );
+  // as many baseline processes as the topologies have model workers (the same in both)
+  const { read: baselineRead, baseline } = await ocrBaseline(
+    s,
+    images,
+    ocrConfig('colocated').modelWorkers.length,
+    disturbed,
   );
   const points: OcrPoint[] = [];
   for (const topology of ['disaggregated', 'colocated'] as const) {
@@ -405,14 +508,18 @@ async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promi
     try {
       const url = `${fleet.url}/v2/models/${OCR_PIPELINE}/infer`;
       // every line once: the pipeline reads (or misreads) them, and nothing answers from a cache
-      const misread: { expected: string; read: string }[] = [];
-      for (const [i, body] of bodies.entries()) {
+      const read: string[] = [];
+      for (const body of bodies) {
         const { response, cache } = await inferOnce(url, body);
         if (cache !== null)
           throw new Error(`${OCR_PIPELINE} answered from the cache (${cache}); it must be off`);
-        const read = String(response.outputs.find((o) => o.name === 'text')?.data[0] ?? '');
-        if (read !== OCR_LINES[i]) misread.push({ expected: OCR_LINES[i]!, read });
+        read.push(String(response.outputs.find((o) => o.name === 'text')?.data[0] ?? ''));
       }
+      const misread = misreadOf(read);
+      read.forEach((text, line) => {
+        if (text !== baselineRead[line])
+          baseline.differsFromEngine.push({ topology, line, engine: text, baseline: baselineRead[line]! });
+      });
       const groups: ProcessGroups = {
         coordinator: [fleet.coordinator.child.pid],
         ...config.groups(fleet.workers),
@@ -422,7 +529,8 @@ async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promi
         await runLoad(spec, { durationMs: s.warmupMs });
         const statsBefore = await allStats(fleet.url);
         const cpuBefore = cpuMark(groups, 'loadGenerator');
-        const load = figures(await runLoad(spec, { durationMs: s.durationMs }));
+        // a tenth of a request per second: the ratios to the baseline are judged to the percent
+        const load = figures(await runLoad(spec, { durationMs: s.durationMs }), 1);
         const cpu = cpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'>(
           cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')),
           load.requests,
@@ -433,6 +541,9 @@ async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promi
         const statsAfter = await allStats(fleet.url);
         noteDisturbance(disturbed, `ocr-line ${topology} c=${concurrency}`, cpu);
         const base = points.find((p) => p.topology === 'disaggregated' && p.concurrency === concurrency);
+        const alone = baseline.points.find((p) => p.concurrency === concurrency);
+        const vsDisaggregated = topology === 'colocated' && base ? ratios(load, base) : undefined;
+        const vsBaseline = alone ? ratios(load, alone) : undefined;
         points.push({
           topology,
           concurrency,
@@ -442,22 +553,15 @@ async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promi
           ...load,
           ...cpu,
           steps: statsDelta(statsBefore, statsAfter, config.steps),
-          ...(topology === 'colocated' && base && base.rps > 0 && base.latencyMs.p50 > 0
-            ? {
-                vsDisaggregated: {
-                  throughput: round(load.rps / base.rps),
-                  p50: round(load.latencyMs.p50 / base.latencyMs.p50, 2),
-                  p99: round(load.latencyMs.p99 / base.latencyMs.p99, 2),
-                },
-              }
-            : {}),
+          ...(vsDisaggregated ? { vsDisaggregated } : {}),
+          ...(vsBaseline ? { vsBaseline } : {}),
         });
       }
     } finally {
       await fleet.stop();
     }
   }
-  return points;
+  return { points, baseline };
 }
 
 // ---- scenario hop -----------------------------------------------------------------------------------
@@ -663,23 +767,155 @@ async function run(params: PipelineParams): Promise<PipelineResult> {
   const s = settings(params);
   const dir = scratchDir();
   const disturbed: string[] = [];
-  const ocr = s.scenarios.has('ocr-line') ? await ocrScenario(s, dir, disturbed) : [];
+  const ocr = s.scenarios.has('ocr-line') ? await ocrScenario(s, dir, disturbed) : undefined;
   const hop = s.scenarios.has('hop') ? await hopScenario(s, dir, disturbed) : [];
-  return { params, ocr, hop, hopSummary: hopSummary(s, hop), disturbed };
+  return {
+    params,
+    ocr: ocr?.points ?? [],
+    ...(ocr ? { ocrBaseline: ocr.baseline } : {}),
+    hop,
+    hopSummary: hopSummary(s, hop),
+    disturbed,
+  };
+}
+
+// ---- the engine against the same steps in one process ----------------------------------------------
+
+interface OcrComparison {
+  /** The best engine point over every topology, and the baseline's best. */
+  engine: OcrPoint;
+  baseline: OcrBaselinePoint;
+  /** engine.rps / baseline.rps. */
+  ratio: number;
+  byTopology: { topology: Topology; point: OcrPoint; ratio: number }[];
+}
+
+const bestOf = <T extends LoadFigures>(points: readonly T[]): T =>
+  points.reduce((a, b) => (b.rps > a.rps ? b : a));
+
+/**
+ * The engine against the same steps in one process, each at its best measured concurrency (the
+ * engine at its best topology: both are the engine's, a user picks one). Per concurrency would
+ * judge the engine's latency more than its throughput: below saturation a closed loop's rate is
+ * concurrency / latency, so at concurrency 1 the ratio is the engine's five hops against none.
+ * The target is about throughput, what each gets out of the same cores, which is where each
+ * saturates; the per-concurrency ratios stay in the table and in the target's figures.
+ */
+function ocrVsBaseline(
+  ocr: readonly OcrPoint[],
+  baseline: OcrBaseline | undefined,
+): OcrComparison | undefined {
+  if (!baseline?.points.length || ocr.length === 0) return undefined;
+  const base = bestOf(baseline.points);
+  if (!(base.rps > 0)) return undefined;
+  const byTopology = [...new Set(ocr.map((p) => p.topology))].map((topology) => {
+    const point = bestOf(ocr.filter((p) => p.topology === topology));
+    return { topology, point, ratio: round(point.rps / base.rps) };
+  });
+  const top = byTopology.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+  return { engine: top.point, baseline: base, ratio: top.ratio, byTopology };
+}
+
+/** What bounds the comparison: CPU per request of each process group at the two best points. */
+function ocrBound(cmp: OcrComparison, processes: number, cores: number): string | undefined {
+  const e = cmp.engine.cpuMsPerRequest;
+  const b = cmp.baseline.cpuMsPerRequest;
+  if (e.coordinator === null || e.modelWorkers === null || e.loadGenerator === null) return undefined;
+  if (b.baseline === null || b.loadGenerator === null) return undefined;
+  const stepsMs = e.modelWorkers + (e.pool ?? 0);
+  const engineMs = e.coordinator + stepsMs + e.loadGenerator;
+  const baselineMs = b.baseline + b.loadGenerator;
+  const busy = (p: { coresBusy: { machine: number | null } }) => cell(p.coresBusy.machine);
+  const saturated = [cmp.engine, cmp.baseline].every((p) => (p.coresBusy.machine ?? 0) >= 0.9 * cores);
+  return (
+    `CPU per request at those points, every process on ${cores} cores: engine ${cell(engineMs)} ms ` +
+    `(coordinator ${cell(e.coordinator)}, model workers ${cell(e.modelWorkers)}, pool ${cell(e.pool)}, load ` +
+    `generator ${cell(e.loadGenerator)}) against ${cell(baselineMs)} ms for the same steps in one process ` +
+    `(its ${processes} processes ${cell(b.baseline)}, load generator ${cell(b.loadGenerator)}); cores busy ` +
+    `${busy(cmp.engine)} against ${busy(cmp.baseline)}` +
+    (saturated
+      ? `, so the cores bound the engine at about ${pct(baselineMs / engineMs)} of the baseline. `
+      : ` (not saturated: latency, not CPU, bounds these points). `) +
+    `The processes that run the steps spend ${cell(stepsMs)} ms per request against the baseline's ` +
+    `${cell(b.baseline)} ms for the same step functions and models` +
+    (stepsMs > b.baseline
+      ? ` (+${cell(stepsMs - b.baseline)} ms: taking in and answering each step's tensors)`
+      : " (no more in the engine's processes than alone)") +
+    `; the rest is the coordinator's ${cell(e.coordinator)} ms (five steps routed per request) and the ` +
+    `load generator's ${cell(e.loadGenerator)} ms over HTTP against ${cell(b.loadGenerator)} ms over IPC`
+  );
+}
+
+function ocrStatement(cmp: OcrComparison, processes: number): string {
+  return (
+    `the engine at its best, ${cell(cmp.engine.rps)} req/s (${cmp.engine.topology}, concurrency ` +
+    `${cmp.engine.concurrency}), is ${pct(cmp.ratio)} of the same steps in ${processes} plain processes at ` +
+    `their best, ${cell(cmp.baseline.rps)} req/s (concurrency ${cmp.baseline.concurrency}); by topology ` +
+    cmp.byTopology.map((t) => `${t.topology} ${pct(t.ratio)}`).join(', ')
+  );
 }
 
 // ---- the page -------------------------------------------------------------------------------------
 
-function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
+function ocrBaselineSection(ocr: OcrPoint[], baseline: OcrBaseline): string[] {
+  const topologies = [...new Set(ocr.map((p) => p.topology))];
+  const cmp = ocrVsBaseline(ocr, baseline);
+  const bound = cmp && ocrBound(cmp, baseline.processes, baseline.cores);
+  const differs = baseline.differsFromEngine;
+  return [
+    `**The same steps in one process**: the same step functions and ONNX models (onnxruntime-node,`,
+    `one intra-op thread per session as on the workers) with no engine, in ${baseline.processes} plain processes`,
+    '(as many as the model workers: the engine runs onnxruntime in two processes), each reading whole',
+    'lines one at a time; the same load engine hands each the next line in turn over IPC, to the process',
+    `with the fewest in flight. It read ${baseline.linesReadExactly} lines exactly, ` +
+      (differs.length === 0
+        ? 'each as every topology read it.'
+        : `but ${differs.length} line(s) otherwise than the engine: not the same work.`),
+    '',
+    ...table(
+      [
+        'concurrency',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'errors',
+        'CPU ms/req processes',
+        'load generator',
+        'cores busy',
+        ...topologies.map((t) => `${t} / it`),
+      ],
+      baseline.points.map((p) => [
+        cell(p.concurrency),
+        cell(p.rps, 1),
+        cell(p.latencyMs.p50, 1),
+        cell(p.latencyMs.p99, 1),
+        cell(p.errors),
+        cell(p.cpuMsPerRequest.baseline),
+        cell(p.cpuMsPerRequest.loadGenerator),
+        cell(p.coresBusy.machine),
+        ...topologies.map((t) =>
+          pct(ocr.find((e) => e.topology === t && e.concurrency === p.concurrency)?.vsBaseline?.throughput),
+        ),
+      ]),
+    ),
+    ...(cmp
+      ? [`**In short:** ${ocrStatement(cmp, baseline.processes)}.${bound ? ` ${bound}.` : ''}`, '']
+      : []),
+  ];
+}
+
+function ocrSection(ocr: OcrPoint[], baseline: OcrBaseline | undefined, charts: Charts): string[] {
   const topologies = [...new Set(ocr.map((p) => p.topology))];
   const concurrencies = [...new Set(ocr.map((p) => p.concurrency))];
   const at = (t: Topology, c: number) => ocr.find((p) => p.topology === t && p.concurrency === c);
+  const alone = baseline?.points ?? [];
   return [
     '### OCR line pipeline, by topology',
     '',
     'The demo pipeline (image → preprocess → classifier → prepare → recognizer → decode → text) on 16',
     'rendered lines in turn, cache off. `disaggregated`: the js steps on their own pool process;',
-    '`colocated`: the same steps on the two model workers. CPU is per answered request.',
+    '`colocated`: the same steps on the two model workers. CPU is per answered request; "vs one',
+    'process" is throughput against the same steps with no engine at the same concurrency (below).',
     '',
     ...table(
       [
@@ -694,6 +930,7 @@ function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
         'model workers',
         'pool',
         'vs disaggregated',
+        'vs one process',
       ],
       ocr.map((p) => [
         p.topology,
@@ -707,21 +944,34 @@ function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
         cell(p.cpuMsPerRequest.modelWorkers),
         cell(p.cpuMsPerRequest.pool),
         pct(p.vsDisaggregated?.throughput),
+        pct(p.vsBaseline?.throughput),
       ]),
     ),
+    ...(baseline ? ocrBaselineSection(ocr, baseline) : []),
     charts.add(
       'pipeline-ocr-throughput',
       lineChart({
         title: 'Pipeline (ocr-line): throughput by topology',
         xLabel: 'concurrency (closed loop)',
         yLabel: 'requests / s',
-        series: topologies.map((t) => ({
-          name: t,
-          points: concurrencies.flatMap((c) => {
-            const p = at(t, c);
-            return p ? [{ x: c, y: p.rps }] : [];
-          }),
-        })),
+        series: [
+          ...topologies.map((t) => ({
+            name: t,
+            points: concurrencies.flatMap((c) => {
+              const p = at(t, c);
+              return p ? [{ x: c, y: p.rps }] : [];
+            }),
+          })),
+          ...(alone.length
+            ? [
+                {
+                  name: `same steps in one process (${baseline?.processes} processes)`,
+                  dashed: true,
+                  points: alone.map((p) => ({ x: p.concurrency, y: p.rps })),
+                },
+              ]
+            : []),
+        ],
       }),
       'Pipeline: OCR line throughput by topology',
     ),
@@ -811,8 +1061,56 @@ function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): str
 function section(result: PipelineResult, charts: Charts): string[] {
   if (result.ocr.length + result.hop.length === 0) return ['_No pipeline results in this run._', ''];
   return [
-    ...(result.ocr.length ? ocrSection(result.ocr, charts) : []),
+    ...(result.ocr.length ? ocrSection(result.ocr, result.ocrBaseline, charts) : []),
     ...(result.hop.length ? hopSection(result.hop, result.hopSummary, charts) : []),
+  ];
+}
+
+// ---- the target -----------------------------------------------------------------------------------
+
+function targets(result: PipelineResult | undefined, cores: number): TargetResult[] {
+  const base = {
+    id: 'pipeline-ocr-vs-in-process',
+    scenario: 'pipeline',
+    goal: 'ocr-line pipeline: engine throughput ≥ 95% of the same steps in one process',
+  };
+  const baseline = result?.ocrBaseline;
+  const cmp = result && ocrVsBaseline(result.ocr, baseline);
+  if (!baseline || !cmp) return [{ ...base, status: 'not measured', measured: NOT_MEASURED }];
+  const differs = baseline.differsFromEngine;
+  if (differs.length > 0) {
+    const d = differs[0]!;
+    return [
+      {
+        ...base,
+        status: 'not measured',
+        measured:
+          `the engine and the same steps in one process read ${differs.length} line(s) differently ` +
+          `(${d.topology}, line ${d.line}: "${d.engine}" against "${d.baseline}"): not the same work`,
+      },
+    ];
+  }
+  const topologies = cmp.byTopology.map((t) => t.topology);
+  const perConcurrency = baseline.points
+    .map((b) => {
+      const at = topologies.map((t) =>
+        pct(
+          result.ocr.find((p) => p.topology === t && p.concurrency === b.concurrency)?.vsBaseline?.throughput,
+        ),
+      );
+      return `${b.concurrency}: ${at.join(' / ')}`;
+    })
+    .join(', ');
+  const bound = ocrBound(cmp, baseline.processes, cores);
+  return [
+    {
+      ...base,
+      status: cmp.ratio >= 0.95 ? 'met' : 'not met',
+      measured:
+        `${pct(cmp.ratio)}: ${ocrStatement(cmp, baseline.processes)}; at equal concurrency ` +
+        `(${topologies.join(' / ')}) ${perConcurrency}`,
+      ...(bound ? { bound } : {}),
+    },
   ];
 }
 
@@ -829,6 +1127,7 @@ export const pipeline: Scenario<PipelineResult, PipelineParams> = {
   },
   run,
   section,
+  targets,
 };
 
 await runIfMain(import.meta.url, pipeline);
