@@ -3,22 +3,24 @@
  *
  * - `ocr-line`: the demo's pipeline (examples/demo-config.yaml: image BYTES -> preprocess ->
  *   classifier -> prepare -> recognizer -> decode -> text), fed 16 rendered text lines in turn,
- *   at several closed-loop concurrencies, in two topologies started one after the other:
+ *   at several closed-loop concurrencies, in two topologies:
  *   `disaggregated` (the demo's: the js processors on their own pool process `pre-1`, the ONNX
  *   models on w1 and w2) and `colocated` (the same processors hosted by w1 and w2, no pool, so
  *   the same two model workers and one process fewer). The response cache is off for every
  *   model, so every request runs every step. Each line carries the engine's per-step queue wait
  *   and run time (GET /v2/models/stats, summed over workers) and the CPU time of each process
- *   group, read from /proc around the timed run.
+ *   group, read from /proc around each timed slice.
  *   Against it, the same steps with no engine (bench/lib/ocr-line-baseline.ts): the same step
  *   functions and the same two ONNX models (onnxruntime-node sessions, intraOpNumThreads 1 like
  *   the workers') in plain processes, each reading whole lines one at a time, driven by the same
  *   load engine at the same concurrencies over the same 16 lines, after checking it reads every
  *   line as each topology does. It gets as many processes as the topologies have model workers
  *   (two): the engine runs onnxruntime in two processes, up to two cores at once, so one process
- *   would measure the engine against half its cores. Each engine point carries its throughput and
- *   latency against the baseline's at the same concurrency; the target compares each at its best
- *   measured concurrency (see ocrVsBaseline).
+ *   would measure the engine against half its cores. The baseline and both topologies are up at
+ *   once and, at each concurrency, take turns in slices of about 2 s (OCR_SLICE_MS), so drift over
+ *   the run (another job on a shared machine) falls on all three alike; the two waiting meanwhile
+ *   stay idle. Each engine point carries its throughput and latency against the baseline's at the
+ *   same concurrency; the target compares each at its best measured concurrency (ocrVsBaseline).
  * - `hop`: the coordinator's hop per step. `sim` models with no latency echo their input (an
  *   identity), so a pipeline of N such steps costs N coordinator -> worker -> coordinator round
  *   trips of the tensor. A direct request to the sim model is timed against pipelines of N steps
@@ -56,7 +58,7 @@ import {
   noteDisturbance,
   type ProcessGroups,
 } from '../lib/cpu.ts';
-import { figures, type LoadFigures, openLoad, runClosedLoop, runLoad } from '../lib/load.ts';
+import { figures, type LoadFigures, openLoad, runClosedLoop } from '../lib/load.ts';
 import { bytesText, type Charts, cell, pct, table, round } from '../lib/markdown.ts';
 import { startOcrBaseline } from '../lib/ocr-line-baseline.ts';
 import { scratchDir, track } from '../lib/processes.ts';
@@ -201,6 +203,8 @@ const OCR_LINES = [
 const UPSIDE_DOWN_EVERY = 8;
 const HOP_MODEL = 'ident';
 const READY_TIMEOUT_MS = 120_000;
+/** About the length of one ocr-line slice (a few of the slowest requests' latency); targets take turns, ms. */
+const OCR_SLICE_MS = 2000;
 /** Length of one hop slice; targets take turns slice by slice, ms. */
 const HOP_SLICE_MS = 500;
 const MIB = 1024 * 1024;
@@ -428,47 +432,6 @@ function ocrConfig(topology: Topology) {
 const misreadOf = (read: readonly string[]) =>
   read.flatMap((text, i) => (text === OCR_LINES[i] ? [] : [{ expected: OCR_LINES[i]!, read: text }]));
 
-/** The same steps with no engine (bench/lib/ocr-line-baseline.ts) at every concurrency. */
-async function ocrBaseline(
-  s: Settings,
-  images: readonly Buffer[],
-  processes: number,
-  disturbed: string[],
-): Promise<{ read: string[]; baseline: OcrBaseline }> {
-  const baseline = await startOcrBaseline(images, processes, READY_TIMEOUT_MS);
-  try {
-    const read = await baseline.readAll();
-    const groups: ProcessGroups = { baseline: baseline.pids };
-    const points: OcrBaselinePoint[] = [];
-    for (const concurrency of s.concurrencies) {
-      const sender = baseline.sender();
-      await runClosedLoop(sender, concurrency, { durationMs: s.warmupMs });
-      const cpuBefore = cpuMark(groups, 'loadGenerator');
-      const load = figures(await runClosedLoop(sender, concurrency, { durationMs: s.durationMs }), 1);
-      const cpu = cpuFigures<'baseline' | 'loadGenerator'>(
-        cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')),
-        load.requests,
-      );
-      noteDisturbance(disturbed, `ocr-line in one process c=${concurrency}`, cpu);
-      points.push({ concurrency, ...load, ...cpu });
-    }
-    const misread = misreadOf(read);
-    return {
-      read,
-      baseline: {
-        processes,
-        cores: availableParallelism(),
-        linesReadExactly: `${OCR_LINES.length - misread.length}/${OCR_LINES.length}`,
-        misread,
-        differsFromEngine: [],
-        points,
-      },
-    };
-  } finally {
-    await baseline.stop();
-  }
-}
-
 const ratios = (a: LoadFigures, b: LoadFigures): Ratios | undefined =>
   b.rps > 0 && b.latencyMs.p50 > 0 && b.latencyMs.p99 > 0
     ? {
@@ -477,6 +440,46 @@ const ratios = (a: LoadFigures, b: LoadFigures): Ratios | undefined =>
         p99: round(a.latencyMs.p99 / b.latencyMs.p99, 2),
       }
     : undefined;
+
+/** What takes turns at one concurrency: a closed-loop run of its load, and the processes it runs on. */
+interface OcrTarget {
+  run(window: { durationMs: number }): Promise<RunResult>;
+  groups: ProcessGroups;
+}
+
+/**
+ * Every target at one concurrency, for s.durationMs each, in turns of about OCR_SLICE_MS (round r
+ * starts at target r), after an untimed warm-up each: drift over the run falls on every target
+ * alike. Each target's runs and CPU time (of its own processes, and of this process as its load
+ * generator) are summed over its slices.
+ */
+async function ocrRuns(s: Settings, targets: OcrTarget[]) {
+  const rounds = Math.max(1, Math.round(s.durationMs / OCR_SLICE_MS));
+  const sliceMs = s.durationMs / rounds;
+  const acc = targets.map(() => ({ runs: [] as RunResult[], cpu: undefined as CpuSpent | undefined }));
+  for (const t of targets) await t.run({ durationMs: s.warmupMs });
+  for (let r = 0; r < rounds; r++)
+    for (let k = 0; k < targets.length; k++) {
+      const i = (r + k) % targets.length;
+      const before = cpuMark(targets[i]!.groups, 'loadGenerator');
+      acc[i]!.runs.push(await targets[i]!.run({ durationMs: sliceMs }));
+      acc[i]!.cpu = addSpent(acc[i]!.cpu, cpuSpent(before, cpuMark(targets[i]!.groups, 'loadGenerator')));
+    }
+  // a tenth of a request per second: the ratios to the baseline are judged to the percent
+  return acc.map((a) => {
+    const load = figures(a.runs, 1);
+    return { load, spent: a.cpu! };
+  });
+}
+
+interface OcrFleet {
+  topology: Topology;
+  config: ReturnType<typeof ocrConfig>;
+  fleet: Fleet;
+  url: string;
+  groups: ProcessGroups;
+  misread: { expected: string; read: string }[];
+}
 
 async function ocrScenario(
   s: Settings,
@@ -493,20 +496,35 @@ async function ocrScenario(
     httpBody(encodeInferRequest([{ name: 'image', datatype: 'BYTES', shape: [1], data: [png] }])),
   );
   // as many baseline processes as the topologies have model workers (the same in both)
-  const { read: baselineRead, baseline } = await ocrBaseline(
-    s,
-    images,
-    ocrConfig('colocated').modelWorkers.length,
-    disturbed,
-  );
-  const points: OcrPoint[] = [];
-  for (const topology of ['disaggregated', 'colocated'] as const) {
-    const config = ocrConfig(topology);
-    const file = join(dir, `ocr-${topology}.yaml`);
-    writeFileSync(file, config.yaml);
-    const fleet = await startFleet(file, config.placement);
-    try {
+  const processes = ocrConfig('colocated').modelWorkers.length;
+  const alone = await startOcrBaseline(images, processes, READY_TIMEOUT_MS);
+  const fleets: OcrFleet[] = [];
+  try {
+    const baselineRead = await alone.readAll();
+    const baselineMisread = misreadOf(baselineRead);
+    const baseline: OcrBaseline = {
+      processes,
+      cores: availableParallelism(),
+      linesReadExactly: `${OCR_LINES.length - baselineMisread.length}/${OCR_LINES.length}`,
+      misread: baselineMisread,
+      differsFromEngine: [],
+      points: [],
+    };
+    // one after the other: two fleets loading their models at once would only slow each other
+    for (const topology of ['disaggregated', 'colocated'] as const) {
+      const config = ocrConfig(topology);
+      const file = join(dir, `ocr-${topology}.yaml`);
+      writeFileSync(file, config.yaml);
+      const fleet = await startFleet(file, config.placement);
       const url = `${fleet.url}/v2/models/${OCR_PIPELINE}/infer`;
+      fleets.push({
+        topology,
+        config,
+        fleet,
+        url,
+        groups: { coordinator: [fleet.coordinator.child.pid], ...config.groups(fleet.workers) },
+        misread: [],
+      });
       // every line once: the pipeline reads (or misreads) them, and nothing answers from a cache
       const read: string[] = [];
       for (const body of bodies) {
@@ -515,53 +533,67 @@ async function ocrScenario(
           throw new Error(`${OCR_PIPELINE} answered from the cache (${cache}); it must be off`);
         read.push(String(response.outputs.find((o) => o.name === 'text')?.data[0] ?? ''));
       }
-      const misread = misreadOf(read);
+      fleets.at(-1)!.misread = misreadOf(read);
       read.forEach((text, line) => {
         if (text !== baselineRead[line])
           baseline.differsFromEngine.push({ topology, line, engine: text, baseline: baselineRead[line]! });
       });
-      const groups: ProcessGroups = {
-        coordinator: [fleet.coordinator.child.pid],
-        ...config.groups(fleet.workers),
-      };
-      for (const concurrency of s.concurrencies) {
-        const spec = { url, bodies, concurrency };
-        await runLoad(spec, { durationMs: s.warmupMs });
-        const statsBefore = await allStats(fleet.url);
-        const cpuBefore = cpuMark(groups, 'loadGenerator');
-        // a tenth of a request per second: the ratios to the baseline are judged to the percent
-        const load = figures(await runLoad(spec, { durationMs: s.durationMs }), 1);
-        const cpu = cpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'>(
-          cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')),
-          load.requests,
-        );
-        // colocated: no pool process
-        cpu.cpuMsPerRequest.pool ??= null;
-        cpu.coresBusy.pool ??= null;
-        const statsAfter = await allStats(fleet.url);
-        noteDisturbance(disturbed, `ocr-line ${topology} c=${concurrency}`, cpu);
-        const base = points.find((p) => p.topology === 'disaggregated' && p.concurrency === concurrency);
-        const alone = baseline.points.find((p) => p.concurrency === concurrency);
-        const vsDisaggregated = topology === 'colocated' && base ? ratios(load, base) : undefined;
-        const vsBaseline = alone ? ratios(load, alone) : undefined;
-        points.push({
-          topology,
-          concurrency,
-          workers: config.workers,
-          linesReadExactly: `${OCR_LINES.length - misread.length}/${OCR_LINES.length}`,
-          misread,
-          ...load,
-          ...cpu,
-          steps: statsDelta(statsBefore, statsAfter, config.steps),
-          ...(vsDisaggregated ? { vsDisaggregated } : {}),
-          ...(vsBaseline ? { vsBaseline } : {}),
-        });
-      }
-    } finally {
-      await fleet.stop();
     }
+    const points: OcrPoint[] = [];
+    for (const concurrency of s.concurrencies) {
+      const sender = alone.sender();
+      const loads = fleets.map((f) => openLoad({ url: f.url, bodies, concurrency }));
+      try {
+        const targets: OcrTarget[] = [
+          {
+            run: (window) => runClosedLoop(sender, concurrency, window),
+            groups: { baseline: alone.pids },
+          },
+          ...fleets.map((f, i) => ({ run: loads[i]!.run, groups: f.groups })),
+        ];
+        const statsBefore = await Promise.all(fleets.map((f) => allStats(f.fleet.url)));
+        const [base, ...engine] = await ocrRuns(s, targets);
+        const statsAfter = await Promise.all(fleets.map((f) => allStats(f.fleet.url)));
+        const baseCpu = cpuFigures<'baseline' | 'loadGenerator'>(base!.spent, base!.load.requests);
+        noteDisturbance(disturbed, `ocr-line in one process c=${concurrency}`, baseCpu);
+        baseline.points.push({ concurrency, ...base!.load, ...baseCpu });
+        fleets.forEach((f, i) => {
+          const { load, spent } = engine[i]!;
+          const cpu = cpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'>(
+            spent,
+            load.requests,
+          );
+          // colocated: no pool process
+          cpu.cpuMsPerRequest.pool ??= null;
+          cpu.coresBusy.pool ??= null;
+          noteDisturbance(disturbed, `ocr-line ${f.topology} c=${concurrency}`, cpu);
+          const disaggregated = points.find(
+            (p) => p.topology === 'disaggregated' && p.concurrency === concurrency,
+          );
+          const vsDisaggregated =
+            f.topology === 'colocated' && disaggregated ? ratios(load, disaggregated) : undefined;
+          const vsBaseline = ratios(load, base!.load);
+          points.push({
+            topology: f.topology,
+            concurrency,
+            workers: f.config.workers,
+            linesReadExactly: `${OCR_LINES.length - f.misread.length}/${OCR_LINES.length}`,
+            misread: f.misread,
+            ...load,
+            ...cpu,
+            steps: statsDelta(statsBefore[i]!, statsAfter[i]!, f.config.steps),
+            ...(vsDisaggregated ? { vsDisaggregated } : {}),
+            ...(vsBaseline ? { vsBaseline } : {}),
+          });
+        });
+      } finally {
+        for (const load of loads) load.close();
+      }
+    }
+    return { points, baseline };
+  } finally {
+    await Promise.all([alone.stop(), ...fleets.map((f) => f.fleet.stop())]);
   }
-  return { points, baseline };
 }
 
 // ---- scenario hop -----------------------------------------------------------------------------------
@@ -829,8 +861,8 @@ function ocrBound(cmp: OcrComparison, processes: number, cores: number): string 
   const saturated = [cmp.engine, cmp.baseline].every((p) => (p.coresBusy.machine ?? 0) >= 0.9 * cores);
   return (
     `CPU per request at those points, every process on ${cores} cores: engine ${cell(engineMs)} ms ` +
-    `(coordinator ${cell(e.coordinator)}, model workers ${cell(e.modelWorkers)}, pool ${cell(e.pool)}, load ` +
-    `generator ${cell(e.loadGenerator)}) against ${cell(baselineMs)} ms for the same steps in one process ` +
+    `(coordinator ${cell(e.coordinator)}, model workers ${cell(e.modelWorkers)}, ` +
+    `${e.pool === null ? '' : `pool ${cell(e.pool)}, `}load generator ${cell(e.loadGenerator)}) against ${cell(baselineMs)} ms for the same steps in one process ` +
     `(its ${processes} processes ${cell(b.baseline)}, load generator ${cell(b.loadGenerator)}); cores busy ` +
     `${busy(cmp.engine)} against ${busy(cmp.baseline)}` +
     (saturated
@@ -867,7 +899,8 @@ function ocrBaselineSection(ocr: OcrPoint[], baseline: OcrBaseline): string[] {
     `one intra-op thread per session as on the workers) with no engine, in ${baseline.processes} plain processes`,
     '(as many as the model workers: the engine runs onnxruntime in two processes), each reading whole',
     'lines one at a time; the same load engine hands each the next line in turn over IPC, to the process',
-    `with the fewest in flight. It read ${baseline.linesReadExactly} lines exactly, ` +
+    'with the fewest in flight. At each concurrency it and both topologies take turns in slices of about',
+    `${OCR_SLICE_MS / 1000} s, so drift during the run falls on all three alike. It read ${baseline.linesReadExactly} lines exactly, ` +
       (differs.length === 0
         ? 'each as every topology read it.'
         : `but ${differs.length} line(s) otherwise than the engine: not the same work.`),
