@@ -55,6 +55,7 @@ import {
   cpuFigures,
   cpuMark,
   cpuSpent,
+  DISTURBED_CORES,
   noteDisturbance,
   type ProcessGroups,
 } from '../lib/cpu.ts';
@@ -859,12 +860,16 @@ function ocrBound(cmp: OcrComparison, processes: number, cores: number): string 
   const baselineMs = b.baseline + b.loadGenerator;
   const busy = (p: { coresBusy: { machine: number | null } }) => cell(p.coresBusy.machine);
   const saturated = [cmp.engine, cmp.baseline].every((p) => (p.coresBusy.machine ?? 0) >= 0.9 * cores);
+  const outside = [cmp.engine, cmp.baseline].map((p) => p.coresBusy.outsideBench ?? 0);
   return (
     `CPU per request at those points, every process on ${cores} cores: engine ${cell(engineMs)} ms ` +
     `(coordinator ${cell(e.coordinator)}, model workers ${cell(e.modelWorkers)}, ` +
     `${e.pool === null ? '' : `pool ${cell(e.pool)}, `}load generator ${cell(e.loadGenerator)}) against ${cell(baselineMs)} ms for the same steps in one process ` +
     `(its ${processes} processes ${cell(b.baseline)}, load generator ${cell(b.loadGenerator)}); cores busy ` +
     `${busy(cmp.engine)} against ${busy(cmp.baseline)}` +
+    (outside.some((c) => c > DISTURBED_CORES)
+      ? `, of which other work ${cell(outside[0])} and ${cell(outside[1])}`
+      : '') +
     (saturated
       ? `, so the cores bound the engine at about ${pct(baselineMs / engineMs)} of the baseline. `
       : ` (not saturated: latency, not CPU, bounds these points). `) +
