@@ -161,18 +161,31 @@ export interface OpenLoad {
   close(): void;
 }
 
+/** One closed-loop run through any sender (a baseline that is not an HTTP server, say). */
+export function runClosedLoop(
+  sender: RequestSender,
+  concurrency: number,
+  window: LoadWindow,
+  hooks?: RunHooks,
+): Promise<RunResult> {
+  return new BenchRun(
+    {
+      mode: { kind: 'concurrency', concurrency },
+      durationMs: window.durationMs,
+      requests: undefined,
+      warmupMs: window.warmupMs ?? 0,
+    },
+    sender,
+    undefined,
+    hooks,
+  ).run();
+}
+
 /** A load whose connections stay open from run to run (targets taking turns in slices). */
 export function openLoad(spec: LoadSpec): OpenLoad {
   const sender = loadSender(spec);
-  const mode = { kind: 'concurrency', concurrency: spec.concurrency } as const;
   return {
-    run: (window, hooks) =>
-      new BenchRun(
-        { mode, durationMs: window.durationMs, requests: undefined, warmupMs: window.warmupMs ?? 0 },
-        sender,
-        undefined,
-        hooks,
-      ).run(),
+    run: (window, hooks) => runClosedLoop(sender, spec.concurrency, window, hooks),
     close: () => sender.close(),
   };
 }

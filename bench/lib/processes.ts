@@ -49,6 +49,8 @@ export async function forkRole(moduleUrl: string, role: string, readyTimeoutMs: 
     // stdout carries the scenario's result line: the child's output goes to stderr
     stdio: ['ignore', 2, 2, 'ipc'],
   });
+  // every ask in flight listens for its reply: a child serving many closed loops has many
+  child.setMaxListeners(0);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {

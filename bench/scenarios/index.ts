@@ -33,11 +33,12 @@ export const SCENARIOS: readonly Scenario<unknown>[] = [
 
 /**
  * For the page: its targets in the order the README states them (engine cost, real model,
- * scale-out), then issue 14's (what auth costs).
+ * scale-out), then issue 14's (what auth costs), then issue 18's (the OCR pipeline against the
+ * same steps in one process).
  */
 export const PAGE_SCENARIOS: PageScenarios = {
   all: SCENARIOS,
-  targets: [overhead, realModel, scaleOut, security] as readonly Scenario<unknown>[],
+  targets: [overhead, realModel, scaleOut, security, pipeline] as readonly Scenario<unknown>[],
 };
 
 /** Where a scenario's module lives, from the repository root: what the suite runs. */

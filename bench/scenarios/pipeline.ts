@@ -3,13 +3,24 @@
  *
  * - `ocr-line`: the demo's pipeline (examples/demo-config.yaml: image BYTES -> preprocess ->
  *   classifier -> prepare -> recognizer -> decode -> text), fed 16 rendered text lines in turn,
- *   at several closed-loop concurrencies, in two topologies started one after the other:
+ *   at several closed-loop concurrencies, in two topologies:
  *   `disaggregated` (the demo's: the js processors on their own pool process `pre-1`, the ONNX
  *   models on w1 and w2) and `colocated` (the same processors hosted by w1 and w2, no pool, so
  *   the same two model workers and one process fewer). The response cache is off for every
  *   model, so every request runs every step. Each line carries the engine's per-step queue wait
  *   and run time (GET /v2/models/stats, summed over workers) and the CPU time of each process
- *   group, read from /proc around the timed run.
+ *   group, read from /proc around each timed slice.
+ *   Against it, the same steps with no engine (bench/lib/ocr-line-baseline.ts): the same step
+ *   functions and the same two ONNX models (onnxruntime-node sessions, intraOpNumThreads 1 like
+ *   the workers') in plain processes, each reading whole lines one at a time, driven by the same
+ *   load engine at the same concurrencies over the same 16 lines, after checking it reads every
+ *   line as each topology does. It gets as many processes as the topologies have model workers
+ *   (two): the engine runs onnxruntime in two processes, up to two cores at once, so one process
+ *   would measure the engine against half its cores. The baseline and both topologies are up at
+ *   once and, at each concurrency, take turns in slices of about 2 s (OCR_SLICE_MS), so drift over
+ *   the run (another job on a shared machine) falls on all three alike; the two waiting meanwhile
+ *   stay idle. Each engine point carries its throughput and latency against the baseline's at the
+ *   same concurrency; the target compares each at its best measured concurrency (ocrVsBaseline).
  * - `hop`: the coordinator's hop per step. `sim` models with no latency echo their input (an
  *   identity), so a pipeline of N such steps costs N coordinator -> worker -> coordinator round
  *   trips of the tensor. A direct request to the sim model is timed against pipelines of N steps
@@ -29,6 +40,7 @@
  */
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
@@ -43,13 +55,15 @@ import {
   cpuFigures,
   cpuMark,
   cpuSpent,
+  DISTURBED_CORES,
   noteDisturbance,
   type ProcessGroups,
 } from '../lib/cpu.ts';
-import { figures, type LoadFigures, openLoad, runLoad } from '../lib/load.ts';
+import { figures, type LoadFigures, openLoad, runClosedLoop } from '../lib/load.ts';
 import { bytesText, type Charts, cell, pct, table, round } from '../lib/markdown.ts';
+import { startOcrBaseline } from '../lib/ocr-line-baseline.ts';
 import { scratchDir, track } from '../lib/processes.ts';
-import { numberList, runIfMain, type Scenario } from '../lib/scenario.ts';
+import { NOT_MEASURED, numberList, runIfMain, type Scenario, type TargetResult } from '../lib/scenario.ts';
 import type { CountNs } from '../lib/stats.ts';
 import { barChart, lineChart } from '../lib/svg.ts';
 
@@ -91,7 +105,33 @@ export interface OcrPoint
   linesReadExactly: string;
   misread: { expected: string; read: string }[];
   steps: Record<string, StepDelta>;
-  vsDisaggregated?: { throughput: number; p50: number; p99: number };
+  vsDisaggregated?: Ratios;
+  /** Against the same steps in one process at the same concurrency (engine / baseline). */
+  vsBaseline?: Ratios;
+}
+
+/** One figure over another: requests per second, p50, p99. */
+export interface Ratios {
+  throughput: number;
+  p50: number;
+  p99: number;
+}
+
+/** The same steps with no engine at one concurrency: the baseline processes and this load generator. */
+export interface OcrBaselinePoint extends LoadFigures, CpuFigures<'baseline' | 'loadGenerator'> {
+  concurrency: number;
+}
+
+export interface OcrBaseline {
+  /** Plain processes, each with its own two sessions, reading whole lines: one per model worker. */
+  processes: number;
+  /** The machine's cores when it ran. */
+  cores: number;
+  linesReadExactly: string;
+  misread: { expected: string; read: string }[];
+  /** Lines a topology read otherwise than the baseline: none, or the two are not comparable. */
+  differsFromEngine: { topology: Topology; line: number; engine: string; baseline: string }[];
+  points: OcrBaselinePoint[];
 }
 
 export interface HopTargetRun extends LoadFigures, CpuFigures<'coordinator' | 'worker' | 'loadGenerator'> {
@@ -132,6 +172,8 @@ export interface HopSummary {
 export interface PipelineResult {
   params: PipelineParams;
   ocr: OcrPoint[];
+  /** Absent in results from before it was measured. */
+  ocrBaseline?: OcrBaseline;
   hop: HopPoint[];
   hopSummary: HopSummary[];
   /** Points during which other work kept the cores busy. */
@@ -162,6 +204,8 @@ const OCR_LINES = [
 const UPSIDE_DOWN_EVERY = 8;
 const HOP_MODEL = 'ident';
 const READY_TIMEOUT_MS = 120_000;
+/** About the length of one ocr-line slice (a few of the slowest requests' latency); targets take turns, ms. */
+const OCR_SLICE_MS = 2000;
 /** Length of one hop slice; targets take turns slice by slice, ms. */
 const HOP_SLICE_MS = 500;
 const MIB = 1024 * 1024;
@@ -383,10 +427,66 @@ function ocrConfig(topology: Topology) {
     modelWorkers: modelWorkers.map((id) => pids.get(id)?.child.pid),
     ...(topology === 'disaggregated' ? { pool: poolWorkers.map((w) => pids.get(w.id)?.child.pid) } : {}),
   });
-  return { yaml: stringifyYaml(config), placement, steps, groups, workers: hosts };
+  return { yaml: stringifyYaml(config), placement, steps, groups, workers: hosts, modelWorkers };
 }
 
-async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promise<OcrPoint[]> {
+const misreadOf = (read: readonly string[]) =>
+  read.flatMap((text, i) => (text === OCR_LINES[i] ? [] : [{ expected: OCR_LINES[i]!, read: text }]));
+
+const ratios = (a: LoadFigures, b: LoadFigures): Ratios | undefined =>
+  b.rps > 0 && b.latencyMs.p50 > 0 && b.latencyMs.p99 > 0
+    ? {
+        throughput: round(a.rps / b.rps),
+        p50: round(a.latencyMs.p50 / b.latencyMs.p50, 2),
+        p99: round(a.latencyMs.p99 / b.latencyMs.p99, 2),
+      }
+    : undefined;
+
+/** What takes turns at one concurrency: a closed-loop run of its load, and the processes it runs on. */
+interface OcrTarget {
+  run(window: { durationMs: number }): Promise<RunResult>;
+  groups: ProcessGroups;
+}
+
+/**
+ * Every target at one concurrency, for s.durationMs each, in turns of about OCR_SLICE_MS (round r
+ * starts at target r), after an untimed warm-up each: drift over the run falls on every target
+ * alike. Each target's runs and CPU time (of its own processes, and of this process as its load
+ * generator) are summed over its slices.
+ */
+async function ocrRuns(s: Settings, targets: OcrTarget[]) {
+  const rounds = Math.max(1, Math.round(s.durationMs / OCR_SLICE_MS));
+  const sliceMs = s.durationMs / rounds;
+  const acc = targets.map(() => ({ runs: [] as RunResult[], cpu: undefined as CpuSpent | undefined }));
+  for (const t of targets) await t.run({ durationMs: s.warmupMs });
+  for (let r = 0; r < rounds; r++)
+    for (let k = 0; k < targets.length; k++) {
+      const i = (r + k) % targets.length;
+      const before = cpuMark(targets[i]!.groups, 'loadGenerator');
+      acc[i]!.runs.push(await targets[i]!.run({ durationMs: sliceMs }));
+      acc[i]!.cpu = addSpent(acc[i]!.cpu, cpuSpent(before, cpuMark(targets[i]!.groups, 'loadGenerator')));
+    }
+  // a tenth of a request per second: the ratios to the baseline are judged to the percent
+  return acc.map((a) => {
+    const load = figures(a.runs, 1);
+    return { load, spent: a.cpu! };
+  });
+}
+
+interface OcrFleet {
+  topology: Topology;
+  config: ReturnType<typeof ocrConfig>;
+  fleet: Fleet;
+  url: string;
+  groups: ProcessGroups;
+  misread: { expected: string; read: string }[];
+}
+
+async function ocrScenario(
+  s: Settings,
+  dir: string,
+  disturbed: string[],
+): Promise<{ points: OcrPoint[]; baseline: OcrBaseline }> {
   // rendered and encoded once, sent in turn: the load loop only writes bytes
   const images = await Promise.all(
     OCR_LINES.map((text, i) =>
@@ -396,68 +496,105 @@ async function ocrScenario(s: Settings, dir: string, disturbed: string[]): Promi
   const bodies = images.map((png) =>
     httpBody(encodeInferRequest([{ name: 'image', datatype: 'BYTES', shape: [1], data: [png] }])),
   );
-  const points: OcrPoint[] = [];
-  for (const topology of ['disaggregated', 'colocated'] as const) {
-    const config = ocrConfig(topology);
-    const file = join(dir, `ocr-${topology}.yaml`);
-    writeFileSync(file, config.yaml);
-    const fleet = await startFleet(file, config.placement);
-    try {
+  // as many baseline processes as the topologies have model workers (the same in both)
+  const processes = ocrConfig('colocated').modelWorkers.length;
+  const alone = await startOcrBaseline(images, processes, READY_TIMEOUT_MS);
+  const fleets: OcrFleet[] = [];
+  try {
+    const baselineRead = await alone.readAll();
+    const baselineMisread = misreadOf(baselineRead);
+    const baseline: OcrBaseline = {
+      processes,
+      cores: availableParallelism(),
+      linesReadExactly: `${OCR_LINES.length - baselineMisread.length}/${OCR_LINES.length}`,
+      misread: baselineMisread,
+      differsFromEngine: [],
+      points: [],
+    };
+    // one after the other: two fleets loading their models at once would only slow each other
+    for (const topology of ['disaggregated', 'colocated'] as const) {
+      const config = ocrConfig(topology);
+      const file = join(dir, `ocr-${topology}.yaml`);
+      writeFileSync(file, config.yaml);
+      const fleet = await startFleet(file, config.placement);
       const url = `${fleet.url}/v2/models/${OCR_PIPELINE}/infer`;
+      fleets.push({
+        topology,
+        config,
+        fleet,
+        url,
+        groups: { coordinator: [fleet.coordinator.child.pid], ...config.groups(fleet.workers) },
+        misread: [],
+      });
       // every line once: the pipeline reads (or misreads) them, and nothing answers from a cache
-      const misread: { expected: string; read: string }[] = [];
-      for (const [i, body] of bodies.entries()) {
+      const read: string[] = [];
+      for (const body of bodies) {
         const { response, cache } = await inferOnce(url, body);
         if (cache !== null)
           throw new Error(`${OCR_PIPELINE} answered from the cache (${cache}); it must be off`);
-        const read = String(response.outputs.find((o) => o.name === 'text')?.data[0] ?? '');
-        if (read !== OCR_LINES[i]) misread.push({ expected: OCR_LINES[i]!, read });
+        read.push(String(response.outputs.find((o) => o.name === 'text')?.data[0] ?? ''));
       }
-      const groups: ProcessGroups = {
-        coordinator: [fleet.coordinator.child.pid],
-        ...config.groups(fleet.workers),
-      };
-      for (const concurrency of s.concurrencies) {
-        const spec = { url, bodies, concurrency };
-        await runLoad(spec, { durationMs: s.warmupMs });
-        const statsBefore = await allStats(fleet.url);
-        const cpuBefore = cpuMark(groups, 'loadGenerator');
-        const load = figures(await runLoad(spec, { durationMs: s.durationMs }));
-        const cpu = cpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'>(
-          cpuSpent(cpuBefore, cpuMark(groups, 'loadGenerator')),
-          load.requests,
-        );
-        // colocated: no pool process
-        cpu.cpuMsPerRequest.pool ??= null;
-        cpu.coresBusy.pool ??= null;
-        const statsAfter = await allStats(fleet.url);
-        noteDisturbance(disturbed, `ocr-line ${topology} c=${concurrency}`, cpu);
-        const base = points.find((p) => p.topology === 'disaggregated' && p.concurrency === concurrency);
-        points.push({
-          topology,
-          concurrency,
-          workers: config.workers,
-          linesReadExactly: `${OCR_LINES.length - misread.length}/${OCR_LINES.length}`,
-          misread,
-          ...load,
-          ...cpu,
-          steps: statsDelta(statsBefore, statsAfter, config.steps),
-          ...(topology === 'colocated' && base && base.rps > 0 && base.latencyMs.p50 > 0
-            ? {
-                vsDisaggregated: {
-                  throughput: round(load.rps / base.rps),
-                  p50: round(load.latencyMs.p50 / base.latencyMs.p50, 2),
-                  p99: round(load.latencyMs.p99 / base.latencyMs.p99, 2),
-                },
-              }
-            : {}),
-        });
-      }
-    } finally {
-      await fleet.stop();
+      fleets.at(-1)!.misread = misreadOf(read);
+      read.forEach((text, line) => {
+        if (text !== baselineRead[line])
+          baseline.differsFromEngine.push({ topology, line, engine: text, baseline: baselineRead[line]! });
+      });
     }
+    const points: OcrPoint[] = [];
+    for (const concurrency of s.concurrencies) {
+      const sender = alone.sender();
+      const loads = fleets.map((f) => openLoad({ url: f.url, bodies, concurrency }));
+      try {
+        const targets: OcrTarget[] = [
+          {
+            run: (window) => runClosedLoop(sender, concurrency, window),
+            groups: { baseline: alone.pids },
+          },
+          ...fleets.map((f, i) => ({ run: loads[i]!.run, groups: f.groups })),
+        ];
+        const statsBefore = await Promise.all(fleets.map((f) => allStats(f.fleet.url)));
+        const [base, ...engine] = await ocrRuns(s, targets);
+        const statsAfter = await Promise.all(fleets.map((f) => allStats(f.fleet.url)));
+        const baseCpu = cpuFigures<'baseline' | 'loadGenerator'>(base!.spent, base!.load.requests);
+        noteDisturbance(disturbed, `ocr-line in one process c=${concurrency}`, baseCpu);
+        baseline.points.push({ concurrency, ...base!.load, ...baseCpu });
+        fleets.forEach((f, i) => {
+          const { load, spent } = engine[i]!;
+          const cpu = cpuFigures<'coordinator' | 'modelWorkers' | 'pool' | 'loadGenerator'>(
+            spent,
+            load.requests,
+          );
+          // colocated: no pool process
+          cpu.cpuMsPerRequest.pool ??= null;
+          cpu.coresBusy.pool ??= null;
+          noteDisturbance(disturbed, `ocr-line ${f.topology} c=${concurrency}`, cpu);
+          const disaggregated = points.find(
+            (p) => p.topology === 'disaggregated' && p.concurrency === concurrency,
+          );
+          const vsDisaggregated =
+            f.topology === 'colocated' && disaggregated ? ratios(load, disaggregated) : undefined;
+          const vsBaseline = ratios(load, base!.load);
+          points.push({
+            topology: f.topology,
+            concurrency,
+            workers: f.config.workers,
+            linesReadExactly: `${OCR_LINES.length - f.misread.length}/${OCR_LINES.length}`,
+            misread: f.misread,
+            ...load,
+            ...cpu,
+            steps: statsDelta(statsBefore[i]!, statsAfter[i]!, f.config.steps),
+            ...(vsDisaggregated ? { vsDisaggregated } : {}),
+            ...(vsBaseline ? { vsBaseline } : {}),
+          });
+        });
+      } finally {
+        for (const load of loads) load.close();
+      }
+    }
+    return { points, baseline };
+  } finally {
+    await Promise.all([alone.stop(), ...fleets.map((f) => f.fleet.stop())]);
   }
-  return points;
 }
 
 // ---- scenario hop -----------------------------------------------------------------------------------
@@ -663,23 +800,160 @@ async function run(params: PipelineParams): Promise<PipelineResult> {
   const s = settings(params);
   const dir = scratchDir();
   const disturbed: string[] = [];
-  const ocr = s.scenarios.has('ocr-line') ? await ocrScenario(s, dir, disturbed) : [];
+  const ocr = s.scenarios.has('ocr-line') ? await ocrScenario(s, dir, disturbed) : undefined;
   const hop = s.scenarios.has('hop') ? await hopScenario(s, dir, disturbed) : [];
-  return { params, ocr, hop, hopSummary: hopSummary(s, hop), disturbed };
+  return {
+    params,
+    ocr: ocr?.points ?? [],
+    ...(ocr ? { ocrBaseline: ocr.baseline } : {}),
+    hop,
+    hopSummary: hopSummary(s, hop),
+    disturbed,
+  };
+}
+
+// ---- the engine against the same steps in one process ----------------------------------------------
+
+interface OcrComparison {
+  /** The best engine point over every topology, and the baseline's best. */
+  engine: OcrPoint;
+  baseline: OcrBaselinePoint;
+  /** engine.rps / baseline.rps. */
+  ratio: number;
+  byTopology: { topology: Topology; point: OcrPoint; ratio: number }[];
+}
+
+const bestOf = <T extends LoadFigures>(points: readonly T[]): T =>
+  points.reduce((a, b) => (b.rps > a.rps ? b : a));
+
+/**
+ * The engine against the same steps in one process, each at its best measured concurrency (the
+ * engine at its best topology: both are the engine's, a user picks one). Per concurrency would
+ * judge the engine's latency more than its throughput: below saturation a closed loop's rate is
+ * concurrency / latency, so at concurrency 1 the ratio is the engine's five hops against none.
+ * The target is about throughput, what each gets out of the same cores, which is where each
+ * saturates; the per-concurrency ratios stay in the table and in the target's figures.
+ */
+function ocrVsBaseline(
+  ocr: readonly OcrPoint[],
+  baseline: OcrBaseline | undefined,
+): OcrComparison | undefined {
+  if (!baseline?.points.length || ocr.length === 0) return undefined;
+  const base = bestOf(baseline.points);
+  if (!(base.rps > 0)) return undefined;
+  const byTopology = [...new Set(ocr.map((p) => p.topology))].map((topology) => {
+    const point = bestOf(ocr.filter((p) => p.topology === topology));
+    return { topology, point, ratio: round(point.rps / base.rps) };
+  });
+  const top = byTopology.reduce((a, b) => (b.ratio > a.ratio ? b : a));
+  return { engine: top.point, baseline: base, ratio: top.ratio, byTopology };
+}
+
+/** What bounds the comparison: CPU per request of each process group at the two best points. */
+function ocrBound(cmp: OcrComparison, processes: number, cores: number): string | undefined {
+  const e = cmp.engine.cpuMsPerRequest;
+  const b = cmp.baseline.cpuMsPerRequest;
+  if (e.coordinator === null || e.modelWorkers === null || e.loadGenerator === null) return undefined;
+  if (b.baseline === null || b.loadGenerator === null) return undefined;
+  const stepsMs = e.modelWorkers + (e.pool ?? 0);
+  const engineMs = e.coordinator + stepsMs + e.loadGenerator;
+  const baselineMs = b.baseline + b.loadGenerator;
+  const busy = (p: { coresBusy: { machine: number | null } }) => cell(p.coresBusy.machine);
+  const saturated = [cmp.engine, cmp.baseline].every((p) => (p.coresBusy.machine ?? 0) >= 0.9 * cores);
+  const outside = [cmp.engine, cmp.baseline].map((p) => p.coresBusy.outsideBench ?? 0);
+  return (
+    `CPU per request at those points, every process on ${cores} cores: engine ${cell(engineMs)} ms ` +
+    `(coordinator ${cell(e.coordinator)}, model workers ${cell(e.modelWorkers)}, ` +
+    `${e.pool === null ? '' : `pool ${cell(e.pool)}, `}load generator ${cell(e.loadGenerator)}) against ${cell(baselineMs)} ms for the same steps in one process ` +
+    `(its ${processes} processes ${cell(b.baseline)}, load generator ${cell(b.loadGenerator)}); cores busy ` +
+    `${busy(cmp.engine)} against ${busy(cmp.baseline)}` +
+    (outside.some((c) => c > DISTURBED_CORES)
+      ? `, of which other work ${cell(outside[0])} and ${cell(outside[1])}`
+      : '') +
+    (saturated
+      ? `, so the cores bound the engine at about ${pct(baselineMs / engineMs)} of the baseline. `
+      : ` (not saturated: latency, not CPU, bounds these points). `) +
+    `The processes that run the steps spend ${cell(stepsMs)} ms per request against the baseline's ` +
+    `${cell(b.baseline)} ms for the same step functions and models` +
+    (stepsMs > b.baseline
+      ? ` (+${cell(stepsMs - b.baseline)} ms: taking in and answering each step's tensors)`
+      : " (no more in the engine's processes than alone)") +
+    `; the rest is the coordinator's ${cell(e.coordinator)} ms (five steps routed per request) and the ` +
+    `load generator's ${cell(e.loadGenerator)} ms over HTTP against ${cell(b.loadGenerator)} ms over IPC`
+  );
+}
+
+function ocrStatement(cmp: OcrComparison, processes: number): string {
+  return (
+    `the engine at its best, ${cell(cmp.engine.rps)} req/s (${cmp.engine.topology}, concurrency ` +
+    `${cmp.engine.concurrency}), is ${pct(cmp.ratio)} of the same steps in ${processes} plain processes at ` +
+    `their best, ${cell(cmp.baseline.rps)} req/s (concurrency ${cmp.baseline.concurrency}); by topology ` +
+    cmp.byTopology.map((t) => `${t.topology} ${pct(t.ratio)}`).join(', ')
+  );
 }
 
 // ---- the page -------------------------------------------------------------------------------------
 
-function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
+function ocrBaselineSection(ocr: OcrPoint[], baseline: OcrBaseline): string[] {
+  const topologies = [...new Set(ocr.map((p) => p.topology))];
+  const cmp = ocrVsBaseline(ocr, baseline);
+  const bound = cmp && ocrBound(cmp, baseline.processes, baseline.cores);
+  const differs = baseline.differsFromEngine;
+  return [
+    `**The same steps in one process**: the same step functions and ONNX models (onnxruntime-node,`,
+    `one intra-op thread per session as on the workers) with no engine, in ${baseline.processes} plain processes`,
+    '(as many as the model workers: the engine runs onnxruntime in two processes), each reading whole',
+    'lines one at a time; the same load engine hands each the next line in turn over IPC, to the process',
+    'with the fewest in flight. At each concurrency it and both topologies take turns in slices of about',
+    `${OCR_SLICE_MS / 1000} s, so drift during the run falls on all three alike. It read ${baseline.linesReadExactly} lines exactly, ` +
+      (differs.length === 0
+        ? 'each as every topology read it.'
+        : `but ${differs.length} line(s) otherwise than the engine: not the same work.`),
+    '',
+    ...table(
+      [
+        'concurrency',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'errors',
+        'CPU ms/req processes',
+        'load generator',
+        'cores busy',
+        ...topologies.map((t) => `${t} / it`),
+      ],
+      baseline.points.map((p) => [
+        cell(p.concurrency),
+        cell(p.rps, 1),
+        cell(p.latencyMs.p50, 1),
+        cell(p.latencyMs.p99, 1),
+        cell(p.errors),
+        cell(p.cpuMsPerRequest.baseline),
+        cell(p.cpuMsPerRequest.loadGenerator),
+        cell(p.coresBusy.machine),
+        ...topologies.map((t) =>
+          pct(ocr.find((e) => e.topology === t && e.concurrency === p.concurrency)?.vsBaseline?.throughput),
+        ),
+      ]),
+    ),
+    ...(cmp
+      ? [`**In short:** ${ocrStatement(cmp, baseline.processes)}.${bound ? ` ${bound}.` : ''}`, '']
+      : []),
+  ];
+}
+
+function ocrSection(ocr: OcrPoint[], baseline: OcrBaseline | undefined, charts: Charts): string[] {
   const topologies = [...new Set(ocr.map((p) => p.topology))];
   const concurrencies = [...new Set(ocr.map((p) => p.concurrency))];
   const at = (t: Topology, c: number) => ocr.find((p) => p.topology === t && p.concurrency === c);
+  const alone = baseline?.points ?? [];
   return [
     '### OCR line pipeline, by topology',
     '',
     'The demo pipeline (image → preprocess → classifier → prepare → recognizer → decode → text) on 16',
     'rendered lines in turn, cache off. `disaggregated`: the js steps on their own pool process;',
-    '`colocated`: the same steps on the two model workers. CPU is per answered request.',
+    '`colocated`: the same steps on the two model workers. CPU is per answered request; "vs one',
+    'process" is throughput against the same steps with no engine at the same concurrency (below).',
     '',
     ...table(
       [
@@ -694,6 +968,7 @@ function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
         'model workers',
         'pool',
         'vs disaggregated',
+        'vs one process',
       ],
       ocr.map((p) => [
         p.topology,
@@ -707,21 +982,34 @@ function ocrSection(ocr: OcrPoint[], charts: Charts): string[] {
         cell(p.cpuMsPerRequest.modelWorkers),
         cell(p.cpuMsPerRequest.pool),
         pct(p.vsDisaggregated?.throughput),
+        pct(p.vsBaseline?.throughput),
       ]),
     ),
+    ...(baseline ? ocrBaselineSection(ocr, baseline) : []),
     charts.add(
       'pipeline-ocr-throughput',
       lineChart({
         title: 'Pipeline (ocr-line): throughput by topology',
         xLabel: 'concurrency (closed loop)',
         yLabel: 'requests / s',
-        series: topologies.map((t) => ({
-          name: t,
-          points: concurrencies.flatMap((c) => {
-            const p = at(t, c);
-            return p ? [{ x: c, y: p.rps }] : [];
-          }),
-        })),
+        series: [
+          ...topologies.map((t) => ({
+            name: t,
+            points: concurrencies.flatMap((c) => {
+              const p = at(t, c);
+              return p ? [{ x: c, y: p.rps }] : [];
+            }),
+          })),
+          ...(alone.length
+            ? [
+                {
+                  name: `same steps in one process (${baseline?.processes} processes)`,
+                  dashed: true,
+                  points: alone.map((p) => ({ x: p.concurrency, y: p.rps })),
+                },
+              ]
+            : []),
+        ],
       }),
       'Pipeline: OCR line throughput by topology',
     ),
@@ -811,8 +1099,56 @@ function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): str
 function section(result: PipelineResult, charts: Charts): string[] {
   if (result.ocr.length + result.hop.length === 0) return ['_No pipeline results in this run._', ''];
   return [
-    ...(result.ocr.length ? ocrSection(result.ocr, charts) : []),
+    ...(result.ocr.length ? ocrSection(result.ocr, result.ocrBaseline, charts) : []),
     ...(result.hop.length ? hopSection(result.hop, result.hopSummary, charts) : []),
+  ];
+}
+
+// ---- the target -----------------------------------------------------------------------------------
+
+function targets(result: PipelineResult | undefined, cores: number): TargetResult[] {
+  const base = {
+    id: 'pipeline-ocr-vs-in-process',
+    scenario: 'pipeline',
+    goal: 'ocr-line pipeline: engine throughput ≥ 95% of the same steps in one process',
+  };
+  const baseline = result?.ocrBaseline;
+  const cmp = result && ocrVsBaseline(result.ocr, baseline);
+  if (!baseline || !cmp) return [{ ...base, status: 'not measured', measured: NOT_MEASURED }];
+  const differs = baseline.differsFromEngine;
+  if (differs.length > 0) {
+    const d = differs[0]!;
+    return [
+      {
+        ...base,
+        status: 'not measured',
+        measured:
+          `the engine and the same steps in one process read ${differs.length} line(s) differently ` +
+          `(${d.topology}, line ${d.line}: "${d.engine}" against "${d.baseline}"): not the same work`,
+      },
+    ];
+  }
+  const topologies = cmp.byTopology.map((t) => t.topology);
+  const perConcurrency = baseline.points
+    .map((b) => {
+      const at = topologies.map((t) =>
+        pct(
+          result.ocr.find((p) => p.topology === t && p.concurrency === b.concurrency)?.vsBaseline?.throughput,
+        ),
+      );
+      return `${b.concurrency}: ${at.join(' / ')}`;
+    })
+    .join(', ');
+  const bound = ocrBound(cmp, baseline.processes, cores);
+  return [
+    {
+      ...base,
+      status: cmp.ratio >= 0.95 ? 'met' : 'not met',
+      measured:
+        `${pct(cmp.ratio)}: ${ocrStatement(cmp, baseline.processes)}; at equal concurrency ` +
+        `(${topologies.join(' / ')}) ${perConcurrency}`,
+      ...(bound ? { bound } : {}),
+    },
   ];
 }
 
@@ -829,6 +1165,7 @@ export const pipeline: Scenario<PipelineResult, PipelineParams> = {
   },
   run,
   section,
+  targets,
 };
 
 await runIfMain(import.meta.url, pipeline);

@@ -12,6 +12,7 @@ import { computeTargets } from '../../bench/lib/page.ts';
 import { foldSuite, SUITE_FORMAT, type ScenarioRun, type SuiteFile } from '../../bench/lib/suite.ts';
 import { PAGE_SCENARIOS } from '../../bench/scenarios/index.ts';
 import type { OverheadPoint, OverheadResult } from '../../bench/scenarios/overhead.ts';
+import type { OcrBaselinePoint, OcrPoint, PipelineResult } from '../../bench/scenarios/pipeline.ts';
 import type { EnginePoint, RealModelResult } from '../../bench/scenarios/real-model.ts';
 import type { ScaleOutPoint, ScaleOutResult } from '../../bench/scenarios/scale-out.ts';
 import type {
@@ -137,6 +138,7 @@ test('bench targets - every target of the page, in the order the README states t
       ['scale-out-vs-ideal', 'not measured'],
       ['scale-out-coordinators-x2', 'not measured'],
       ['security-auth-c64-throughput', 'not measured'],
+      ['pipeline-ocr-vs-in-process', 'not measured'],
     ],
   );
 });
@@ -214,12 +216,15 @@ function security(authRps: number): SecurityResult {
 }
 
 test("bench targets - security: API keys judged against the open API at concurrency 64, bound by the coordinator's CPU", () => {
-  const met = computeTargets(suite([run('security', security(9600))]), PAGE_SCENARIOS).at(-1)!;
-  assert.equal(met.id, 'security-auth-c64-throughput');
+  const securityTarget = (result: SecurityResult) =>
+    computeTargets(suite([run('security', result)]), PAGE_SCENARIOS).find(
+      (t) => t.id === 'security-auth-c64-throughput',
+    )!;
+  const met = securityTarget(security(9600));
   assert.equal(met.status, 'met');
   assert.match(met.measured, /^96% \(9,600 vs 10,000 req\/s\)/);
   assert.match(met.bound!, /open 190 µs \(coordinator 90\), with keys 195 µs \(coordinator 95\).* by \+5 µs/);
-  const notMet = computeTargets(suite([run('security', security(9400))]), PAGE_SCENARIOS).at(-1)!;
+  const notMet = securityTarget(security(9400));
   assert.equal(notMet.status, 'not met');
 });
 
@@ -433,4 +438,79 @@ test('bench targets - scale-out coordinators: 2 coordinators against one, met at
   assert.equal(target([point(1, 5000, 1), point(2, 7000, 1.4)]).status, 'not met');
   // no one-coordinator point: nothing to compare with
   assert.equal(target([point(2, 7000, 1.4)]).status, 'not measured');
+});
+
+test('bench targets - ocr-line pipeline: the best engine point against the same steps in one process at its best, bound by CPU per request', () => {
+  const enginePoint = (topology: OcrPoint['topology'], concurrency: number, rps: number, alone: number) =>
+    ({
+      topology,
+      concurrency,
+      ...load(rps, 100),
+      coresBusy: {
+        coordinator: 0.3,
+        modelWorkers: 1.2,
+        pool: 0.4,
+        loadGenerator: 0.05,
+        machine: 1.95,
+        outsideBench: 0,
+      },
+      cpuMsPerRequest: { coordinator: 6, modelWorkers: 29, pool: 11, loadGenerator: 1 },
+      vsBaseline: { throughput: Math.round((rps / alone) * 1000) / 1000, p50: 1, p99: 1 },
+    }) as unknown as OcrPoint;
+  const baselinePoint = (concurrency: number, rps: number): OcrBaselinePoint => ({
+    concurrency,
+    ...load(rps, 90),
+    coresBusy: { baseline: 1.9, loadGenerator: 0.05, machine: 1.95, outsideBench: 0 },
+    cpuMsPerRequest: { baseline: 43, loadGenerator: 1 },
+  });
+  const result = (engineAt8: number, differs: boolean) =>
+    ({
+      ocr: [
+        enginePoint('disaggregated', 1, 22, 30),
+        enginePoint('disaggregated', 8, engineAt8, 42),
+        enginePoint('colocated', 1, 21, 30),
+        enginePoint('colocated', 8, 38, 42),
+      ],
+      ocrBaseline: {
+        processes: 2,
+        cores: 2,
+        linesReadExactly: '16/16',
+        misread: [],
+        differsFromEngine: differs
+          ? [{ topology: 'colocated', line: 3, engine: 'VAT 20%', baseline: 'VAT 20% 214.08' }]
+          : [],
+        points: [baselinePoint(1, 30), baselinePoint(8, 42)],
+      },
+      hop: [],
+      hopSummary: [],
+      disturbed: [],
+    }) as unknown as PipelineResult;
+  const target = (r: PipelineResult | undefined) =>
+    computeTargets(suite([run('pipeline', r)]), PAGE_SCENARIOS).find(
+      (t) => t.id === 'pipeline-ocr-vs-in-process',
+    )!;
+
+  const met = target(result(40, false));
+  assert.equal(met.status, 'met');
+  assert.match(
+    met.measured,
+    /^95%: the engine at its best, 40 req\/s \(disaggregated, concurrency 8\), is 95% of the same steps in 2 plain processes at their best, 42 req\/s \(concurrency 8\); by topology disaggregated 95%, colocated 91%/,
+  );
+  assert.match(
+    met.measured,
+    /at equal concurrency \(disaggregated \/ colocated\) 1: 73% \/ 70%, 8: 95% \/ 91%$/,
+  );
+  assert.match(
+    met.bound!,
+    /engine 47 ms \(coordinator 6, model workers 29, pool 11, load generator 1\) against 44 ms .*about 94% of the baseline/,
+  );
+  assert.match(met.bound!, /spend 40 ms per request against the baseline's 43 ms/);
+  assert.equal(target(result(39, false)).status, 'not met');
+
+  // not the same work when they read a line differently; nothing measured without a baseline
+  const differs = target(result(40, true));
+  assert.equal(differs.status, 'not measured');
+  assert.match(differs.measured, /colocated, line 3: "VAT 20%" against "VAT 20% 214.08"/);
+  assert.equal(target({ ...result(40, false), ocrBaseline: undefined }).status, 'not measured');
+  assert.equal(target(undefined).status, 'not measured');
 });
