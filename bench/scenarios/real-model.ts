@@ -57,6 +57,9 @@ import { type TransferFloor, transferRoundTrips } from '../lib/socket-floor.ts';
 import { type ModelStats, modelStats, type WorkerDelta, workerDelta } from '../lib/stats.ts';
 import { barChart, type LineSeries, lineChart } from '../lib/svg.ts';
 
+/** The target: engine throughput over onnxruntime's alone (issue 18's bar; the first one was 90%). */
+const TARGET_VS_DIRECT = 0.95;
+
 const PARAMS = {
   /** Closed-loop concurrencies for the engine. */
   concurrency: '2,4,8',
@@ -508,9 +511,9 @@ function section(result: RealModelResult, charts: Charts): string[] {
       points: concurrencies.map((c) => ({ x: c, y: bestRowsPerS })),
     },
     {
-      name: '90% of it (target)',
+      name: `${Math.round(TARGET_VS_DIRECT * 100)}% of it (target)`,
       dashed: true,
-      points: concurrencies.map((c) => ({ x: c, y: 0.9 * bestRowsPerS })),
+      points: concurrencies.map((c) => ({ x: c, y: TARGET_VS_DIRECT * bestRowsPerS })),
     },
   );
   return [
@@ -588,7 +591,7 @@ function targets(result: RealModelResult | undefined, cores: number): TargetResu
   const base = {
     id: 'real-model-vs-direct',
     scenario: 'real-model',
-    goal: 'real model: engine throughput ≥ 90% of onnxruntime called directly',
+    goal: `real model: engine throughput ≥ ${Math.round(TARGET_VS_DIRECT * 100)}% of onnxruntime called directly`,
   };
   if (!result || result.engine.length === 0)
     return [{ ...base, status: 'not measured', measured: NOT_MEASURED }];
@@ -614,7 +617,7 @@ function targets(result: RealModelResult | undefined, cores: number): TargetResu
   return [
     {
       ...base,
-      status: top.vsBaseline >= 0.9 ? 'met' : 'not met',
+      status: top.vsBaseline >= TARGET_VS_DIRECT ? 'met' : 'not met',
       measured:
         `${Math.round(top.vsBaseline * 100)}% (engine at its best: ${cell(top.rps)} req/s at concurrency ` +
         `${top.concurrency}, batching ${top.variant}; onnxruntime alone: ${cell(best.rowsPerS)} rows/s at batch ${best.batch})`,
