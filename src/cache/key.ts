@@ -9,6 +9,7 @@
  * request's result.
  */
 
+// crypto.hash (one call, no Hash object) is Node 20.12 and later: package.json engines says so
 import { createHash, hash as hashOnce, type Hash } from 'node:crypto';
 import { ENGINE_PARAMETERS, type Parameters } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
