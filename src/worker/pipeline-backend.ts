@@ -19,6 +19,7 @@
 import type { Backend, InferContext, LoadedModel } from '../backends/index.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
+import { priorityOf } from '../protocol/index.ts';
 import { PipelineRunner, type StepRequest, type StepResult } from '../pipeline/index.ts';
 import { validateInputs } from '../registry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
@@ -56,7 +57,8 @@ class WorkerPipeline implements LoadedModel {
       entry: { name: this.#config.name, version: this.#config.version, config: this.#config },
       inputs,
       outputs: ctx.outputs,
-      parameters: ctx.parameters,
+      // the request's priority holds for its steps, as the coordinator passes it on to them
+      parameters: ctx.priority === undefined ? ctx.parameters : { ...ctx.parameters, priority: ctx.priority },
       // the batcher holds the request's deadline: ctx.signal aborts at it (see the header)
       timeoutMs: Number.POSITIVE_INFINITY,
       signal: ctx.signal,
@@ -109,7 +111,13 @@ async function runLocalStep(
     });
     outputs = result.outputs;
   } else {
-    outputs = await host.run(model, { inputs: step.inputs, parameters, signal: step.signal, source });
+    outputs = await host.run(model, {
+      inputs: step.inputs,
+      parameters,
+      priority: priorityOf(parameters.priority),
+      signal: step.signal,
+      source,
+    });
   }
   return {
     meta: { model: model.config.name, version: model.config.version, outputs: [] },

@@ -160,3 +160,22 @@ test("worker pipeline - a step's error keeps its code and names the step", async
     message: /step "g" \(gated\): x must be positive/,
   });
 });
+
+test("worker pipeline - a request's priority holds for its steps", async () => {
+  const { backend, calls } = gatedBackend();
+  const host = hostWith(backend);
+  await host.load(ident);
+  await host.load(stepModel('gated'));
+  await host.load(pipe());
+  const p = host.get('pipe', undefined);
+  const urgent = host.run(p, { inputs: [input(1)], priority: 1 });
+  await waitFor('the urgent step running', () => calls.length === 1);
+  const plain = host.run(p, { inputs: [input(2)] });
+  await waitFor('the plain step running', () => calls.length === 2);
+  assert.deepEqual(
+    calls.map((c) => c.ctx.priority),
+    [1, undefined],
+  );
+  for (const c of calls) c.gate.resolve();
+  await Promise.all([urgent, plain]);
+});
