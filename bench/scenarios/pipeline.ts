@@ -18,9 +18,9 @@
  *   load engine at the same concurrencies over the same 16 lines, after checking it reads every
  *   line as each topology does. It gets as many processes as the topologies have model workers
  *   (two): the engine runs onnxruntime in two processes, up to two cores at once, so one process
- *   would measure the engine against half its cores. The baseline and both topologies are up at
+ *   would measure the engine against half its cores. The baseline and every topology are up at
  *   once and, at each concurrency, take turns in slices of about 2 s (OCR_SLICE_MS), so drift over
- *   the run (another job on a shared machine) falls on all three alike; the two waiting meanwhile
+ *   the run (another job on a shared machine) falls on all alike; the others waiting meanwhile
  *   stay idle. Each engine point carries its throughput and latency against the baseline's at the
  *   same concurrency; the target compares each at its best measured concurrency (ocrVsBaseline).
  * - `hop`: the coordinator's hop per step. `sim` models with no latency echo their input (an
@@ -896,7 +896,7 @@ function ocrBound(cmp: OcrComparison, processes: number, cores: number): string 
     (stepsMs > b.baseline
       ? ` (+${cell(stepsMs - b.baseline)} ms: taking in and answering each step's tensors)`
       : " (no more in the engine's processes than alone)") +
-    `; the rest is the coordinator's ${cell(e.coordinator)} ms (five steps routed per request) and the ` +
+    `; the rest is the coordinator's ${cell(e.coordinator)} ms (${cmp.engine.topology === 'colocated, run on worker' ? 'one request routed per request, its steps run on the worker' : 'five steps routed per request'}) and the ` +
     `load generator's ${cell(e.loadGenerator)} ms over HTTP against ${cell(b.loadGenerator)} ms over IPC`
   );
 }
@@ -922,8 +922,8 @@ function ocrBaselineSection(ocr: OcrPoint[], baseline: OcrBaseline): string[] {
     `one intra-op thread per session as on the workers) with no engine, in ${baseline.processes} plain processes`,
     '(as many as the model workers: the engine runs onnxruntime in two processes), each reading whole',
     'lines one at a time; the same load engine hands each the next line in turn over IPC, to the process',
-    'with the fewest in flight. At each concurrency it and both topologies take turns in slices of about',
-    `${OCR_SLICE_MS / 1000} s, so drift during the run falls on all three alike. It read ${baseline.linesReadExactly} lines exactly, ` +
+    'with the fewest in flight. At each concurrency it and every topology take turns in slices of about',
+    `${OCR_SLICE_MS / 1000} s, so drift during the run falls on all alike. It read ${baseline.linesReadExactly} lines exactly, ` +
       (differs.length === 0
         ? 'each as every topology read it.'
         : `but ${differs.length} line(s) otherwise than the engine: not the same work.`),
