@@ -171,3 +171,46 @@ test('pipeline on worker - a worker killed under requests: they are answered by 
   }
   await w1.exited;
 });
+
+test('pipeline on worker - loaded at run time through the repository API, it is hosted by the workers', {
+  timeout: 60_000,
+}, async (t) => {
+  // the config without the pipelines: only the step models
+  const file = writeConfig(t, CONFIG.slice(0, CONFIG.indexOf('\n  - name: chain-c')));
+  const coordinator = await startCoordinator(t, file);
+  const { url } = coordinator;
+  await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
+  await waitForWorkers(url, 1, ['add-one', 'double', 'ident']);
+  const spec = { datatype: 'FP32', shape: [-1, -1] };
+  const config = {
+    name: 'chain-w',
+    backend: 'pipeline',
+    inputs: [{ name: 'v', ...spec }],
+    outputs: [
+      { name: 'out', ...spec },
+      { name: 'plus', ...spec },
+    ],
+    pipeline: {
+      runOn: 'worker',
+      steps: [
+        { name: 'inc', model: 'add-one', inputs: { a: '$v' } },
+        { name: 'dbl', model: 'double', inputs: { x: 'inc.b' } },
+        { name: 'same', model: 'ident', inputs: { x: 'dbl.y' } },
+      ],
+      outputs: { out: 'same.y', plus: 'inc.b' },
+    },
+  };
+  const load = await post(
+    `${url}/v2/repository/models/chain-w/load`,
+    JSON.stringify({ parameters: { config } }),
+  );
+  assert.equal(load.status, 200, load.text);
+  const [w1] = await adminWorkers(url);
+  assert.ok(
+    w1!.models.some((m) => m.name === 'chain-w' && m.state === 'ready'),
+    'the worker hosts the pipeline',
+  );
+  const res = await infer(url, 'chain-w', [1, 2, 3]);
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(outputsOf(res.json), { out: [4, 6, 8], plus: [2, 3, 4] });
+});
