@@ -6,7 +6,9 @@
  *   at several closed-loop concurrencies, in two topologies:
  *   `disaggregated` (the demo's: the js processors on their own pool process `pre-1`, the ONNX
  *   models on w1 and w2) and `colocated` (the same processors hosted by w1 and w2, no pool, so
- *   the same two model workers and one process fewer). The response cache is off for every
+ *   the same two model workers and one process fewer), and `colocated, run on worker` (the
+ *   colocated placement with `pipeline.runOn: worker`: each model worker runs the whole pipeline
+ *   against its own models, no tensor crossing the coordinator between steps). The response cache is off for every
  *   model, so every request runs every step. Each line carries the engine's per-step queue wait
  *   and run time (GET /v2/models/stats, summed over workers) and the CPU time of each process
  *   group, read from /proc around each timed slice.
@@ -16,15 +18,17 @@
  *   load engine at the same concurrencies over the same 16 lines, after checking it reads every
  *   line as each topology does. It gets as many processes as the topologies have model workers
  *   (two): the engine runs onnxruntime in two processes, up to two cores at once, so one process
- *   would measure the engine against half its cores. The baseline and both topologies are up at
+ *   would measure the engine against half its cores. The baseline and every topology are up at
  *   once and, at each concurrency, take turns in slices of about 2 s (OCR_SLICE_MS), so drift over
- *   the run (another job on a shared machine) falls on all three alike; the two waiting meanwhile
+ *   the run (another job on a shared machine) falls on all alike; the others waiting meanwhile
  *   stay idle. Each engine point carries its throughput and latency against the baseline's at the
  *   same concurrency; the target compares each at its best measured concurrency (ocrVsBaseline).
  * - `hop`: the coordinator's hop per step. `sim` models with no latency echo their input (an
  *   identity), so a pipeline of N such steps costs N coordinator -> worker -> coordinator round
  *   trips of the tensor. A direct request to the sim model is timed against pipelines of N steps
- *   for each tensor size, in binary tensor data both ways (no JSON numbers), on one worker. The
+ *   for each tensor size, in binary tensor data both ways (no JSON numbers), on one worker, and
+ *   so are the same pipelines with `runOn: worker` (`ident-xN-worker`: one RPC round trip per
+ *   request, the steps chained inside the worker). The
  *   targets take turns in 0.5 s slices, so drift during the run falls on all of them alike.
  *   Reported: p50 added per step against the direct request, the marginal cost of one more step
  *   (between the shortest and longest pipeline) in latency and in coordinator CPU, its growth
@@ -359,7 +363,8 @@ function statsDelta(before: Map<string, ModelStats>, after: Map<string, ModelSta
 
 // ---- scenario ocr-line ----------------------------------------------------------------------------
 
-type Topology = 'disaggregated' | 'colocated';
+type Topology = 'disaggregated' | 'colocated' | 'colocated, run on worker';
+const TOPOLOGIES: readonly Topology[] = ['disaggregated', 'colocated', 'colocated, run on worker'];
 
 interface DemoModel {
   name: string;
@@ -368,7 +373,7 @@ interface DemoModel {
   pool?: string;
   workers?: string[];
   cache?: { enabled?: boolean; ttlMs?: number };
-  pipeline?: { steps: { model: string }[] };
+  pipeline?: { steps: { model: string }[]; runOn?: string };
   [key: string]: unknown;
 }
 
@@ -382,7 +387,8 @@ interface DemoConfig {
 /**
  * The demo config for one topology: ports picked by the OS, no response cache for any model
  * (and no SQLite tier), relative model paths made absolute (the config is written elsewhere),
- * and for `colocated` the pool's processors placed on the model workers instead.
+ * and for `colocated` the pool's processors placed on the model workers instead (with `run on
+ * worker`, the pipeline too: it runs on the model workers, against their own models).
  */
 function ocrConfig(topology: Topology) {
   const demo = parseYaml(readFileSync(DEMO_CONFIG, 'utf8')) as DemoConfig;
@@ -398,10 +404,14 @@ function ocrConfig(topology: Topology) {
     m.cache = { enabled: false };
     if (m.path && !m.path.startsWith('pkg:') && !isAbsolute(m.path))
       m.path = resolve(dirname(DEMO_CONFIG), m.path);
-    if (topology === 'colocated' && m.pool !== undefined) {
+    if (topology !== 'disaggregated' && m.pool !== undefined) {
       delete m.pool;
       m.workers = [...modelWorkers];
     }
+  }
+  if (topology === 'colocated, run on worker') {
+    pipeline.pipeline.runOn = 'worker';
+    pipeline.workers = [...modelWorkers];
   }
   const { cache: _cache, pools: _pools, ...rest } = demo;
   const config = {
@@ -417,7 +427,7 @@ function ocrConfig(topology: Topology) {
     topology === 'disaggregated' ? [...modelWorkers, ...poolWorkers.map((w) => w.id)] : modelWorkers;
   const placement = new Map<string, string[]>(hosts.map((id) => [id, []]));
   for (const m of models) {
-    if (m.backend === 'pipeline') continue;
+    if (m.backend === 'pipeline' && m.pipeline?.runOn !== 'worker') continue;
     const on =
       m.pool !== undefined ? poolWorkers.filter((w) => w.pool === m.pool).map((w) => w.id) : m.workers;
     for (const id of on ?? hosts) placement.get(id)?.push(m.name);
@@ -512,9 +522,9 @@ async function ocrScenario(
       points: [],
     };
     // one after the other: two fleets loading their models at once would only slow each other
-    for (const topology of ['disaggregated', 'colocated'] as const) {
+    for (const [i, topology] of TOPOLOGIES.entries()) {
       const config = ocrConfig(topology);
-      const file = join(dir, `ocr-${topology}.yaml`);
+      const file = join(dir, `ocr-${i}.yaml`);
       writeFileSync(file, config.yaml);
       const fleet = await startFleet(file, config.placement);
       const url = `${fleet.url}/v2/models/${OCR_PIPELINE}/infer`;
@@ -564,7 +574,7 @@ async function ocrScenario(
             spent,
             load.requests,
           );
-          // colocated: no pool process
+          // colocated (either way): no pool process
           cpu.cpuMsPerRequest.pool ??= null;
           cpu.coresBusy.pool ??= null;
           noteDisturbance(disturbed, `ocr-line ${f.topology} c=${concurrency}`, cpu);
@@ -572,7 +582,7 @@ async function ocrScenario(
             (p) => p.topology === 'disaggregated' && p.concurrency === concurrency,
           );
           const vsDisaggregated =
-            f.topology === 'colocated' && disaggregated ? ratios(load, disaggregated) : undefined;
+            f.topology !== 'disaggregated' && disaggregated ? ratios(load, disaggregated) : undefined;
           const vsBaseline = ratios(load, base!.load);
           points.push({
             topology: f.topology,
@@ -600,24 +610,31 @@ async function ocrScenario(
 // ---- scenario hop -----------------------------------------------------------------------------------
 
 const pipelineName = (steps: number): string => `${HOP_MODEL}-x${steps}`;
+/** The same pipeline with `runOn: worker`. */
+const onWorkerName = (steps: number): string => `${pipelineName(steps)}-worker`;
+/** A hop target's steps: 1 for the model called directly. */
+const stepsOf = (model: string): number => Number(/-x(\d+)/.exec(model)?.[1] ?? 1);
 
 function hopConfigYaml(hopSteps: number[]): string {
   const spec = (name: string) => `[{ name: ${name}, datatype: FP32, shape: [-1, -1] }]`;
-  const pipelines = hopSteps.map((n) => {
-    const steps = Array.from({ length: n }, (_, i) => {
-      const from = i === 0 ? '$INPUT0' : `s${i}.OUTPUT0`;
-      return `        - { name: s${i + 1}, model: ${HOP_MODEL}, inputs: { INPUT0: ${from} } }`;
-    });
-    return `  - name: ${pipelineName(n)}
+  const pipelines = hopSteps.flatMap((n) =>
+    [false, true].map((onWorker) => {
+      const steps = Array.from({ length: n }, (_, i) => {
+        const from = i === 0 ? '$INPUT0' : `s${i}.OUTPUT0`;
+        return `        - { name: s${i + 1}, model: ${HOP_MODEL}, inputs: { INPUT0: ${from} } }`;
+      });
+      return `  - name: ${onWorker ? onWorkerName(n) : pipelineName(n)}
     backend: pipeline
     inputs: ${spec('INPUT0')}
     outputs: ${spec('OUTPUT0')}
     pipeline:
+      runOn: ${onWorker ? 'worker' : 'coordinator'}
       steps:
 ${steps.join('\n')}
       outputs: { OUTPUT0: s${n}.OUTPUT0 }
 `;
-  });
+    }),
+  );
   return `coordinator: { host: 127.0.0.1, port: 0, rpcPort: 0 }
 logging: { level: warn }
 models:
@@ -691,14 +708,15 @@ async function hopRuns(
 async function hopScenario(s: Settings, dir: string, disturbed: string[]): Promise<HopPoint[]> {
   const file = join(dir, 'hop.yaml');
   writeFileSync(file, hopConfigYaml(s.hopSteps));
-  const fleet = await startFleet(file, new Map([['w1', [HOP_MODEL]]]));
+  const fleet = await startFleet(file, new Map([['w1', [HOP_MODEL, ...s.hopSteps.map(onWorkerName)]]]));
   const points: HopPoint[] = [];
   try {
     const groups: ProcessGroups = {
       coordinator: [fleet.coordinator.child.pid],
       worker: [fleet.workers.get('w1')?.child.pid],
     };
-    const targets = [HOP_MODEL, ...s.hopSteps.map(pipelineName)];
+    const pipelines = [...s.hopSteps.map(pipelineName), ...s.hopSteps.map(onWorkerName)];
+    const targets = [HOP_MODEL, ...pipelines];
     /** Cost of one more step, from the shortest and the longest pipeline (undefined with one length). */
     const slope = (byLength: (n: number) => number): number | undefined => {
       const first = s.hopSteps[0]!;
@@ -736,9 +754,9 @@ async function hopScenario(s: Settings, dir: string, disturbed: string[]): Promi
           runs: Object.fromEntries(runs),
           p50Ms: Object.fromEntries(targets.map((m) => [m, runs.get(m)!.latencyMs.p50])),
           addedMsPerStep: Object.fromEntries(
-            s.hopSteps.map((n) => [
-              pipelineName(n),
-              round((p50(n) - runs.get(HOP_MODEL)!.latencyMs.p50) / n),
+            pipelines.map((m) => [
+              m,
+              round((runs.get(m)!.latencyMs.p50 - runs.get(HOP_MODEL)!.latencyMs.p50) / stepsOf(m)),
             ]),
           ),
           ...(marginalMs !== undefined ? { marginalMsPerStep: round(marginalMs) } : {}),
@@ -878,7 +896,7 @@ function ocrBound(cmp: OcrComparison, processes: number, cores: number): string 
     (stepsMs > b.baseline
       ? ` (+${cell(stepsMs - b.baseline)} ms: taking in and answering each step's tensors)`
       : " (no more in the engine's processes than alone)") +
-    `; the rest is the coordinator's ${cell(e.coordinator)} ms (five steps routed per request) and the ` +
+    `; the rest is the coordinator's ${cell(e.coordinator)} ms (${cmp.engine.topology === 'colocated, run on worker' ? 'one request routed per request, its steps run on the worker' : 'five steps routed per request'}) and the ` +
     `load generator's ${cell(e.loadGenerator)} ms over HTTP against ${cell(b.loadGenerator)} ms over IPC`
   );
 }
@@ -904,8 +922,8 @@ function ocrBaselineSection(ocr: OcrPoint[], baseline: OcrBaseline): string[] {
     `one intra-op thread per session as on the workers) with no engine, in ${baseline.processes} plain processes`,
     '(as many as the model workers: the engine runs onnxruntime in two processes), each reading whole',
     'lines one at a time; the same load engine hands each the next line in turn over IPC, to the process',
-    'with the fewest in flight. At each concurrency it and both topologies take turns in slices of about',
-    `${OCR_SLICE_MS / 1000} s, so drift during the run falls on all three alike. It read ${baseline.linesReadExactly} lines exactly, ` +
+    'with the fewest in flight. At each concurrency it and every topology take turns in slices of about',
+    `${OCR_SLICE_MS / 1000} s, so drift during the run falls on all alike. It read ${baseline.linesReadExactly} lines exactly, ` +
       (differs.length === 0
         ? 'each as every topology read it.'
         : `but ${differs.length} line(s) otherwise than the engine: not the same work.`),
@@ -952,7 +970,8 @@ function ocrSection(ocr: OcrPoint[], baseline: OcrBaseline | undefined, charts: 
     '',
     'The demo pipeline (image → preprocess → classifier → prepare → recognizer → decode → text) on 16',
     'rendered lines in turn, cache off. `disaggregated`: the js steps on their own pool process;',
-    '`colocated`: the same steps on the two model workers. CPU is per answered request; "vs one',
+    '`colocated`: the same steps on the two model workers; `colocated, run on worker`: that placement',
+    'with `pipeline.runOn: worker` (each worker runs the whole pipeline against its own models). CPU is per answered request; "vs one',
     'process" is throughput against the same steps with no engine at the same concurrency (below).',
     '',
     ...table(
@@ -1034,13 +1053,19 @@ function ocrSection(ocr: OcrPoint[], baseline: OcrBaseline | undefined, charts: 
 }
 
 function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): string[] {
-  const steps = (model: string): number => Number(/-x(\d+)$/.exec(model)?.[1] ?? 1);
-  const models = [...new Set(hop.flatMap((p) => Object.keys(p.p50Ms)))].sort((a, b) => steps(a) - steps(b));
+  const steps = stepsOf;
+  const onWorker = (model: string): boolean => model.endsWith('-worker');
+  const models = [...new Set(hop.flatMap((p) => Object.keys(p.p50Ms)))].sort(
+    (a, b) => Number(onWorker(a)) - Number(onWorker(b)) || steps(a) - steps(b),
+  );
+  const longest = (worker: boolean) =>
+    models.filter((m) => onWorker(m) === worker && steps(m) > 1).at(-1) ?? '';
   const out = [
     "### The coordinator's hop per step",
     '',
     'Identity `sim` models chained N times (each step a coordinator → worker → coordinator round trip of',
-    'the tensor, binary both ways), against the same model called directly.',
+    'the tensor, binary both ways), against the same model called directly; `-worker`: the same',
+    'pipeline with `runOn: worker` (one round trip per request, the steps chained inside the worker).',
     '',
     ...table(
       [
@@ -1048,6 +1073,7 @@ function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): str
         'concurrency',
         ...models.map((m) => `p50 ms ${m}`),
         'added ms/step (longest)',
+        'added ms/step (longest, on worker)',
         'marginal ms/step',
         'coordinator CPU ms/step',
       ],
@@ -1055,7 +1081,8 @@ function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): str
         bytesText(p.bytes),
         cell(p.concurrency),
         ...models.map((m) => cell(p.p50Ms[m], 3)),
-        cell(p.addedMsPerStep[models.at(-1) ?? ''], 3),
+        cell(p.addedMsPerStep[longest(false)], 3),
+        cell(p.addedMsPerStep[longest(true)], 3),
         cell(p.marginalMsPerStep, 3),
         cell(p.coordinatorCpuMsPerStep, 3),
       ]),
@@ -1073,12 +1100,17 @@ function hopSection(hop: HopPoint[], summary: HopSummary[], charts: Charts): str
           xScale: 'linear',
           series: hop
             .filter((p) => p.bytes === bytes)
-            .map((p) => ({
-              name: `concurrency ${cell(p.concurrency)}`,
-              points: models.flatMap((m) =>
-                p.p50Ms[m] === undefined ? [] : [{ x: steps(m), y: p.p50Ms[m]! }],
-              ),
-            })),
+            .flatMap((p) =>
+              [false, true].map((worker) => ({
+                name: `concurrency ${cell(p.concurrency)}${worker ? ', run on worker' : ''}`,
+                ...(worker ? { dashed: true } : {}),
+                points: models.flatMap((m) =>
+                  p.p50Ms[m] === undefined || (steps(m) > 1 && onWorker(m) !== worker)
+                    ? []
+                    : [{ x: steps(m), y: p.p50Ms[m]! }],
+                ),
+              })),
+            ),
         }),
         `Pipeline: p50 latency against the number of steps, ${bytesText(bytes)} tensor`,
       ),

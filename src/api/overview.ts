@@ -18,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ModelStatsSnapshot } from '../batching/index.ts';
 import { TieredStore } from '../cache/index.ts';
+import { runsOnCoordinator } from '../config/index.ts';
 import type { Coordinator } from '../coordinator/index.ts';
 import { type ModelEntry, modelKey } from '../registry/index.ts';
 import { RATE_WINDOW_S, type RequestCounts } from './request-counts.ts';
@@ -86,11 +87,11 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 
 /**
  * A version's recent successful latencies, ms: a model's from the router (its attempts on the
- * workers); a pipeline's from the coordinator, end to end (a pipeline is never routed).
+ * workers); a pipeline's the coordinator runs from the coordinator, end to end (it is never routed).
  */
 function latencyOf(coordinator: Coordinator, entry: ModelEntry): Percentiles | null {
   const at = (p: number): number | undefined =>
-    entry.config?.backend === 'pipeline'
+    runsOnCoordinator(entry.config)
       ? coordinator.stats.latencyPercentile(entry.name, entry.version, p)
       : coordinator.router.latencyPercentile(modelKey(entry.name, entry.version), p);
   const p50 = at(50);

@@ -18,7 +18,7 @@
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Coordinator } from '../coordinator/index.ts';
-import { toTritonConfig } from '../config/index.ts';
+import { runsOnCoordinator, toTritonConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 
 interface ModelParams {
@@ -53,7 +53,7 @@ export function modelConfig(coordinator: Coordinator, model: string, version?: s
     quantized: c?.quantized ?? false,
     inputs: spec?.inputs ?? c?.inputs ?? [],
     outputs: spec?.outputs ?? c?.outputs ?? [],
-    placement: c?.backend === 'pipeline' ? 'coordinator' : (c?.workers ?? 'all workers'),
+    placement: runsOnCoordinator(c) ? 'coordinator' : (c?.workers ?? 'all workers'),
     replicas: [...entry.replicas].map(([worker, r]) => ({
       worker,
       pool: coordinator.pool.get(worker)?.pool ?? null,

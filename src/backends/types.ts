@@ -46,6 +46,11 @@ export interface InferContext {
    */
   readonly signal: AbortSignal;
   parameters: Parameters;
+  /**
+   * The `priority` the batch's first request asked for (1 most urgent); undefined when it asked
+   * for none (the default level), or where no batcher queued it (a streaming model's request).
+   */
+  readonly priority?: number | undefined;
   /** Output names wanted; all outputs when undefined. */
   outputs?: string[] | undefined;
   /**

@@ -104,6 +104,11 @@ export interface ExecuteContext {
   readonly parameters: Parameters;
   readonly outputs: string[] | undefined;
   readonly signal: AbortSignal;
+  /**
+   * The `priority` the request heading the batch asked for (undefined: the default level), so
+   * that a worker-run pipeline asks the same for its steps, as the coordinator's would.
+   */
+  readonly priority: number | undefined;
   /** The model run starts now (after the backend prepared its inputs). */
   runStarted(): void;
   /** The model run ended now (before the backend extracts its outputs). */
@@ -159,6 +164,7 @@ export const DEFAULT_FAIR_SHARE_THRESHOLD = 0.5;
 class RunningBatch implements ExecuteContext {
   readonly parameters: Parameters;
   readonly outputs: string[] | undefined;
+  readonly priority: number | undefined;
   /** Its requests not yet answered; at 0 by cancels and deadlines, nobody wants the outputs. */
   waiting: number;
   /** When the model run started and ended, as the backend marked them (batcher clock). */
@@ -168,9 +174,16 @@ class RunningBatch implements ExecuteContext {
   #controller: AbortController | undefined;
   #abortReason: InfergridError | undefined;
 
-  constructor(parameters: Parameters, outputs: string[] | undefined, waiting: number, now: () => number) {
+  constructor(
+    parameters: Parameters,
+    outputs: string[] | undefined,
+    priority: number | undefined,
+    waiting: number,
+    now: () => number,
+  ) {
     this.parameters = parameters;
     this.outputs = outputs;
+    this.priority = priority;
     this.waiting = waiting;
     this.#now = now;
   }
@@ -211,6 +224,8 @@ interface Item {
   readonly bytes: number;
   readonly key: string;
   readonly level: number;
+  /** As submitted (its level's source); undefined or 0: the default level. */
+  readonly priority: number | undefined;
   readonly deadlineAt: number;
   readonly enqueuedAt: number;
   readonly signal: AbortSignal | undefined;
@@ -352,6 +367,7 @@ export class Batcher {
         bytes,
         key: compatibilityKey(options.inputs, options.outputs, JSON.stringify(parameters)),
         level,
+        priority: options.priority || undefined,
         deadlineAt: options.deadlineAt ?? Number.POSITIVE_INFINITY,
         enqueuedAt: now,
         signal: options.signal,
@@ -623,7 +639,9 @@ export class Batcher {
   #start(batch: Item[], now: number): void {
     const o = this.#o;
     const head = batch[0]!;
-    const running = new RunningBatch(head.parameters, head.outputs, batch.length, () => o.clock.now());
+    const running = new RunningBatch(head.parameters, head.outputs, head.priority, batch.length, () =>
+      o.clock.now(),
+    );
     let traced: SubmitTrace[] | undefined;
     for (const item of batch) {
       this.#unqueue(item);

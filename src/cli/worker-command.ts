@@ -1,12 +1,12 @@
 import { createBackends } from '../backends/index.ts';
 import { Membership, followCoordinators, workerRecord } from '../cluster/index.ts';
 import { hostname } from 'node:os';
-import { type ModelConfig, loadConfig, runtimeLoadPolicy } from '../config/index.ts';
+import { type ModelConfig, loadConfig, runsOnCoordinator, runtimeLoadPolicy } from '../config/index.ts';
 import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
 import { WorkerMetrics, createLogger, createTracing, registerClusterMetrics } from '../telemetry/index.ts';
 import { type HostPort, parseHostPort } from '../util/address.ts';
-import { ModelHost, Worker } from '../worker/index.ts';
+import { ModelHost, Worker, createPipelineBackend } from '../worker/index.ts';
 import { serveMetrics } from './metrics-server.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
 import { exitOnFatal, notifyParent, onShutdownSignal } from './process.ts';
@@ -58,15 +58,19 @@ default 200; 0 for V8's own; see docs/configuration.md).`;
 
 /**
  * The models a worker hosts: --models, else those placed on its id, else those placed
- * nowhere; only versions their version policy serves, and never a pipeline (the coordinator
- * runs those).
+ * nowhere; only versions their version policy serves, and never a pipeline the coordinator
+ * runs. Pipelines that run on the worker come last: their steps are loaded before them.
  */
 export function modelsForWorker(
   all: readonly ModelConfig[],
   id: string | undefined,
   only: string[] | undefined,
 ): ModelConfig[] {
-  const models = servedModels(all).filter((m) => m.backend !== 'pipeline');
+  const served = servedModels(all).filter((m) => !runsOnCoordinator(m));
+  const models = [
+    ...served.filter((m) => m.backend !== 'pipeline'),
+    ...served.filter((m) => m.backend === 'pipeline'),
+  ];
   if (only?.length) {
     const unknown = only.filter((name) => !all.some((m) => m.name === name));
     if (unknown.length) {
@@ -166,8 +170,11 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     ? new Membership({ cluster: config.cluster, logger, name: `worker:${workerId}` })
     : undefined;
   if (membership) registerClusterMetrics(metrics.registry, membership);
+  // a worker-run pipeline's steps run on the models of this same host
+  const backends = new Map(createBackends());
+  backends.set('pipeline', createPipelineBackend({ host: () => modelHost, workerId }));
   const modelHost = new ModelHost(
-    createBackends(),
+    backends,
     logger,
     () => {
       worker?.modelsChanged();

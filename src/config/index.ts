@@ -58,7 +58,7 @@ export {
   modelSchema,
   routingSchema,
 } from './schema.ts';
-export { type PipelineSource, checkPipeline, parseSource } from './pipeline.ts';
+export { type PipelineSource, checkPipeline, parseSource, runsOnCoordinator } from './pipeline.ts';
 export { compareVersionsDesc } from './version-order.ts';
 export { describePolicy, policyOf, selectVersions, servedModels } from './version-policy.ts';
 export {

@@ -19,6 +19,31 @@ export function parseSource(text: string): PipelineSource | undefined {
   return { kind: 'step', step: text.slice(0, dot), output: text.slice(dot + 1) };
 }
 
+/** Whether a model is a pipeline whose steps the coordinator runs (not a model workers host). */
+export function runsOnCoordinator(m: Pick<ModelConfig, 'backend' | 'pipeline'> | undefined): boolean {
+  return m?.backend === 'pipeline' && m.pipeline?.runOn !== 'worker';
+}
+
+/**
+ * Where a worker-run pipeline is placed and its step model is not (undefined when the step is
+ * wherever the pipeline is): placement is `workers:` (a pool is expanded into it by then), none
+ * meaning every worker. The step's candidate versions are its pinned one, else any of the name.
+ */
+function missingPlacement(
+  pipeline: ModelConfig,
+  step: readonly ModelConfig[],
+  version: string | undefined,
+): string | undefined {
+  const candidates = step.filter((c) => version === undefined || c.version === version);
+  if (candidates.length === 0) return undefined; // a pinned version that does not exist: said below
+  if (candidates.some((c) => !c.workers)) return undefined;
+  const placed = new Set(candidates.flatMap((c) => c.workers ?? []));
+  if (!pipeline.workers)
+    return `every worker (the pipeline has no workers: placement; the model is only on ${[...placed].join(', ')})`;
+  const missing = pipeline.workers.filter((w) => !placed.has(w));
+  return missing.length ? `worker${missing.length > 1 ? 's' : ''} ${missing.join(', ')}` : undefined;
+}
+
 /**
  * Problems with one pipeline model's definition (empty when it is sound): declared inputs and
  * outputs, step models that exist and are not pipelines, sources that name pipeline inputs or
@@ -31,8 +56,10 @@ export function checkPipeline(where: string, m: ModelConfig, all: readonly Model
   if (!m.inputs?.length || !m.outputs?.length)
     issues.push(`${where}: a pipeline needs its inputs and outputs declared`);
   if (m.path) issues.push(`${where}.path: a pipeline has no file; its steps name models`);
-  if (m.workers || m.pool)
-    issues.push(`${where}: a pipeline runs on the coordinator; place its step models on workers instead`);
+  if (p.runOn === 'coordinator' && (m.workers || m.pool))
+    issues.push(
+      `${where}: a pipeline runs on the coordinator; place its step models on workers instead (or set pipeline.runOn: worker)`,
+    );
   const inputs = new Set((m.inputs ?? []).map((i) => i.name));
   const seen = new Set<string>();
   const check = (source: string, at: string): void => {
@@ -60,6 +87,13 @@ export function checkPipeline(where: string, m: ModelConfig, all: readonly Model
       issues.push(
         `${at}.version: model "${step.model}" version "${step.version}" is not served by its version policy`,
       );
+    if (p.runOn === 'worker' && target.length > 0) {
+      const missing = missingPlacement(m, target, step.version);
+      if (missing)
+        issues.push(
+          `${at}.model: pipeline "${m.name}" runs on its workers (runOn: worker), but model "${step.model}" is not placed on ${missing}; place it there too, or the pipeline only where it is`,
+        );
+    }
     if (Object.keys(step.inputs).length === 0) issues.push(`${at}.inputs: map at least one input`);
     for (const [input, source] of Object.entries(step.inputs)) check(source, `${at}.inputs.${input}`);
     seen.add(step.name);

@@ -630,6 +630,13 @@ export const pipelineSchema = z
     steps: z.array(pipelineStepSchema).min(1),
     /** Each pipeline output -> the step output it is: `<step>.<output>`. */
     outputs: z.record(z.string().min(1), z.string().min(1)),
+    /**
+     * Where the steps run. `coordinator`: each step is a request of its own through the
+     * coordinator (steps may live on different workers). `worker`: the pipeline is a model the
+     * workers it is placed on host, running its steps against the models of that same worker,
+     * so tensors never leave the worker between steps (docs/pipelines.md).
+     */
+    runOn: z.enum(['coordinator', 'worker']).default('coordinator'),
   })
   .strict();
 
@@ -654,7 +661,7 @@ export const modelSchema = z
       .union([z.string().min(1), z.number().int().nonnegative()])
       .transform(String)
       .default('1'),
-    /** `pipeline`: no weights; the coordinator runs `pipeline.steps`, each a model of its own. */
+    /** `pipeline`: no weights; `pipeline.steps` run, each a model of its own (on the coordinator, or on a worker: `pipeline.runOn`). */
     backend: z.enum(['onnx', 'sim', 'js', 'pipeline', 'llama']),
     /**
      * Model file (onnx, llama: a GGUF) or module (js). Relative paths are resolved against the config file's

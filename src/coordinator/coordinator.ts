@@ -9,7 +9,7 @@
  */
 
 import { type Server, type Socket, createServer } from 'node:net';
-import { type InfergridConfig, runtimeLoadPolicy } from '../config/index.ts';
+import { type InfergridConfig, runsOnCoordinator, runtimeLoadPolicy } from '../config/index.ts';
 import { InfergridError, toInfergridError } from '../errors.ts';
 import { createPackr } from '../protocol/index.ts';
 import { type ModelEntry, ModelRegistry, validateInputs } from '../registry/index.ts';
@@ -465,7 +465,7 @@ export class Coordinator {
       throw e;
     }
     const { entry } = resolved;
-    if (entry.config?.backend === 'pipeline') {
+    if (runsOnCoordinator(entry.config)) {
       let result: InferResult;
       try {
         result = await this.#execute(request, resolved, remainingMs(request, receivedAtMs), request.signal);
@@ -780,7 +780,10 @@ export class Coordinator {
     return generation;
   }
 
-  /** Runs a request past the cache: a pipeline here, a model on a worker. */
+  /**
+   * Runs a request past the cache: a pipeline here, a model on a worker (a pipeline that runs on
+   * its workers too: dispatched whole, its steps never come back here).
+   */
   #execute(
     request: InferenceRequest,
     resolved: Resolved,
@@ -788,7 +791,7 @@ export class Coordinator {
     signal: AbortSignal | undefined,
   ): Promise<InferResult> {
     const { entry } = resolved;
-    if (entry.config?.backend === 'pipeline') return this.#runPipeline(request, entry, timeoutMs, signal);
+    if (runsOnCoordinator(entry.config)) return this.#runPipeline(request, entry, timeoutMs, signal);
     return this.dispatcher.dispatch(dispatchRequest(request, resolved, timeoutMs, signal));
   }
 

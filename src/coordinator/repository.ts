@@ -19,6 +19,7 @@ import {
   fromTritonConfig,
   isTritonConfig,
   modelSchema,
+  runsOnCoordinator,
 } from '../config/index.ts';
 import { type ErrorCode, InfergridError, toInfergridError } from '../errors.ts';
 import type { ModelStatus } from '../protocol/index.ts';
@@ -267,7 +268,7 @@ export class ModelRepository {
   }
 
   async #apply(name: string, served: ModelConfig[]): Promise<void> {
-    if (served.every((c) => c.backend === 'pipeline')) return;
+    if (served.every((c) => runsOnCoordinator(c))) return;
 
     const servedVersions = new Set(served.map((c) => c.version));
     const workers = this.#o.pool.list().filter((w) => !w.draining);
@@ -420,7 +421,7 @@ export class ModelRepository {
         const stale = hosted.filter((v) => !served.some((c) => c.version === v));
         if (stale.length > 0) jobs.push(this.#unloadOn(worker, name, stale));
         const missing = served.filter(
-          (c) => c.backend !== 'pipeline' && placedOn(c, worker) && !hosted.includes(c.version),
+          (c) => !runsOnCoordinator(c) && placedOn(c, worker) && !hosted.includes(c.version),
         );
         if (missing.length > 0) jobs.push(this.#loadOn(worker, missing));
       }

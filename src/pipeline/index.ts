@@ -1,4 +1,5 @@
 export {
+  type PipelineEntry,
   type PipelineRequest,
   type PipelineResult,
   PipelineRunner,

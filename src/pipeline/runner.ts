@@ -45,8 +45,11 @@ export interface StepResult {
   timings?: ComputeTimings | undefined;
 }
 
+/** What the runner reads of a pipeline model: its name, version and config. */
+export type PipelineEntry = Pick<ModelEntry, 'name' | 'version' | 'config'>;
+
 export interface PipelineRequest {
-  entry: ModelEntry;
+  entry: PipelineEntry;
   inputs: Tensor[];
   outputs?: string[] | undefined;
   parameters?: Parameters | undefined;
@@ -115,7 +118,7 @@ export class PipelineRunner {
     this.#source = options.source ?? this;
   }
 
-  #compile(entry: ModelEntry): CompiledStep[] {
+  #compile(entry: PipelineEntry): CompiledStep[] {
     const pipeline = entry.config?.pipeline;
     if (!pipeline) throw new InfergridError('INTERNAL', `model "${entry.name}" is not a pipeline`);
     let steps = this.#compiled.get(pipeline);

@@ -73,4 +73,5 @@ export {
   TIMEOUT_MS_PARAMETER,
   TIMEOUT_US_PARAMETER,
   modelParameters,
+  priorityOf,
 } from './parameters.ts';

@@ -5,10 +5,20 @@
  * and the cache key (which leaves them out).
  */
 
-import type { Parameters } from './messages.ts';
+import type { ParameterValue, Parameters } from './messages.ts';
 
 /** Scheduling priority on the worker: 1 most urgent .. the model's priority levels; 0 the default. */
 export const PRIORITY_PARAMETER = 'priority';
+/**
+ * The `priority` parameter as the batcher takes it: a number (KServe parameters may carry it as
+ * a string of digits); NaN for anything else, which the batcher refuses.
+ */
+export function priorityOf(value: ParameterValue | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value);
+  return typeof value === 'number' ? value : Number.NaN;
+}
+
 /** Triton's per-request timeout, in microseconds. */
 export const TIMEOUT_US_PARAMETER = 'timeout';
 /** The request's deadline in ms (takes precedence over `timeout`). */

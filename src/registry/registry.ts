@@ -10,7 +10,7 @@
  */
 
 import { EventEmitter } from 'node:events';
-import type { ModelConfig, VersionPolicy } from '../config/index.ts';
+import { type ModelConfig, type VersionPolicy, runsOnCoordinator } from '../config/index.ts';
 import type { ModelState, ModelStatus } from '../protocol/index.ts';
 import { type ModelEntry, type ModelSpec, ReplicaTable } from './replica-table.ts';
 import { ModelRepositoryState, type RepositoryIndexEntry } from './repository-state.ts';
@@ -147,7 +147,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
    */
   placesOn(workerId: string, name: string, version: string): boolean {
     return this.declared().some(
-      (c) => c.name === name && c.version === version && c.backend !== 'pipeline' && isPlacedOn(c, workerId),
+      (c) => c.name === name && c.version === version && !runsOnCoordinator(c) && isPlacedOn(c, workerId),
     );
   }
 
@@ -193,7 +193,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
     this.emit('changed');
   }
 
-  /** Whether a request can be served: a ready replica, or for a pipeline every step ready. */
+  /** Whether a request can be served: a ready replica, or for a pipeline the coordinator runs every step ready. */
   isReady(entry: ModelEntry): boolean {
     return this.#repository.isReady(entry);
   }

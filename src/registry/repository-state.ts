@@ -9,7 +9,13 @@
  * index reports it as READY/LOADING; the replicas it also needs come from the replica table.
  */
 
-import { type ModelConfig, compareVersionsDesc, describePolicy, policyOf } from '../config/index.ts';
+import {
+  type ModelConfig,
+  compareVersionsDesc,
+  describePolicy,
+  policyOf,
+  runsOnCoordinator,
+} from '../config/index.ts';
 import { modelKey } from './model-key.ts';
 import type { ModelEntry, ReplicaTable } from './replica-table.ts';
 
@@ -98,13 +104,14 @@ export class ModelRepositoryState {
   }
 
   /**
-   * Whether a request can be served: a model with a ready replica; a pipeline whose every
-   * step has a ready version it may go to. An unloaded or loading name is never ready.
+   * Whether a request can be served: a model with a ready replica; a pipeline the coordinator
+   * runs whose every step has a ready version it may go to (one that runs on its workers is a
+   * model like any: a worker reports it ready). An unloaded or loading name is never ready.
    */
   isReady(entry: ModelEntry): boolean {
     if (this.#unloaded.has(entry.name) || this.#loading.has(entry.name)) return false;
     const pipeline = entry.config?.pipeline;
-    if (entry.config?.backend === 'pipeline' && pipeline) {
+    if (runsOnCoordinator(entry.config) && pipeline) {
       return pipeline.steps.every((step) => {
         if (this.#unloaded.has(step.model)) return false;
         const versions = step.version !== undefined ? [step.version] : this.#replicas.versions(step.model);
@@ -157,11 +164,10 @@ export class ModelRepositoryState {
         state = 'LOADING';
       } else {
         state = 'UNAVAILABLE';
-        reason =
-          entry.config?.backend === 'pipeline'
-            ? 'a step model has no ready replica'
-            : (replicas.find((r) => r.error)?.error ??
-              (replicas.length ? 'no replica is ready' : 'no worker hosts it'));
+        reason = runsOnCoordinator(entry.config)
+          ? 'a step model has no ready replica'
+          : (replicas.find((r) => r.error)?.error ??
+            (replicas.length ? 'no replica is ready' : 'no worker hosts it'));
       }
       out.push({ name, version, state, reason });
     };

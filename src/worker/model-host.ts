@@ -95,6 +95,7 @@ export function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
 
 function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStats): Batcher {
   const b = config.batching;
+  if (config.backend === 'pipeline') return pipelineBatcher(config, model, stats);
   return new Batcher({
     name: `model "${config.name}"`,
     maxBatchSize: b.enabled ? config.maxBatchSize : 1,
@@ -113,6 +114,36 @@ function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStat
       const outputs = await model.infer(inputs, ctx);
       // a backend that did not mark its run's end: checking its outputs is extraction, not the run
       ctx.runEnded();
+      checkOutputs(outputs);
+      return outputs;
+    },
+  });
+}
+
+/**
+ * A worker-run pipeline's batcher: it only admits. A pipeline computes nothing itself (its steps
+ * wait in their own models' batchers, where they batch), so it must not hold one request behind
+ * another: no batching, and as many instances as requests may queue, so every admitted request
+ * runs at once. Kept rather than bypassed so that a pipeline request is admitted, bounded,
+ * expired, cancelled and counted like any other: its deadline and cancel abort `ctx.signal`,
+ * which stops its steps.
+ */
+function pipelineBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStats): Batcher {
+  const b = config.batching;
+  return new Batcher({
+    name: `pipeline "${config.name}"`,
+    maxBatchSize: 1,
+    maxQueueDelayMs: 0,
+    preferredBatchSizes: [],
+    refillWait: false,
+    maxQueueSize: b.maxQueueSize,
+    maxQueueBytes: b.maxQueueBytes,
+    instances: b.maxQueueSize,
+    priorityLevels: b.priorityLevels,
+    defaultPriorityLevel: b.defaultPriorityLevel,
+    stats,
+    execute: async (inputs, ctx) => {
+      const outputs = await model.infer(inputs, ctx);
       checkOutputs(outputs);
       return outputs;
     },
@@ -446,6 +477,13 @@ export class ModelHost {
       );
     }
     return hosted as ReadyModel;
+  }
+
+  /** Whether this worker hosts a model (any state but unloading); the newest version when none is named. */
+  hosts(name: string, version: string | undefined): boolean {
+    const v = version || this.#latest.get(name);
+    const hosted = v === undefined ? undefined : this.#models.get(modelKey(name, v));
+    return hosted !== undefined && hosted.state !== 'unloading';
   }
 
   statuses(): ModelStatus[] {

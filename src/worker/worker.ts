@@ -24,12 +24,12 @@ import { InfergridError, toInfergridError } from '../errors.ts';
 import {
   type HeartbeatMeta,
   type InferRequestMeta,
-  type ParameterValue,
   MESSAGE_KIND,
   type RegisterMeta,
   checkInferRequest,
   checkModelControl,
   createPackr,
+  priorityOf,
   tensorsFromWire,
   tensorsToWire,
 } from '../protocol/index.ts';
@@ -104,13 +104,6 @@ export interface WorkerStats {
 export interface WorkerEvents {
   /** A coordinator asked this worker to drain. */
   'drain-requested': [string];
-}
-
-/** The `priority` parameter as a number (KServe parameters may carry it as a string). */
-function priorityOf(value: ParameterValue | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value === 'string' && /^\d+$/.test(value)) return Number(value);
-  return typeof value === 'number' ? value : Number.NaN;
 }
 
 export class Worker extends EventEmitter<WorkerEvents> {

@@ -382,3 +382,38 @@ test('pipeline config - a step pinning a version its model policy does not serve
     /models\[3\]\.pipeline\.steps\[0\]\.version: model "m" version "1" is not served by its version policy/,
   );
 });
+
+/** Step models a (on `aWorkers`, or everywhere) and b (everywhere), and `p` with runOn: worker. */
+function onWorker(aWorkers: string | undefined, extra = ''): string {
+  return `workers: [{ id: w1 }, { id: w2 }]
+models:
+  - name: a
+    backend: sim
+    inputs: [{ name: x, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: y, datatype: FP32, shape: [-1] }]${aWorkers ? `\n    workers: ${aWorkers}` : ''}
+  - name: b
+    backend: sim
+    inputs: [{ name: x, datatype: FP32, shape: [-1] }]
+    outputs: [{ name: y, datatype: FP32, shape: [-1] }]
+${pipeline(TWO_STEPS, '{ out: second.y }\n      runOn: worker', extra)}`;
+}
+
+test('pipeline config - runOn defaults to coordinator; runOn: worker may be placed where its steps are', (t) => {
+  const plain = load(t, withSteps(pipeline(TWO_STEPS, '{ out: second.y }')));
+  assert.equal(plain.config.models[2]!.pipeline!.runOn, 'coordinator');
+  const everywhere = load(t, onWorker(undefined));
+  assert.equal(everywhere.config.models[2]!.pipeline!.runOn, 'worker');
+  const placed = load(t, onWorker('[w1]', '\n    workers: [w1]'));
+  assert.deepEqual(placed.config.models[2]!.workers, ['w1']);
+});
+
+test('pipeline config - runOn: worker with a step model missing where the pipeline is placed is refused', (t) => {
+  assertOneIssue(
+    issuesOf(t, onWorker('[w1]', '\n    workers: [w1, w2]')),
+    /models\[2\]\.pipeline\.steps\[0\]\.model: pipeline "p" runs on its workers \(runOn: worker\), but model "a" is not placed on worker w2; place it there too/,
+  );
+  assertOneIssue(
+    issuesOf(t, onWorker('[w1]')),
+    /models\[2\]\.pipeline\.steps\[0\]\.model: .*model "a" is not placed on every worker \(the pipeline has no workers: placement; the model is only on w1\)/,
+  );
+});

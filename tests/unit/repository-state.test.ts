@@ -122,6 +122,22 @@ test('repository state - a pipeline is ready when every step has a ready version
   assert.equal(repository.isReady(ocr), false, 'a step model unloaded');
 });
 
+test('repository state - a pipeline that runs on its workers is ready when a worker reports it ready', () => {
+  const onWorker = modelSchema.parse({
+    ...pipeline('ocr', ['det']),
+    pipeline: { ...pipeline('ocr', ['det']).pipeline!, runOn: 'worker' },
+  });
+  const { replicas, repository } = setup([model('det', '1'), onWorker]);
+  const ocr = replicas.get('ocr', '1')!;
+  replicas.setWorkerModels('w1', [status('det', '1')]);
+  assert.equal(repository.isReady(ocr), false, 'its steps ready on a worker is not enough');
+  replicas.setWorkerModels('w1', [
+    status('det', '1'),
+    { ...status('ocr', '1'), platform: 'infergrid_pipeline' },
+  ]);
+  assert.equal(repository.isReady(ocr), true);
+});
+
 test('repository state - allReady needs every served model ready, leaving out unloaded and loading names', () => {
   const { replicas, repository } = setup([model('a', '1'), model('b', '1')]);
   assert.equal(new ModelRepositoryState(new ReplicaTable()).allReady(), false, 'nothing served');
