@@ -139,6 +139,7 @@ test('bench targets - every target of the page, in the order the README states t
       ['scale-out-coordinators-x2', 'not measured'],
       ['security-auth-c64-throughput', 'not measured'],
       ['pipeline-ocr-vs-in-process', 'not measured'],
+      ['pipeline-hop-1mib-c1', 'not measured'],
     ],
   );
 });
@@ -513,4 +514,26 @@ test('bench targets - ocr-line pipeline: the best engine point against the same 
   assert.match(differs.measured, /colocated, line 3: "VAT 20%" against "VAT 20% 214.08"/);
   assert.equal(target({ ...result(40, false), ocrBaseline: undefined }).status, 'not measured');
   assert.equal(target(undefined).status, 'not measured');
+});
+
+test('bench targets - pipeline hop: a 1 MiB step at concurrency 1, the worker-run pipeline judged, the coordinator-run one shown', () => {
+  const hopPoint = (bytes: number, concurrency: number, added: Record<string, number>) =>
+    ({ bytes, concurrency, addedMsPerStep: added }) as unknown as PipelineResult['hop'][number];
+  const target = (hop: PipelineResult['hop']) =>
+    computeTargets(
+      suite([run('pipeline', { ocr: [], hop, hopSummary: [], disturbed: [] } as unknown as PipelineResult)]),
+      PAGE_SCENARIOS,
+    ).find((t) => t.id === 'pipeline-hop-1mib-c1')!;
+  const both = { 'ident-x2': 1.4, 'ident-x4': 1.3, 'ident-x2-worker': 0.2, 'ident-x4-worker': 0.1 };
+  const met = target([hopPoint(4096, 1, { 'ident-x4': 0.2 }), hopPoint(1048576, 1, both)]);
+  assert.equal(met.status, 'met');
+  assert.match(
+    met.measured,
+    /^0\.1 ms per step with `runOn: worker` \(ident-x4-worker\); 1\.3 ms per step run by the coordinator \(ident-x4\)/,
+  );
+  // without the worker-run pipelines the coordinator's figure is judged
+  assert.equal(target([hopPoint(1048576, 1, { 'ident-x2': 1.4, 'ident-x4': 1.3 })]).status, 'not met');
+  assert.equal(target([hopPoint(1048576, 1, { 'ident-x4': 0.6 })]).status, 'met');
+  // no 1 MiB point at concurrency 1
+  assert.equal(target([hopPoint(1048576, 8, both)]).status, 'not measured');
 });
