@@ -189,11 +189,14 @@ function hitAnswer(result: InferResult, reply: FastifyReply, id: string | undefi
   const { meta, outputs } = result;
   let outputsJson = hitOutputsJson.get(outputs);
   if (outputsJson === undefined) {
+    let rendered: InferResponseBody['outputs'];
     try {
-      outputsJson = JSON.stringify(buildInferResponse(meta, outputs, undefined).outputs);
+      rendered = buildInferResponse(meta, outputs, undefined).outputs;
     } catch (err) {
       throw malformedOutput(result, err);
     }
+    // outside the try, as fastify's serializer is for a miss: text too long is not the worker's fault
+    outputsJson = JSON.stringify(rendered);
     hitOutputsJson.set(outputs, outputsJson);
   }
   const parameters = { ...meta.parameters, ...cacheParameters(result) };

@@ -3,6 +3,7 @@
  * tensors' raw bytes — what the coordinator needs to answer as if a worker had.
  */
 
+import { LRUCache } from 'lru-cache';
 import { type Packr, Unpackr } from 'msgpackr';
 import { createPackr, type InferResponseMeta, tensorsFromWire, tensorsToWire } from '../protocol/index.ts';
 import type { Tensor } from '../tensor/index.ts';
@@ -26,17 +27,32 @@ interface Decoded {
   digest: Uint8Array;
   expiresAtMs: number | undefined;
   response: CachedResponse;
+  /** What keeping it may pin, bytes (an estimate: see DECODED_MEMO_BYTES). */
+  size: number;
 }
+
+/**
+ * What the decoded-entry memo may pin, bytes: the entry's bytes (the memo holds them even once
+ * the store has let them go), the decoded outputs (msgpackr copies them out of the entry) and
+ * their JSON text, kept beside them by the HTTP front door (src/api/kserve.ts), reckoned at 5×
+ * the outputs' bytes (FP32 as decimal text). None of it is counted by the store's own limit,
+ * hence a budget of its own; an entry over a sixteenth of it is decoded per hit, as before.
+ */
+export const DECODED_MEMO_BYTES = 16 * 1024 * 1024;
 
 export class EntryCodec {
   readonly #packr: Packr = createPackr();
   readonly #unpackr = new Unpackr({ moreTypes: true, useRecords: false, mapsAsObjects: true });
   /**
-   * The memory tier hands back the same bytes on every hit, so each entry is decoded once and its
-   * response reused (outputs included: they are views of those bytes already, never written to).
-   * Keyed weakly by the bytes, so an entry the store evicts leaves this too.
+   * The memory tier hands back the same bytes on every hit, so the entries hit most are decoded
+   * once and their response reused, outputs included (nothing downstream writes to a result's
+   * tensors or meta). Keyed by the bytes object: a tier that reads a fresh copy each time (SQLite,
+   * Redis) decodes each time, until the copy is promoted into memory.
    */
-  readonly #decoded = new WeakMap<Uint8Array, Decoded>();
+  readonly #decoded = new LRUCache<Uint8Array, Decoded>({
+    maxSize: DECODED_MEMO_BYTES,
+    sizeCalculation: (d) => d.size,
+  });
 
   encode(digest: Uint8Array, response: CachedResponse, expiresAtMs?: number): Uint8Array {
     const { headers, attachments } = tensorsToWire(response.outputs);
@@ -76,11 +92,15 @@ export class EntryCodec {
     } catch {
       return undefined;
     }
-    this.#decoded.set(bytes, {
-      digest: stored.d,
-      expiresAtMs: typeof stored.x === 'number' ? stored.x : undefined,
-      response,
-    });
+    let size = bytes.byteLength + 256;
+    for (const t of response.outputs) size += 6 * t.data.byteLength;
+    if (size <= DECODED_MEMO_BYTES / 16)
+      this.#decoded.set(bytes, {
+        digest: stored.d,
+        expiresAtMs: typeof stored.x === 'number' ? stored.x : undefined,
+        response,
+        size,
+      });
     return response;
   }
 }

@@ -1,4 +1,4 @@
-export { type CachedResponse, EntryCodec } from './entry.ts';
+export { type CachedResponse, DECODED_MEMO_BYTES, EntryCodec } from './entry.ts';
 export { createCacheStore } from './factory.ts';
 export { type CacheKey, cacheKey, modelPrefix } from './key.ts';
 export { MemoryStore, type MemoryStoreOptions } from './memory-store.ts';

@@ -53,8 +53,11 @@ class Material {
     this.#at = this.#buf.writeUInt32LE(n >>> 0, this.#at);
   }
 
-  /** A dimension: any non-negative safe integer, all 64 bits of it. */
+  /** A dimension: any non-negative integer below 2^64, all 64 bits of it. */
   dim(n: number): void {
+    // what BigInt and writeBigUInt64LE refused before, refused still: no two dimensions share bytes
+    if (!Number.isInteger(n) || n < 0 || n >= 2 ** 64)
+      throw new RangeError(`dimension ${n} is not a 64-bit unsigned integer`);
     this.#room(8);
     this.#at = this.#buf.writeUInt32LE(n % 2 ** 32, this.#at);
     this.#at = this.#buf.writeUInt32LE(Math.floor(n / 2 ** 32), this.#at);

@@ -21,6 +21,7 @@ import {
   type CacheRequest,
   type CacheStore,
   type CachedResponse,
+  DECODED_MEMO_BYTES,
   EntryCodec,
   MemoryStore,
   ResponseCache,
@@ -411,6 +412,29 @@ test('cache entry - the same bytes decode once: a hit after that reuses the resp
     'a reused decode is still checked against the digest',
   );
   assert.equal(codec.decode(bytes, digest, now + 10), undefined, 'and against its expiry');
+});
+
+test('cache entry - a large entry is decoded per hit, so the memo never pins more than its budget', () => {
+  const codec = new EntryCodec();
+  const { digest } = keyOf(baseRequest());
+  // 6 × the outputs' bytes is reckoned for the decoded copy and its JSON text: over a sixteenth of the budget
+  const big = {
+    ...sampleResponse(),
+    outputs: [tensor('y', 'UINT8', [DECODED_MEMO_BYTES / 64], new Uint8Array(DECODED_MEMO_BYTES / 64))],
+  };
+  const bytes = codec.encode(digest, big);
+  const first = codec.decode(bytes, digest);
+  assert.ok(first);
+  assert.notEqual(codec.decode(bytes, digest), first, 'decoded again, not kept');
+});
+
+test('cache key - a dimension that is not a 64-bit unsigned integer is refused, never truncated into another key', () => {
+  for (const d of [1.5, Number.NaN, -1, 2 ** 64, Number.POSITIVE_INFINITY])
+    assert.throws(
+      () => cacheKey('m', '1', 'g1', [tensor('x', 'FP32', [d, 5], new Uint8Array(0))], undefined, undefined),
+      RangeError,
+      String(d),
+    );
 });
 
 test('cache entry - decode refuses garbage, other formats and damaged entries instead of throwing', () => {
