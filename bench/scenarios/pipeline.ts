@@ -894,7 +894,7 @@ function ocrBound(cmp: OcrComparison, processes: number, cores: number): string 
     `The processes that run the steps spend ${cell(stepsMs)} ms per request against the baseline's ` +
     `${cell(b.baseline)} ms for the same step functions and models` +
     (stepsMs > b.baseline
-      ? ` (+${cell(stepsMs - b.baseline)} ms: taking in and answering each step's tensors)`
+      ? ` (+${cell(stepsMs - b.baseline)} ms${cmp.engine.topology === 'colocated, run on worker' ? ', with no step tensor crossing a socket' : ", taking in and answering each step's tensors among it"})`
       : " (no more in the engine's processes than alone)") +
     `; the rest is the coordinator's ${cell(e.coordinator)} ms (${cmp.engine.topology === 'colocated, run on worker' ? 'one request routed per request, its steps run on the worker' : 'five steps routed per request'}) and the ` +
     `load generator's ${cell(e.loadGenerator)} ms over HTTP against ${cell(b.loadGenerator)} ms over IPC`
