@@ -172,7 +172,16 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   if (membership) registerClusterMetrics(metrics.registry, membership);
   // a worker-run pipeline's steps run on the models of this same host
   const backends = new Map(createBackends());
-  backends.set('pipeline', createPipelineBackend({ host: () => modelHost, workerId }));
+  // a coordinator may send a worker-run pipeline the moment this worker registers: its load
+  // waits for the models this worker loads at start, its steps among them
+  let stepsLoaded!: () => void;
+  const stepsLoadedPromise = new Promise<void>((resolve) => {
+    stepsLoaded = resolve;
+  });
+  backends.set(
+    'pipeline',
+    createPipelineBackend({ host: () => modelHost, workerId, stepsLoaded: stepsLoadedPromise }),
+  );
   const modelHost = new ModelHost(
     backends,
     logger,
@@ -248,5 +257,10 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
     metricsPort: metricsServer?.port ?? null,
   });
   if (models.length === 0) logger.warn({ worker: running.id }, 'no models placed on this worker');
-  for (const m of models) await modelHost.load(m);
+  // pipelines come last (modelsForWorker): every other model has settled before the first
+  for (const m of models) {
+    if (m.backend === 'pipeline') stepsLoaded();
+    await modelHost.load(m);
+  }
+  stepsLoaded();
 }

@@ -479,11 +479,22 @@ export class ModelHost {
     return hosted as ReadyModel;
   }
 
-  /** Whether this worker hosts a model (any state but unloading); the newest version when none is named. */
-  hosts(name: string, version: string | undefined): boolean {
-    const v = version || this.#latest.get(name);
-    const hosted = v === undefined ? undefined : this.#models.get(modelKey(name, v));
-    return hosted !== undefined && hosted.state !== 'unloading';
+  /**
+   * A model as it stands once any load of it under way has ended (the newest version when none is
+   * named): ready, failed, or not hosted at all (undefined).
+   */
+  async settled(name: string, version: string | undefined): Promise<HostedModel | undefined> {
+    for (;;) {
+      const v = version || this.#latest.get(name);
+      if (v === undefined) return undefined;
+      const key = modelKey(name, v);
+      const hosted = this.#models.get(key);
+      const running = this.#loads.get(key);
+      // a pipeline is never waited for: pipelines loading each other would wait forever
+      if (!running || hosted?.config.backend === 'pipeline') return hosted;
+      // its failure is the model's state, read on the next turn
+      await running.hosted.catch(() => undefined);
+    }
   }
 
   statuses(): ModelStatus[] {

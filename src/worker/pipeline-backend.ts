@@ -28,13 +28,19 @@ import type { ModelHost } from './model-host.ts';
 export const PIPELINE_PLATFORM = 'infergrid_pipeline';
 
 /** What the backend uses of the worker's ModelHost. */
-export type LocalModels = Pick<ModelHost, 'get' | 'run' | 'stream' | 'hosts'>;
+export type LocalModels = Pick<ModelHost, 'get' | 'run' | 'stream' | 'settled'>;
 
 export interface PipelineBackendOptions {
   /** The host whose models the steps run on (the one that hosts the pipeline; read at load). */
   host: () => LocalModels;
   /** This worker's id, for messages. */
   workerId: string;
+  /**
+   * Settles once the worker has loaded the models its own placement gives it, pipelines aside. A
+   * coordinator may send a pipeline to load as soon as the worker registers, before its step
+   * models are loaded: the load waits for them instead of failing (and staying failed).
+   */
+  stepsLoaded?: Promise<void>;
 }
 
 class WorkerPipeline implements LoadedModel {
@@ -136,14 +142,28 @@ export function createPipelineBackend(options: PipelineBackendOptions): Backend 
           'MODEL_LOAD_FAILED',
           `pipeline "${config.name}" runs on the coordinator (pipeline.runOn: coordinator); a worker hosts only pipelines with runOn: worker`,
         );
-      // placement is checked in config; a model loaded at run time or given --models may still miss one
-      const missing = config.pipeline.steps.filter((s) => !host.hosts(s.model, s.version));
+      await options.stepsLoaded;
+      // placement is checked in config; a model loaded at run time or given --models may still
+      // miss one, or its load may have failed: the pipeline is ready only when every step is
+      const missing: string[] = [];
+      for (const s of config.pipeline.steps) {
+        const step = await host.settled(s.model, s.version);
+        const named = `model "${s.model}"${s.version ? ` version "${s.version}"` : ''} (step "${s.name}")`;
+        if (step?.config.backend === 'pipeline')
+          throw new InfergridError(
+            'MODEL_LOAD_FAILED',
+            `pipeline "${config.name}": step "${s.name}" is pipeline "${s.model}"; pipelines do not nest`,
+          );
+        if (!step) missing.push(`worker ${options.workerId} does not host ${named}`);
+        else if (step.state !== 'ready')
+          missing.push(
+            `on worker ${options.workerId} ${named} is ${step.state}${step.error ? `: ${step.error}` : ''}`,
+          );
+      }
       if (missing.length > 0)
         throw new InfergridError(
           'MODEL_LOAD_FAILED',
-          `pipeline "${config.name}" runs on its workers, but worker ${options.workerId} does not host ${missing
-            .map((s) => `model "${s.model}"${s.version ? ` version "${s.version}"` : ''} (step "${s.name}")`)
-            .join(', ')}; place the step models on the same workers as the pipeline`,
+          `pipeline "${config.name}" runs on its workers, but ${missing.join('; ')}; place the step models on the same workers as the pipeline, ready`,
         );
       return new WorkerPipeline(config, host, options.workerId);
     },

@@ -172,14 +172,14 @@ test('pipeline on worker - a worker killed under requests: they are answered by 
   await w1.exited;
 });
 
-test('pipeline on worker - loaded at run time through the repository API, it is hosted by the workers', {
-  timeout: 60_000,
+test('pipeline on worker - loaded at run time through the repository API, it is hosted by the workers, and again by a restarted worker', {
+  timeout: 90_000,
 }, async (t) => {
   // the config without the pipelines: only the step models
   const file = writeConfig(t, CONFIG.slice(0, CONFIG.indexOf('\n  - name: chain-c')));
   const coordinator = await startCoordinator(t, file);
   const { url } = coordinator;
-  await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
+  const first = await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
   await waitForWorkers(url, 1, ['add-one', 'double', 'ident']);
   const spec = { datatype: 'FP32', shape: [-1, -1] };
   const config = {
@@ -213,4 +213,19 @@ test('pipeline on worker - loaded at run time through the repository API, it is 
   const res = await infer(url, 'chain-w', [1, 2, 3]);
   assert.equal(res.status, 200, res.text);
   assert.deepEqual(outputsOf(res.json), { out: [4, 6, 8], plus: [2, 3, 4] });
+
+  // a restarted worker registers before it has loaded its step models, and the coordinator sends it
+  // the pipeline at once: the pipeline's load waits for them instead of failing for good
+  first.child.kill('SIGKILL');
+  await first.exited;
+  await startWorker(t, file, 'w1', { coordinator: coordinator.rpcAddress });
+  await waitFor('the restarted worker hosting the pipeline, ready', async () => {
+    const [w] = await adminWorkers(url);
+    const hosted = w?.models.find((m) => m.name === 'chain-w');
+    assert.notEqual(hosted?.state, 'unavailable', 'the pipeline failed to load on the restarted worker');
+    return hosted?.state === 'ready';
+  });
+  const again = await infer(url, 'chain-w', [1]);
+  assert.equal(again.status, 200, again.text);
+  assert.deepEqual(outputsOf(again.json), { out: [4], plus: [2] });
 });

@@ -179,3 +179,85 @@ test("worker pipeline - a request's priority holds for its steps", async () => {
   for (const c of calls) c.gate.resolve();
   await Promise.all([urgent, plain]);
 });
+
+/** A step backend whose load finishes when the test says, or fails with `options.failLoad`. */
+function slowLoadingBackend() {
+  const loads: Deferred<void>[] = [];
+  const backend: Backend = {
+    name: 'js',
+    async load(config) {
+      const gate = deferred<void>();
+      loads.push(gate);
+      await gate.promise;
+      if (config.options.failLoad)
+        throw new InfergridError('MODEL_LOAD_FAILED', String(config.options.failLoad));
+      return {
+        info: { platform: 'test', inputs: SPEC('x'), outputs: SPEC('y') },
+        infer: async (inputs: Tensor[]) => [{ ...inputs[0]!, name: 'y' }],
+        dispose: async () => {},
+      };
+    },
+  };
+  return { backend, loads };
+}
+
+test('worker pipeline - a load sent before the worker has loaded its steps waits for them, and is ready after', async () => {
+  const { backend, loads } = slowLoadingBackend();
+  const backends = new Map<string, Backend>([
+    ['js', backend],
+    ['sim', createSimBackend()],
+  ]);
+  const startup = deferred<void>();
+  backends.set(
+    'pipeline',
+    createPipelineBackend({ host: () => host, workerId: 'w-test', stepsLoaded: startup.promise }),
+  );
+  const host = new ModelHost(backends, silentLogger());
+  // as a coordinator's reconcile does at registration: the pipeline first, the worker's own loads after
+  const pipeline = host.load(pipe());
+  const steps = (async () => {
+    await host.load(ident);
+    await host.load(stepModel('gated'));
+    startup.resolve();
+  })();
+  await waitFor('the step model loading', () => loads.length === 1);
+  loads[0]!.resolve();
+  await steps;
+  assert.equal((await pipeline).state, 'ready', (await pipeline).error);
+  const out = await host.run(host.get('pipe', undefined), { inputs: [input(7)] });
+  assert.equal(new Float32Array(out[0]!.data.slice().buffer)[0], 7);
+});
+
+test('worker pipeline - a step still loading is waited for; a step whose load failed leaves the pipeline unavailable, naming it', async () => {
+  const { backend, loads } = slowLoadingBackend();
+  const host = hostWith(backend);
+  await host.load(ident);
+  const step = host.load(stepModel('gated', { failLoad: 'weights missing' }));
+  await waitFor('the step model loading', () => loads.length === 1);
+  const pipeline = host.load(pipe());
+  loads[0]!.resolve();
+  assert.equal((await step).state, 'unavailable');
+  const loaded = await pipeline;
+  assert.equal(loaded.state, 'unavailable', 'never ready while a step cannot run');
+  assert.match(
+    loaded.error ?? '',
+    /on worker w-test model "gated" \(step "g"\) is unavailable: .*weights missing/,
+  );
+});
+
+test('worker pipeline - a pipeline step that is itself a pipeline (or the pipeline) is refused at load, never waited for', async () => {
+  const host = hostWith(gatedBackend().backend);
+  await host.load(ident);
+  const self = await host.load(pipe('pipe'));
+  assert.equal(self.state, 'unavailable');
+  assert.match(self.error ?? '', /step "g" is pipeline "pipe"; pipelines do not nest/);
+  await host.load(stepModel('gated'));
+  assert.equal((await host.load(pipe())).state, 'ready');
+  const outer = modelSchema.parse({
+    ...pipe('pipe'),
+    name: 'outer',
+  });
+  const nested = await host.load(outer);
+  assert.equal(nested.state, 'unavailable');
+  assert.match(nested.error ?? '', /pipelines do not nest/);
+});
