@@ -95,16 +95,25 @@ export function checkOutputs(outputs: unknown): asserts outputs is Tensor[] {
 
 function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStats): Batcher {
   const b = config.batching;
-  if (config.backend === 'pipeline') return pipelineBatcher(config, model, stats);
+  /*
+   * A worker-run pipeline's batcher only admits. A pipeline computes nothing itself (its steps
+   * wait in their own models' batchers, where they batch), so it must not hold one request behind
+   * another: no batching, and as many instances as requests may queue, so every admitted request
+   * runs at once. Kept rather than bypassed so that a pipeline request is admitted, bounded,
+   * expired, cancelled and counted like any other: its deadline and cancel abort `ctx.signal`,
+   * which stops its steps.
+   */
+  const admitsOnly = config.backend === 'pipeline';
+  const batches = b.enabled && !admitsOnly;
   return new Batcher({
-    name: `model "${config.name}"`,
-    maxBatchSize: b.enabled ? config.maxBatchSize : 1,
-    maxQueueDelayMs: b.maxQueueDelayMs,
-    preferredBatchSizes: b.enabled ? b.preferredBatchSizes : [],
-    refillWait: b.enabled && b.refillWait,
+    name: `${admitsOnly ? 'pipeline' : 'model'} "${config.name}"`,
+    maxBatchSize: batches ? config.maxBatchSize : 1,
+    maxQueueDelayMs: admitsOnly ? 0 : b.maxQueueDelayMs,
+    preferredBatchSizes: batches ? b.preferredBatchSizes : [],
+    refillWait: batches && b.refillWait,
     maxQueueSize: b.maxQueueSize,
     maxQueueBytes: b.maxQueueBytes,
-    instances: b.instances,
+    instances: admitsOnly ? b.maxQueueSize : b.instances,
     priorityLevels: b.priorityLevels,
     defaultPriorityLevel: b.defaultPriorityLevel,
     stats,
@@ -114,36 +123,6 @@ function createBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStat
       const outputs = await model.infer(inputs, ctx);
       // a backend that did not mark its run's end: checking its outputs is extraction, not the run
       ctx.runEnded();
-      checkOutputs(outputs);
-      return outputs;
-    },
-  });
-}
-
-/**
- * A worker-run pipeline's batcher: it only admits. A pipeline computes nothing itself (its steps
- * wait in their own models' batchers, where they batch), so it must not hold one request behind
- * another: no batching, and as many instances as requests may queue, so every admitted request
- * runs at once. Kept rather than bypassed so that a pipeline request is admitted, bounded,
- * expired, cancelled and counted like any other: its deadline and cancel abort `ctx.signal`,
- * which stops its steps.
- */
-function pipelineBatcher(config: ModelConfig, model: LoadedModel, stats: ModelStats): Batcher {
-  const b = config.batching;
-  return new Batcher({
-    name: `pipeline "${config.name}"`,
-    maxBatchSize: 1,
-    maxQueueDelayMs: 0,
-    preferredBatchSizes: [],
-    refillWait: false,
-    maxQueueSize: b.maxQueueSize,
-    maxQueueBytes: b.maxQueueBytes,
-    instances: b.maxQueueSize,
-    priorityLevels: b.priorityLevels,
-    defaultPriorityLevel: b.defaultPriorityLevel,
-    stats,
-    execute: async (inputs, ctx) => {
-      const outputs = await model.infer(inputs, ctx);
       checkOutputs(outputs);
       return outputs;
     },
