@@ -6,6 +6,7 @@ import { servedModels } from '../registry/index.ts';
 import { InfergridError } from '../errors.ts';
 import { WorkerMetrics, createLogger, createTracing, registerClusterMetrics } from '../telemetry/index.ts';
 import { type HostPort, parseHostPort } from '../util/address.ts';
+import { deferred } from '../util/deferred.ts';
 import { ModelHost, Worker, createPipelineBackend } from '../worker/index.ts';
 import { serveMetrics } from './metrics-server.ts';
 import { parseCommandArgs, portFlag } from './args.ts';
@@ -174,13 +175,10 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   const backends = new Map(createBackends());
   // a coordinator may send a worker-run pipeline the moment this worker registers: its load
   // waits for the models this worker loads at start, its steps among them
-  let stepsLoaded!: () => void;
-  const stepsLoadedPromise = new Promise<void>((resolve) => {
-    stepsLoaded = resolve;
-  });
+  const stepsLoaded = deferred<void>();
   backends.set(
     'pipeline',
-    createPipelineBackend({ host: () => modelHost, workerId, stepsLoaded: stepsLoadedPromise }),
+    createPipelineBackend({ host: () => modelHost, workerId, stepsLoaded: stepsLoaded.promise }),
   );
   const modelHost = new ModelHost(
     backends,
@@ -259,8 +257,8 @@ export async function runWorkerCommand(argv: string[]): Promise<void> {
   if (models.length === 0) logger.warn({ worker: running.id }, 'no models placed on this worker');
   // pipelines come last (modelsForWorker): every other model has settled before the first
   for (const m of models) {
-    if (m.backend === 'pipeline') stepsLoaded();
+    if (m.backend === 'pipeline') stepsLoaded.resolve();
     await modelHost.load(m);
   }
-  stepsLoaded();
+  stepsLoaded.resolve();
 }
