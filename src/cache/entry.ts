@@ -24,7 +24,7 @@ interface Stored {
 
 /** An entry's bytes decoded once, for the next hit on the same bytes. */
 interface Decoded {
-  digest: Uint8Array;
+  digest: Buffer;
   expiresAtMs: number | undefined;
   response: CachedResponse;
   /** What keeping it may pin, bytes (an estimate: see DECODED_MEMO_BYTES). */
@@ -73,8 +73,7 @@ export class EntryCodec {
   decode(bytes: Uint8Array, digest: Uint8Array, nowMs = Date.now()): CachedResponse | undefined {
     const known = this.#decoded.get(bytes);
     if (known) {
-      if (!Buffer.from(known.digest.buffer, known.digest.byteOffset, known.digest.byteLength).equals(digest))
-        return undefined;
+      if (!known.digest.equals(digest)) return undefined;
       return known.expiresAtMs !== undefined && known.expiresAtMs <= nowMs ? undefined : known.response;
     }
     let stored: Stored;
@@ -83,8 +82,9 @@ export class EntryCodec {
     } catch {
       return undefined;
     }
-    if (stored?.v !== 1 || !(stored.d instanceof Uint8Array) || !Buffer.from(stored.d).equals(digest))
-      return undefined;
+    if (stored?.v !== 1 || !(stored.d instanceof Uint8Array)) return undefined;
+    const storedDigest = Buffer.from(stored.d);
+    if (!storedDigest.equals(digest)) return undefined;
     if (typeof stored.x === 'number' && stored.x <= nowMs) return undefined;
     let response: CachedResponse;
     try {
@@ -96,7 +96,7 @@ export class EntryCodec {
     for (const t of response.outputs) size += 6 * t.data.byteLength;
     if (size <= DECODED_MEMO_BYTES / 16)
       this.#decoded.set(bytes, {
-        digest: stored.d,
+        digest: storedDigest,
         expiresAtMs: typeof stored.x === 'number' ? stored.x : undefined,
         response,
         size,
