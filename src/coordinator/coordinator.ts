@@ -48,7 +48,12 @@ import {
 import { type HostPort, formatHostPort, parseHostPort } from '../util/address.ts';
 import { type CacheStore, ResponseCache, cacheKey, createCacheStore } from '../cache/index.ts';
 import { AsyncRequests, asyncStore } from '../async/index.ts';
-import { type PipelineResult, PipelineRunner, type StepRequest } from '../pipeline/index.ts';
+import {
+  type PipelineResult,
+  PipelineRunner,
+  type StepRequest,
+  stepInputsMisfit,
+} from '../pipeline/index.ts';
 import { batchSizeOf } from '../batching/index.ts';
 import { CoordinatorStats } from './coordinator-stats.ts';
 import { type FleetWorker, fleetSnapshot } from './fleet.ts';
@@ -649,11 +654,7 @@ export class Coordinator {
     } catch (err) {
       endStage(resolved.stage, err);
       if (caller.kind === 'client') throw err;
-      throw new InfergridError(
-        'INTERNAL',
-        `pipeline "${caller.pipeline}" step "${caller.step}" (${request.model}): its inputs do not fit the model: ${(err as Error).message}`,
-        { cause: err, details: { pipeline: caller.pipeline, step: caller.step } },
-      );
+      throw stepInputsMisfit(caller.pipeline, caller.step, request.model, err);
     }
     endStage(resolved.stage);
   }

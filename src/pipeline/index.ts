@@ -3,6 +3,7 @@ export {
   type PipelineRequest,
   type PipelineResult,
   PipelineRunner,
+  stepInputsMisfit,
   type PipelineRunnerOptions,
   type StepRequest,
   type StepResult,

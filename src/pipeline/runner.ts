@@ -45,6 +45,23 @@ export interface StepResult {
   timings?: ComputeTimings | undefined;
 }
 
+/**
+ * A step's inputs that do not fit its model: the pipeline's wiring is at fault, not the client's
+ * input (INTERNAL), wherever the step runs (the coordinator, or a worker running the pipeline).
+ */
+export function stepInputsMisfit(
+  pipeline: string,
+  step: string,
+  model: string,
+  err: unknown,
+): InfergridError {
+  return new InfergridError(
+    'INTERNAL',
+    `pipeline "${pipeline}" step "${step}" (${model}): its inputs do not fit the model: ${(err as Error).message}`,
+    { cause: err, details: { pipeline, step } },
+  );
+}
+
 /** What the runner reads of a pipeline model: its name, version and config. */
 export type PipelineEntry = Pick<ModelEntry, 'name' | 'version' | 'config'>;
 

@@ -20,7 +20,7 @@ import type { Backend, InferContext, LoadedModel } from '../backends/index.ts';
 import type { ModelConfig } from '../config/index.ts';
 import { InfergridError } from '../errors.ts';
 import { priorityOf } from '../protocol/index.ts';
-import { PipelineRunner, type StepRequest, type StepResult } from '../pipeline/index.ts';
+import { PipelineRunner, type StepRequest, type StepResult, stepInputsMisfit } from '../pipeline/index.ts';
 import { validateInputs } from '../registry/index.ts';
 import type { Tensor } from '../tensor/index.ts';
 import type { ModelHost } from './model-host.ts';
@@ -98,12 +98,7 @@ async function runLocalStep(
   try {
     validateInputs(model.schema, step.inputs);
   } catch (err) {
-    // the pipeline's wiring is at fault, not the client's input (as on the coordinator)
-    throw new InfergridError(
-      'INTERNAL',
-      `pipeline "${step.pipeline}" step "${step.step}" (${step.model}): its inputs do not fit the model: ${(err as Error).message}`,
-      { cause: err, details: { pipeline: step.pipeline, step: step.step } },
-    );
+    throw stepInputsMisfit(step.pipeline, step.step, step.model, err);
   }
   const parameters = step.parameters ?? {};
   let outputs: Tensor[];
