@@ -53,7 +53,8 @@ export function leanGrpcSender(address: string, path: string, message: Buffer): 
         const stream = open().request(headers);
         stream.on('response', (h) => {
           const status = h[constants.HTTP2_HEADER_STATUS];
-          if (Number(status) !== 200) outcome = { ok: false, kind: `http ${status}`, message: 'not a gRPC answer' };
+          if (Number(status) !== 200)
+            outcome = { ok: false, kind: `http ${status}`, message: 'not a gRPC answer' };
           else outcome = outcomeOf(h);
         });
         stream.on('trailers', (t) => {

@@ -35,6 +35,7 @@ import { stringify } from 'yaml';
 import type { HttpBody } from '../../src/cli/bench/index.ts';
 import { spawnProcess, waitFor } from '../../tests/fixtures/processes.ts';
 import { processCpuSeconds } from '../lib/cpu.ts';
+import { type AdminCache, type Counters, counters, delta } from '../lib/cache-counters.ts';
 import { figures, jsonBody, type LoadFigures, runLoad } from '../lib/load.ts';
 import { type Charts, cell, table } from '../lib/markdown.ts';
 import { scratchDir, stopAll, track } from '../lib/processes.ts';
@@ -61,15 +62,7 @@ const PARAMS = {
 };
 type CacheParams = typeof PARAMS;
 
-/** The coordinator's counters over a timed run. */
-export interface Counters {
-  hits: number;
-  misses: number;
-  bypasses: number;
-  /** Requests the worker ran (Triton's inference_count). */
-  workerInferences: number;
-  tierHits: Record<string, number>;
-}
+export type { Counters } from '../lib/cache-counters.ts';
 
 export interface CacheRun extends LoadFigures {
   counted: Counters;
@@ -111,42 +104,6 @@ const CACHE_TTL_MS = 3_600_000;
 const HEADER_SAMPLES = 8;
 /** Below this share of hits from the lower tier, a "-only-hits" figure would be mostly memory hits. */
 const MIN_FALL_THROUGH = 0.95;
-
-interface AdminCache {
-  store: string;
-  tiers: { name: string; entries: number; hits?: number }[];
-  models: Record<string, { hits: number; misses: number; bypasses: number }>;
-}
-
-async function counters(url: string): Promise<Counters> {
-  const admin = (await (await fetch(`${url}/admin/cache`)).json()) as AdminCache;
-  const stats = (await (await fetch(`${url}/v2/models/echo/stats`)).json()) as {
-    model_stats: { inference_count: number }[];
-  };
-  const model = admin.models.echo ?? { hits: 0, misses: 0, bypasses: 0 };
-  return {
-    hits: model.hits,
-    misses: model.misses,
-    bypasses: model.bypasses,
-    workerInferences: stats.model_stats[0]?.inference_count ?? 0,
-    // only a tiered store counts hits per tier
-    tierHits: Object.fromEntries(
-      admin.tiers.flatMap((t) => (t.hits === undefined ? [] : [[t.name, t.hits]])),
-    ),
-  };
-}
-
-function delta(after: Counters, before: Counters): Counters {
-  return {
-    hits: after.hits - before.hits,
-    misses: after.misses - before.misses,
-    bypasses: after.bypasses - before.bypasses,
-    workerInferences: after.workerInferences - before.workerInferences,
-    tierHits: Object.fromEntries(
-      Object.entries(after.tierHits).map(([k, v]) => [k, v - (before.tierHits[k] ?? 0)]),
-    ),
-  };
-}
 
 /** One request with fetch: the `infergrid-cache` header, and whether the output echoes the input. */
 async function probe(url: string, request: HttpBody): Promise<{ cache: string | null; echoed: boolean }> {

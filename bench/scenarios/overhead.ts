@@ -32,6 +32,7 @@ import { createSimBackend } from '../../src/backends/index.ts';
 import { LatencyHistogram } from '../../src/cli/bench/index.ts';
 import { configSchema } from '../../src/config/index.ts';
 import { spawnProcess } from '../../tests/fixtures/processes.ts';
+import { counters, delta } from '../lib/cache-counters.ts';
 import { type EngineTarget, startEngine } from '../lib/engine.ts';
 import { jsonBody, type LoadFigures, type Percentiles, percentiles, runLoad } from '../lib/load.ts';
 import { type Charts, cell, pct, round, table } from '../lib/markdown.ts';
@@ -213,17 +214,11 @@ models:
         `the cached model must answer the same outputs, a ${expected}:\n${cachedAnswer}\n${engineAnswer}`,
       );
   }
-  const cacheCounts = async () => {
-    const stats = (await (await fetch(`${engine.url}/admin/cache`)).json()) as {
-      models: Record<string, { hits: number; misses: number }>;
-    };
-    return stats.models['echo-cached'] ?? { hits: 0, misses: 0 };
-  };
 
   const points: OverheadPoint[] = [];
   for (const concurrency of numberList(params.concurrency)) {
     const targets = [bare, engine, traced, cached];
-    const countsBefore = await cacheCounts();
+    const countsBefore = await counters(engine.url, 'echo-cached');
     const spec = (target: Target) => ({ url: urlOf(target), bodies: [body], concurrency });
     // fresh connections for each round
     const measured = await interleavedRounds(
@@ -235,11 +230,10 @@ models:
     const tracedRun = pool<EngineGroups>(measured[2]!);
     const cachedRun = pool<EngineGroups>(measured[3]!);
     // warm-ups included, so at least every timed request; a miss would mean the figure is not a hit's
-    const countsAfter = await cacheCounts();
-    const hits = countsAfter.hits - countsBefore.hits;
-    if (countsAfter.misses !== countsBefore.misses || hits < cachedRun.requests)
+    const counted = delta(await counters(engine.url, 'echo-cached'), countsBefore);
+    if (counted.misses !== 0 || counted.workerInferences !== 0 || counted.hits < cachedRun.requests)
       throw new Error(
-        `the cached target must answer from the cache: ${hits} hits and ${countsAfter.misses - countsBefore.misses} misses for ${cachedRun.requests} timed requests`,
+        `the cached target must answer from the cache: counters ${JSON.stringify(counted)} for ${cachedRun.requests} timed requests`,
       );
     points.push({
       concurrency,
